@@ -1,0 +1,1 @@
+"""Scripts that build real example models (torch exports and weightless Llama graphs)."""

@@ -1,0 +1,1 @@
+"""Graph IR over ONNX, transform passes and analysis passes. May import `targets`."""
