@@ -1,0 +1,1 @@
+"""NumPy reference executor: vectorised kernels, whole-graph and per-plan runs."""
