@@ -1,0 +1,180 @@
+"""Report a model's FLOPs, parameters and memory: totals, per op type, and the top nodes.
+
+Weights are never loaded: a model whose weights live in external files is
+analysed from its graph and tensor metadata alone.
+
+examples:
+  partition analyze gpt2.onnx --dim batch=1 --dim seq=128
+  partition analyze llama-70b-decode.onnx --dim batch=1 --dim past=4095 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from partitioner.commands._common import add_model_arguments, console, load_graph
+from partitioner.units import human_bytes, human_count, human_flops
+from passes.analysis import activation_liveness, node_costs
+from passes.ir import Graph
+
+__all__ = ["add_arguments", "run", "analysis_json"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument(
+        "--top", type=int, default=10, metavar="N", help="how many top nodes by FLOPs (default 10)"
+    )
+
+
+@dataclass(frozen=True)
+class _OpTypeRow:
+    op_type: str
+    count: int
+    flops: int
+    param_bytes: int
+    output_bytes: int
+    unknown: int
+
+
+def _output_bytes(graph: Graph, index: int) -> int:
+    return sum(
+        graph.tensors[o].nbytes
+        for o in graph.nodes[index].present_outputs
+        if graph.tensors[o].is_static
+    )
+
+
+def analysis_json(graph: Graph) -> dict:
+    """The `analyze --json` document (DESIGN.md's fields plus a few more)."""
+    costs = node_costs(graph)
+    live = activation_liveness(graph)
+    nodes = []
+    for node, c in zip(graph.nodes, costs.nodes, strict=True):
+        nodes.append(
+            {
+                "index": node.index,
+                "name": node.name,
+                "op_type": node.op_type,
+                "domain": node.domain,
+                "flops": c.flops,
+                "param_bytes": c.param_bytes,
+                "output_bytes": _output_bytes(graph, node.index),
+                "bytes_read": c.bytes_read,
+                "folded": node.folded,
+                "known_cost": c.known,
+                **({"unknown_reason": c.reason} if not c.known else {}),
+            }
+        )
+    return {
+        "model": {
+            "path": str(graph.path) if graph.path else None,
+            "sha256": graph.sha256,
+            "opset": graph.opset,
+            "dims": dict(graph.dims),
+        },
+        "nodes": nodes,
+        "totals": {
+            "num_nodes": graph.num_nodes,
+            "flops": costs.total_flops,
+            "param_bytes": costs.param_bytes,
+            "param_count": costs.param_count,
+            "constant_bytes": costs.constant_bytes,
+            "peak_activation_bytes": live.peak_bytes,
+            "folded_nodes": sum(1 for n in graph.nodes if n.folded),
+            "unknown_cost_nodes": costs.num_unknown,
+        },
+        "unknown_cost": {op: list(names) for op, names in costs.unknown.items()},
+    }
+
+
+def _by_op_type(doc: dict) -> list[_OpTypeRow]:
+    acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for n in doc["nodes"]:
+        if n["folded"]:
+            continue
+        row = acc[n["op_type"]]
+        row[0] += 1
+        row[1] += n["flops"]
+        row[2] += n["param_bytes"]
+        row[3] += n["output_bytes"]
+        row[4] += 0 if n["known_cost"] else 1
+    rows = [_OpTypeRow(op, *vals) for op, vals in acc.items()]
+    return sorted(rows, key=lambda r: (-r.flops, -r.count, r.op_type))
+
+
+def _print_report(graph: Graph, doc: dict, top: int) -> None:
+    t = doc["totals"]
+    dims = " ".join(f"{k}={v}" for k, v in doc["model"]["dims"].items()) or "(none)"
+    folded = t["folded_nodes"]
+    console.print(
+        f"[bold]{graph.path}[/bold]  opset {graph.opset}, {t['num_nodes']:,} nodes "
+        f"({folded:,} folded into constants)"
+    )
+    console.print(f"  sha256       {graph.sha256}")
+    console.print(f"  dims         {dims}")
+    console.print(
+        f"  parameters   {human_count(t['param_count'])} "
+        f"({human_bytes(t['param_bytes'])}, of which non-float constants "
+        f"{human_bytes(t['constant_bytes'])})"
+    )
+    console.print(f"  compute      {human_flops(t['flops'])} per run")
+    console.print(
+        f"  peak activation  {human_bytes(t['peak_activation_bytes'])} "
+        "(topological order, weights excluded)"
+    )
+    if t["unknown_cost_nodes"]:
+        ops = ", ".join(f"{op} ×{len(names)}" for op, names in doc["unknown_cost"].items())
+        console.print(
+            f"  [yellow]unknown cost[/yellow] {t['unknown_cost_nodes']} nodes: {ops} "
+            "(not counted in the totals)"
+        )
+
+    table = Table(title="Per op type", title_justify="left")
+    for col in ("op type", "nodes", "FLOPs", "% FLOPs", "params", "output bytes"):
+        table.add_column(col, justify="left" if col == "op type" else "right")
+    total = max(t["flops"], 1)
+    for r in _by_op_type(doc):
+        name = r.op_type + (" [yellow](unknown cost)[/yellow]" if r.unknown else "")
+        table.add_row(
+            name,
+            str(r.count),
+            human_flops(r.flops),
+            f"{100 * r.flops / total:.1f}",
+            human_bytes(r.param_bytes),
+            human_bytes(r.output_bytes),
+        )
+    console.print(table)
+
+    ranked = sorted(
+        (n for n in doc["nodes"] if n["flops"]), key=lambda n: (-n["flops"], n["index"])
+    )
+    table = Table(title=f"Top {min(top, len(ranked))} nodes by FLOPs", title_justify="left")
+    for col in ("#", "node", "op", "FLOPs", "params", "output bytes"):
+        table.add_column(col, justify="left" if col in ("node", "op") else "right")
+    for n in ranked[:top]:
+        table.add_row(
+            str(n["index"]),
+            n["name"],
+            n["op_type"],
+            human_flops(n["flops"]),
+            human_bytes(n["param_bytes"]),
+            human_bytes(n["output_bytes"]),
+        )
+    console.print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    graph = load_graph(args)
+    doc = analysis_json(graph)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        _print_report(graph, doc, args.top)
+    return 0

@@ -1,0 +1,16 @@
+"""Analysis passes: plain typed functions that return frozen reports."""
+
+from passes.analysis.costs import CostReport, NodeCost, node_costs, resident_params
+from passes.analysis.edges import EdgeBytes, cut_bytes
+from passes.analysis.liveness import LivenessReport, activation_liveness
+
+__all__ = [
+    "CostReport",
+    "NodeCost",
+    "node_costs",
+    "resident_params",
+    "EdgeBytes",
+    "cut_bytes",
+    "LivenessReport",
+    "activation_liveness",
+]

@@ -1,0 +1,225 @@
+"""Per-node cost analysis: FLOPs, bytes read and written, parameter bytes.
+
+`node_costs(graph)` walks the graph once and returns a frozen `CostReport`.
+A node with no FLOP rule (a custom-domain or unknown op), or whose tensors have
+no static shape, is reported with ``known=False`` and a reason; it is never
+silently counted as zero work.
+
+Folded nodes run once at load time, so they cost nothing per step; the
+constants they produce are parameters of the nodes that use them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import onnx
+
+from passes.analysis.flops import FLOP_RULES, VIEW_OPS, OpShapes, flops_for
+from passes.ir import Graph, Node, Tensor
+
+__all__ = ["NodeCost", "CostReport", "node_costs", "resident_params"]
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """What one node costs per execution.
+
+    Attributes:
+        flops: floating-point operations (multiply-add = 2).
+        matmuls: contractions in the node (MatMul, Conv, ...; Attention counts 2).
+        bytes_read: distinct input tensors' bytes, weights included.
+        bytes_written: output bytes.
+        param_bytes: bytes of the parameters (initializers, folded constants) it reads.
+        known: False if no rule covers the op or a shape is unknown.
+        reason: why the cost is unknown ("" if known).
+        is_view: the output aliases the input (Reshape, Squeeze, ...): no kernel, no traffic.
+        dtype: the dtype the node computes in, for peak-rate lookup.
+    """
+
+    index: int
+    op_type: str
+    flops: int
+    matmuls: int
+    bytes_read: int
+    bytes_written: int
+    param_bytes: int
+    known: bool = True
+    reason: str = ""
+    is_view: bool = False
+    dtype: str = ""
+
+    @property
+    def bytes_moved(self) -> int:
+        """Inputs read + outputs written (weights included), the roofline's memory term."""
+        return 0 if self.is_view else self.bytes_read + self.bytes_written
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """Per-node costs plus graph totals."""
+
+    nodes: tuple[NodeCost, ...]
+    total_flops: int
+    param_bytes: int
+    param_count: int
+    constant_bytes: int
+    unknown: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def num_unknown(self) -> int:
+        return sum(len(v) for v in self.unknown.values())
+
+
+def _nbytes(t: Tensor) -> int | None:
+    return t.nbytes if t.is_static else None
+
+
+def _static_shape(t: Tensor | None) -> tuple[int, ...] | None:
+    if t is None or not t.is_static:
+        return None
+    return t.shape  # type: ignore[return-value]
+
+
+def _compute_dtype(graph: Graph, node: Node) -> str:
+    for name in [*node.present_inputs, *node.present_outputs]:
+        t = graph.tensors.get(name)
+        if t is not None and t.is_float:
+            return t.dtype
+    for name in node.present_outputs:
+        t = graph.tensors.get(name)
+        if t is not None and t.dtype:
+            return t.dtype
+    return ""
+
+
+def _subgraph_flops(sub: onnx.GraphProto, outer: Mapping[str, tuple[int, ...]]) -> int | None:
+    """FLOPs of a control-flow body, each node counted once; None if any is unknown."""
+    shapes: dict[str, tuple[int, ...]] = dict(outer)
+    for vi in [*sub.input, *sub.value_info, *sub.output]:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(d.dim_value for d in dims)
+    for init in sub.initializer:
+        shapes[init.name] = tuple(init.dims)
+    total = 0
+    for n in sub.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        for a in n.attribute:
+            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                inner = _subgraph_flops(g, shapes)
+                if inner is None:
+                    return None
+                total += inner
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute
+        ):
+            continue
+        if n.op_type == "Constant":
+            continue
+        ins = [shapes.get(i) if i else None for i in n.input]
+        outs = [shapes.get(o) for o in n.output if o]
+        if any(i is None for i, name in zip(ins, n.input, strict=True) if name) or any(
+            o is None for o in outs
+        ):
+            return None
+        counted = flops_for(n.op_type, n.domain, OpShapes(ins, outs, attrs))  # type: ignore[arg-type]
+        if counted is None:
+            return None
+        total += counted[0]
+    return total
+
+
+def _node_cost(graph: Graph, node: Node) -> NodeCost:
+    if node.folded:
+        return NodeCost(node.index, node.op_type, 0, 0, 0, 0, 0, dtype=_compute_dtype(graph, node))
+    inputs = [graph.tensors.get(i) if i else None for i in node.inputs]
+    outputs = [graph.tensors[o] for o in node.present_outputs]
+    read = written = params = 0
+    unknown: list[str] = []
+    for t in {t.name: t for t in inputs if t is not None}.values():
+        size = _nbytes(t)
+        if size is None:
+            unknown.append(t.name)
+            continue
+        read += size
+        if t.is_param:
+            params += size
+    for t in outputs:
+        size = _nbytes(t)
+        if size is None:
+            unknown.append(t.name)
+        else:
+            written += size
+    dtype = _compute_dtype(graph, node)
+    is_view = node.op_type in VIEW_OPS and node.domain in ("", "ai.onnx")
+
+    def unknown_cost(reason: str) -> NodeCost:
+        return NodeCost(
+            node.index, node.op_type, 0, 0, read, written, params, False, reason, is_view, dtype
+        )
+
+    standard = node.domain in ("", "ai.onnx")
+    control_flow = standard and node.op_type in ("If", "Loop", "Scan")
+    if not control_flow and not (standard and node.op_type in FLOP_RULES):
+        domain = f"{node.domain}::" if node.domain else ""
+        return unknown_cost(f"no cost rule for op {domain}{node.op_type}")
+    if unknown:
+        return unknown_cost(f"unknown shape of {unknown[0]!r}")
+    matmuls = 0
+    if control_flow:
+        outer = {t.name: t.shape for t in graph.iter_tensors() if t.is_static}
+        flops: int | None = 0
+        for value in node.attributes.values():
+            for sub in value if isinstance(value, list) else [value]:
+                if isinstance(sub, onnx.GraphProto):
+                    inner = _subgraph_flops(sub, outer)  # type: ignore[arg-type]
+                    flops = None if inner is None or flops is None else flops + inner
+        if flops is None:
+            return unknown_cost("sub-graph with unknown shapes or ops")
+    else:
+        shapes = OpShapes(
+            [_static_shape(t) for t in inputs],
+            [_static_shape(t) for t in outputs],  # type: ignore[misc]
+            node.attributes,
+        )
+        flops, matmuls = FLOP_RULES[node.op_type](shapes)
+    return NodeCost(
+        node.index, node.op_type, flops, matmuls, read, written, params, True, "", is_view, dtype
+    )
+
+
+def resident_params(graph: Graph) -> list[Tensor]:
+    """Parameters that stay in memory: used by a runtime node or returned as an output."""
+    runtime = {n.index for n in graph.nodes if not n.folded}
+    return [
+        t
+        for t in graph.iter_tensors()
+        if t.is_param and (t.is_graph_output or any(c in runtime for c in t.consumers))
+    ]
+
+
+def node_costs(graph: Graph) -> CostReport:
+    """Cost every node of ``graph`` (one walk) and total the graph."""
+    costs = tuple(_node_cost(graph, n) for n in graph.nodes)
+    unknown: dict[str, list[str]] = defaultdict(list)
+    for c in costs:
+        if not c.known:
+            node = graph.nodes[c.index]
+            key = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
+            unknown[key].append(node.name)
+    params = resident_params(graph)
+    float_params = [t for t in params if t.is_float and t.is_static]
+    return CostReport(
+        nodes=costs,
+        total_flops=sum(c.flops for c in costs),
+        param_bytes=sum(t.nbytes for t in params if t.is_static),
+        param_count=sum(math.prod(t.shape) for t in float_params),  # type: ignore[arg-type]
+        constant_bytes=sum(t.nbytes for t in params if t.is_static and not t.is_float),
+        unknown={k: tuple(v) for k, v in sorted(unknown.items())},
+    )

@@ -1,0 +1,1 @@
+"""Transform passes over the IR: resolve dims, infer shapes, fold constants, coarsen."""

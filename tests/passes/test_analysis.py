@@ -1,0 +1,110 @@
+"""Per-node costs, parameter totals and activation liveness on hand-built graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from passes.analysis import activation_liveness, cut_bytes, node_costs
+from passes.load import load
+from tests.modelgen import init, make_model, save, vi
+
+
+def _chain(tmp_path):
+    """x[2,8] -fc1(w1 8x16)-> h[2,16] -relu-> a -fc2(w2 16x4)-> y[2,4]; w1 also feeds a side Add."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["a"], name="relu"),
+        helper.make_node("MatMul", ["a", "w2"], ["y"], name="fc2"),
+    ]
+    inits = [
+        init("w1", np.ones((8, 16), np.float32)),
+        init("w2", np.ones((16, 4), np.float16).astype(np.float32)),
+    ]
+    model = make_model(nodes, [vi("x", [2, 8])], [vi("y", [2, 4])], inits)
+    return load(save(model, tmp_path / "chain.onnx"))
+
+
+def test_node_costs_by_hand(tmp_path):
+    g = _chain(tmp_path)
+    r = node_costs(g)
+    fc1, relu, fc2 = r.nodes
+    # fc1: 2*2*8*16 = 512 FLOPs; reads x (2*8*4=64 B) + w1 (8*16*4=512 B); writes h 2*16*4 = 128 B
+    assert (fc1.flops, fc1.bytes_read, fc1.bytes_written, fc1.param_bytes) == (512, 576, 128, 512)
+    assert fc1.matmuls == 1 and fc1.dtype == "float32" and fc1.bytes_moved == 704
+    # relu: 32 elements -> 32 FLOPs, reads 128 B, writes 128 B
+    assert (relu.flops, relu.bytes_read, relu.bytes_written, relu.param_bytes) == (32, 128, 128, 0)
+    # fc2: 2*2*16*4 = 256 FLOPs, w2 16*4*4 = 256 B
+    assert (fc2.flops, fc2.param_bytes) == (256, 256)
+    assert r.total_flops == 512 + 32 + 256
+    assert r.param_bytes == 512 + 256 and r.param_count == 128 + 64
+    assert r.num_unknown == 0
+
+
+def test_shared_initializer_counted_once_in_totals(tmp_path):
+    # Tied embedding: the same table feeds Gather and a MatMul (transposed at run time).
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"]),
+        helper.make_node("Transpose", ["emb"], ["embT"], perm=[1, 0]),
+        helper.make_node("MatMul", ["e", "embT"], ["logits"]),
+    ]
+    model = make_model(
+        nodes,
+        [vi("ids", [3], TensorProto.INT64)],
+        [vi("logits", [3, 10])],
+        [init("emb", np.zeros((10, 4), np.float32))],
+    )
+    g = load(save(model, tmp_path / "tied.onnx"))
+    r = node_costs(g)
+    # Transpose of an initializer is folded: embT is a constant parameter of its own (a copy).
+    assert g.nodes[1].folded
+    assert r.nodes[0].param_bytes == 160 and r.nodes[2].param_bytes == 160
+    assert r.param_count == 40 + 40
+
+
+def test_unknown_ops_reported_not_zero(tmp_path):
+    nodes = [
+        helper.make_node("MyOp", ["x"], ["h"], domain="com.example", name="mystery"),
+        helper.make_node("Relu", ["h"], ["y"], name="after"),
+    ]
+    model = make_model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])], extra_opsets={"com.example": 1})
+    r = node_costs(load(save(model, tmp_path / "c.onnx")))
+    assert not r.nodes[0].known and "com.example::MyOp" in r.nodes[0].reason
+    assert not r.nodes[1].known and "unknown shape" in r.nodes[1].reason
+    assert r.unknown == {"Relu": ("after",), "com.example::MyOp": ("mystery",)}
+
+
+def test_liveness_chain(tmp_path):
+    g = _chain(tmp_path)
+    live = activation_liveness(g)
+    # step fc1: x (64) + h (128) = 192 ; then x dies -> 128
+    # step relu: h (128) + a (128) = 256 <- peak ; h dies -> 128
+    # step fc2: a (128) + y (32) = 160 ; y kept (graph output)
+    assert live.peak_bytes == 256 and live.peak_node == 1
+    assert live.entry_bytes == 64 and live.exit_bytes == 32
+
+
+def test_liveness_of_a_stage_keeps_tensors_that_leave(tmp_path):
+    g = _chain(tmp_path)
+    # Stage = [fc1] alone: x enters (64); h leaves the stage, so it stays live -> 192
+    live = activation_liveness(g, [0])
+    assert (live.peak_bytes, live.entry_bytes, live.exit_bytes) == (192, 64, 128)
+
+
+def test_liveness_branches(tmp_path):
+    # x[4] (16 B) -> a=Relu(x), b=Neg(x), c=Add(a,b): peak at Add: a + b + c = 48 (x died after Neg)
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Neg", ["x"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["c"]),
+    ]
+    g = load(save(make_model(nodes, [vi("x", [4])], [vi("c", [4])]), tmp_path / "b.onnx"))
+    live = activation_liveness(g)
+    # Relu step: x + a = 32 ; Neg step: x + a + b = 48 ; then x dies ; Add: a + b + c = 48
+    assert live.peak_bytes == 48 and live.peak_node == 1
+
+
+def test_cut_bytes_excludes_params(tmp_path):
+    g = _chain(tmp_path)
+    sizes = cut_bytes(g).bytes_by_tensor
+    assert sizes == {"x": 64, "h": 128, "a": 128, "y": 32}
