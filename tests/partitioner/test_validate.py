@@ -1,0 +1,168 @@
+"""The independent validator: a good plan passes; each broken rule is named."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from partitioner.plan import (
+    Bottleneck,
+    Estimate,
+    ModelInfo,
+    Partition,
+    Plan,
+    PlanError,
+    Provenance,
+    Region,
+    SolverInfo,
+    TargetInfo,
+    Transfer,
+    check_schema,
+)
+from partitioner.validate import validate_plan
+from passes.load import load
+from tests.modelgen import init, make_model, save, vi
+
+
+@pytest.fixture
+def graph(tmp_path):
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["a"], name="relu"),
+        helper.make_node("MatMul", ["a", "w2"], ["y"], name="fc2"),
+    ]
+    inits = [init("w1", np.ones((8, 16), np.float32)), init("w2", np.ones((16, 4), np.float32))]
+    return load(
+        save(make_model(nodes, [vi("x", [2, 8])], [vi("y", [2, 4])], inits), tmp_path / "m.onnx")
+    )
+
+
+def _plan(graph, **changes) -> Plan:
+    parts = (
+        Partition(0, 0, 0, (0, 1), 512, 256, 1024, 4096, 544, 1e-6),
+        Partition(1, 1, 1, (2,), 256, 160, 512, 4096, 256, 1e-6),
+    )
+    transfers = (
+        Transfer("x", 64, -1, 0, 1e-7),
+        Transfer("a", 128, 0, 1, 1e-7),
+        Transfer("y", 32, 1, -1, 1e-7),
+    )
+    plan = Plan(
+        model=ModelInfo(str(graph.path), graph.sha256, 18, 3, 768, 800, {}),
+        target=TargetInfo("toy", "gpu", "0" * 64, {"devices": [{}, {}]}),
+        solver=SolverInfo("dp", "OPTIMAL", 1e-6, 1e-6, 0.0, 0.0, 0, 10.0),
+        partitions=parts,
+        transfers=transfers,
+        estimate=Estimate(2e-6, 1e6, Bottleneck("compute", "stage 0")),
+        provenance=Provenance("partition", "0.1.0", "partition m.onnx --target toy"),
+    )
+    return dataclasses.replace(plan, **changes)
+
+
+def test_good_plan_passes_and_round_trips(graph):
+    plan = _plan(graph)
+    assert validate_plan(plan, graph, graph.sha256) == []
+    text = plan.to_json()
+    assert check_schema(json.loads(text)) == []
+    again = Plan.from_json(text)
+    assert again == plan and again.to_json() == text
+
+
+def _first(plan, graph, sha=None):
+    violations = validate_plan(plan, graph, sha)
+    assert violations, "expected a violation"
+    return violations[0]
+
+
+def test_other_model_sha(graph):
+    v = _first(_plan(graph), graph, "f" * 64)
+    assert v.rule == "model" and "another model" in v.message
+
+
+def test_node_missing_or_duplicated(graph):
+    p0, p1 = _plan(graph).partitions
+    v = _first(_plan(graph, partitions=(dataclasses.replace(p0, nodes=(0,)), p1)), graph)
+    assert v.rule == "coverage" and "1 (relu)" in v.message
+    v = _first(_plan(graph, partitions=(p0, dataclasses.replace(p1, nodes=(1, 2)))), graph)
+    assert v.rule == "coverage" and "node 1" in v.message
+
+
+def test_tensor_flowing_backwards(graph):
+    p0, p1 = _plan(graph).partitions
+    # fc2 first, then fc1+relu: 'a' would flow from a later partition to an earlier one
+    swapped = (dataclasses.replace(p1, id=1), dataclasses.replace(p0, id=0))
+    v = _first(_plan(graph, partitions=swapped), graph)
+    assert v.rule in ("order", "transfers") and "'a'" in v.message
+
+
+def test_node_order_inside_partition(graph):
+    p0, p1 = _plan(graph).partitions
+    v = _first(_plan(graph, partitions=(dataclasses.replace(p0, nodes=(1, 0)), p1)), graph)
+    assert v.rule == "order" and "before node 0 produces it" in v.message
+
+
+def test_missing_transfer(graph):
+    plan = _plan(graph)
+    v = _first(dataclasses.replace(plan, transfers=plan.transfers[::2]), graph)
+    assert v.rule == "transfers" and "'a'" in v.message and "no transfer" in v.message
+
+
+def test_transfer_from_partition_without_the_tensor(graph):
+    plan = _plan(graph)
+    bad = (plan.transfers[0], Transfer("a", 128, -1, 1, 0.0), plan.transfers[2])
+    v = _first(dataclasses.replace(plan, transfers=bad), graph)
+    assert v.rule == "transfers" and "neither produces nor received" in v.message
+
+
+def test_memory_below_params_and_over_capacity(graph):
+    p0, p1 = _plan(graph).partitions
+    v = _first(_plan(graph, partitions=(dataclasses.replace(p0, memory_bytes=100), p1)), graph)
+    assert v.rule == "memory" and "512 bytes of parameters" in v.message
+    v = _first(_plan(graph, partitions=(dataclasses.replace(p0, memory_bytes=5000), p1)), graph)
+    assert v.rule == "memory" and "capacity" in v.message
+
+
+def test_wafer_regions(graph):
+    spec = {
+        "num_wafers": 1,
+        "wafer": {
+            "width_cores": 8,
+            "height_cores": 8,
+            "sram_bytes_per_core": 64,
+            "sram_reserve_bytes_per_core": 0,
+        },
+    }
+    target = TargetInfo("grid", "wafer", "0" * 64, spec)
+    p0, p1 = _plan(graph).partitions
+    ok = (
+        dataclasses.replace(p0, device=0, region=Region(0, 0, 0, 4, 4), capacity_bytes=1024),
+        dataclasses.replace(p1, device=0, region=Region(0, 4, 0, 4, 4), capacity_bytes=1024),
+    )
+    assert validate_plan(_plan(graph, target=target, partitions=ok), graph) == []
+    overlap = (ok[0], dataclasses.replace(ok[1], region=Region(0, 3, 3, 4, 4)))
+    assert _first(_plan(graph, target=target, partitions=overlap), graph).message.endswith(
+        "overlap on wafer 0"
+    )
+    outside = (ok[0], dataclasses.replace(ok[1], region=Region(0, 6, 0, 4, 4)))
+    assert (
+        "leaves the 8x8 grid"
+        in _first(_plan(graph, target=target, partitions=outside), graph).message
+    )
+    # 1024 bytes over 2x2 = 4 cores is 256 per core, more than 64
+    tight = (dataclasses.replace(ok[0], region=Region(0, 0, 0, 2, 2)), ok[1])
+    assert "per core" in _first(_plan(graph, target=target, partitions=tight), graph).message
+
+
+def test_schema_rejects_malformed_plans(graph):
+    doc = _plan(graph).to_dict()
+    del doc["solver"]["gap"]
+    assert any("gap" in p for p in check_schema(doc))
+    doc = _plan(graph).to_dict()
+    doc["schema_version"] = 2
+    assert "not supported" in check_schema(doc)[0]
+    with pytest.raises(PlanError, match="not JSON"):
+        Plan.from_json("{nope", source="x.json")
