@@ -1,0 +1,1 @@
+"""Pipeline and wafer solvers: pure functions from numbers to assignments."""
