@@ -27,13 +27,16 @@ __all__ = [
     "check_fields",
     "check_keys",
     "field_prefix",
+    "flat_from_dict",
     "fraction",
+    "nested_from_dict",
     "nonnegative_float",
     "nonnegative_int",
     "optional_positive_float",
     "optional_text",
     "positive_float",
     "positive_int",
+    "require_instance",
     "require_mapping",
     "required_fields",
     "set_field",
@@ -108,6 +111,25 @@ def canonical_sha256(canonical: Mapping[str, Any]) -> str:
     """SHA-256 of ``json.dumps(canonical, sort_keys=True, separators=(",", ":"))``."""
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()
+
+
+def flat_from_dict(cls: Any, data: Any) -> Any:
+    """Build a spec whose fields are all plain values, after checking the keys."""
+    check_keys(data, [f.name for f in dataclasses.fields(cls)], required_fields(cls))
+    return cls(**data)
+
+
+def nested_from_dict(cls: Any, value: Any, path: str) -> Any:
+    """``cls.from_dict(value)`` for a nested spec, with errors named under ``path``."""
+    with field_prefix(path):
+        return cls.from_dict(require_mapping(value, ""))
+
+
+def require_instance(spec: object, names: Sequence[str], cls: type) -> None:
+    """Check that each named field of ``spec`` holds a ``cls`` (a nested spec object)."""
+    for name in names:
+        if not isinstance(getattr(spec, name), cls):
+            raise FieldError(name, f"must be a {cls.__name__}")
 
 
 def set_field(obj: object, name: str, value: Any) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from targets.errors import TargetError
 from targets.fabric import manhattan_hops, xy_route
-from targets.gpu import GpuTarget, Link
+from targets.gpu import GpuDevice, GpuTarget, Link
 from targets.pipeline import PipelineEstimate, pipeline_estimate
 from targets.wafer import WaferTarget
 
@@ -190,13 +190,19 @@ class CostModel:
             link_busy_s=link_busy_s,
         )
 
-    def _devices(self, devices: Sequence[int] | None) -> list[int]:
+    def _check_device(self, device: int) -> int:
         count = self.target.num_devices
-        chosen = list(range(count)) if devices is None else list(devices)
-        for device in chosen:
-            if not 0 <= device < count:
-                raise ValueError(f"device {device} is not in 0..{count - 1} of {self.target.name}")
-        return chosen
+        if not 0 <= device < count:
+            raise ValueError(f"device {device} is not in 0..{count - 1} of {self.target.name}")
+        return device
+
+    def _devices(self, devices: Sequence[int] | None) -> list[int]:
+        chosen = range(self.target.num_devices) if devices is None else devices
+        return [self._check_device(device) for device in chosen]
+
+    def capacity_bytes(self, device: int) -> int:
+        """Memory one device offers a plan (GPU HBM, or a wafer's usable SRAM)."""
+        raise NotImplementedError
 
     def device_usd_per_hour(self, device: int) -> float | None:
         """Price per hour of one device (GPU or wafer system); None when unknown."""
@@ -232,15 +238,18 @@ class GpuCostModel(CostModel):
 
     target: GpuTarget
 
+    def _spec(self, device: int) -> GpuDevice:
+        return self.target.devices[self._check_device(device)]
+
     def device_usd_per_hour(self, device: int) -> float | None:
-        return self.target.devices[device].usd_per_hour
+        return self._spec(device).usd_per_hour
 
     def device_power_w(self, device: int) -> float | None:
-        return self.target.devices[device].power_w
+        return self._spec(device).power_w
 
     def capacity_bytes(self, device: int) -> int:
         """Device memory of one GPU."""
-        return self.target.devices[self._devices([device])[0]].hbm_bytes
+        return self._spec(device).hbm_bytes
 
     def op_time_s(
         self, flops: float, bytes_moved: float, dtype: str, device: int = 0, kernels: int = 1
@@ -257,7 +266,7 @@ class GpuCostModel(CostModel):
         _nonneg("bytes_moved", bytes_moved)
         if kernels < 0:
             raise ValueError(f"kernels must be >= 0, got {kernels}")
-        spec = self.target.devices[self._devices([device])[0]]
+        spec = self._spec(device)
         compute_s = 0.0
         if flops > 0:
             compute_s = flops / (spec.peak_flops_for(dtype) * spec.eta_compute)
@@ -288,7 +297,7 @@ class WaferCostModel(CostModel):
 
     def capacity_bytes(self, device: int) -> int:
         """Usable SRAM of one whole wafer (reserve excluded)."""
-        self._devices([device])
+        self._check_device(device)
         wafer = self.target.wafer
         return self.region_sram_bytes(wafer.width_cores, wafer.height_cores)
 
@@ -345,7 +354,10 @@ class WaferCostModel(CostModel):
         """Seconds to move ``nbytes`` between regions ``hops`` apart over ``boundary_links`` links.
 
         ``hops · hop_latency / clock + bytes / (boundary_links ·
-        link_bytes_per_cycle · clock)``; 0 for 0 bytes.
+        link_bytes_per_cycle · clock)``; 0 for 0 bytes. For regions side by
+        side, ``hops`` is 1 and ``boundary_links`` is
+        `targets.fabric.shared_boundary_links`; `targets.fabric.region_hops`
+        gives ``hops`` for regions apart.
         """
         if _nonneg("nbytes", nbytes) == 0:
             return 0.0

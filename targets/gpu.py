@@ -18,13 +18,14 @@ from targets._fields import (
     canonical_sha256,
     check_fields,
     check_keys,
-    field_prefix,
+    flat_from_dict,
     fraction,
+    nested_from_dict,
     nonnegative_float,
     optional_positive_float,
     positive_float,
     positive_int,
-    require_mapping,
+    require_instance,
     required_fields,
     set_field,
     spec_to_dict,
@@ -36,12 +37,7 @@ __all__ = ["GpuDevice", "GpuTarget", "Link", "HOST"]
 
 #: Device id that stands for the host (CPU memory) in transfers.
 HOST = -1
-
-
-def _flat_from_dict(cls: type, data: Any) -> Any:
-    """Build a spec whose fields are all plain values, after checking the keys."""
-    check_keys(data, [f.name for f in fields(cls)], required_fields(cls))
-    return cls(**data)
+_LINK_FIELDS = ("intra_node_link", "inter_node_link", "host_link")
 
 
 _LINK_CHECKS = {
@@ -94,7 +90,7 @@ class Link:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Link:
         """Validate and build; errors name the field relative to the link."""
-        return _flat_from_dict(cls, data)
+        return flat_from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -150,7 +146,7 @@ class GpuDevice:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GpuDevice:
         """Validate and build; errors name the field relative to the device."""
-        return _flat_from_dict(cls, data)
+        return flat_from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -193,9 +189,7 @@ class GpuTarget:
                 raise FieldError(f"devices[{index}]", "must be a GpuDevice")
         set_field(self, "devices", tuple(self.devices))
         set_field(self, "gpus_per_node", positive_int(self.gpus_per_node, "gpus_per_node"))
-        for name in ("intra_node_link", "inter_node_link", "host_link"):
-            if not isinstance(getattr(self, name), Link):
-                raise FieldError(name, "must be a Link")
+        require_instance(self, _LINK_FIELDS, Link)
         set_field(self, "description", text(self.description, "description", allow_empty=True))
 
     @property
@@ -248,13 +242,10 @@ class GpuTarget:
         raw_devices = data["devices"]
         if not isinstance(raw_devices, list | tuple):
             raise FieldError("devices", "must be a list of device specs")
-        devices = []
-        for index, raw in enumerate(raw_devices):
-            with field_prefix(f"devices[{index}]"):
-                devices.append(GpuDevice.from_dict(require_mapping(raw, "")))
-        links = {}
-        for name in ("intra_node_link", "inter_node_link", "host_link"):
-            with field_prefix(name):
-                links[name] = Link.from_dict(require_mapping(data[name], ""))
+        devices = tuple(
+            nested_from_dict(GpuDevice, raw, f"devices[{index}]")
+            for index, raw in enumerate(raw_devices)
+        )
+        links = {name: nested_from_dict(Link, data[name], name) for name in _LINK_FIELDS}
         plain = {k: v for k, v in data.items() if k not in ("kind", "devices", *links)}
-        return cls(devices=tuple(devices), **links, **plain)
+        return cls(devices=devices, **links, **plain)

@@ -16,9 +16,11 @@ file and the field.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +29,17 @@ import yaml
 from targets._fields import FieldError, require_mapping
 from targets.errors import TargetError
 from targets.gpu import GpuTarget
-from targets.presets import get_preset
+from targets.presets import Target, get_preset
 from targets.wafer import WaferTarget
 
 __all__ = ["Target", "load_target", "target_from_dict"]
-
-Target = GpuTarget | WaferTarget
 
 _TARGET_CLASSES: dict[str, type[GpuTarget] | type[WaferTarget]] = {
     GpuTarget.kind: GpuTarget,
     WaferTarget.kind: WaferTarget,
 }
 _FILE_SUFFIXES = (".json", ".yaml", ".yml")
+_LOADER_KEYS = ("extends", "all_devices")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -123,6 +124,7 @@ def _merged_spec(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         chain = " -> ".join(str(p) for p in (*seen, resolved))
         raise TargetError(f"target file {path}: 'extends' loops: {chain}")
     data = dict(require_mapping(_read(path), ""))
+    _check_loader_key_typos(data)
     base_spec = data.pop("extends", None)
     all_devices = data.pop("all_devices", None)
     data.setdefault("name", path.stem)
@@ -142,13 +144,26 @@ def _merged_spec(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return merged
 
 
+def _check_loader_key_typos(data: Mapping[str, Any]) -> None:
+    """Name a misspelt ``extends``/``all_devices`` before it is reported as something else."""
+    spec_keys = {"kind"} | {f.name for cls in _TARGET_CLASSES.values() for f in fields(cls)}
+    for key in data:
+        if isinstance(key, str) and key not in spec_keys and key not in _LOADER_KEYS:
+            close = difflib.get_close_matches(key, _LOADER_KEYS, n=1, cutoff=0.75)
+            if close:
+                raise FieldError(key, "is not a known field", close[0])
+
+
 def _base_target(base_spec: str, path: Path, seen: tuple[Path, ...]) -> Target:
     if base_spec.lower().endswith(_FILE_SUFFIXES):
         base_path = Path(base_spec)
         if not base_path.is_absolute():
             base_path = path.parent / base_path
         return _load_file(base_path, seen)
-    return get_preset(base_spec)
+    try:
+        return get_preset(base_spec)
+    except TargetError as error:
+        raise FieldError("extends", f"is not a preset or target file: {error}") from None
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -64,12 +64,12 @@ SIMD widths, 32-bit wavelets, one hop per cycle); Cerebras/csl-examples.
   buffers: not published (assumption).
 - ``eta_compute = 788/989``, the H200 matmul ratio: not measured on a wafer
   (assumption).
-- ``fmac_lanes_per_cycle`` lists only ``float16``, the one rate the SDK
-  publishes (CSL's float types are f16 and f32; FP16×FP32-accumulate runs at
-  half the lanes). Other dtypes use the float16 lanes
+- ``fmac_lanes_per_cycle`` lists only ``float16``, the SIMD width HARDWARE.md
+  takes from the SDK (FP16 multiply with FP32 accumulate runs at half those
+  lanes; no FP32 or BF16 width is given). Other dtypes use the float16 lanes
   (``fallback_lanes_dtype``): the wafer is planned as if the model ran in 16
   bit, as Cerebras Inference serves 16-bit weights [V]. Set the fallback to
-  null to make other dtypes an error.
+  null to make other dtypes an error instead.
 - Multi-system presets join CS systems by their system I/O, 12 × 100 GbE =
   1.2 Tb/s = 150 GB/s per direction [V]; the host link is the same I/O.
 
@@ -87,8 +87,9 @@ from targets.errors import TargetError
 from targets.gpu import GpuDevice, GpuTarget, Link
 from targets.wafer import WaferSpec, WaferTarget
 
-__all__ = ["ALIASES", "PresetInfo", "get_preset", "list_presets", "preset_names"]
+__all__ = ["ALIASES", "PresetInfo", "Target", "get_preset", "list_presets", "preset_names"]
 
+#: Any target: the union every loader and cost model accepts.
 Target = GpuTarget | WaferTarget
 
 

@@ -20,14 +20,15 @@ from targets._fields import (
     canonical_sha256,
     check_fields,
     check_keys,
-    field_prefix,
+    flat_from_dict,
     fraction,
+    nested_from_dict,
     nonnegative_float,
     nonnegative_int,
     optional_positive_float,
     positive_float,
     positive_int,
-    require_mapping,
+    require_instance,
     required_fields,
     set_field,
     spec_to_dict,
@@ -37,6 +38,8 @@ from targets.dtypes import check_fallback_dtype, check_rate_table, rate_for_dtyp
 from targets.gpu import Link
 
 __all__ = ["WaferSpec", "WaferTarget"]
+
+_LINK_FIELDS = ("inter_wafer_link", "host_link")
 
 
 _WAFER_CHECKS = {
@@ -139,8 +142,7 @@ class WaferSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WaferSpec:
         """Validate and build; errors name the field relative to the wafer."""
-        check_keys(data, [f.name for f in fields(cls)], required_fields(cls))
-        return cls(**data)
+        return flat_from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -167,12 +169,9 @@ class WaferTarget:
 
     def __post_init__(self) -> None:
         set_field(self, "name", text(self.name, "name"))
-        if not isinstance(self.wafer, WaferSpec):
-            raise FieldError("wafer", "must be a WaferSpec")
+        require_instance(self, ("wafer",), WaferSpec)
         set_field(self, "num_wafers", positive_int(self.num_wafers, "num_wafers"))
-        for name in ("inter_wafer_link", "host_link"):
-            if not isinstance(getattr(self, name), Link):
-                raise FieldError(name, "must be a Link")
+        require_instance(self, _LINK_FIELDS, Link)
         set_field(self, "description", text(self.description, "description", allow_empty=True))
 
     @property
@@ -196,11 +195,7 @@ class WaferTarget:
         check_keys(data, ["kind", *names], required_fields(cls))
         if data.get("kind", cls.kind) != cls.kind:
             raise FieldError("kind", f"must be '{cls.kind}' for a wafer target")
-        with field_prefix("wafer"):
-            wafer = WaferSpec.from_dict(require_mapping(data["wafer"], ""))
-        links = {}
-        for name in ("inter_wafer_link", "host_link"):
-            with field_prefix(name):
-                links[name] = Link.from_dict(require_mapping(data[name], ""))
+        wafer = nested_from_dict(WaferSpec, data["wafer"], "wafer")
+        links = {name: nested_from_dict(Link, data[name], name) for name in _LINK_FIELDS}
         plain = {k: v for k, v in data.items() if k not in ("kind", "wafer", *links)}
         return cls(wafer=wafer, **links, **plain)

@@ -177,6 +177,17 @@ def test_unknown_field_suggests_the_close_match(tmp_path: Path) -> None:
     )
 
 
+def test_misspelt_loader_keys(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", "extend: wse3\nnum_wafers: 2\n")
+    assert load_error(path) == (
+        f"target file {path}: field 'extend' is not a known field (did you mean 'extends'?)"
+    )
+    devices = write(tmp_path / "d.yaml", "extends: h100x8\nall_device: {usd_per_hour: 2}\n")
+    assert "field 'all_device' is not a known field (did you mean 'all_devices'?)" in (
+        load_error(devices)
+    )
+
+
 def test_missing_field(tmp_path: Path) -> None:
     spec = get_preset("wse3").to_dict()
     del spec["wafer"]["clock_hz"]
@@ -207,7 +218,11 @@ def test_wrong_types(tmp_path: Path) -> None:
 def test_unknown_preset_in_extends(tmp_path: Path) -> None:
     path = write(tmp_path / "t.yaml", "extends: wse9\n")
     message = load_error(path)
-    assert "unknown target 'wse9'; presets: " in message and "wse3x8" in message
+    assert message.startswith(
+        f"target file {path}: field 'extends' is not a preset or target file: "
+        "unknown target 'wse9'; presets: "
+    )
+    assert "wse3x8" in message
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
