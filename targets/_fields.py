@@ -16,18 +16,20 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from functools import cached_property
+from typing import Any, ClassVar, NoReturn, Self
 
 from targets.errors import TargetError
 
 __all__ = [
     "FieldError",
     "FrozenDict",
+    "Spec",
+    "TargetSpec",
     "canonical_sha256",
     "check_fields",
     "check_keys",
     "field_prefix",
-    "flat_from_dict",
     "fraction",
     "nested_from_dict",
     "nonnegative_float",
@@ -111,12 +113,6 @@ def canonical_sha256(canonical: Mapping[str, Any]) -> str:
     """SHA-256 of ``json.dumps(canonical, sort_keys=True, separators=(",", ":"))``."""
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()
-
-
-def flat_from_dict(cls: Any, data: Any) -> Any:
-    """Build a spec whose fields are all plain values, after checking the keys."""
-    check_keys(data, [f.name for f in dataclasses.fields(cls)], required_fields(cls))
-    return cls(**data)
 
 
 def nested_from_dict(cls: Any, value: Any, path: str) -> Any:
@@ -270,3 +266,61 @@ def text(value: Any, path: str, *, allow_empty: bool = False) -> str:
 def optional_text(value: Any, path: str) -> str | None:
     """None, or a non-empty string."""
     return None if value is None else text(value, path)
+
+
+class Spec:
+    """Mixin for spec dataclasses: canonical dict out, validated construction in.
+
+    A subclass names its nested spec fields in ``nested_specs``: field name ->
+    spec class, or a one-element tuple ``(spec class,)`` for a list of them.
+    """
+
+    nested_specs: ClassVar[Mapping[str, Any]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, in declaration order, as plain JSON values."""
+        return spec_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Validate and build; errors name the field relative to this spec."""
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        check_keys(data, names, required_fields(cls))
+        values = dict(data)
+        for name, spec_cls in cls.nested_specs.items():
+            if name not in values:
+                continue
+            if isinstance(spec_cls, tuple):
+                items = values[name]
+                if not isinstance(items, list | tuple):
+                    raise FieldError(name, "must be a list of mappings")
+                values[name] = tuple(
+                    nested_from_dict(spec_cls[0], item, f"{name}[{index}]")
+                    for index, item in enumerate(items)
+                )
+            else:
+                values[name] = nested_from_dict(spec_cls, values[name], name)
+        return cls(**values)
+
+
+class TargetSpec(Spec):
+    """Mixin for whole targets: a ``kind`` tag first in the canonical dict, and a hash."""
+
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical spec: ``kind`` then every field, in declaration order."""
+        return {"kind": self.kind, **spec_to_dict(self)}
+
+    @cached_property
+    def sha256(self) -> str:
+        """SHA-256 of the canonical spec (sorted keys, compact separators)."""
+        return canonical_sha256(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Validate and build from a canonical (or hand-written) mapping."""
+        require_mapping(data, "")
+        if data.get("kind", cls.kind) != cls.kind:
+            raise FieldError("kind", f"must be '{cls.kind}' here, got {data['kind']!r}")
+        return super().from_dict({k: v for k, v in data.items() if k != "kind"})

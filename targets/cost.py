@@ -27,12 +27,13 @@ Formulas (every constant is a target field):
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from targets.errors import TargetError
 from targets.fabric import manhattan_hops, xy_route
 from targets.gpu import GpuDevice, GpuTarget, Link
-from targets.pipeline import PipelineEstimate, pipeline_estimate
+from targets.pipeline import pipeline_estimate
 from targets.wafer import WaferTarget
 
 __all__ = [
@@ -144,7 +145,7 @@ def _sum_or_none(values: Sequence[float | None]) -> float | None:
     return None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
 
 
-class CostModel:
+class CostModel(ABC):
     """Cost model of a target; ``CostModel(target)`` returns the subclass for its kind.
 
     Attributes:
@@ -172,23 +173,7 @@ class CostModel:
     stage_memory_bytes = staticmethod(stage_memory_bytes)
     tokens_per_s = staticmethod(tokens_per_s)
 
-    @staticmethod
-    def pipeline_estimate(
-        stage_compute_s: Sequence[float],
-        stage_send_s: Sequence[float],
-        overlap_transfers: bool,
-        *,
-        input_s: float = 0.0,
-        link_busy_s: Sequence[float] = (),
-    ) -> PipelineEstimate:
-        """See `targets.pipeline.pipeline_estimate`."""
-        return pipeline_estimate(
-            stage_compute_s,
-            stage_send_s,
-            overlap_transfers,
-            input_s=input_s,
-            link_busy_s=link_busy_s,
-        )
+    pipeline_estimate = staticmethod(pipeline_estimate)
 
     def _check_device(self, device: int) -> int:
         count = self.target.num_devices
@@ -200,17 +185,17 @@ class CostModel:
         chosen = range(self.target.num_devices) if devices is None else devices
         return [self._check_device(device) for device in chosen]
 
+    @abstractmethod
     def capacity_bytes(self, device: int) -> int:
         """Memory one device offers a plan (GPU HBM, or a wafer's usable SRAM)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def device_usd_per_hour(self, device: int) -> float | None:
         """Price per hour of one device (GPU or wafer system); None when unknown."""
-        raise NotImplementedError
 
+    @abstractmethod
     def device_power_w(self, device: int) -> float | None:
         """Power of one device; None when unknown."""
-        raise NotImplementedError
 
     def usd_per_hour(self, devices: Sequence[int] | None = None) -> float | None:
         """Price per hour of the given devices (default: all); None if any price is unknown."""

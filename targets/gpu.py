@@ -9,26 +9,21 @@ are datasheet figures *per direction*; what a transfer achieves is
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from targets._fields import (
     FieldError,
-    canonical_sha256,
+    Spec,
+    TargetSpec,
     check_fields,
-    check_keys,
-    flat_from_dict,
     fraction,
-    nested_from_dict,
     nonnegative_float,
     optional_positive_float,
     positive_float,
     positive_int,
     require_instance,
-    required_fields,
     set_field,
-    spec_to_dict,
     text,
 )
 from targets.dtypes import check_fallback_dtype, check_rate_table, rate_for_dtype
@@ -60,7 +55,7 @@ _DEVICE_CHECKS = {
 
 
 @dataclass(frozen=True)
-class Link:
+class Link(Spec):
     """A point-to-point link between two devices, or a device and the host.
 
     Attributes:
@@ -83,18 +78,9 @@ class Link:
         """Bandwidth a large transfer achieves: datasheet × efficiency."""
         return self.bandwidth_bytes_per_s * self.efficiency
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, in declaration order."""
-        return spec_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Link:
-        """Validate and build; errors name the field relative to the link."""
-        return flat_from_dict(cls, data)
-
 
 @dataclass(frozen=True)
-class GpuDevice:
+class GpuDevice(Spec):
     """One GPU model.
 
     Attributes:
@@ -139,18 +125,9 @@ class GpuDevice:
             table_field="peak_flops_per_s",
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, in declaration order."""
-        return spec_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GpuDevice:
-        """Validate and build; errors name the field relative to the device."""
-        return flat_from_dict(cls, data)
-
 
 @dataclass(frozen=True)
-class GpuTarget:
+class GpuTarget(TargetSpec):
     """A cluster of GPUs in nodes of ``gpus_per_node``.
 
     Device ``d`` sits in node ``d // gpus_per_node``. Two devices in one node
@@ -169,6 +146,10 @@ class GpuTarget:
     """
 
     kind: ClassVar[str] = "gpu"
+    nested_specs: ClassVar[Mapping[str, Any]] = {
+        "devices": (GpuDevice,),
+        **dict.fromkeys(_LINK_FIELDS, Link),
+    }
 
     name: str
     devices: tuple[GpuDevice, ...]
@@ -222,30 +203,3 @@ class GpuTarget:
             self._check_device(b if a == HOST else a)
             return self.host_link
         return self.intra_node_link if self.node_of(a) == self.node_of(b) else self.inter_node_link
-
-    def to_dict(self) -> dict[str, Any]:
-        """Canonical spec: ``kind`` then every field, in declaration order."""
-        return {"kind": self.kind, **spec_to_dict(self)}
-
-    @cached_property
-    def sha256(self) -> str:
-        """SHA-256 of the canonical spec (sorted keys, compact separators)."""
-        return canonical_sha256(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GpuTarget:
-        """Validate and build from a canonical (or hand-written) mapping."""
-        names = [f.name for f in fields(cls)]
-        check_keys(data, ["kind", *names], required_fields(cls))
-        if data.get("kind", cls.kind) != cls.kind:
-            raise FieldError("kind", f"must be '{cls.kind}' for a GPU target")
-        raw_devices = data["devices"]
-        if not isinstance(raw_devices, list | tuple):
-            raise FieldError("devices", "must be a list of device specs")
-        devices = tuple(
-            nested_from_dict(GpuDevice, raw, f"devices[{index}]")
-            for index, raw in enumerate(raw_devices)
-        )
-        links = {name: nested_from_dict(Link, data[name], name) for name in _LINK_FIELDS}
-        plain = {k: v for k, v in data.items() if k not in ("kind", "devices", *links)}
-        return cls(devices=devices, **links, **plain)

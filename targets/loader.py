@@ -183,6 +183,6 @@ def _apply_all_devices(spec: dict[str, Any], patch: Any) -> dict[str, Any]:
     require_mapping(patch, "all_devices")
     devices = spec.get("devices")
     if not isinstance(devices, list):
-        raise FieldError("devices", "must be a list of device specs")
+        raise FieldError("devices", "must be a list of mappings")
     patched = [_deep_merge(require_mapping(d, "devices[]"), patch) for d in devices]
     return {**spec, "devices": patched}

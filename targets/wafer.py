@@ -11,27 +11,22 @@ are in `targets.presets`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from targets._fields import (
     FieldError,
-    canonical_sha256,
+    Spec,
+    TargetSpec,
     check_fields,
-    check_keys,
-    flat_from_dict,
     fraction,
-    nested_from_dict,
     nonnegative_float,
     nonnegative_int,
     optional_positive_float,
     positive_float,
     positive_int,
     require_instance,
-    required_fields,
     set_field,
-    spec_to_dict,
     text,
 )
 from targets.dtypes import check_fallback_dtype, check_rate_table, rate_for_dtype
@@ -59,7 +54,7 @@ _WAFER_CHECKS = {
 
 
 @dataclass(frozen=True)
-class WaferSpec:
+class WaferSpec(Spec):
     """One wafer: a mesh of cores with per-core SRAM.
 
     Attributes:
@@ -135,18 +130,9 @@ class WaferSpec:
         """Dense peak of the whole grid: cores × lanes × 2 FLOP × clock."""
         return self.num_cores * self.lanes_for(dtype) * 2 * self.clock_hz
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, in declaration order."""
-        return spec_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WaferSpec:
-        """Validate and build; errors name the field relative to the wafer."""
-        return flat_from_dict(cls, data)
-
 
 @dataclass(frozen=True)
-class WaferTarget:
+class WaferTarget(TargetSpec):
     """``num_wafers`` identical wafers (systems) joined by a network.
 
     Attributes:
@@ -159,6 +145,10 @@ class WaferTarget:
     """
 
     kind: ClassVar[str] = "wafer"
+    nested_specs: ClassVar[Mapping[str, Any]] = {
+        "wafer": WaferSpec,
+        **dict.fromkeys(_LINK_FIELDS, Link),
+    }
 
     name: str
     wafer: WaferSpec
@@ -178,24 +168,3 @@ class WaferTarget:
     def num_devices(self) -> int:
         """Number of wafers (each is one device of a plan)."""
         return self.num_wafers
-
-    def to_dict(self) -> dict[str, Any]:
-        """Canonical spec: ``kind`` then every field, in declaration order."""
-        return {"kind": self.kind, **spec_to_dict(self)}
-
-    @cached_property
-    def sha256(self) -> str:
-        """SHA-256 of the canonical spec (sorted keys, compact separators)."""
-        return canonical_sha256(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WaferTarget:
-        """Validate and build from a canonical (or hand-written) mapping."""
-        names = [f.name for f in fields(cls)]
-        check_keys(data, ["kind", *names], required_fields(cls))
-        if data.get("kind", cls.kind) != cls.kind:
-            raise FieldError("kind", f"must be '{cls.kind}' for a wafer target")
-        wafer = nested_from_dict(WaferSpec, data["wafer"], "wafer")
-        links = {name: nested_from_dict(Link, data[name], name) for name in _LINK_FIELDS}
-        plain = {k: v for k, v in data.items() if k not in ("kind", "wafer", *links)}
-        return cls(wafer=wafer, **links, **plain)

@@ -206,7 +206,7 @@ def test_wrong_types(tmp_path: Path) -> None:
         "got 'lots' (write numbers without quotes)"
     )
     not_list = write(tmp_path / "d.json", {"extends": "h100x2", "devices": {"name": "x"}})
-    assert "field 'devices' must be a list of device specs" in load_error(not_list)
+    assert "field 'devices' must be a list of mappings" in load_error(not_list)
     not_map = write(tmp_path / "w.yaml", "extends: wse3\nwafer: 5\n")
     assert "field 'wafer' must be a mapping of fields, got 5" in load_error(not_map)
     kind = write(tmp_path / "k.yaml", "extends: wse3\nkind: gpu\n")

@@ -126,6 +126,15 @@ def test_target_validation(gpu4: GpuTarget, tiny2: WaferTarget) -> None:
         dataclasses.replace(tiny2, num_wafers=0)
 
 
+def test_from_dict_checks_the_kind(gpu4: GpuTarget, tiny2: WaferTarget) -> None:
+    with pytest.raises(FieldError, match="field 'kind' must be 'gpu' here, got 'wafer'"):
+        GpuTarget.from_dict({**gpu4.to_dict(), "kind": "wafer"})
+    # kind may be left out when the class says it
+    spec = tiny2.to_dict()
+    del spec["kind"]
+    assert WaferTarget.from_dict(spec) == tiny2
+
+
 def test_wafer_derived_figures(tiny2: WaferTarget) -> None:
     wafer = tiny2.wafer
     assert wafer.num_cores == 256
