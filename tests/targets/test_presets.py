@@ -180,6 +180,24 @@ def test_canonical_round_trip_and_hash(name: str) -> None:
     assert target_from_dict(json.loads(text)).sha256 == expected
 
 
+def test_canonical_form_is_pinned(tiny2: WaferTarget) -> None:
+    # Plans store target.sha256, so the canonical form must not drift by accident.
+    # Change this golden text (and the hash) only on purpose.
+    golden = (
+        '{"description":"","host_link":{"bandwidth_bytes_per_s":1000000000.0,"efficiency":1.0,'
+        '"latency_s":0.0,"name":"host"},"inter_wafer_link":{"bandwidth_bytes_per_s":10000000000.0,'
+        '"efficiency":0.5,"latency_s":1e-06,"name":"net"},"kind":"wafer","name":"tiny2",'
+        '"num_wafers":2,"wafer":{"clock_hz":1000000000.0,"eta_compute":0.5,'
+        '"fallback_lanes_dtype":null,"fmac_lanes_per_cycle":{"float16":4},"height_cores":16,'
+        '"hop_latency_cycles":1.0,"link_bytes_per_cycle":4.0,"name":"tiny","power_w":null,'
+        '"sram_bytes_per_core":1024,"sram_reserve_bytes_per_core":256,"usd_per_hour":null,'
+        '"width_cores":16}}'
+    )
+    assert json.dumps(tiny2.to_dict(), sort_keys=True, separators=(",", ":")) == golden
+    assert tiny2.sha256 == hashlib.sha256(golden.encode()).hexdigest()
+    assert tiny2.sha256 == "981df1bd5c4b33521632104bce4efb6880f65e576533edbd9ef9508bb9dfc218"
+
+
 def test_hash_changes_when_any_field_changes() -> None:
     wse3 = get_preset("wse3")
     assert isinstance(wse3, WaferTarget)
