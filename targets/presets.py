@@ -200,8 +200,18 @@ def _gpu_target(name: str, device: GpuDevice, count: int, intra: Link, host: Lin
         intra_node_link=intra,
         inter_node_link=_IB_NDR,
         host_link=host,
-        description=f"{nodes} node(s) x {per_node} {device.name}, {intra.name} in a node, "
-        f"{_IB_NDR.name} between nodes",
+        description=_gpu_description(device, per_node, nodes, intra),
+    )
+
+
+def _gpu_description(device: GpuDevice, per_node: int, nodes: int, intra: Link) -> str:
+    if per_node == 1:
+        return f"1 x {device.name}"
+    if nodes == 1:
+        return f"{per_node} x {device.name}, {intra.name} between GPUs"
+    return (
+        f"{nodes} nodes x {per_node} {device.name}, {intra.name} in a node, "
+        f"{_IB_NDR.name} between nodes"
     )
 
 
