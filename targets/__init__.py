@@ -1,4 +1,78 @@
 """Hardware descriptions (GPU clusters, wafer grids, presets) and the cost model.
 
 This layer imports nothing else of ours.
+
+Typical use::
+
+    from targets import CostModel, load_target
+
+    target = load_target("h100x8")          # preset, alias, or .json/.yaml file
+    cost = CostModel(target)                # GpuCostModel or WaferCostModel
+    cost.op_time_s(flops=2e12, bytes_moved=4e9, dtype="bfloat16")
 """
+
+from __future__ import annotations
+
+from targets.cost import (
+    CostModel,
+    GpuCostModel,
+    WaferCostModel,
+    joules_per_token,
+    link_transfer_s,
+    stage_memory_bytes,
+    to_int_units,
+    tokens_per_s,
+    usd_per_token,
+)
+from targets.dtypes import KNOWN_DTYPES, canonical_dtype
+from targets.errors import PartitionError, TargetError
+from targets.fabric import (
+    manhattan_hops,
+    region_hops,
+    route_link_loads,
+    shared_boundary_links,
+    xy_route,
+)
+from targets.gpu import HOST, GpuDevice, GpuTarget, Link
+from targets.loader import Target, load_target, target_from_dict
+from targets.pipeline import Bottleneck, PipelineEstimate, pipeline_estimate
+from targets.presets import ALIASES, PresetInfo, get_preset, list_presets, preset_names
+from targets.wafer import WaferSpec, WaferTarget
+
+__all__ = [
+    "ALIASES",
+    "HOST",
+    "KNOWN_DTYPES",
+    "Bottleneck",
+    "CostModel",
+    "GpuCostModel",
+    "GpuDevice",
+    "GpuTarget",
+    "Link",
+    "PartitionError",
+    "PipelineEstimate",
+    "PresetInfo",
+    "Target",
+    "TargetError",
+    "WaferCostModel",
+    "WaferSpec",
+    "WaferTarget",
+    "canonical_dtype",
+    "get_preset",
+    "joules_per_token",
+    "link_transfer_s",
+    "list_presets",
+    "load_target",
+    "manhattan_hops",
+    "pipeline_estimate",
+    "preset_names",
+    "region_hops",
+    "route_link_loads",
+    "shared_boundary_links",
+    "stage_memory_bytes",
+    "target_from_dict",
+    "to_int_units",
+    "tokens_per_s",
+    "usd_per_token",
+    "xy_route",
+]

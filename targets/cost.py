@@ -1,0 +1,363 @@
+"""The cost model: seconds and bytes from numbers, for every later stage.
+
+The pipeline solver, the wafer floorplanner, the simulator and the reports
+all take their figures from here and re-implement none of them. Everything
+is pure: numbers in, seconds or bytes out, no graph objects.
+
+``CostModel(target)`` returns a `GpuCostModel` or a `WaferCostModel`; both
+share stage memory, pipeline estimates and the LLM figures. Solvers that
+need integers scale with `to_int_units` (e.g. seconds to µs, bytes to KiB).
+
+Formulas (every constant is a target field):
+
+- GPU op: ``max(flops / (peak[dtype] · η_c), bytes_moved / (hbm_bw · η_m))
+  + kernels · launch_overhead`` (roofline plus launch cost).
+- Transfer over a link: ``latency + bytes / (bandwidth · efficiency)``.
+- Stage memory: ``params + activation_peak × micro-batches in flight +
+  transfer buffers + KV cache``.
+- Wafer region of w×h cores: ``flops / (w·h · lanes[dtype] · 2 · clock · η)
+  + num_matmuls · (w + h) · hop_latency / clock``. The second term is the
+  mesh latency of the reductions and broadcasts a distributed MatMul needs,
+  about (w + h) hops each, after WaferLLM's PLMR device model (OSDI'25),
+  which shows this latency cannot be ignored at wafer scale.
+- Fabric transfer: ``hops · hop_latency / clock + bytes /
+  (boundary_links · link_bytes_per_cycle · clock)``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from targets.errors import TargetError
+from targets.fabric import manhattan_hops, xy_route
+from targets.gpu import GpuDevice, GpuTarget, Link
+from targets.pipeline import pipeline_estimate
+from targets.wafer import WaferTarget
+
+__all__ = [
+    "CostModel",
+    "GpuCostModel",
+    "WaferCostModel",
+    "joules_per_token",
+    "link_transfer_s",
+    "stage_memory_bytes",
+    "to_int_units",
+    "tokens_per_s",
+    "usd_per_token",
+]
+
+_SECONDS_PER_HOUR = 3600.0
+
+
+def _nonneg(name: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def link_transfer_s(nbytes: float, link: Link) -> float:
+    """Seconds to move ``nbytes`` over ``link``: latency + bytes / effective bandwidth.
+
+    0 for 0 bytes: nothing is sent, so no latency is paid.
+    """
+    if _nonneg("nbytes", nbytes) == 0:
+        return 0.0
+    return link.latency_s + nbytes / link.effective_bandwidth_bytes_per_s
+
+
+def stage_memory_bytes(
+    param_bytes: int,
+    activation_peak_bytes: int,
+    microbatches_in_flight: int = 1,
+    transfer_buffer_bytes: int = 0,
+    kv_cache_bytes: int = 0,
+) -> int:
+    """Memory a pipeline stage needs on its device.
+
+    ``params + activation_peak × microbatches_in_flight + transfer buffers +
+    KV cache`` (KV-cache inputs count on the stage that consumes them).
+    """
+    for name, value in (
+        ("param_bytes", param_bytes),
+        ("activation_peak_bytes", activation_peak_bytes),
+        ("transfer_buffer_bytes", transfer_buffer_bytes),
+        ("kv_cache_bytes", kv_cache_bytes),
+    ):
+        _nonneg(name, value)
+    if microbatches_in_flight < 1:
+        raise ValueError(f"microbatches_in_flight must be >= 1, got {microbatches_in_flight}")
+    return (
+        param_bytes
+        + activation_peak_bytes * microbatches_in_flight
+        + transfer_buffer_bytes
+        + kv_cache_bytes
+    )
+
+
+def tokens_per_s(batch: int, step_s: float) -> float:
+    """Decode throughput: ``batch`` tokens per step of ``step_s``.
+
+    Each request then waits ``step_s`` seconds per token.
+    """
+    if batch < 1 or not step_s > 0:
+        raise ValueError(f"need batch >= 1 and step_s > 0, got {batch} and {step_s}")
+    return batch / step_s
+
+
+def usd_per_token(tokens_per_second: float, usd_per_hour: float | None) -> float | None:
+    """Dollars per token at a price per hour; None when the price is unknown."""
+    if usd_per_hour is None:
+        return None
+    if not tokens_per_second > 0:
+        raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second}")
+    return usd_per_hour / _SECONDS_PER_HOUR / tokens_per_second
+
+
+def joules_per_token(tokens_per_second: float, power_w: float | None) -> float | None:
+    """Energy per token at a power draw; None when the power is unknown."""
+    if power_w is None:
+        return None
+    if not tokens_per_second > 0:
+        raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second}")
+    return power_w / tokens_per_second
+
+
+def to_int_units(value: float, unit: float) -> int:
+    """``value`` in whole ``unit`` s, rounded up (seconds to µs: ``unit=1e-6``; bytes to KiB: 1024).
+
+    Rounding up keeps a positive cost positive and a capacity need a need;
+    a quotient within 1e-9 of a whole number is taken as that number, so
+    float noise does not add a unit.
+    """
+    _nonneg("value", value)
+    if not unit > 0:
+        raise ValueError(f"unit must be > 0, got {unit}")
+    units = value / unit
+    nearest = round(units)
+    if abs(units - nearest) <= 1e-9 * max(1.0, abs(units)):
+        return int(nearest)
+    return math.ceil(units)
+
+
+def _sum_or_none(values: Sequence[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
+
+
+class CostModel(ABC):
+    """Cost model of a target; ``CostModel(target)`` returns the subclass for its kind.
+
+    Attributes:
+        target: The target every constant comes from.
+    """
+
+    target: GpuTarget | WaferTarget
+
+    def __new__(cls, target: GpuTarget | WaferTarget) -> CostModel:
+        if cls is CostModel:
+            if isinstance(target, GpuTarget):
+                cls = GpuCostModel
+            elif isinstance(target, WaferTarget):
+                cls = WaferCostModel
+            else:
+                raise TargetError(f"not a target: {type(target).__name__}")
+        return super().__new__(cls)
+
+    def __init__(self, target: GpuTarget | WaferTarget) -> None:
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.target.name!r})"
+
+    stage_memory_bytes = staticmethod(stage_memory_bytes)
+    tokens_per_s = staticmethod(tokens_per_s)
+
+    pipeline_estimate = staticmethod(pipeline_estimate)
+
+    def _check_device(self, device: int) -> int:
+        count = self.target.num_devices
+        if not 0 <= device < count:
+            raise ValueError(f"device {device} is not in 0..{count - 1} of {self.target.name}")
+        return device
+
+    def _devices(self, devices: Sequence[int] | None) -> list[int]:
+        chosen = range(self.target.num_devices) if devices is None else devices
+        return [self._check_device(device) for device in chosen]
+
+    @abstractmethod
+    def capacity_bytes(self, device: int) -> int:
+        """Memory one device offers a plan (GPU HBM, or a wafer's usable SRAM)."""
+
+    @abstractmethod
+    def device_usd_per_hour(self, device: int) -> float | None:
+        """Price per hour of one device (GPU or wafer system); None when unknown."""
+
+    @abstractmethod
+    def device_power_w(self, device: int) -> float | None:
+        """Power of one device; None when unknown."""
+
+    def usd_per_hour(self, devices: Sequence[int] | None = None) -> float | None:
+        """Price per hour of the given devices (default: all); None if any price is unknown."""
+        return _sum_or_none([self.device_usd_per_hour(d) for d in self._devices(devices)])
+
+    def power_w(self, devices: Sequence[int] | None = None) -> float | None:
+        """Power of the given devices (default: all); None if any is unknown."""
+        return _sum_or_none([self.device_power_w(d) for d in self._devices(devices)])
+
+    def usd_per_token(
+        self, tokens_per_second: float, devices: Sequence[int] | None = None
+    ) -> float | None:
+        """Dollars per token on the given devices; None when a price is unknown."""
+        return usd_per_token(tokens_per_second, self.usd_per_hour(devices))
+
+    def joules_per_token(
+        self, tokens_per_second: float, devices: Sequence[int] | None = None
+    ) -> float | None:
+        """Energy per token on the given devices; None when a power is unknown."""
+        return joules_per_token(tokens_per_second, self.power_w(devices))
+
+
+class GpuCostModel(CostModel):
+    """Op and transfer times on a `GpuTarget`."""
+
+    target: GpuTarget
+
+    def _spec(self, device: int) -> GpuDevice:
+        return self.target.devices[self._check_device(device)]
+
+    def device_usd_per_hour(self, device: int) -> float | None:
+        return self._spec(device).usd_per_hour
+
+    def device_power_w(self, device: int) -> float | None:
+        return self._spec(device).power_w
+
+    def capacity_bytes(self, device: int) -> int:
+        """Device memory of one GPU."""
+        return self._spec(device).hbm_bytes
+
+    def op_time_s(
+        self, flops: float, bytes_moved: float, dtype: str, device: int = 0, kernels: int = 1
+    ) -> float:
+        """Roofline time of an op (or ``kernels`` fused kernels) on one GPU.
+
+        ``max(flops / (peak[dtype] · η_c), bytes_moved / (hbm_bw · η_m)) +
+        kernels · launch_overhead``. ``bytes_moved`` counts inputs read,
+        outputs written and weights read. With ``flops == 0`` no peak is
+        looked up, so data-movement ops need no dtype entry; ``kernels=0``
+        models ops that launch nothing (a Reshape).
+        """
+        _nonneg("flops", flops)
+        _nonneg("bytes_moved", bytes_moved)
+        if kernels < 0:
+            raise ValueError(f"kernels must be >= 0, got {kernels}")
+        spec = self._spec(device)
+        compute_s = 0.0
+        if flops > 0:
+            compute_s = flops / (spec.peak_flops_for(dtype) * spec.eta_compute)
+        memory_s = bytes_moved / (spec.hbm_bandwidth_bytes_per_s * spec.eta_memory)
+        return max(compute_s, memory_s) + kernels * spec.launch_overhead_s
+
+    def transfer_time_s(self, nbytes: float, src_device: int, dst_device: int) -> float:
+        """Seconds to move ``nbytes`` from one device to another.
+
+        0 on the same device (or for 0 bytes); either end may be -1, the host,
+        over ``host_link``; otherwise NVLink (or PCIe) inside a node and the
+        network across nodes: ``latency + bytes / effective bandwidth``.
+        """
+        link = self.target.link_between(src_device, dst_device)
+        return 0.0 if link is None else link_transfer_s(nbytes, link)
+
+
+class WaferCostModel(CostModel):
+    """Region compute, SRAM and fabric times on a `WaferTarget`."""
+
+    target: WaferTarget
+
+    def device_usd_per_hour(self, device: int) -> float | None:
+        return self.target.wafer.usd_per_hour
+
+    def device_power_w(self, device: int) -> float | None:
+        return self.target.wafer.power_w
+
+    def capacity_bytes(self, device: int) -> int:
+        """Usable SRAM of one whole wafer (reserve excluded)."""
+        self._check_device(device)
+        wafer = self.target.wafer
+        return self.region_sram_bytes(wafer.width_cores, wafer.height_cores)
+
+    def _check_region(self, w: int, h: int) -> None:
+        wafer = self.target.wafer
+        if not (1 <= w <= wafer.width_cores and 1 <= h <= wafer.height_cores):
+            raise ValueError(
+                f"region {w}x{h} does not fit the {wafer.width_cores}x{wafer.height_cores} grid"
+            )
+
+    def region_compute_s(
+        self, flops: float, w: int, h: int, dtype: str, num_matmuls: int = 0
+    ) -> float:
+        """Compute time of a w×h-core region: FMAC time plus the mesh term.
+
+        ``flops / (w·h · lanes[dtype] · 2 · clock · η) + num_matmuls · (w + h)
+        · hop_latency_cycles / clock`` (mesh term after WaferLLM's PLMR model).
+        """
+        _nonneg("flops", flops)
+        if num_matmuls < 0:
+            raise ValueError(f"num_matmuls must be >= 0, got {num_matmuls}")
+        self._check_region(w, h)
+        wafer = self.target.wafer
+        compute_s = 0.0
+        if flops > 0:
+            lanes = wafer.lanes_for(dtype)
+            compute_s = flops / (w * h * lanes * 2 * wafer.clock_hz * wafer.eta_compute)
+        mesh_s = num_matmuls * (w + h) * wafer.hop_latency_cycles / wafer.clock_hz
+        return compute_s + mesh_s
+
+    def region_sram_bytes(self, w: int, h: int) -> int:
+        """Usable SRAM of a w×h region: ``w·h·(sram − reserve)``."""
+        self._check_region(w, h)
+        return w * h * self.target.wafer.usable_sram_bytes_per_core
+
+    def cores_needed(self, nbytes: int) -> int:
+        """Fewest cores whose usable SRAM holds ``nbytes`` (0 for 0 bytes)."""
+        _nonneg("nbytes", nbytes)
+        return math.ceil(nbytes / self.target.wafer.usable_sram_bytes_per_core)
+
+    manhattan_hops = staticmethod(manhattan_hops)
+    xy_route = staticmethod(xy_route)
+
+    def link_time_s(self, nbytes: float) -> float:
+        """Seconds one fabric link is busy carrying ``nbytes``.
+
+        ``bytes / (link_bytes_per_cycle · clock)``; per-link loads add up.
+        """
+        _nonneg("nbytes", nbytes)
+        wafer = self.target.wafer
+        return nbytes / (wafer.link_bytes_per_cycle * wafer.clock_hz)
+
+    def fabric_transfer_s(self, nbytes: float, hops: int, boundary_links: int) -> float:
+        """Seconds to move ``nbytes`` between regions ``hops`` apart over ``boundary_links`` links.
+
+        ``hops · hop_latency / clock + bytes / (boundary_links ·
+        link_bytes_per_cycle · clock)``; 0 for 0 bytes. For regions side by
+        side, ``hops`` is 1 and ``boundary_links`` is
+        `targets.fabric.shared_boundary_links`; `targets.fabric.region_hops`
+        gives ``hops`` for regions apart.
+        """
+        if _nonneg("nbytes", nbytes) == 0:
+            return 0.0
+        if hops < 0 or boundary_links < 1:
+            raise ValueError(
+                f"need hops >= 0 and boundary_links >= 1, got {hops}, {boundary_links}"
+            )
+        wafer = self.target.wafer
+        latency_s = hops * wafer.hop_latency_cycles / wafer.clock_hz
+        return latency_s + self.link_time_s(nbytes) / boundary_links
+
+    def inter_wafer_transfer_s(self, nbytes: float) -> float:
+        """Seconds to move ``nbytes`` between two wafers (systems)."""
+        return link_transfer_s(nbytes, self.target.inter_wafer_link)
+
+    def host_transfer_s(self, nbytes: float) -> float:
+        """Seconds to move ``nbytes`` between the host and a wafer."""
+        return link_transfer_s(nbytes, self.target.host_link)

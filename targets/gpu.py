@@ -1,0 +1,205 @@
+"""GPU cluster specs: links, devices and the cluster target.
+
+Every number is a field, so a target file can override any of them; the
+presets in `targets.presets` say where each default comes from. Bandwidths
+are datasheet figures *per direction*; what a transfer achieves is
+``bandwidth × efficiency`` (`Link.effective_bandwidth_bytes_per_s`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from targets._fields import (
+    FieldError,
+    Spec,
+    TargetSpec,
+    check_fields,
+    fraction,
+    nonnegative_float,
+    optional_positive_float,
+    positive_float,
+    positive_int,
+    require_instance,
+    set_field,
+    text,
+)
+from targets.dtypes import check_fallback_dtype, check_rate_table, rate_for_dtype
+
+__all__ = ["GpuDevice", "GpuTarget", "Link", "HOST"]
+
+#: Device id that stands for the host (CPU memory) in transfers.
+HOST = -1
+_LINK_FIELDS = ("intra_node_link", "inter_node_link", "host_link")
+
+
+_LINK_CHECKS = {
+    "name": text,
+    "bandwidth_bytes_per_s": positive_float,
+    "efficiency": fraction,
+    "latency_s": nonnegative_float,
+}
+_DEVICE_CHECKS = {
+    "name": text,
+    "hbm_bytes": positive_int,
+    "hbm_bandwidth_bytes_per_s": positive_float,
+    "peak_flops_per_s": lambda value, path: check_rate_table(value, path, positive_float),
+    "eta_compute": fraction,
+    "eta_memory": fraction,
+    "launch_overhead_s": nonnegative_float,
+    "power_w": optional_positive_float,
+    "usd_per_hour": optional_positive_float,
+}
+
+
+@dataclass(frozen=True)
+class Link(Spec):
+    """A point-to-point link between two devices, or a device and the host.
+
+    Attributes:
+        name: What the link is (``"NVLink4"``, ``"IB NDR 400G"``).
+        bandwidth_bytes_per_s: Datasheet bandwidth per direction.
+        efficiency: Fraction of it a large transfer achieves, in (0, 1].
+        latency_s: Fixed cost of one transfer (software plus wire).
+    """
+
+    name: str
+    bandwidth_bytes_per_s: float
+    efficiency: float
+    latency_s: float
+
+    def __post_init__(self) -> None:
+        check_fields(self, _LINK_CHECKS)
+
+    @property
+    def effective_bandwidth_bytes_per_s(self) -> float:
+        """Bandwidth a large transfer achieves: datasheet × efficiency."""
+        return self.bandwidth_bytes_per_s * self.efficiency
+
+
+@dataclass(frozen=True)
+class GpuDevice(Spec):
+    """One GPU model.
+
+    Attributes:
+        name: Model name (``"H100-SXM5-80GB"``).
+        hbm_bytes: Device memory (datasheet GB = 1e9 bytes).
+        hbm_bandwidth_bytes_per_s: Datasheet memory bandwidth.
+        peak_flops_per_s: Dense peak FLOP/s per dtype (see `targets.dtypes`).
+        eta_compute: Achieved fraction of peak FLOP/s on large matmuls.
+        eta_memory: Achieved fraction of memory bandwidth on large copies.
+        launch_overhead_s: Fixed cost added per kernel.
+        power_w: Board power, or None when unknown.
+        usd_per_hour: Price per GPU-hour, or None when unknown.
+        fallback_peak_dtype: Entry used for dtypes without one, or None to
+            make such dtypes an error.
+    """
+
+    name: str
+    hbm_bytes: int
+    hbm_bandwidth_bytes_per_s: float
+    peak_flops_per_s: Mapping[str, float]
+    eta_compute: float
+    eta_memory: float
+    launch_overhead_s: float
+    power_w: float | None = None
+    usd_per_hour: float | None = None
+    fallback_peak_dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, _DEVICE_CHECKS)
+        fallback = check_fallback_dtype(
+            self.fallback_peak_dtype, self.peak_flops_per_s, "fallback_peak_dtype"
+        )
+        set_field(self, "fallback_peak_dtype", fallback)
+
+    def peak_flops_for(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype`` under the `targets.dtypes` lookup rule."""
+        return rate_for_dtype(
+            self.peak_flops_per_s,
+            dtype,
+            self.fallback_peak_dtype,
+            owner=f"GPU '{self.name}'",
+            table_field="peak_flops_per_s",
+        )
+
+
+@dataclass(frozen=True)
+class GpuTarget(TargetSpec):
+    """A cluster of GPUs in nodes of ``gpus_per_node``.
+
+    Device ``d`` sits in node ``d // gpus_per_node``. Two devices in one node
+    talk over ``intra_node_link`` (NVLink, or PCIe where there is no NVLink),
+    devices in different nodes over ``inter_node_link`` (the network), and a
+    device and the host (`HOST`, -1) over ``host_link``.
+
+    Attributes:
+        name: Target name (a preset name or the file's).
+        devices: One spec per device; the index is the device id. Devices may differ.
+        gpus_per_node: Devices per node (the last node may be partly filled).
+        intra_node_link: Link between two devices of one node.
+        inter_node_link: Link between devices of different nodes.
+        host_link: Link between a device and host memory.
+        description: Free text for reports.
+    """
+
+    kind: ClassVar[str] = "gpu"
+    nested_specs: ClassVar[Mapping[str, Any]] = {
+        "devices": (GpuDevice,),
+        **dict.fromkeys(_LINK_FIELDS, Link),
+    }
+
+    name: str
+    devices: tuple[GpuDevice, ...]
+    gpus_per_node: int
+    intra_node_link: Link
+    inter_node_link: Link
+    host_link: Link
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        set_field(self, "name", text(self.name, "name"))
+        if isinstance(self.devices, GpuDevice) or not isinstance(self.devices, tuple | list):
+            raise FieldError("devices", "must be a list of devices")
+        if not self.devices:
+            raise FieldError("devices", "must list at least one device")
+        for index, device in enumerate(self.devices):
+            if not isinstance(device, GpuDevice):
+                raise FieldError(f"devices[{index}]", "must be a GpuDevice")
+        set_field(self, "devices", tuple(self.devices))
+        set_field(self, "gpus_per_node", positive_int(self.gpus_per_node, "gpus_per_node"))
+        require_instance(self, _LINK_FIELDS, Link)
+        set_field(self, "description", text(self.description, "description", allow_empty=True))
+
+    @property
+    def num_devices(self) -> int:
+        """Number of GPUs."""
+        return len(self.devices)
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes, counting a partly filled last one."""
+        return -(-self.num_devices // self.gpus_per_node)
+
+    def _check_device(self, device: int) -> None:
+        if not 0 <= device < self.num_devices:
+            raise ValueError(f"device {device} is not in 0..{self.num_devices - 1} of {self.name}")
+
+    def node_of(self, device: int) -> int:
+        """The node a device sits in."""
+        self._check_device(device)
+        return device // self.gpus_per_node
+
+    def link_between(self, a: int, b: int) -> Link | None:
+        """The link a transfer from ``a`` to ``b`` uses; None when ``a == b``.
+
+        Either end may be `HOST` (-1), which means host I/O over ``host_link``.
+        """
+        if a == b:
+            return None
+        if HOST in (a, b):
+            self._check_device(b if a == HOST else a)
+            return self.host_link
+        return self.intra_node_link if self.node_of(a) == self.node_of(b) else self.inter_node_link

@@ -1,0 +1,374 @@
+"""Preset targets, with the source of every number.
+
+Tags, as in the project's HARDWARE.md: **[V]** vendor claim, **[M]**
+measurement, **[D]** arithmetic derived from cited numbers. A number marked
+*assumption* is not sourced: it is a parameter with a default chosen by us;
+override it in a target file (``{"extends": "h100x8", ...}``).
+
+Units: datasheet "GB" and "TB/s" are decimal (1e9, 1e12). Link bandwidths are
+per direction, so NVLink figures, which NVIDIA quotes bidirectional, are halved.
+
+GPUs (SXM unless named otherwise). Sources: NVIDIA datasheets as collected at
+glennklockwood.com/garden/processors/{A100,h100,B200} (dense = half the
+"with sparsity" figure) and HARDWARE.md:
+
+============  ========  ==========  ==========  ===============  =========  =====
+GPU           HBM       HBM bw      dense bf16  NVLink (bidir)   host PCIe  power
+============  ========  ==========  ==========  ===============  =========  =====
+A100 80GB     80 GB     2.039 TB/s  312 TF      600 GB/s         Gen4 32    400 W
+H100          80 GB     3.35 TB/s   989 TF      900 GB/s         Gen5 64    700 W
+H200          141 GB    4.8 TB/s    989 TF      900 GB/s         Gen5 64    700 W
+B200 (HGX)    180 GB    8 TB/s      2,250 TF    1.8 TB/s         Gen5 64    1000 W
+H100 PCIe     80 GB     2.0 TB/s    756.5 TF    none (PCIe)      Gen5 64    350 W
+============  ========  ==========  ==========  ===============  =========  =====
+
+(all [V]; PCIe in GB/s per direction; H100 PCIe from the NVIDIA H100
+datasheet's PCIe column: 1,513 TF bf16 with sparsity, 2,000 GB/s, 300-350 W.)
+
+Efficiencies [M], measured on hardware and applied to every GPU as an
+assumption (we have no measurement for the others):
+
+- ``eta_compute = 788/989``: one H200 here ran an 8192³ bf16 matmul at
+  769-798 TF/s of 989 (DESIGN.md, HARDWARE.md).
+- ``eta_memory = 4.3/4.8``: the same H200 copied device-to-device at ~4.3 TB/s.
+- link ``efficiency = 380/450``: H100 NVLink peer-to-peer reached ~380 GB/s
+  one-way of 450 (NCCL issue 1264). Also used for PCIe and the network, which
+  we did not measure (assumption).
+
+Nodes hold at most 8 GPUs (HGX boards); ``h100x16`` is 2 nodes × 8 and
+``h100x32`` 4 × 8, with one 400 Gb/s InfiniBand NDR NIC per GPU = 50 GB/s
+per direction [V]. Every pair of GPUs in a node is given the full per-GPU
+NVLink bandwidth, as an NVSwitch provides; boards of 2-4 GPUs without
+NVSwitch split the links among peers, so ``x2``/``x4`` presets are optimistic
+there (assumption).
+
+Wafers (Cerebras). Sources: HARDWARE.md; the Cerebras SDK docs (fabric sizes,
+SIMD widths, 32-bit wavelets, one hop per cycle); Cerebras/csl-examples.
+
+- ``wse2``: 757 × 996 PEs a program can use [V, SDK]; 48 KiB SRAM per PE
+  (8 banks of 6 KiB) [V]; FP16 FMAC lanes 4 [V, SDK]. Clock 0.85 GHz: the
+  figure Cerebras' own SDK benchmarks use to turn measured cycles into time
+  (csl-examples ``benchmarks/bandwidth-test``: ``time = cycles / 0.85 * 1e-3
+  us``) [V]. We prefer it to the 1.1 GHz of a second-hand Hot Chips summary
+  because it is the vendor's working number for real runs, and it is the
+  conservative one; the 220 Pb/s fabric claim implies ~1.0 GHz [D], so the
+  true clock may be higher.
+- ``wse3``: 762 × 1176 PEs [V, SDK]; 48 KiB; FP16 FMAC lanes 8 [V, SDK]. The
+  clock is not published: 0.85 GHz is assumed, the WSE-2 figure (assumption;
+  the 214 Pb/s fabric claim implies ~0.93 GHz [D]). Override ``wafer.clock_hz``.
+- Fabric: a 32-bit wavelet crosses one hop per cycle, so
+  ``link_bytes_per_cycle = 4`` and ``hop_latency_cycles = 1`` [V, SDK].
+- The memcpy halo around a program's rectangle (7 columns, 1-2 rows) is not
+  subtracted from the grid; shrink ``width_cores``/``height_cores`` to model it.
+- ``sram_reserve_bytes_per_core = 6 KiB`` (one of 8 banks) for code and
+  buffers: not published (assumption).
+- ``eta_compute = 788/989``, the H200 matmul ratio: not measured on a wafer
+  (assumption).
+- ``fmac_lanes_per_cycle`` lists only ``float16``, the SIMD width HARDWARE.md
+  takes from the SDK (FP16 multiply with FP32 accumulate runs at half those
+  lanes; no FP32 or BF16 width is given). Other dtypes use the float16 lanes
+  (``fallback_lanes_dtype``): the wafer is planned as if the model ran in 16
+  bit, as Cerebras Inference serves 16-bit weights [V]. Set the fallback to
+  null to make other dtypes an error instead.
+- Multi-system presets join CS systems by their system I/O, 12 × 100 GbE =
+  1.2 Tb/s = 150 GB/s per direction [V]; the host link is the same I/O.
+
+Assumptions without a source (override in a target file): kernel launch
+overhead 5 µs; link latencies (NVLink 5 µs, PCIe 10 µs, InfiniBand 10 µs,
+100 GbE 10 µs); prices (``usd_per_hour`` is None: unknown, so $/token is not
+reported until a target file sets it); wafer system power (None).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from targets.errors import TargetError
+from targets.gpu import GpuDevice, GpuTarget, Link
+from targets.wafer import WaferSpec, WaferTarget
+
+__all__ = ["ALIASES", "PresetInfo", "Target", "get_preset", "list_presets", "preset_names"]
+
+#: Any target: the union every loader and cost model accepts.
+Target = GpuTarget | WaferTarget
+
+
+def _giga(value: float) -> float:
+    """``value`` × 1e9 as the float nearest the decimal (2.039 TB/s -> exactly 2.039e12)."""
+    return float(f"{value!r}e9")
+
+
+def _tera(value: float) -> float:
+    """``value`` × 1e12 as the float nearest the decimal."""
+    return float(f"{value!r}e12")
+
+
+KIB = 1024
+
+# [M] H200 here: 788 of 989 TF dense bf16; 4.3 of 4.8 TB/s (DESIGN.md).
+ETA_COMPUTE = 788.0 / 989.0
+ETA_MEMORY = 4.3 / 4.8
+# [M] H100 NVLink one-way ~380 of 450 GB/s (NCCL issue 1264).
+LINK_EFFICIENCY = 380.0 / 450.0
+# Assumptions, not sourced; override in a target file.
+LAUNCH_OVERHEAD_S = 5e-6
+NVLINK_LATENCY_S = 5e-6
+PCIE_LATENCY_S = 10e-6
+NETWORK_LATENCY_S = 10e-6
+WAFER_SRAM_RESERVE_BYTES = 6 * KIB
+
+ALIASES: dict[str, str] = {"gpu": "h100x8", "wafer": "wse3"}
+
+
+def _link(name: str, bytes_per_s: float, latency_s: float) -> Link:
+    return Link(name, bytes_per_s, LINK_EFFICIENCY, latency_s)
+
+
+def _gpu(
+    name: str, hbm_gb: float, hbm_tb_per_s: float, peaks_tf: dict[str, float], power_w: float
+) -> GpuDevice:
+    return GpuDevice(
+        name=name,
+        hbm_bytes=int(_giga(hbm_gb)),
+        hbm_bandwidth_bytes_per_s=_tera(hbm_tb_per_s),
+        peak_flops_per_s={dtype: _tera(tf) for dtype, tf in peaks_tf.items()},
+        eta_compute=ETA_COMPUTE,
+        eta_memory=ETA_MEMORY,
+        launch_overhead_s=LAUNCH_OVERHEAD_S,
+        power_w=power_w,
+        usd_per_hour=None,
+        fallback_peak_dtype="float32",
+    )
+
+
+# fmt: off
+# _gpu(name, HBM GB, HBM TB/s, dense TF/s per dtype, board W), all [V].
+# float64 is the FP64 tensor-core rate, float32 the CUDA-core FP32 rate (not TF32).
+# [V] NVIDIA A100 datasheet via glennklockwood.com/garden/processors/A100 (80G SXM4);
+# no FP8 on Ampere.
+A100 = _gpu(
+    "A100-SXM4-80GB", 80, 2.039,
+    {"float64": 19.5, "float32": 19.5, "tfloat32": 156, "float16": 312, "bfloat16": 312,
+     "int8": 624},
+    400,
+)
+# [V] NVIDIA H100 datasheet via glennklockwood.com/garden/processors/h100; bf16 989 TF
+# and 3.35 TB/s as in HARDWARE.md. H200 = H100 compute with 141 GB at 4.8 TB/s [V].
+_HOPPER_TF = {"float64": 67, "float32": 67, "tfloat32": 494.5, "float16": 989, "bfloat16": 989,
+              "float8": 1979, "int8": 1979}
+H100 = _gpu("H100-SXM5-80GB", 80, 3.35, _HOPPER_TF, 700)
+H200 = _gpu("H200-SXM-141GB", 141, 4.8, _HOPPER_TF, 700)
+# [V] HARDWARE.md (180 GB usable, 8 TB/s, 2,250 TF bf16, 1000 W); other dtypes from the
+# HGX B200 (1000 W) column at glennklockwood.com/garden/processors/B200.
+B200 = _gpu(
+    "B200-HGX-180GB", 180, 8,
+    {"float64": 40, "float32": 80, "tfloat32": 1100, "float16": 2250, "bfloat16": 2250,
+     "float8": 4500, "float4": 9000, "int8": 4500},
+    1000,
+)
+# [V] NVIDIA H100 datasheet, PCIe column (sparse figures halved): not in HARDWARE.md.
+H100_PCIE = _gpu(
+    "H100-PCIe-80GB", 80, 2.0,
+    {"float64": 51, "float32": 51, "tfloat32": 378, "float16": 756.5, "bfloat16": 756.5,
+     "float8": 1513, "int8": 1513},
+    350,
+)
+# fmt: on
+
+# [V] PCIe Gen4 x16 32 GB/s and Gen5 x16 64 GB/s per direction; IB NDR 400 Gb/s = 50 GB/s.
+_PCIE4 = _link("PCIe Gen4 x16", _giga(32), PCIE_LATENCY_S)
+_PCIE5 = _link("PCIe Gen5 x16", _giga(64), PCIE_LATENCY_S)
+_IB_NDR = _link("InfiniBand NDR 400G (one NIC per GPU)", _giga(50), NETWORK_LATENCY_S)
+# (device, NVLink name, NVLink bidirectional bytes/s [V], host PCIe link)
+_GPU_FAMILIES = {
+    "a100": (A100, "NVLink3", _giga(600), _PCIE4),
+    "h100": (H100, "NVLink4", _giga(900), _PCIE5),
+    "h200": (H200, "NVLink4", _giga(900), _PCIE5),
+    "b200": (B200, "NVLink5", _giga(1800), _PCIE5),
+}
+_GPU_COUNTS = (1, 2, 4, 8, 16, 32)
+_GPUS_PER_NODE = 8
+
+
+def _gpu_target(name: str, device: GpuDevice, count: int, intra: Link, host: Link) -> GpuTarget:
+    per_node = min(count, _GPUS_PER_NODE)
+    nodes = count // per_node
+    return GpuTarget(
+        name=name,
+        devices=(device,) * count,
+        gpus_per_node=per_node,
+        intra_node_link=intra,
+        inter_node_link=_IB_NDR,
+        host_link=host,
+        description=_gpu_description(device, per_node, nodes, intra),
+    )
+
+
+def _gpu_description(device: GpuDevice, per_node: int, nodes: int, intra: Link) -> str:
+    if per_node == 1:
+        return f"1 x {device.name}"
+    if nodes == 1:
+        return f"{per_node} x {device.name}, {intra.name} between GPUs"
+    return (
+        f"{nodes} nodes x {per_node} {device.name}, {intra.name} in a node, "
+        f"{_IB_NDR.name} between nodes"
+    )
+
+
+_WSE_FABRIC = {"link_bytes_per_cycle": 4, "hop_latency_cycles": 1}  # [V, SDK]
+_SYSTEM_IO = _link("CS system I/O 12 x 100 GbE", 1.2e12 / 8, NETWORK_LATENCY_S)  # [V]
+
+# fmt: off
+WSE2 = WaferSpec(
+    name="WSE-2", width_cores=757, height_cores=996, sram_bytes_per_core=48 * KIB,
+    sram_reserve_bytes_per_core=WAFER_SRAM_RESERVE_BYTES, fmac_lanes_per_cycle={"float16": 4},
+    clock_hz=0.85e9, eta_compute=ETA_COMPUTE, fallback_lanes_dtype="float16", **_WSE_FABRIC,
+)
+WSE3 = WaferSpec(
+    name="WSE-3", width_cores=762, height_cores=1176, sram_bytes_per_core=48 * KIB,
+    sram_reserve_bytes_per_core=WAFER_SRAM_RESERVE_BYTES, fmac_lanes_per_cycle={"float16": 8},
+    clock_hz=0.85e9, eta_compute=ETA_COMPUTE, fallback_lanes_dtype="float16", **_WSE_FABRIC,
+)
+# fmt: on
+
+
+def _wafer_target(name: str, wafer: WaferSpec, count: int) -> WaferTarget:
+    return WaferTarget(
+        name=name,
+        wafer=wafer,
+        num_wafers=count,
+        inter_wafer_link=_SYSTEM_IO,
+        host_link=_SYSTEM_IO,
+        description=f"{count} x {wafer.name} ({wafer.width_cores} x {wafer.height_cores} cores), "
+        "layer-pipelined, weights resident in SRAM",
+    )
+
+
+def _build_presets() -> dict[str, Target]:
+    presets: dict[str, Target] = {}
+    for family, (device, nvlink_name, nvlink_bidir, host) in _GPU_FAMILIES.items():
+        nvlink = _link(nvlink_name, nvlink_bidir / 2, NVLINK_LATENCY_S)
+        for count in _GPU_COUNTS:
+            name = f"{family}x{count}"
+            presets[name] = _gpu_target(name, device, count, nvlink, host)
+    presets["h100x8-pcie"] = _gpu_target("h100x8-pcie", H100_PCIE, 8, _PCIE5, _PCIE5)
+    for family, wafer, counts in (("wse2", WSE2, (1, 2, 4)), ("wse3", WSE3, (1, 2, 4, 8))):
+        for count in counts:
+            name = family if count == 1 else f"{family}x{count}"
+            presets[name] = _wafer_target(name, wafer, count)
+    return presets
+
+
+_PRESETS: dict[str, Target] = _build_presets()
+
+
+def preset_names() -> list[str]:
+    """Every preset name, in a stable order (GPUs by family and size, then wafers)."""
+    return list(_PRESETS)
+
+
+def get_preset(name: str) -> Target:
+    """The preset called ``name`` or one of its `ALIASES`.
+
+    Raises:
+        TargetError: No such preset; the message lists them.
+    """
+    key = ALIASES.get(name, name)
+    if key not in _PRESETS:
+        aliases = ", ".join(f"{a} -> {p}" for a, p in ALIASES.items())
+        raise TargetError(
+            f"unknown target '{name}'; presets: {', '.join(_PRESETS)} (aliases: {aliases}); "
+            "or give a .json/.yaml/.yml target file"
+        )
+    return _PRESETS[key]
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """The key numbers of one preset, for ``partition targets``.
+
+    Attributes:
+        name: Preset name.
+        kind: ``"gpu"`` or ``"wafer"``.
+        aliases: Other names that load this preset.
+        num_devices: GPUs, or wafers.
+        device: Device model name.
+        memory_per_device_bytes: HBM per GPU, or SRAM per wafer (reserve included).
+        total_memory_bytes: Summed over devices.
+        peak_dtype: Dtype of the peak figure (bf16 on GPUs; fp16, the FMAC rate, on wafers).
+        peak_flops_per_s: Dense datasheet peak summed over devices (no η applied).
+        memory_bandwidth_bytes_per_s: HBM bandwidth per GPU; None on wafers (core-local SRAM).
+        interconnect: What joins the devices.
+        interconnect_bytes_per_s: Its datasheet bandwidth per direction (intra-node on GPUs).
+        description: The target's description.
+        sha256: The target's canonical hash.
+    """
+
+    name: str
+    kind: str
+    aliases: tuple[str, ...]
+    num_devices: int
+    device: str
+    memory_per_device_bytes: int
+    total_memory_bytes: int
+    peak_dtype: str
+    peak_flops_per_s: float
+    memory_bandwidth_bytes_per_s: float | None
+    interconnect: str
+    interconnect_bytes_per_s: float
+    description: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dict, fields in declaration order."""
+        out: dict[str, object] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _info(name: str, target: Target) -> PresetInfo:
+    aliases = tuple(alias for alias, preset in ALIASES.items() if preset == name)
+    if isinstance(target, GpuTarget):
+        first = target.devices[0]
+        link = target.intra_node_link if target.num_devices > 1 else target.host_link
+        return PresetInfo(
+            name,
+            target.kind,
+            aliases,
+            target.num_devices,
+            first.name,
+            first.hbm_bytes,
+            sum(d.hbm_bytes for d in target.devices),
+            "bfloat16",
+            sum(d.peak_flops_for("bfloat16") for d in target.devices),
+            first.hbm_bandwidth_bytes_per_s,
+            link.name,
+            link.bandwidth_bytes_per_s,
+            target.description,
+            target.sha256,
+        )
+    wafer, count = target.wafer, target.num_wafers
+    link = target.inter_wafer_link if count > 1 else target.host_link
+    return PresetInfo(
+        name,
+        target.kind,
+        aliases,
+        count,
+        wafer.name,
+        wafer.sram_bytes,
+        wafer.sram_bytes * count,
+        "float16",
+        wafer.peak_flops_per_s("float16") * count,
+        None,
+        link.name,
+        link.bandwidth_bytes_per_s,
+        target.description,
+        target.sha256,
+    )
+
+
+def list_presets() -> list[PresetInfo]:
+    """Key numbers of every preset, in `preset_names` order."""
+    return [_info(name, target) for name, target in _PRESETS.items()]
