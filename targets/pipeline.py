@@ -12,6 +12,9 @@ receives for ``recv_i = stage_send_s[i-1]`` (``input_s`` for stage 0).
 - With overlap (transfers run beside compute, by design: async copies or a
   streaming fabric), compute and each transfer are separate pipeline steps:
   the period of stage i is ``max(recv_i, compute_i, send_i)``.
+- Host I/O of a stage (model inputs it receives from the host, outputs it
+  returns there) takes ``stage_host_s[i]``: it adds to the stage's period like
+  a transfer (another step with overlap), and to the latency.
 - Steady-state throughput is 1 / the longest period. Shared links (wafer
   fabric links carrying several flows) can bound it too: pass each link's busy
   seconds per item as ``link_busy_s``.
@@ -32,7 +35,8 @@ class Bottleneck:
 
     Attributes:
         kind: ``"compute"`` (a stage's compute), ``"transfer"`` (a stage's
-            transfers) or ``"link"`` (a shared link, see ``link_busy_s``).
+            transfers), ``"host"`` (a stage's host I/O) or ``"link"`` (a
+            shared link, see ``link_busy_s``).
         index: Stage index; for a transfer with overlap, the sending stage
             (-1 for the host input); for a link, its index in ``link_busy_s``.
         time_s: The period it imposes.
@@ -97,6 +101,7 @@ def pipeline_estimate(
     *,
     input_s: float = 0.0,
     link_busy_s: Sequence[float] = (),
+    stage_host_s: Sequence[float] = (),
 ) -> PipelineEstimate:
     """Latency, throughput and bottleneck of a stage chain (rules in the module docstring).
 
@@ -108,6 +113,7 @@ def pipeline_estimate(
         overlap_transfers: Whether transfers overlap compute.
         input_s: Seconds to bring one item's inputs to stage 0.
         link_busy_s: Busy seconds per item of shared links that may bound throughput.
+        stage_host_s: Host I/O seconds per item, per stage (default: none).
 
     Raises:
         ValueError: No stages, mismatched lengths, or a negative or non-finite time.
@@ -115,26 +121,39 @@ def pipeline_estimate(
     compute = _check_times("stage_compute_s", stage_compute_s)
     send = _check_times("stage_send_s", stage_send_s)
     links = _check_times("link_busy_s", link_busy_s)
+    host = _check_times("stage_host_s", stage_host_s) or [0.0] * len(compute)
     (first_input,) = _check_times("input_s", [input_s])
-    if not compute or len(compute) != len(send):
+    if not compute or len(compute) != len(send) or len(host) != len(compute):
         raise ValueError(
-            f"need one send time per stage and at least one stage, got {len(compute)} compute "
-            f"and {len(send)} send times"
+            f"need one send and host time per stage and at least one stage, got {len(compute)} "
+            f"compute, {len(send)} send and {len(host)} host times"
         )
     recv = [first_input, *send[:-1]]
-    latency_s = first_input + sum(compute) + sum(send)
+    latency_s = first_input + sum(compute) + sum(send) + sum(host)
     if overlap_transfers:
-        stage_period = [max(r, c, s) for r, c, s in zip(recv, compute, send, strict=True)]
+        stage_period = [
+            max(r, c, s, h) for r, c, s, h in zip(recv, compute, send, host, strict=True)
+        ]
         transfers = [first_input, *send]  # transfer j is sent by stage j - 1 (-1 = host)
-        worst_compute, worst_transfer = _argmax(compute), _argmax(transfers)
-        if compute[worst_compute] >= transfers[worst_transfer]:
+        worst_compute, worst_transfer, worst_host = (
+            _argmax(compute),
+            _argmax(transfers),
+            _argmax(host),
+        )
+        if compute[worst_compute] >= max(transfers[worst_transfer], host[worst_host]):
             bottleneck = Bottleneck("compute", worst_compute, compute[worst_compute])
-        else:
+        elif transfers[worst_transfer] >= host[worst_host]:
             bottleneck = Bottleneck("transfer", worst_transfer - 1, transfers[worst_transfer])
+        else:
+            bottleneck = Bottleneck("host", worst_host, host[worst_host])
     else:
-        stage_period = [r + c + s for r, c, s in zip(recv, compute, send, strict=True)]
+        stage_period = [r + c + s + h for r, c, s, h in zip(recv, compute, send, host, strict=True)]
         worst = _argmax(stage_period)
-        kind = "compute" if compute[worst] >= recv[worst] + send[worst] else "transfer"
+        moved = recv[worst] + send[worst]
+        if compute[worst] >= moved + host[worst]:
+            kind = "compute"
+        else:
+            kind = "transfer" if moved >= host[worst] else "host"
         bottleneck = Bottleneck(kind, worst, stage_period[worst])
     if links:
         busiest = _argmax(links)

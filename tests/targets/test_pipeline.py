@@ -93,3 +93,19 @@ def test_bad_inputs_are_rejected() -> None:
         pipeline_estimate([1.0, -1.0], [0.0, 0.0], False)
     with pytest.raises(ValueError, match="input_s"):
         pipeline_estimate([1.0], [0.0], False, input_s=math.nan)
+
+
+def test_host_io_adds_to_period_and_latency() -> None:
+    # stage host I/O [0.4, 0, 0.0]: no overlap -> periods 1.5+0.4 = 1.9, 2.7, 2.1
+    estimate = pipeline_estimate(COMPUTE, SEND, False, input_s=INPUT, stage_host_s=[0.4, 0.0, 0.0])
+    assert estimate.stage_period_s == pytest.approx((1.9, 2.7, 2.1))
+    assert estimate.latency_s == pytest.approx(5.6 + 0.4)
+
+
+def test_host_io_bottleneck() -> None:
+    # one stage: compute 1, host 3 -> blocking period 4, host-bound; overlapped period 3
+    blocking = pipeline_estimate([1.0], [0.0], False, stage_host_s=[3.0])
+    assert blocking.bottleneck == Bottleneck("host", 0, 4.0)
+    overlapped = pipeline_estimate([1.0], [0.0], True, stage_host_s=[3.0])
+    assert overlapped.bottleneck == Bottleneck("host", 0, 3.0)
+    assert overlapped.throughput_per_s == pytest.approx(1 / 3)
