@@ -85,7 +85,7 @@ def test_zero_period_gives_infinite_throughput_written_as_null() -> None:
 
 
 def test_bad_inputs_are_rejected() -> None:
-    with pytest.raises(ValueError, match="one send time per stage"):
+    with pytest.raises(ValueError, match="one send and host time per stage"):
         pipeline_estimate([1.0, 1.0], [1.0], False)
     with pytest.raises(ValueError, match="at least one stage"):
         pipeline_estimate([], [], False)
