@@ -22,11 +22,14 @@ __all__ = ["main", "build_parser"]
 # verb -> (module under partitioner.commands, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze", "FLOPs, parameters and memory of a model, per op and in total"),
+    "validate": ("validate", "check a plan against the plan contract (and its model)"),
+    "targets": ("targets", "list the hardware presets with their key numbers"),
 }
+PLAN_VERB = ("plan", "plan MODEL onto target T and write the plan")
 
 EPILOG = """\
 commands:
-  partition MODEL --target T ...   plan MODEL onto target T and write the plan
+  partition MODEL --target T ...  plan MODEL onto target T and write the plan
 {verbs}
 
 Run `partition COMMAND --help` for each command's options.
@@ -46,11 +49,11 @@ def _verbs_help() -> str:
 
 
 def build_parser(verb: str) -> argparse.ArgumentParser:
-    """The parser for one subcommand."""
-    module_name, help_ = SUBCOMMANDS[verb]
+    """The parser for one subcommand ("plan" is the default command)."""
+    module_name, help_ = SUBCOMMANDS[verb] if verb != "plan" else PLAN_VERB
     module = importlib.import_module(f"partitioner.commands.{module_name}")
     parser = _Parser(
-        prog=f"partition {verb}",
+        prog="partition" if verb == "plan" else f"partition {verb}",
         description=module.__doc__ or help_,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -77,16 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"partition {__version__}")
         return 0
     verb = args_in[0] if args_in[0] in SUBCOMMANDS else "plan"
-    if verb == "plan" and "plan" not in SUBCOMMANDS:
-        print(f"partition: error: unknown command {args_in[0]!r}", file=sys.stderr)
-        return 2
     rest = args_in[1:] if verb != "plan" else args_in
     parser = build_parser(verb)
     args = parser.parse_args(rest)
+    args.argv = args_in
     try:
         return int(args.run(args))
     except PartitionError as err:
         print(f"partition: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print(
+            "partition: interrupted before a result was ready; nothing was written", file=sys.stderr
+        )
+        return 130
     except BrokenPipeError:
         return 0

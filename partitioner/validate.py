@@ -228,6 +228,8 @@ def _check_order_and_transfers(plan: Plan, graph: Graph) -> Iterator[Violation]:
         produced_here: set[str] = set()
         for n in p.nodes:
             node = graph.nodes[n]
+            if node.folded:
+                continue  # computed once at load time; reads only constants and static shapes
             for name in node.present_inputs:
                 t = graph.tensors.get(name)
                 if t is None or name in resident:

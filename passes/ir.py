@@ -30,7 +30,16 @@ import onnx
 
 from passes.dtypes import FLOAT_DTYPES, dtype_bits, dtype_name
 
-__all__ = ["Dim", "Tensor", "Node", "Graph", "TensorKind", "build_graph", "KV_CACHE_PATTERN"]
+__all__ = [
+    "Dim",
+    "Tensor",
+    "Node",
+    "Graph",
+    "TensorKind",
+    "build_graph",
+    "KV_CACHE_PATTERN",
+    "KV_CACHE_OUTPUT_PATTERN",
+]
 
 Dim = int | str | None
 """A dimension: a concrete size, a symbolic name, or None when nothing is known."""
@@ -40,6 +49,8 @@ TensorKind = Literal["input", "initializer", "constant", "activation"]
 # Decode-step graphs take the KV cache as inputs named past_key_values.*,
 # past.N.key, cache_*, ... The cache is resident on the stage that consumes it.
 KV_CACHE_PATTERN = re.compile(r"past|cache|kv_", re.IGNORECASE)
+# ... and return the updated cache as outputs named present.*, present_key_values.*, ...
+KV_CACHE_OUTPUT_PATTERN = re.compile(r"present|past|cache|kv_", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,11 @@ class Tensor:
     def is_kv_cache(self) -> bool:
         """A graph input that holds a KV cache (by name), resident on its consumer."""
         return self.kind == "input" and bool(KV_CACHE_PATTERN.search(self.name))
+
+    @property
+    def is_kv_cache_output(self) -> bool:
+        """A graph output that returns the updated KV cache: it stays on its stage."""
+        return self.is_graph_output and bool(KV_CACHE_OUTPUT_PATTERN.search(self.name))
 
 
 @dataclass(frozen=True)

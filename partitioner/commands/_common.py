@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -13,7 +14,8 @@ from passes.transforms.dims import parse_dim_overrides
 
 __all__ = ["add_model_arguments", "load_graph", "console", "err_console"]
 
-console = Console(highlight=False)
+# Rich assumes 80 columns when output is not a terminal; tables read better wider.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, highlight=False)
 
 

@@ -181,3 +181,16 @@ def score(problem: PipelineProblem, stage_of: Sequence[int]) -> Score:
     )
     fits = all(s.memory_bytes <= cap for s, cap in zip(stages, problem.capacity_bytes, strict=True))
     return Score(tuple(stages), estimate, fits)
+
+
+def lower_bound_s(problem: PipelineProblem) -> float:
+    """A bound no answer can beat, from compute alone (valid for any solver).
+
+    Throughput: the period is at least the busiest stage's compute, so at least
+    the slowest block (on its fastest device) and at least the even share of
+    all compute. Latency: every block's compute on its fastest device.
+    """
+    fastest = [min(row) for row in problem.block_time_s]
+    if problem.objective == "latency":
+        return sum(fastest)
+    return max(max(fastest, default=0.0), sum(fastest) / problem.num_stages)

@@ -26,7 +26,15 @@ from passes.analysis.liveness import activation_liveness
 from passes.ir import Graph
 from passes.pass_infra import Pass, PassResult
 
-__all__ = ["Block", "BlockEdge", "BlockGraph", "CoarsenReport", "Coarsen", "coarsen", "target_block_count"]
+__all__ = [
+    "Block",
+    "BlockEdge",
+    "BlockGraph",
+    "CoarsenReport",
+    "Coarsen",
+    "coarsen",
+    "target_block_count",
+]
 
 
 @dataclass(frozen=True)
@@ -164,7 +172,9 @@ def coarsen(
                 if t is not None and t.is_param and t.is_static:
                     used[name] = t.nbytes
         param_bytes_of.append(used)
-    segments = _segments(runtime, weights, param_bytes_of, max(1, target_blocks), max_block_param_bytes)
+    segments = _segments(
+        runtime, weights, param_bytes_of, max(1, target_blocks), max_block_param_bytes
+    )
     if not segments:
         segments = [[]]
     block_of = [-1] * graph.num_nodes
@@ -209,7 +219,9 @@ def coarsen(
                 params=frozenset(params),
                 param_bytes=sum(params.values()),
                 kv_cache_bytes=sum(kv.values()),
-                activation_peak_bytes=activation_liveness(graph, members[b]).peak_bytes if members[b] else 0,
+                activation_peak_bytes=activation_liveness(graph, members[b]).peak_bytes
+                if members[b]
+                else 0,
             )
         )
     edges = _block_edges(graph, block_of)
@@ -231,7 +243,8 @@ def _block_edges(graph: Graph, block_of: Sequence[int]) -> tuple[BlockEdge, ...]
         if t.producer is None or t.is_param:
             continue
         src = block_of[t.producer]
-        for dst in sorted({block_of[c] for c in t.consumers}):
+        # Folded readers (Shape of an activation) run at load time: no runtime edge.
+        for dst in sorted({block_of[c] for c in t.consumers if not graph.nodes[c].folded}):
             if dst != src:
                 grouped.setdefault((src, dst), []).append(t.name)
     edges = []
@@ -263,5 +276,7 @@ class Coarsen(Pass[Graph, BlockGraph]):
             raise PassError("coarsening produced a backward edge; the block graph must be a DAG")
 
     def call(self, model: Graph) -> PassResult[BlockGraph]:
-        result = coarsen(model, self.costs, self.weights, self.target_blocks, self.max_block_param_bytes)
+        result = coarsen(
+            model, self.costs, self.weights, self.target_blocks, self.max_block_param_bytes
+        )
         return PassResult(result, result.report.num_blocks < model.num_nodes)

@@ -1,0 +1,246 @@
+"""Plan MODEL onto a target and write the placement plan (JSON, schema_version 1).
+
+The model is analysed (FLOPs, bytes, parameters, activation liveness),
+coarsened into blocks, and split into pipeline stages by CP-SAT, warm-started
+from an exact dynamic programme; baselines are available with --solver.
+
+targets: gpu (= h100x8), a preset (a100x4, h100x8, h100x16, h200x8, b200x8, ...;
+see `partition targets`), or a .json/.yaml target file.
+
+examples:
+  partition gpt2.onnx --target h100x4 --dim batch=1 --dim seq=128
+  partition llama70b-prefill.onnx --target h100x8 --dim batch=1 --dim seq=2048 -o plan.json
+  partition model.onnx --target h100x8 --devices auto      # fewest GPUs that fit
+  partition model.onnx --target h100x8 --solver params     # DeepSpeed-style baseline
+
+Ctrl-C during the solve stops the search and writes the best plan found so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import tempfile
+from pathlib import Path
+
+from rich.table import Table
+
+from partitioner.commands._common import add_model_arguments, console, err_console, load_graph
+from partitioner.plan import Plan
+from partitioner.planner import (
+    PIPELINE_SOLVERS,
+    PlanOptions,
+    PlanOutcome,
+    UsageError,
+    plan_pipeline,
+)
+from partitioner.units import human_bytes, human_flops, human_seconds
+from targets import GpuTarget, load_target
+
+__all__ = ["add_arguments", "run", "write_atomic", "default_plan_path"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--target",
+        "-t",
+        default="gpu",
+        metavar="T",
+        help="gpu, wafer, a preset name (see `partition targets`) or a .json/.yaml target file (default: gpu = h100x8)",
+    )
+    parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="N",
+        help="use the first N devices of the target, or 'auto' for the fewest that fit (default: all)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="PLAN",
+        help="where to write the plan (default: next to the model)",
+    )
+    parser.add_argument(
+        "--solver",
+        default="cpsat",
+        choices=PIPELINE_SOLVERS,
+        help="cpsat (default; DP warm start, proven bound), dp (exact over one topological order), "
+        "greedy, params (DeepSpeed parameter-balanced), uniform (equal node counts)",
+    )
+    parser.add_argument(
+        "--objective",
+        default="throughput",
+        choices=("throughput", "latency"),
+        help="throughput: minimise the slowest stage, then latency (default); latency: minimise end-to-end time",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=30.0,
+        metavar="SEC",
+        help="CP-SAT budget in deterministic seconds (about seconds of one core; default 30). "
+        "A deterministic budget keeps plans reproducible",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="CP-SAT random seed (default 0)")
+    parser.add_argument(
+        "--microbatches",
+        type=int,
+        default=1,
+        metavar="M",
+        help="micro-batches in flight per stage: activation memory is counted M times (default 1)",
+    )
+    parser.add_argument(
+        "--overlap", action="store_true", help="transfers overlap compute (period = max, not sum)"
+    )
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="coarsen to about N blocks (default: 32 per device, 64..512)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the plan path")
+
+
+def default_plan_path(model: Path, target_name: str) -> Path:
+    return model.with_name(f"{model.stem}.{target_name}.plan.json")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and rename, so no partial file is left."""
+    path = path.resolve()
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _devices_option(value: str | None) -> int | str | None:
+    if value is None or value in ("auto", "all"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--devices {value!r}: give a whole number or 'auto'") from None
+
+
+def print_summary(outcome: PlanOutcome) -> None:
+    """Per-stage table with the bottleneck marked, then the figures that matter."""
+    plan = outcome.plan
+    e = outcome.layout.estimate
+    worst = e.bottleneck.index if e.bottleneck.kind in ("compute", "transfer", "host") else -1
+    table = Table(title=f"{plan.target.name}: {len(plan.partitions)} stages", title_justify="left")
+    for col in (
+        "stage",
+        "device",
+        "nodes",
+        "params",
+        "memory",
+        "of cap.",
+        "compute",
+        "send",
+        "period",
+        "",
+    ):
+        table.add_column(col, justify="right")
+    for p in plan.partitions:
+        period = e.stage_period_s[p.stage]
+        mark = "◀ bottleneck" if p.stage == worst else ""
+        table.add_row(
+            str(p.stage),
+            str(p.device),
+            f"{len(p.nodes):,}",
+            human_bytes(p.param_bytes),
+            human_bytes(p.memory_bytes),
+            f"{100 * p.memory_bytes / p.capacity_bytes:.0f}%",
+            human_seconds(p.compute_s),
+            human_seconds(outcome.layout.stage_send_s[p.stage]),
+            human_seconds(period),
+            mark,
+        )
+    console.print(table)
+    s = plan.solver
+    extra = plan.estimate.extra
+    console.print(
+        f"latency {human_seconds(e.latency_s)}   throughput {e.throughput_per_s:,.1f}/s   "
+        f"bottleneck: {e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
+    )
+    if extra.get("llm_decode_step"):
+        console.print(
+            f"decode: {extra['tokens_per_s']:,.0f} tokens/s with the pipeline full "
+            f"(batch {extra['batch']} per stage), {human_seconds(extra['s_per_token'])} per token per stream"
+            + (f", ${extra['usd_per_token']:.3g}/token" if "usd_per_token" in extra else "")
+        )
+    console.print(
+        f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
+        f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
+        f"{plan.model.num_nodes:,} nodes in {extra['coarsening']['blocks']} blocks, "
+        f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    target = load_target(args.target)
+    graph = load_graph(args)
+    if not isinstance(target, GpuTarget):
+        raise UsageError(f"target {target.name} is a wafer; wafer planning is not available yet")
+    options = PlanOptions(
+        devices=_devices_option(args.devices),
+        solver=args.solver,
+        objective=args.objective,
+        time_limit_s=args.time_limit,
+        seed=args.seed,
+        microbatches_in_flight=args.microbatches,
+        overlap_transfers=args.overlap,
+        target_blocks=args.blocks,
+        command=shlex.join(["partition", *args.argv]),
+    )
+    output = args.output or default_plan_path(args.model, target.name)
+    status = err_console.status("solving…") if not args.quiet else None
+
+    def progress(best_s: float, bound_s: float) -> None:
+        if status is not None:
+            gap = (best_s - bound_s) / best_s if best_s > 0 else 0.0
+            status.update(
+                f"solving (cp-sat): best {human_seconds(best_s)}, bound {human_seconds(bound_s)}, gap {100 * gap:.1f}%"
+            )
+
+    if status is not None:
+        status.start()
+    try:
+        outcome = plan_pipeline(graph, target, options, progress)
+    finally:
+        if status is not None:
+            status.stop()
+    write_atomic(output, outcome.plan.to_json())
+    if not args.quiet:
+        print_summary(outcome)
+    if outcome.interrupted:
+        err_console.print(
+            f"interrupted: wrote the best plan found so far ({outcome.plan.solver.status}) to {output}"
+        )
+        return 130
+    console.print(f"plan written to {output}")
+    return 0
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a plan file (one-line PlanError if unreadable or invalid)."""
+    from partitioner.plan import PlanError
+
+    if not path.is_file():
+        raise PlanError(f"plan file '{path}' does not exist; check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PlanError(f"cannot read plan file '{path}': {err}") from err
+    return Plan.from_json(text, source=f"'{path}'")

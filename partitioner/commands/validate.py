@@ -1,0 +1,70 @@
+"""Check a plan against the plan contract, independently of the solvers.
+
+Without MODEL, the checks that need no graph run (ids, devices, memory within
+capacity, wafer regions); the plan's recorded model path is used when that file
+exists. With the model: its sha256, node coverage, execution order, transfers
+for every tensor that crosses partitions, and parameter memory.
+
+Exit 0 if the plan is valid, 1 naming the first violation, 2 for bad input.
+
+examples:
+  partition validate gpt2.h100x4.plan.json gpt2.onnx
+  partition validate plan.json --all
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from partitioner.commands._common import console, err_console
+from partitioner.commands.plan import load_plan
+from partitioner.validate import validate_plan
+from passes.load import load
+from passes.transforms.dims import parse_dim_overrides
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plan", metavar="PLAN", type=Path, help="the plan JSON")
+    parser.add_argument(
+        "model", metavar="MODEL", type=Path, nargs="?", help="the .onnx file the plan is for"
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="list every violation, not only the first"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = load_plan(args.plan)
+    model_path = args.model
+    if model_path is None and plan.model.path and Path(plan.model.path).is_file():
+        model_path = Path(plan.model.path)
+    graph = None
+    if model_path is not None:
+        dims = parse_dim_overrides(f"{k}={v}" for k, v in plan.model.dims.items())
+        from passes.load import read_model
+
+        _, sha = read_model(model_path)
+        if sha != plan.model.sha256:
+            violations = validate_plan(plan, None, sha)
+        else:
+            graph = load(model_path, dims)
+            violations = validate_plan(plan, graph, sha)
+    else:
+        violations = validate_plan(plan)
+    if violations:
+        shown = violations if args.all else violations[:1]
+        for v in shown:
+            err_console.print(f"invalid: {v}", highlight=False, markup=False)
+        if not args.all and len(violations) > 1:
+            err_console.print(f"({len(violations) - 1} more; --all lists them)")
+        return 1
+    scope = (
+        f"against {model_path}" if graph is not None else "(no model given: graph checks skipped)"
+    )
+    console.print(
+        f"valid: {len(plan.partitions)} partitions, {len(plan.transfers)} transfers {scope}"
+    )
+    return 0

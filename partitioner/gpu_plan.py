@@ -1,0 +1,212 @@
+"""Turn a pipeline answer (stage per block) into a Plan with exact figures.
+
+The solver works on coarse, conservative numbers; the plan is computed again
+exactly from the nodes: distinct parameters per partition, the activation
+peak of the partition's own schedule (received tensors live from the start,
+sent ones to the end), and tensors relayed through a stage as its transfer
+buffers. Times come from the same `CostModel` the solver used.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from partitioner.pipeline import PipelineSetup
+from partitioner.plan import Bottleneck, Estimate, Partition, Transfer
+from passes.analysis.costs import CostReport
+from passes.analysis.liveness import activation_liveness
+from passes.ir import Graph
+from targets import HOST
+from targets.cost import GpuCostModel, stage_memory_bytes
+from targets.pipeline import PipelineEstimate
+
+__all__ = ["PipelineLayout", "layout_pipeline", "llm_figures"]
+
+
+@dataclass(frozen=True)
+class PipelineLayout:
+    partitions: tuple[Partition, ...]
+    transfers: tuple[Transfer, ...]
+    estimate: PipelineEstimate
+    stage_send_s: tuple[float, ...]
+    stage_host_s: tuple[float, ...]
+
+
+def _partition_nodes(
+    graph: Graph, setup: PipelineSetup, stage_of: Sequence[int]
+) -> list[list[int]]:
+    parts: list[list[int]] = [[] for _ in range(setup.problem.num_stages)]
+    for b, block in enumerate(setup.blocks.blocks):  # blocks are in topological order
+        parts[stage_of[b]].extend(block.nodes)
+    return parts
+
+
+def _transfers(
+    graph: Graph, owner: Mapping[int, int], devices: Sequence[int], cost: GpuCostModel
+) -> list[Transfer]:
+    out: list[Transfer] = []
+    for t in graph.iter_tensors():
+        if t.is_param or not t.is_static:
+            continue
+        readers = sorted({owner[c] for c in t.consumers if not graph.nodes[c].folded})
+        if t.kind == "input":
+            if t.is_kv_cache:
+                continue  # resident on the stage that reads it
+            for s in readers:
+                out.append(
+                    Transfer(
+                        t.name, t.nbytes, HOST, s, cost.transfer_time_s(t.nbytes, HOST, devices[s])
+                    )
+                )
+            continue
+        src = owner[t.producer]
+        last = max([r for r in readers if r != src], default=src)
+        for s in range(src, last):  # relayed stage to stage
+            time_s = cost.transfer_time_s(t.nbytes, devices[s], devices[s + 1])
+            out.append(Transfer(t.name, t.nbytes, s, s + 1, time_s))
+        if t.is_graph_output and not t.is_kv_cache_output:
+            out.append(
+                Transfer(
+                    t.name, t.nbytes, src, HOST, cost.transfer_time_s(t.nbytes, devices[src], HOST)
+                )
+            )
+    # Deterministic order: by source stage, then destination, then tensor name.
+    return sorted(
+        out,
+        key=lambda tr: (
+            tr.src if tr.src != HOST else -1,
+            tr.dst if tr.dst != HOST else 1 << 30,
+            tr.tensor,
+        ),
+    )
+
+
+def layout_pipeline(
+    graph: Graph,
+    costs: CostReport,
+    cost: GpuCostModel,
+    setup: PipelineSetup,
+    stage_of: Sequence[int],
+) -> PipelineLayout:
+    """Partitions, transfers and the pipeline estimate of an answer, computed exactly."""
+    k_stages = setup.problem.num_stages
+    parts = _partition_nodes(graph, setup, stage_of)
+    owner = {n: k for k, nodes in enumerate(parts) for n in nodes}
+    transfers = _transfers(graph, owner, setup.devices, cost)
+    send_s = [0.0] * k_stages
+    host_s = [0.0] * k_stages
+    relay_through = [0] * k_stages
+    readers_of: dict[str, set[int]] = defaultdict(set)
+    for t in transfers:
+        if t.src != HOST and t.dst != HOST:
+            send_s[t.src] += t.time_s
+            readers_of[t.tensor].add(t.dst)
+        else:
+            host_s[t.dst if t.src == HOST else t.src] += t.time_s
+    for t in transfers:
+        # A relay stage holds a tensor it neither makes nor reads: a transfer buffer.
+        if t.src != HOST and t.dst != HOST:
+            t_info = graph.tensors[t.tensor]
+            if t.src != owner[t_info.producer] and not any(
+                owner[c] == t.src for c in t_info.consumers if not graph.nodes[c].folded
+            ):
+                relay_through[t.src] += t.nbytes
+    partitions = []
+    for k, nodes in enumerate(parts):
+        runtime = [n for n in nodes if not graph.nodes[n].folded]
+        params: dict[str, int] = {}
+        kv: dict[str, int] = {}
+        for n in runtime:
+            for name in graph.nodes[n].present_inputs:
+                t = graph.tensors.get(name)
+                if t is not None and t.is_static and t.is_param:
+                    params[name] = t.nbytes
+                elif t is not None and t.is_static and t.is_kv_cache:
+                    kv[name] = t.nbytes
+        peak = activation_liveness(graph, runtime).peak_bytes if runtime else 0
+        device = setup.devices[k]
+        memory = stage_memory_bytes(
+            sum(params.values()),
+            peak,
+            setup.problem.microbatches_in_flight,
+            relay_through[k],
+            sum(kv.values()),
+        )
+        partitions.append(
+            Partition(
+                id=k,
+                device=device,
+                stage=k,
+                nodes=tuple(nodes),
+                param_bytes=sum(params.values()),
+                activation_bytes=peak,
+                memory_bytes=memory,
+                capacity_bytes=cost.capacity_bytes(device),
+                flops=sum(costs.nodes[n].flops for n in runtime),
+                compute_s=sum(setup.node_time_s[k][n] for n in runtime),
+            )
+        )
+    estimate = cost.pipeline_estimate(
+        [p.compute_s for p in partitions],
+        send_s,
+        setup.problem.overlap_transfers,
+        stage_host_s=host_s,
+    )
+    return PipelineLayout(
+        tuple(partitions), tuple(transfers), estimate, tuple(send_s), tuple(host_s)
+    )
+
+
+def llm_figures(
+    graph: Graph, estimate: PipelineEstimate, cost: GpuCostModel, devices: Sequence[int]
+) -> dict:
+    """Decode-step figures for graphs with KV-cache inputs (empty for other graphs).
+
+    One step makes ``batch`` tokens. With one batch in flight a request waits a
+    whole pass per token (``s_per_token`` = latency); with a batch per stage in
+    flight the pipeline is full and makes ``batch / period`` tokens per second.
+    """
+    kv = [t for t in graph.iter_tensors() if t.is_kv_cache]
+    if not kv:
+        return {}
+    batch = 1
+    for name in graph.inputs:
+        t = graph.tensors[name]
+        if not t.is_kv_cache and t.is_static and t.shape:
+            batch = int(t.shape[0])  # type: ignore[arg-type]
+            break
+    figures: dict[str, object] = {
+        "llm_decode_step": True,
+        "batch": batch,
+        "s_per_token": estimate.latency_s,
+        "tokens_per_s_per_stream": 1.0 / estimate.latency_s if estimate.latency_s > 0 else 0.0,
+        "tokens_per_s": batch * estimate.throughput_per_s,
+    }
+    usd = (
+        cost.usd_per_token(figures["tokens_per_s"], list(devices))
+        if estimate.throughput_per_s > 0
+        else None
+    )  # type: ignore[arg-type]
+    if usd is not None:
+        figures["usd_per_token"] = usd
+    return figures
+
+
+def estimate_record(layout: PipelineLayout, extra: Mapping[str, object]) -> Estimate:
+    """The plan's ``estimate`` section."""
+    e = layout.estimate
+    b = e.bottleneck
+    where = {
+        "compute": f"stage {b.index}",
+        "transfer": f"stage {b.index} transfers" if b.index >= 0 else "host input",
+        "host": f"stage {b.index} host I/O",
+        "link": f"link {b.index}",
+    }.get(b.kind, str(b.index))
+    return Estimate(
+        latency_s=e.latency_s,
+        throughput_per_s=e.throughput_per_s,
+        bottleneck=Bottleneck(b.kind, where),
+        extra={"period_s": e.period_s, "stage_period_s": list(e.stage_period_s), **extra},
+    )

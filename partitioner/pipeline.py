@@ -1,0 +1,160 @@
+"""From a model and a GPU target to the numbers the pipeline solvers take.
+
+Every second here comes from the target's `CostModel`: node times from its
+roofline, transfer times from its links. The solvers then only add numbers up.
+
+Stage k runs on device k of the chosen devices (the target's first K, which
+fills a node's NVLink domain before crossing the network).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from partitioner.solvers.problem import HostFlow, PipelineProblem, RelayFlow
+from passes.analysis.costs import CostReport
+from passes.ir import Graph
+from passes.transforms.coarsen import BlockGraph, coarsen, target_block_count
+from targets import HOST
+from targets.cost import GpuCostModel
+
+__all__ = ["PipelineSetup", "node_times_s", "build_pipeline_problem"]
+
+
+@dataclass(frozen=True)
+class PipelineSetup:
+    """The coarsened graph, the solver's numbers and how they were made."""
+
+    blocks: BlockGraph
+    problem: PipelineProblem
+    devices: tuple[int, ...]
+    node_time_s: tuple[tuple[float, ...], ...]  # [stage][node]
+
+
+def node_times_s(
+    graph: Graph, costs: CostReport, cost: GpuCostModel, device: int
+) -> tuple[float, ...]:
+    """Seconds of every node on one device (0 for folded nodes; views launch nothing)."""
+    times = []
+    for node, c in zip(graph.nodes, costs.nodes, strict=True):
+        if node.folded:
+            times.append(0.0)
+            continue
+        kernels = 0 if c.is_view else 1
+        times.append(
+            cost.op_time_s(c.flops, c.bytes_moved, c.dtype or "float32", device, kernels=kernels)
+        )
+    return tuple(times)
+
+
+def _per_stage_node_times(
+    graph: Graph, costs: CostReport, cost: GpuCostModel, devices: Sequence[int]
+) -> tuple[tuple[float, ...], ...]:
+    by_spec: dict[object, tuple[float, ...]] = {}
+    out = []
+    for d in devices:
+        spec = cost.target.devices[d]
+        if spec not in by_spec:
+            by_spec[spec] = node_times_s(graph, costs, cost, d)
+        out.append(by_spec[spec])
+    return tuple(out)
+
+
+def _flows(graph: Graph, blocks: BlockGraph, cost: GpuCostModel, devices: Sequence[int]):
+    k_stages = len(devices)
+    block_of = blocks.block_of
+    grouped: dict[tuple[int, tuple[int, ...]], list[str]] = defaultdict(list)
+    host_in: list[HostFlow] = []
+    host_out_bytes = [0] * len(blocks.blocks)
+    host_out_tensors: list[list[int]] = [[] for _ in blocks.blocks]
+    for t in graph.iter_tensors():
+        if t.is_param or not t.is_static:
+            continue
+        readers = tuple(sorted({block_of[c] for c in t.consumers if not graph.nodes[c].folded}))
+        if t.kind == "input":
+            if t.is_kv_cache or not readers:
+                continue
+            stage_s = tuple(cost.transfer_time_s(t.nbytes, HOST, d) for d in devices)
+            host_in.append(HostFlow(readers, t.nbytes, stage_s))
+            continue
+        src = block_of[t.producer]
+        later = tuple(b for b in readers if b != src)
+        if later:
+            grouped[src, later].append(t.name)
+        if t.is_graph_output and not t.is_kv_cache_output:
+            host_out_bytes[src] += t.nbytes
+            host_out_tensors[src].append(t.nbytes)
+    relay = []
+    for (src, dsts), names in sorted(grouped.items()):
+        sizes = [graph.tensors[n].nbytes for n in names]
+        boundary_s = tuple(
+            sum(cost.transfer_time_s(size, devices[k], devices[k + 1]) for size in sizes)
+            for k in range(k_stages - 1)
+        )
+        relay.append(RelayFlow(src, dsts, sum(sizes), boundary_s))
+    host_out_s = tuple(
+        tuple(sum(cost.transfer_time_s(size, d, HOST) for size in sizes) for d in devices)
+        for sizes in host_out_tensors
+    )
+    return tuple(relay), tuple(host_in), host_out_s, tuple(host_out_bytes)
+
+
+def _conservative_activation(blocks: BlockGraph, relay: Sequence[RelayFlow]) -> tuple[int, ...]:
+    """Block peak plus tensors passing over the block in block order (live while it runs)."""
+    n = len(blocks.blocks)
+    passing = [0] * (n + 1)
+    for f in relay:
+        last = max(f.dsts)
+        if last > f.src + 1:
+            passing[f.src + 1] += f.bytes
+            passing[last] -= f.bytes
+    out, running = [], 0
+    for b in range(n):
+        running += passing[b]
+        out.append(blocks.blocks[b].activation_peak_bytes + running)
+    return tuple(out)
+
+
+def build_pipeline_problem(
+    graph: Graph,
+    costs: CostReport,
+    cost: GpuCostModel,
+    devices: Sequence[int],
+    *,
+    objective: str = "throughput",
+    microbatches_in_flight: int = 1,
+    overlap_transfers: bool = False,
+    target_blocks: int | None = None,
+) -> PipelineSetup:
+    """Coarsen ``graph`` for ``len(devices)`` stages and express the problem in numbers."""
+    stage_times = _per_stage_node_times(graph, costs, cost, devices)
+    runtime_nodes = sum(1 for n in graph.nodes if not n.folded)
+    wanted = target_blocks or target_block_count(len(devices), runtime_nodes)
+    smallest = min(cost.capacity_bytes(d) for d in devices)
+    blocks = coarsen(graph, costs, stage_times[0], wanted, max_block_param_bytes=smallest // 4)
+    relay, host_in, host_out_s, host_out_bytes = _flows(graph, blocks, cost, devices)
+    block_time = tuple(
+        tuple(sum(stage_times[k][i] for i in b.nodes) for k in range(len(devices)))
+        for b in blocks.blocks
+    )
+    problem = PipelineProblem(
+        num_stages=len(devices),
+        block_time_s=block_time,
+        block_resident_bytes=tuple(b.param_bytes + b.kv_cache_bytes for b in blocks.blocks),
+        block_activation_bytes=_conservative_activation(blocks, relay),
+        block_host_out_s=host_out_s,
+        block_host_out_bytes=host_out_bytes,
+        edges=tuple((e.src, e.dst) for e in blocks.edges),
+        relay_flows=relay,
+        host_flows=host_in,
+        capacity_bytes=tuple(cost.capacity_bytes(d) for d in devices),
+        microbatches_in_flight=microbatches_in_flight,
+        overlap_transfers=overlap_transfers,
+        objective=objective,
+        block_nodes=tuple(
+            sum(1 for i in b.nodes if not graph.nodes[i].folded) for b in blocks.blocks
+        ),
+    )
+    return PipelineSetup(blocks, problem, tuple(devices), stage_times)
