@@ -24,11 +24,11 @@ from partitioner.executor import kernels as _kernels  # noqa: F401  (registers e
 from partitioner.executor.attributes import node_attributes
 from partitioner.executor.errors import (
     ExecutorError,
-    FeedError,
     KernelError,
     MissingValueError,
     UnsupportedOpError,
 )
+from partitioner.executor.feeds import as_feed, check_feeds
 from partitioner.executor.registry import KernelContext, Registration, lookup
 
 __all__ = ["missing_kernels", "run_nodes", "run_model", "describe_value"]
@@ -348,58 +348,6 @@ def _initializer_array(tensor: onnx.TensorProto) -> np.ndarray:
     return numpy_helper.to_array(tensor)
 
 
-def _as_feed(value: Any) -> Any:
-    """NumPy scalars become 0-d arrays; str arrays become object arrays (ONNX strings)."""
-    if isinstance(value, np.generic):
-        return np.asarray(value)
-    if isinstance(value, np.ndarray) and value.dtype.kind == "U":
-        return value.astype(object)
-    return value
-
-
-def _check_feeds(graph: onnx.GraphProto, feeds: Mapping[str, Any]) -> None:
-    initialized = {t.name for t in graph.initializer}
-    inputs = {v.name: v for v in graph.input}
-    unknown = sorted(set(feeds) - set(inputs))
-    if unknown:
-        raise FeedError(
-            f"feed {unknown[0]!r} is not a model input; the inputs are: {', '.join(inputs)}"
-        )
-    for name, info in inputs.items():
-        if name not in feeds:
-            if name in initialized:
-                continue
-            raise FeedError(f"model input {name!r} is not fed; provide an array for it")
-        _check_feed(name, info, feeds[name])
-
-
-def _check_feed(name: str, info: onnx.ValueInfoProto, value: Any) -> None:
-    if not info.type.HasField("tensor_type"):
-        return  # sequences / optionals: the kernels check what they use
-    tensor_type = info.type.tensor_type
-    if not isinstance(value, np.ndarray):
-        raise FeedError(f"model input {name!r} must be a NumPy array, got {type(value).__name__}")
-    if tensor_type.elem_type:
-        expected = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        if value.dtype != expected:
-            raise FeedError(
-                f"model input {name!r} must have dtype {np.dtype(expected)}, got {value.dtype}; "
-                f"cast it before feeding"
-            )
-    if tensor_type.HasField("shape"):
-        dims = tensor_type.shape.dim
-        bad_rank = len(dims) != value.ndim
-        if bad_rank or any(
-            d.HasField("dim_value") and d.dim_value != size
-            for d, size in zip(dims, value.shape, strict=True)
-        ):
-            declared = ",".join(d.dim_param or str(d.dim_value) for d in dims)
-            raise FeedError(
-                f"model input {name!r} must have shape [{declared}], got "
-                f"{list(value.shape)}; feed an array of the declared shape"
-            )
-
-
 def run_model(model: onnx.ModelProto, feeds: Mapping[str, Any]) -> dict[str, Any]:
     """Run a whole model; return its graph outputs by name, in graph order.
 
@@ -416,11 +364,16 @@ def run_model(model: onnx.ModelProto, feeds: Mapping[str, Any]) -> dict[str, Any
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     graph = model.graph
-    feeds = {name: _as_feed(value) for name, value in feeds.items()}
-    _check_feeds(graph, feeds)
+    feeds = {name: as_feed(value) for name, value in feeds.items()}
+    check_feeds(graph, feeds)
     values: dict[str, Any] = {t.name: _initializer_array(t) for t in graph.initializer}
     values.update(feeds)
     opsets = {d.domain: d.version for d in model.opset_import}
     outputs = [v.name for v in graph.output]
     env = run_nodes(graph.node, values, opsets, keep=outputs)
+    absent = [name for name in outputs if name not in env]
+    if absent:
+        raise MissingValueError(
+            f"graph output {absent[0]!r} is produced by no node and is no input; fix the model"
+        )
     return {name: env[name] for name in outputs}

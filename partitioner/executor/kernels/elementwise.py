@@ -177,8 +177,7 @@ def _variadic(fn: Callable[[Any, Any], Any], inputs: tuple[np.ndarray, ...]) -> 
     if dtype in ML_FLOAT_DTYPES:
         result = functools.reduce(fn, (x.astype(np.float32) for x in inputs))
         return np.asarray(result).astype(dtype)
-    result = functools.reduce(fn, inputs)
-    return np.array(result, dtype=dtype, copy=len(inputs) == 1)
+    return np.asarray(functools.reduce(fn, inputs)).astype(dtype, copy=False)
 
 
 @kernel("Max", since=1)

@@ -241,3 +241,19 @@ def space_to_depth(x: np.ndarray, *, blocksize: int, mode: str = "DCR") -> tuple
     # DCR puts the block offsets before the channel, CRD after it (inverse of DepthToSpace).
     y = y.transpose(0, 3, 5, 1, 2, 4) if mode == "DCR" else y.transpose(0, 1, 3, 5, 2, 4)
     return (y.reshape(b, c * bs * bs, h // bs, w // bs),)
+
+
+@kernel("CenterCropPad", since=18)
+def center_crop_pad(
+    x: np.ndarray, target_shape: np.ndarray, *, axes: tuple[int, ...] | None = None
+) -> tuple[np.ndarray]:
+    chosen = list(range(x.ndim)) if axes is None else list(normalize_axes(axes, x.ndim))
+    crop: list[slice] = [slice(None)] * x.ndim
+    widths = [(0, 0)] * x.ndim
+    for axis, size in zip(chosen, int_list(target_shape), strict=True):
+        excess = x.shape[axis] - size
+        if excess >= 0:  # crop; an odd excess leaves the extra element on the right
+            crop[axis] = slice(excess // 2, excess // 2 + size)
+        else:  # pad; an odd shortfall puts the extra zero on the right
+            widths[axis] = (-excess // 2, -excess - (-excess // 2))
+    return (np.pad(x[tuple(crop)], widths),)
