@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.inliner
 from onnx import AttributeProto, numpy_helper
 
 from partitioner.executor import kernels as _kernels  # noqa: F401  (registers every kernel)
