@@ -32,7 +32,14 @@ from partitioner.executor.errors import (
 from partitioner.executor.feeds import as_feed, check_feeds
 from partitioner.executor.registry import KernelContext, Registration, lookup
 
-__all__ = ["missing_kernels", "run_nodes", "run_model", "describe_value"]
+__all__ = [
+    "missing_kernels",
+    "run_nodes",
+    "run_model",
+    "prepare_model",
+    "PreparedModel",
+    "describe_value",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +341,9 @@ def run_nodes(
     steps = _compile(nodes, opsets)
     local = dict(values)
     free_after = None if keep is None else _free_plan(steps, set(keep))
-    _Runner(opsets).run_steps(steps, local, None, free_after)
+    # ONNX follows IEEE semantics (log(0) = -inf, 0/0 = nan): not worth a warning.
+    with np.errstate(all="ignore"):
+        _Runner(opsets).run_steps(steps, local, None, free_after)
     if keep is None:
         return local
     return {name: local[name] for name in keep if name in local}
@@ -346,11 +355,69 @@ def _initializer_array(tensor: onnx.TensorProto) -> np.ndarray:
             f"initializer {tensor.name!r} keeps its data in an external file that was not loaded; "
             f"load the model with onnx.load(path) (load_external_data=True) before running it"
         )
-    return numpy_helper.to_array(tensor)
+    array = numpy_helper.to_array(tensor)
+    # Outputs may be views of initializers (Identity, Reshape); read-only keeps
+    # a caller's in-place edit from changing the model for the next run.
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A model ready to run many times: initializers decoded once, functions inlined.
+
+    Attributes:
+        graph: the top-level graph (local functions already inlined).
+        opsets: domain -> opset version.
+        initializers: initializer name -> array.
+        output_names: graph outputs, in order.
+    """
+
+    graph: onnx.GraphProto
+    opsets: Mapping[str, int]
+    initializers: Mapping[str, np.ndarray]
+    output_names: tuple[str, ...]
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Outputs by name for ``feeds`` (see `run_model`)."""
+        feeds = {name: as_feed(value) for name, value in feeds.items()}
+        check_feeds(self.graph, feeds)
+        values = {**self.initializers, **feeds}
+        env = run_nodes(self.graph.node, values, self.opsets, keep=self.output_names)
+        absent = [name for name in self.output_names if name not in env]
+        if absent:
+            raise MissingValueError(
+                f"graph output {absent[0]!r} is produced by no node and is no input; fix the model"
+            )
+        return {name: env[name] for name in self.output_names}
+
+
+def prepare_model(model: onnx.ModelProto) -> PreparedModel:
+    """Decode initializers and inline local functions once, for repeated runs.
+
+    Raises:
+        ExecutorError: an initializer's external data was not loaded.
+        UnsupportedOpError: some op has no kernel (checked here, before any run).
+    """
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    graph = model.graph
+    opsets = _opsets({d.domain: d.version for d in model.opset_import})
+    missing = missing_kernels(graph.node, opsets)
+    if missing:
+        _raise_unsupported(missing)
+    return PreparedModel(
+        graph=graph,
+        opsets=opsets,
+        initializers={t.name: _initializer_array(t) for t in graph.initializer},
+        output_names=tuple(v.name for v in graph.output),
+    )
 
 
 def run_model(model: onnx.ModelProto, feeds: Mapping[str, Any]) -> dict[str, Any]:
-    """Run a whole model; return its graph outputs by name, in graph order.
+    """Run a whole model once; return its graph outputs by name, in graph order.
+
+    For repeated runs, `prepare_model` once and call ``.run(feeds)``.
 
     Args:
         model: a loaded model; external data must already be loaded (``onnx.load`` does).
@@ -362,19 +429,4 @@ def run_model(model: onnx.ModelProto, feeds: Mapping[str, Any]) -> dict[str, Any
         FeedError: a feed is missing, unknown, or of the wrong dtype/shape.
         UnsupportedOpError, MissingValueError, KernelError: as for `run_nodes`.
     """
-    if model.functions:
-        model = onnx.inliner.inline_local_functions(model)
-    graph = model.graph
-    feeds = {name: as_feed(value) for name, value in feeds.items()}
-    check_feeds(graph, feeds)
-    values: dict[str, Any] = {t.name: _initializer_array(t) for t in graph.initializer}
-    values.update(feeds)
-    opsets = {d.domain: d.version for d in model.opset_import}
-    outputs = [v.name for v in graph.output]
-    env = run_nodes(graph.node, values, opsets, keep=outputs)
-    absent = [name for name in outputs if name not in env]
-    if absent:
-        raise MissingValueError(
-            f"graph output {absent[0]!r} is produced by no node and is no input; fix the model"
-        )
-    return {name: env[name] for name in outputs}
+    return prepare_model(model).run(feeds)

@@ -18,7 +18,7 @@ from partitioner.executor.errors import (
     UnsupportedOpError,
 )
 from partitioner.executor.kernels.elementwise import erf
-from partitioner.executor.runtime import missing_kernels, run_model, run_nodes
+from partitioner.executor.runtime import missing_kernels, prepare_model, run_model, run_nodes
 from targets.errors import PartitionError
 from tests.partitioner.executor.helpers import run_ort, single_node_model
 
@@ -314,3 +314,28 @@ def test_erf_matches_math_erf() -> None:
     expected = np.array([math.erf(v) for v in points])
     np.testing.assert_allclose(erf(points), expected, rtol=1e-13, atol=0)
     assert np.isnan(erf(np.array([np.nan])))[0]
+
+
+def test_prepared_model_runs_twice_and_protects_initializers() -> None:
+    weight = numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["w"], ["w_out"]),
+            helper.make_node("Div", ["x", "zero"], ["ratio"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [
+            helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("ratio", TensorProto.FLOAT, [2]),
+        ],
+        initializer=[weight, numpy_helper.from_array(np.zeros(2, np.float32), "zero")],
+    )
+    prepared = prepare_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    first = prepared.run({"x": np.array([1.0, -1.0], np.float32)})
+    with pytest.raises(ValueError, match="read-only"):
+        first["w_out"][0] = 5.0  # a view of the initializer must not be writable
+    second = prepared.run({"x": np.array([0.0, 1.0], np.float32)})
+    np.testing.assert_array_equal(second["w_out"], [1.0, 2.0])
+    # IEEE division by zero: 0/0 = nan, 1/0 = inf (and no warning is raised).
+    assert np.isnan(second["ratio"][0]) and second["ratio"][1] == np.inf
