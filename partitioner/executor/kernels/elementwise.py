@@ -29,7 +29,9 @@ def _in_native(fn: Unary, x: np.ndarray) -> np.ndarray:
 
 
 def _register_unary(op_type: str, fn: Unary, since: int = 1) -> None:
-    def unary_kernel(x: np.ndarray, **_legacy: Any) -> tuple[np.ndarray]:
+    # Opset-1 versions of several ops carry `consumed_inputs`, a legacy
+    # in-place hint with no effect on the result.
+    def unary_kernel(x: np.ndarray, *, consumed_inputs: Any = None) -> tuple[np.ndarray]:
         return (_in_native(fn, x),)
 
     unary_kernel.__name__ = f"{op_type.lower()}_kernel"
@@ -189,22 +191,22 @@ def _variadic(fn: Callable[[Any, Any], Any], inputs: tuple[np.ndarray, ...]) -> 
 
 
 @kernel("Max", since=1)
-def maximum(*inputs: np.ndarray, **_legacy: Any) -> tuple[np.ndarray]:
+def maximum(*inputs: np.ndarray, consumed_inputs: Any = None) -> tuple[np.ndarray]:
     return (_variadic(np.maximum, inputs),)
 
 
 @kernel("Min", since=1)
-def minimum(*inputs: np.ndarray, **_legacy: Any) -> tuple[np.ndarray]:
+def minimum(*inputs: np.ndarray, consumed_inputs: Any = None) -> tuple[np.ndarray]:
     return (_variadic(np.minimum, inputs),)
 
 
 @kernel("Sum", since=1)
-def sum_(*inputs: np.ndarray, **_legacy: Any) -> tuple[np.ndarray]:
+def sum_(*inputs: np.ndarray, consumed_inputs: Any = None) -> tuple[np.ndarray]:
     return (_variadic(np.add, inputs),)
 
 
 @kernel("Mean", since=1)
-def mean(*inputs: np.ndarray, **_legacy: Any) -> tuple[np.ndarray]:
+def mean(*inputs: np.ndarray, consumed_inputs: Any = None) -> tuple[np.ndarray]:
     dtype = inputs[0].dtype
     total = _variadic(np.add, inputs)
     if dtype in ML_FLOAT_DTYPES:

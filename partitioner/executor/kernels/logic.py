@@ -18,7 +18,7 @@ def _comparable(x: np.ndarray) -> np.ndarray:
 
 
 def _register_compare(op_type: str, fn: Callable[[Any, Any], Any], since: int) -> None:
-    def compare_kernel(a: np.ndarray, b: np.ndarray, **_legacy: Any) -> tuple[np.ndarray]:
+    def compare_kernel(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray]:
         return (np.asarray(fn(_comparable(a), _comparable(b)), dtype=bool),)
 
     compare_kernel.__name__ = f"{op_type.lower()}_kernel"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import ml_dtypes
 import numpy as np
@@ -18,6 +19,7 @@ from partitioner.executor.errors import (
     UnsupportedOpError,
 )
 from partitioner.executor.kernels.elementwise import erf
+from partitioner.executor.registry import kernel
 from partitioner.executor.runtime import missing_kernels, prepare_model, run_model, run_nodes
 from targets.errors import PartitionError
 from tests.partitioner.executor.helpers import run_ort, single_node_model
@@ -339,3 +341,31 @@ def test_prepared_model_runs_twice_and_protects_initializers() -> None:
     np.testing.assert_array_equal(second["w_out"], [1.0, 2.0])
     # IEEE division by zero: 0/0 = nan, 1/0 = inf (and no warning is raised).
     assert np.isnan(second["ratio"][0]) and second["ratio"][1] == np.inf
+
+
+_PROBES: list[weakref.ref] = []
+
+
+@kernel("RecordInput", domain="test.executor")
+def _record_input(x: np.ndarray) -> tuple[np.ndarray]:
+    _PROBES.append(weakref.ref(x))
+    return (np.array(1.0, np.float32),)
+
+
+@kernel("RecordedIsAlive", domain="test.executor")
+def _recorded_is_alive(_: np.ndarray) -> tuple[np.ndarray]:
+    return (np.array(_PROBES[-1]() is not None),)
+
+
+@pytest.mark.parametrize(("keep", "alive"), [({"alive"}, False), (None, True)])
+def test_values_are_freed_after_last_use(keep: set[str] | None, alive: bool) -> None:
+    nodes = [
+        helper.make_node("Neg", ["x"], ["big"]),
+        helper.make_node("RecordInput", ["big"], ["token"], domain="test.executor"),
+        helper.make_node("RecordedIsAlive", ["token"], ["alive"], domain="test.executor"),
+    ]
+    env = run_nodes(
+        nodes, {"x": np.ones(1000, np.float32)}, {"": 17, "test.executor": 1}, keep=keep
+    )
+    # With `keep`, "big" is dropped right after its last reader (RecordInput).
+    assert bool(env["alive"]) is alive
