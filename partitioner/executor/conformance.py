@@ -12,7 +12,6 @@ empty optional. A case whose model uses an op without a kernel is
 
 from __future__ import annotations
 
-import logging
 import signal
 import time
 import warnings
@@ -39,8 +38,6 @@ __all__ = [
     "summarize",
     "kernel_ops",
 ]
-
-logger = logging.getLogger(__name__)
 
 EXPANDED = " (expanded)"
 

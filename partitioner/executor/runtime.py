@@ -10,7 +10,6 @@ Nothing here knows the project IR; the plan runner builds on `run_nodes`.
 
 from __future__ import annotations
 
-import logging
 from collections import ChainMap
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ __all__ = [
     "PreparedModel",
     "describe_value",
 ]
-
-logger = logging.getLogger(__name__)
 
 OpsetImports = Mapping[str, int]
 
