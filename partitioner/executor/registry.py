@@ -42,11 +42,14 @@ class KernelContext:
         run_subgraph: runs a sub-graph (an onnx.GraphProto) given feeds for its
             formal inputs and the enclosing scope's values; returns its outputs in order.
         outer_values: values visible from the enclosing scope (read-only mapping).
+        num_outputs: how many outputs the node declares (trailing optional ones
+            left out); Split needs it when neither ``split`` nor ``num_outputs`` is given.
     """
 
     opset: int
     run_subgraph: Callable[..., list[Any]]
     outer_values: Any
+    num_outputs: int = 1
 
 
 # (domain, op_type) -> registrations sorted by `since`
