@@ -39,12 +39,16 @@ __all__ = [
     "build_graph",
     "KV_CACHE_PATTERN",
     "KV_CACHE_OUTPUT_PATTERN",
+    "INLINE_MARKER",
 ]
 
 Dim = int | str | None
 """A dimension: a concrete size, a symbolic name, or None when nothing is known."""
 
 TensorKind = Literal["input", "initializer", "constant", "activation"]
+
+# Marks an inline weight whose data passes.load dropped after parsing.
+INLINE_MARKER = "partition.inline_data"
 
 # Decode-step graphs take the KV cache as inputs named past_key_values.*,
 # past.N.key, cache_*, ... The cache is resident on the stage that consumes it.
@@ -283,7 +287,9 @@ def build_graph(
     initializer_names = {init.name for init in g.initializer}
     tensors: dict[str, dict[str, Any]] = {}
     for init in g.initializer:
-        external = init.data_location == onnx.TensorProto.EXTERNAL
+        # Weights dropped after parsing (passes.load) live in the model file itself.
+        inline = any(e.key == INLINE_MARKER for e in init.external_data)
+        external = init.data_location == onnx.TensorProto.EXTERNAL and not inline
         tensors[init.name] = dict(
             name=init.name,
             elem_type=init.data_type,

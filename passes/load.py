@@ -16,19 +16,56 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from passes.errors import ExternalDataError, ModelError
-from passes.ir import Graph, build_graph
+from passes.ir import INLINE_MARKER, Graph, build_graph
 from passes.pass_infra import PassManager
 from passes.transforms.dims import ResolveDims
 from passes.transforms.fold import FoldConstants
 from passes.transforms.shapes import InferShapes
 
-__all__ = ["read_model", "check_model", "load", "require_external_data", "external_data_files"]
+__all__ = [
+    "read_model",
+    "check_model",
+    "load",
+    "require_external_data",
+    "external_data_files",
+    "is_stripped",
+    "INLINE_MARKER",
+]
 
 logger = logging.getLogger(__name__)
 
+# Planning needs every initializer's dims and type, never a large one's values.
+# Inline weights above this size are dropped after parsing and marked as living
+# in the model file itself, so passes never copy hundreds of MB around; the
+# executor reads them back from the file when it runs the model.
+STRIP_ABOVE_BYTES = 16 * 1024
+
+
+def is_stripped(init: onnx.TensorProto) -> bool:
+    """True for an inline weight whose data was dropped after parsing."""
+    return any(e.key == INLINE_MARKER for e in init.external_data)
+
+
+def _strip_inline_weights(model: onnx.ModelProto) -> int:
+    stripped = 0
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL or init.ByteSize() <= STRIP_ABOVE_BYTES:
+            continue
+        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+            init.ClearField(field)
+        init.data_location = onnx.TensorProto.EXTERNAL
+        entry = init.external_data.add()
+        entry.key, entry.value = INLINE_MARKER, "1"
+        stripped += 1
+    return stripped
+
 
 def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
-    """Parse an .onnx file without its external data; return it with the file's sha256.
+    """Parse an .onnx file without weights; return it with the file's sha256.
+
+    External data is not read, and large inline weights are dropped after
+    parsing (see `is_stripped`): the result holds the graph and every tensor's
+    dims and type, plus the values of small constants.
 
     Raises:
         ModelError: missing, unreadable, not ONNX, or truncated.
@@ -56,7 +93,10 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
         raise ModelError(
             f"'{p}' is not an ONNX model (no ir_version, graph or opset); check the file"
         )
-    return model, hashlib.sha256(data).hexdigest()
+    sha = hashlib.sha256(data).hexdigest()
+    del data
+    _strip_inline_weights(model)
+    return model, sha
 
 
 def _without_external_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -101,7 +141,7 @@ def external_data_files(graph: Graph) -> dict[str, list[str]]:
     """External data file (as written in the model) -> names of the tensors stored in it."""
     files: dict[str, list[str]] = {}
     for init in graph.model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
+        if init.data_location == onnx.TensorProto.EXTERNAL and not is_stripped(init):
             info = {e.key: e.value for e in init.external_data}
             files.setdefault(info.get("location", ""), []).append(init.name)
     return files
@@ -115,7 +155,7 @@ def require_external_data(graph: Graph) -> None:
     """
     base = graph.path.parent if graph.path else Path.cwd()
     for init in graph.model.graph.initializer:
-        if init.data_location != onnx.TensorProto.EXTERNAL:
+        if init.data_location != onnx.TensorProto.EXTERNAL or is_stripped(init):
             continue
         info = {e.key: e.value for e in init.external_data}
         location = info.get("location", "")

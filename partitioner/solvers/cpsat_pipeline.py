@@ -18,8 +18,11 @@ Objective "throughput" minimises the bottleneck period P (a stage's recv +
 host + compute + send, or their max when transfers overlap), then, with P
 fixed at its best, the latency. "latency" minimises the latency directly.
 
-Determinism: a fixed worker count with ``interleave_search`` and a
-deterministic time limit make the search a function of the input and seed.
+The warm start is a *complete* hint (every variable set from the DP's answer):
+CP-SAT repairs a partial hint slowly, but starts from a complete feasible one.
+
+Determinism: one worker (sequential search) with a deterministic time limit,
+so the answer is a function of the input and seed, not of the machine's load.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from partitioner.solvers.problem import PipelineProblem, check_assignment, score
 
 __all__ = ["CpSatResult", "cpsat_partition", "solve_interruptibly", "NUM_WORKERS"]
 
-NUM_WORKERS = 8
-"""Fixed, not taken from the machine, so plans do not depend on the core count."""
+NUM_WORKERS = 1
+"""Sequential search: deterministic, and on these models as fast as parallel search
+(measured in BENCHMARKS.md); fixed, not taken from the machine's core count."""
 
 Progress = Callable[[float, float], None]  # (best objective s, best bound s)
 
@@ -75,29 +79,52 @@ def _time_unit(problem: PipelineProblem) -> float:
     return 10.0 ** math.floor(math.log10(total / 1e6))
 
 
-class _Callback(cp_model.CpSolverSolutionCallback):
-    def __init__(self, unit_s: float, progress: Progress | None) -> None:
-        super().__init__()
-        self.unit_s = unit_s
-        self.progress = progress
+@dataclass(frozen=True)
+class _Units:
+    """The problem's numbers in the model's integer units (time rounded down, KiB up)."""
 
-    def on_solution_callback(self) -> None:
-        if self.progress is not None:
-            self.progress(
-                self.ObjectiveValue() * self.unit_s, self.BestObjectiveBound() * self.unit_s
-            )
+    compute: tuple[tuple[int, ...], ...]  # [block][stage]
+    host_out: tuple[tuple[int, ...], ...]  # [block][stage]
+    host_in: tuple[tuple[int, ...], ...]  # [input flow][stage]
+    boundary: tuple[tuple[int, ...], ...]  # [relay flow][boundary]
+    flow_kib: tuple[int, ...]
+    resident_kib: tuple[int, ...]
+    act_kib: tuple[int, ...]
+
+    @staticmethod
+    def of(problem: PipelineProblem, unit_s: float) -> _Units:
+        def t(seconds: float) -> int:
+            return int(seconds / unit_s)
+
+        def kib(nbytes: int) -> int:
+            return math.ceil(nbytes / 1024)
+
+        return _Units(
+            compute=tuple(tuple(t(v) for v in row) for row in problem.block_time_s),
+            host_out=tuple(tuple(t(v) for v in row) for row in problem.block_host_out_s),
+            host_in=tuple(tuple(t(v) for v in f.stage_s) for f in problem.host_flows),
+            boundary=tuple(tuple(t(v) for v in f.boundary_s) for f in problem.relay_flows),
+            flow_kib=tuple(kib(f.bytes) for f in problem.relay_flows),
+            resident_kib=tuple(kib(v) for v in problem.block_resident_bytes),
+            act_kib=tuple(kib(v) for v in problem.block_activation_bytes),
+        )
 
 
 @dataclass
 class _Model:
     model: cp_model.CpModel
     x: dict[tuple[int, int], cp_model.IntVar]
+    cross: dict[tuple[int, int], cp_model.IntVar]
+    host_in: dict[tuple[int, int], cp_model.IntVar]
+    act: list[cp_model.IntVar]
     period: cp_model.IntVar
     latency: cp_model.LinearExprT
+    units: _Units
 
 
 def _build(problem: PipelineProblem, unit_s: float) -> _Model:
     n, k_stages = problem.num_blocks, problem.num_stages
+    u = _Units.of(problem, unit_s)
     m = cp_model.CpModel()
     x = {(b, k): m.new_bool_var(f"x_{b}_{k}") for b in range(n) for k in range(k_stages)}
     for b in range(n):
@@ -108,13 +135,9 @@ def _build(problem: PipelineProblem, unit_s: float) -> _Model:
     def le(b: int, k: int) -> cp_model.LinearExprT:
         return sum(x[b, j] for j in range(k + 1))
 
-    for u, v in problem.edges:
+    for a, b in problem.edges:
         for k in range(k_stages - 1):
-            m.add(le(v, k) <= le(u, k))
-
-    def t(seconds: float) -> int:
-        return int(seconds / unit_s)  # round down: a relaxation in time
-
+            m.add(le(b, k) <= le(a, k))
     cross = {}
     for f_id, f in enumerate(problem.relay_flows):
         for k in range(k_stages - 1):
@@ -130,41 +153,36 @@ def _build(problem: PipelineProblem, unit_s: float) -> _Model:
                 m.add_implication(x[d, k], h)
             host_in[t_id, k] = h
 
-    def boundary_s(k: int) -> cp_model.LinearExprT:
-        return sum(t(f.boundary_s[k]) * cross[i, k] for i, f in enumerate(problem.relay_flows))
+    def boundary(k: int) -> cp_model.LinearExprT:
+        return sum(u.boundary[i][k] * cross[i, k] for i in range(len(problem.relay_flows)))
 
     def boundary_kib(k: int) -> cp_model.LinearExprT:
-        return sum(
-            math.ceil(f.bytes / 1024) * cross[i, k] for i, f in enumerate(problem.relay_flows)
-        )
+        return sum(u.flow_kib[i] * cross[i, k] for i in range(len(problem.relay_flows)))
 
-    horizon = sum(t(max(r)) for r in problem.block_time_s)
-    horizon += sum(t(max(f.boundary_s, default=0.0)) for f in problem.relay_flows) * 2
-    horizon += sum(t(max(r)) for r in problem.block_host_out_s)
-    horizon += sum(t(max(f.stage_s)) for f in problem.host_flows) * k_stages
+    horizon = sum(max(r) for r in u.compute) + sum(max(r) for r in u.host_out)
+    horizon += 2 * sum(max(r, default=0) for r in u.boundary) + k_stages * sum(
+        max(r) for r in u.host_in
+    )
     period = m.new_int_var(0, horizon + 1, "period")
-    latency_terms = []
-    max_act = max(problem.block_activation_bytes, default=0)
+    latency_terms, acts = [], []
     for k in range(k_stages):
-        compute = sum(t(problem.block_time_s[b][k]) * x[b, k] for b in range(n))
-        host = sum(t(problem.block_host_out_s[b][k]) * x[b, k] for b in range(n))
-        host += sum(t(f.stage_s[k]) * host_in[i, k] for i, f in enumerate(problem.host_flows))
-        recv = boundary_s(k - 1) if k > 0 else 0
-        send = boundary_s(k) if k < k_stages - 1 else 0
+        compute = sum(u.compute[b][k] * x[b, k] for b in range(n))
+        host = sum(u.host_out[b][k] * x[b, k] for b in range(n))
+        host += sum(u.host_in[i][k] * host_in[i, k] for i in range(len(problem.host_flows)))
+        recv = boundary(k - 1) if k > 0 else 0
+        send = boundary(k) if k < k_stages - 1 else 0
         if problem.overlap_transfers:
             for term in (recv, host, compute, send):
                 m.add(period >= term)
         else:
             m.add(period >= recv + host + compute + send)
         latency_terms.append(compute + send + host)
-        act = m.new_int_var(0, math.ceil(max_act / 1024), f"act_{k}")
+        act = m.new_int_var(0, max(u.act_kib, default=0), f"act_{k}")
+        acts.append(act)
         for b in range(n):
-            kib = math.ceil(problem.block_activation_bytes[b] / 1024)
-            if kib:
-                m.add(act >= kib * x[b, k])
-        resident = sum(
-            math.ceil(problem.block_resident_bytes[b] / 1024) * x[b, k] for b in range(n)
-        )
+            if u.act_kib[b]:
+                m.add(act >= u.act_kib[b] * x[b, k])
+        resident = sum(u.resident_kib[b] * x[b, k] for b in range(n))
         buffers = (boundary_kib(k - 1) if k > 0 else 0) + (
             boundary_kib(k) if k < k_stages - 1 else 0
         )
@@ -172,18 +190,63 @@ def _build(problem: PipelineProblem, unit_s: float) -> _Model:
             resident + problem.microbatches_in_flight * act + buffers
             <= problem.capacity_bytes[k] // 1024
         )
-    return _Model(m, x, period, sum(latency_terms))
+    return _Model(m, x, cross, host_in, acts, period, sum(latency_terms), u)
+
+
+def _hint(built: _Model, problem: PipelineProblem, stage_of: Sequence[int]) -> None:
+    """Set every variable from ``stage_of``: a complete hint CP-SAT starts from directly."""
+    m, u, k_stages = built.model, built.units, problem.num_stages
+    m.clear_hints()
+    for (b, k), var in built.x.items():
+        m.add_hint(var, stage_of[b] == k)
+    crossing = [[False] * max(k_stages - 1, 0) for _ in problem.relay_flows]
+    for f_id, f in enumerate(problem.relay_flows):
+        for k in range(stage_of[f.src], max(stage_of[d] for d in f.dsts)):
+            crossing[f_id][k] = True
+    for (f_id, k), var in built.cross.items():
+        m.add_hint(var, crossing[f_id][k])
+    delivered = [{stage_of[d] for d in f.dsts} for f in problem.host_flows]
+    for (t_id, k), var in built.host_in.items():
+        m.add_hint(var, k in delivered[t_id])
+    periods = []
+    for k in range(k_stages):
+        blocks = [b for b in range(problem.num_blocks) if stage_of[b] == k]
+        m.add_hint(built.act[k], max((u.act_kib[b] for b in blocks), default=0))
+        compute = sum(u.compute[b][k] for b in blocks)
+        host = sum(u.host_out[b][k] for b in blocks)
+        host += sum(u.host_in[i][k] for i in range(len(problem.host_flows)) if k in delivered[i])
+
+        def moved(j: int) -> int:
+            return sum(u.boundary[i][j] for i in range(len(problem.relay_flows)) if crossing[i][j])
+
+        recv = moved(k - 1) if k > 0 else 0
+        send = moved(k) if k < k_stages - 1 else 0
+        terms = (recv, host, compute, send)
+        periods.append(max(terms) if problem.overlap_transfers else sum(terms))
+    m.add_hint(built.period, max(periods))
+
+
+class _Callback(cp_model.CpSolverSolutionCallback):
+    def __init__(self, unit_s: float, progress: Progress | None) -> None:
+        super().__init__()
+        self.unit_s = unit_s
+        self.progress = progress
+
+    def on_solution_callback(self) -> None:
+        if self.progress is not None:
+            self.progress(
+                self.ObjectiveValue() * self.unit_s, self.BestObjectiveBound() * self.unit_s
+            )
 
 
 def _solver(time_limit_s: float, seed: int) -> cp_model.CpSolver:
     s = cp_model.CpSolver()
     p = s.parameters
     p.num_workers = NUM_WORKERS
-    p.interleave_search = True
     p.random_seed = seed
     p.max_deterministic_time = max(time_limit_s, 0.01)
     p.relative_gap_limit = 1e-4
-    p.catch_sigint_signal = False  # Ctrl-C is handled in solve_interruptibly
+    p.catch_sigint_signal = False  # Ctrl-C is handled by solve_interruptibly
     return s
 
 
@@ -240,68 +303,41 @@ def cpsat_partition(
     unit_s = _time_unit(problem)
     built = _build(problem, unit_s)
     if hint is not None:
-        for b in range(n):
-            for k in range(k_stages):
-                built.model.add_hint(built.x[b, k], hint[b] == k)
-    primary = built.period if problem.objective == "throughput" else built.latency
-    built.model.minimize(primary)
-    phase1 = 0.8 * time_limit_s if problem.objective == "throughput" else time_limit_s
-    solver = _solver(phase1, seed)
+        _hint(built, problem, hint)
+    throughput = problem.objective == "throughput"
+    built.model.minimize(built.period if throughput else built.latency)
+    solver = _solver(0.8 * time_limit_s if throughput else time_limit_s, seed)
     status, interrupted = solve_interruptibly(solver, built.model, _Callback(unit_s, progress))
     effort = solver.deterministic_time
-    answer: list[int] | None = None
+    found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
     proven = status == cp_model.OPTIMAL
-    bound_units = (
-        solver.best_objective_bound if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else 0.0
-    )
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        answer = _read(solver, built, n, k_stages)
-        if problem.objective == "throughput" and not interrupted:
-            best_period = solver.value(built.period)
-            built.model.clear_hints()
-            for b in range(n):
-                for k in range(k_stages):
-                    built.model.add_hint(built.x[b, k], answer[b] == k)
-            built.model.add(built.period <= best_period)
-            built.model.minimize(built.latency)
-            solver2 = _solver(max(time_limit_s - effort, 0.05 * time_limit_s), seed)
-            status2, interrupted = solve_interruptibly(solver2, built.model)
-            if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-                answer = _read(solver2, built, n, k_stages)
-            effort += solver2.deterministic_time
+    bound_units = solver.best_objective_bound if found else 0.0
+    answer = _read(solver, built, n, k_stages) if found else None
+    if answer is not None and throughput and not interrupted:
+        # Phase 2: keep the best period, minimise latency (the tie-break).
+        built.model.add(built.period <= solver.value(built.period))
+        _hint(built, problem, answer)
+        built.model.minimize(built.latency)
+        second = _solver(max(time_limit_s - effort, 0.05 * time_limit_s), seed)
+        status2, interrupted = solve_interruptibly(second, built.model)
+        if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            answer = _read(second, built, n, k_stages)
+        effort += second.deterministic_time
     candidates = [a for a in (answer, list(hint) if hint is not None else None) if a is not None]
     candidates = [a for a in candidates if check_assignment(problem, a) is None]
+    wall_s = time.perf_counter() - started
     if not candidates:
         return CpSatResult(
-            None,
-            "HEURISTIC",
-            math.inf,
-            bound_units * unit_s,
-            effort,
-            time.perf_counter() - started,
-            interrupted,
-            unit_s,
+            None, "HEURISTIC", math.inf, bound_units * unit_s, effort, wall_s, interrupted, unit_s
         )
     scored = [(score(problem, a), a) for a in candidates]
     fitting = [(s, a) for s, a in scored if s.fits] or scored
     best_score, best = min(
-        fitting, key=lambda sa: (sa[0].objective_s(problem.objective), sa[0].latency_s)
+        fitting, key=lambda sa: (sa[0].objective_s(problem.objective), sa[0].estimate.latency_s)
     )
     objective = best_score.objective_s(problem.objective)
-    found_by_cpsat = answer is not None and best == answer
-    status_name = (
-        "OPTIMAL"
-        if proven
-        else ("FEASIBLE" if found_by_cpsat or answer is not None else "HEURISTIC")
-    )
+    status_name = "OPTIMAL" if proven else ("FEASIBLE" if answer is not None else "HEURISTIC")
     bound_s = min(bound_units * unit_s, objective)
     return CpSatResult(
-        tuple(best),
-        status_name,
-        objective,
-        bound_s,
-        effort,
-        time.perf_counter() - started,
-        interrupted,
-        unit_s,
+        tuple(best), status_name, objective, bound_s, effort, wall_s, interrupted, unit_s
     )

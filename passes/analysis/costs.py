@@ -60,7 +60,16 @@ class NodeCost:
 
 @dataclass(frozen=True)
 class CostReport:
-    """Per-node costs plus graph totals."""
+    """Per-node costs plus graph totals.
+
+    Attributes:
+        param_bytes: resident parameter memory, every copy counted (a folded
+            transpose of a tied embedding is a second copy in memory).
+        param_count: parameters as a model's author counts them: elements of
+            float weights, without folded copies of other weights and without
+            scalar (rank-0) constants.
+        constant_bytes: the non-float part of ``param_bytes`` (shapes, indices, masks).
+    """
 
     nodes: tuple[NodeCost, ...]
     total_flops: int
@@ -204,6 +213,17 @@ def resident_params(graph: Graph) -> list[Tensor]:
     ]
 
 
+def _derived_from_weights(graph: Graph, t: Tensor) -> bool:
+    """A folded copy of a float weight (Transpose, Cast, ...): memory, but no new parameters."""
+    if t.kind != "constant" or t.producer is None:
+        return False
+    return any(
+        graph.tensors[i].is_param and graph.tensors[i].is_float
+        for i in graph.nodes[t.producer].present_inputs
+        if i in graph.tensors
+    )
+
+
 def node_costs(graph: Graph) -> CostReport:
     """Cost every node of ``graph`` (one walk) and total the graph."""
     costs = tuple(_node_cost(graph, n) for n in graph.nodes)
@@ -214,7 +234,20 @@ def node_costs(graph: Graph) -> CostReport:
             key = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
             unknown[key].append(node.name)
     params = resident_params(graph)
-    float_params = [t for t in params if t.is_float and t.is_static]
+    # Weights as their author counts them: every used float initializer (also one
+    # only read through a folded Transpose/Cast), and float constants the graph
+    # generates itself, but not folded copies of other weights.
+    weights = {
+        t.name: t
+        for t in graph.iter_tensors()
+        if t.kind == "initializer" and t.is_float and t.is_static and (t.consumers or t.is_graph_output)
+    }
+    for t in params:
+        generated = t.kind == "constant" and t.is_float and t.is_static and not _derived_from_weights(graph, t)
+        # Scalars the exporter emits (eps, 0.5, -inf for masks) are constants, not weights.
+        if generated and t.shape:
+            weights[t.name] = t
+    float_params = list(weights.values())
     return CostReport(
         nodes=costs,
         total_flops=sum(c.flops for c in costs),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 
 import onnx
 
@@ -85,11 +86,11 @@ def fold_copy(model: onnx.ModelProto) -> onnx.ModelProto | None:
     from onnxscript.optimizer import fold_constants
 
     try:
-        ir_model = ir.serde.deserialize_model(model)
-        # onnxscript logs a warning per unavailable external tensor; that is expected here.
+        # onnxscript and onnx_ir warn about each weight that is not loaded; expected here.
         with _quiet():
+            ir_model = ir.serde.deserialize_model(model)
             fold_constants(ir_model, input_size_limit=1 << 16, output_size_limit=1 << 20)
-        return ir.serde.serialize_model(ir_model)
+            return ir.serde.serialize_model(ir_model)
     except Exception as err:  # noqa: BLE001 - folding is an optimisation; fall back
         logger.debug("constant folding failed: %s", err)
         return None
@@ -102,7 +103,12 @@ def _quiet():
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
             yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
