@@ -60,7 +60,12 @@ Exporter = Literal["dynamo", "legacy"]
 EXPORTERS: tuple[Exporter, ...] = ("dynamo", "legacy")
 #: 18 is the dynamo exporter's native opset (its op library targets 18; others are converted).
 DEFAULT_OPSET = 18
-SUPPORTED_OPSETS: tuple[int, ...] = tuple(range(17, 24))
+#: Opsets each exporter can target. torch's TorchScript exporter stops at 20 (it would
+#: label a model 21+ but warns that it does not support it); dynamo goes to 23.
+SUPPORTED_OPSETS: dict[Exporter, tuple[int, ...]] = {
+    "dynamo": tuple(range(17, 24)),
+    "legacy": tuple(range(17, 21)),
+}
 
 #: Non-parameter float initializers up to this size are literals, turned into Constant nodes.
 _MAX_LITERAL_ELEMENTS = 16
@@ -155,7 +160,7 @@ def export_module(
         outputs: One spec per output, in order (dynamic axes matter for ``legacy`` only;
             dynamo derives output dims from the input dims).
         exporter: ``"dynamo"`` or ``"legacy"``.
-        opset: Target ONNX opset, one of :data:`SUPPORTED_OPSETS`.
+        opset: Target ONNX opset, one of ``SUPPORTED_OPSETS[exporter]``.
 
     Returns:
         The path of the written model.
@@ -165,9 +170,11 @@ def export_module(
     """
     if exporter not in EXPORTERS:
         raise ExampleError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
-    if opset not in SUPPORTED_OPSETS:
+    opsets = SUPPORTED_OPSETS[exporter]
+    if opset not in opsets:
         raise ExampleError(
-            f"opset {opset} is not supported; use {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[-1]}"
+            f"opset {opset} is not supported by the {exporter} exporter; "
+            f"use {opsets[0]}..{opsets[-1]}"
         )
     module.eval()
     keep = set(dict(module.state_dict(keep_vars=True)))
@@ -430,9 +437,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--opset",
         type=int,
-        choices=SUPPORTED_OPSETS,
+        choices=SUPPORTED_OPSETS["dynamo"],
         default=DEFAULT_OPSET,
-        help=f"ONNX opset to target (default {DEFAULT_OPSET})",
+        help=f"ONNX opset to target (default {DEFAULT_OPSET}; dynamo: 17..23, legacy: 17..20)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the random (untrained) weights (default 0)"

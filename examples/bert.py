@@ -38,7 +38,7 @@ from examples._torch_export import (
     randomize_parameters_,
 )
 
-__all__ = ["CONFIGS", "Bert", "BertConfig", "build", "main", "torch_param_count"]
+__all__ = ["CONFIGS", "Bert", "BertConfig", "build", "main", "make_model", "torch_param_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,9 @@ class _SelfAttention(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        # A Python float, so tracing does not turn a shape into a constant with a warning.
+        self.scale = 1.0 / math.sqrt(self.head_dim)
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
@@ -114,13 +117,12 @@ class _SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
         batch, seq, hidden = x.shape
-        head_dim = hidden // self.num_heads
 
         def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, seq, self.num_heads, head_dim).transpose(1, 2)
+            return t.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(head_dim)) + additive_mask
+        scores = (q @ k.transpose(-2, -1)) * self.scale + additive_mask
         context = scores.softmax(dim=-1) @ v
         return self.output(context.transpose(1, 2).reshape(batch, seq, hidden))
 
@@ -199,6 +201,22 @@ def torch_param_count(config: str | BertConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def make_model(config: str | BertConfig, seed: int = 0) -> Bert:
+    """The model :func:`build` exports: seeded random weights, eval mode.
+
+    Args:
+        config: A name from :data:`CONFIGS` or a config.
+        seed: Seed of the weights.
+
+    Returns:
+        The module.
+    """
+    torch.manual_seed(seed)
+    model = Bert(_resolve(config)).eval()
+    randomize_parameters_(model, seed)
+    return model
+
+
 def build(
     out_path: str | Path,
     size: str | BertConfig = "base",
@@ -224,9 +242,7 @@ def build(
     config = _resolve(size)
     if pooler is not None:
         config = replace(config, add_pooler=pooler)
-    torch.manual_seed(seed)
-    model = Bert(config).eval()
-    randomize_parameters_(model, seed)
+    model = make_model(config, seed)
     batch, seq = 2, min(8, config.max_position_embeddings)
     input_ids = torch.randint(0, config.vocab_size, (batch, seq))
     attention_mask = torch.ones(batch, seq, dtype=torch.int64)

@@ -39,7 +39,7 @@ from examples._torch_export import (
     randomize_parameters_,
 )
 
-__all__ = ["CONFIGS", "GPT2", "GPT2Config", "build", "main", "torch_param_count"]
+__all__ = ["CONFIGS", "GPT2", "GPT2Config", "build", "main", "make_model", "torch_param_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,18 +84,22 @@ class _CausalSelfAttention(nn.Module):
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
         self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        # A Python float, so tracing does not turn a shape into a constant with a warning.
+        self.scale = 1.0 / math.sqrt(self.head_dim)
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, n_embd = x.shape
-        head_dim = n_embd // self.n_head
         qkv = self.c_attn(x)
         # Slices, not .split(): onnx's version converter has no Split adapter from 18 to
         # 17, so the dynamo exporter could not target opset 17 with a Split node.
         q, k, v = qkv[..., :n_embd], qkv[..., n_embd : 2 * n_embd], qkv[..., 2 * n_embd :]
-        q, k, v = (t.view(batch, seq, self.n_head, head_dim).transpose(1, 2) for t in (q, k, v))
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(head_dim))
+        q, k, v = (
+            t.view(batch, seq, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v)
+        )
+        scores = (q @ k.transpose(-2, -1)) * self.scale
         # Built from the run-time length: no [n_ctx, n_ctx] buffer ends up in the graph.
         causal = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
         scores = scores.masked_fill(~causal, float("-inf"))
@@ -170,6 +174,22 @@ def torch_param_count(config: str | GPT2Config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def make_model(config: str | GPT2Config, seed: int = 0) -> GPT2:
+    """The model :func:`build` exports: seeded random weights, eval mode.
+
+    Args:
+        config: A name from :data:`CONFIGS` or a config.
+        seed: Seed of the weights.
+
+    Returns:
+        The module.
+    """
+    torch.manual_seed(seed)
+    model = GPT2(_resolve(config)).eval()
+    randomize_parameters_(model, seed)
+    return model
+
+
 def build(
     out_path: str | Path,
     size: str | GPT2Config = "small",
@@ -191,9 +211,7 @@ def build(
         The written path.
     """
     config = _resolve(size)
-    torch.manual_seed(seed)
-    model = GPT2(config).eval()
-    randomize_parameters_(model, seed)
+    model = make_model(config, seed)
     batch, seq = 2, min(8, config.n_ctx)
     input_ids = torch.randint(0, config.vocab_size, (batch, seq))
     batch_dim = SymbolicDim("batch")

@@ -35,7 +35,7 @@ from examples._torch_export import (
     randomize_parameters_,
 )
 
-__all__ = ["CONFIGS", "MLP", "MLPConfig", "build", "main", "torch_param_count"]
+__all__ = ["CONFIGS", "MLP", "MLPConfig", "build", "main", "make_model", "torch_param_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,22 @@ def torch_param_count(config: str | MLPConfig) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def make_model(config: str | MLPConfig, seed: int = 0) -> MLP:
+    """The model :func:`build` exports: seeded random weights, eval mode.
+
+    Args:
+        config: A name from :data:`CONFIGS` or a config.
+        seed: Seed of the weights.
+
+    Returns:
+        The module.
+    """
+    torch.manual_seed(seed)
+    model = MLP(_resolve(config)).eval()
+    randomize_parameters_(model, seed)
+    return model
+
+
 def build(
     out_path: str | Path,
     size: str | MLPConfig = "base",
@@ -137,9 +153,7 @@ def build(
         The written path.
     """
     config = _resolve(size)
-    torch.manual_seed(seed)
-    model = MLP(config).eval()
-    randomize_parameters_(model, seed)
+    model = make_model(config, seed)
     batch_dim = SymbolicDim("batch")
     return export_module(
         model,

@@ -44,6 +44,7 @@ __all__ = [
     "ResNetConfig",
     "build",
     "main",
+    "make_model",
     "torch_buffer_count",
     "torch_param_count",
 ]
@@ -212,6 +213,22 @@ def torch_buffer_count(config: str | ResNetConfig) -> int:
     return sum(b.numel() for b in model.buffers() if b.is_floating_point())
 
 
+def make_model(config: str | ResNetConfig, seed: int = 0) -> ResNet:
+    """The model :func:`build` exports: seeded random weights, eval mode.
+
+    Args:
+        config: A name from :data:`CONFIGS` or a config.
+        seed: Seed of the weights.
+
+    Returns:
+        The module.
+    """
+    torch.manual_seed(seed)
+    model = ResNet(_resolve(config)).eval()
+    randomize_parameters_(model, seed)
+    return model
+
+
 def build(
     out_path: str | Path,
     preset: str | ResNetConfig = "resnet18",
@@ -233,9 +250,7 @@ def build(
         The written path.
     """
     config = _resolve(preset)
-    torch.manual_seed(seed)
-    model = ResNet(config).eval()
-    randomize_parameters_(model, seed)
+    model = make_model(config, seed)
     size = config.image_size
     pixel_values = torch.randn(2, config.in_channels, size, size)
     batch_dim = SymbolicDim("batch")
