@@ -100,14 +100,16 @@ class _Builder:
         self._constants: dict[tuple, str] = {}
         self._offset_bytes = 0
 
-    def node(
-        self, op: str, inputs: Sequence[str], name: str, *, outputs: int = 1, out: str = "", **attrs
-    ) -> str | list[str]:
-        """Add a node; its outputs are ``name`` (or ``out``) plus ``:i`` for extra outputs."""
-        first = out or name
-        names = [first] if outputs == 1 else [f"{first}:{i}" for i in range(outputs)]
-        self.nodes.append(helper.make_node(op, list(inputs), names, name=name, **attrs))
-        return names[0] if outputs == 1 else names
+    def node(self, op: str, inputs: Sequence[str], name: str, *, out: str = "", **attrs) -> str:
+        """Add a one-output node; the output is called ``out`` or, by default, ``name``."""
+        return self.node_outputs(op, inputs, name, [out or name], **attrs)[0]
+
+    def node_outputs(
+        self, op: str, inputs: Sequence[str], name: str, outputs: Sequence[str], **attrs
+    ) -> list[str]:
+        """Add a node with the given output names."""
+        self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=name, **attrs))
+        return list(outputs)
 
     def const(self, value: np.ndarray, hint: str) -> str:
         """A shared ``Constant`` node holding ``value`` (created once per distinct value)."""
@@ -185,8 +187,13 @@ def _rms_norm(b: _Builder, x: str, weight: str, eps: float, name: str) -> str:
 
 
 def _rotary(b: _Builder, x: str, cos: str, sin: str, half: int, name: str, out: str = "") -> str:
-    first, second = b.node(
-        "Split", [x, b.ints([half, half], "rope_halves")], f"{name}.split", outputs=2, axis=-1
+    halves = b.ints([half, half], "rope_halves")
+    first, second = b.node_outputs(
+        "Split",
+        [x, halves],
+        f"{name}.split",
+        [f"{name}.first_half", f"{name}.second_half"],
+        axis=-1,
     )
     negated = b.node("Neg", [second], f"{name}.neg")
     rotated = b.node("Concat", [negated, first], f"{name}.rotate_half", axis=-1)
@@ -207,40 +214,41 @@ def _repeat_kv(b: _Builder, x: str, config: LlamaConfig, name: str) -> str:
     return b.node("Reshape", [expanded, shape], f"{name}.reshape")
 
 
-def _attention(
-    b: _Builder,
-    x: str,
-    layer: int,
-    config: LlamaConfig,
-    kind: GraphKind,
-    rope: tuple[str, str],
-    mask: str | None,
-) -> str:
+def _project_heads(
+    b: _Builder, x: str, layer: int, config: LlamaConfig, kind: GraphKind, rope: tuple[str, str]
+) -> tuple[str, str, str]:
+    """q, k (rotated) and v as [batch, heads, seq, head_dim]; k and v include the cache."""
     p = f"model.layers.{layer}.self_attn"
     hidden, head_dim = config.hidden_size, config.head_dim
-    kv_width = config.num_kv_heads * head_dim
-    projections = {}
     prefill = kind == "prefill"
-    for proj, width, heads in (
-        ("q", hidden, config.num_heads),
-        ("k", kv_width, config.num_kv_heads),
-        ("v", kv_width, config.num_kv_heads),
+    heads = {}
+    for proj, count in (
+        ("q", config.num_heads),
+        ("k", config.num_kv_heads),
+        ("v", config.num_kv_heads),
     ):
-        weight = b.weight(f"{p}.{proj}_proj.weight", (hidden, width), fan_in=hidden)
+        weight = b.weight(f"{p}.{proj}_proj.weight", (hidden, count * head_dim), fan_in=hidden)
         y = b.node("MatMul", [x, weight], f"{p}.{proj}_proj")
-        split = b.ints([0, 0, heads, head_dim], f"{proj}_heads_shape")
-        y = b.node("Reshape", [y, split], f"{p}.{proj}_reshape")
+        y = b.node(
+            "Reshape",
+            [y, b.ints([0, 0, count, head_dim], f"{proj}_heads_shape")],
+            f"{p}.{proj}_reshape",
+        )
         # In prefill the new V (and the rotated K below) is the cache: name it as the output.
         out = f"present.{layer}.value" if prefill and proj == "v" else ""
-        projections[proj] = b.node(
-            "Transpose", [y], f"{p}.{proj}_transpose", out=out, perm=[0, 2, 1, 3]
-        )
+        heads[proj] = b.node("Transpose", [y], f"{p}.{proj}_transpose", out=out, perm=[0, 2, 1, 3])
     cos, sin = rope
-    half = head_dim // 2
-    q = _rotary(b, projections["q"], cos, sin, half, f"{p}.q_rope")
-    k_out = f"present.{layer}.key" if prefill else ""
-    k = _rotary(b, projections["k"], cos, sin, half, f"{p}.k_rope", out=k_out)
-    v = projections["v"]
+    q = _rotary(b, heads["q"], cos, sin, head_dim // 2, f"{p}.q_rope")
+    k = _rotary(
+        b,
+        heads["k"],
+        cos,
+        sin,
+        head_dim // 2,
+        f"{p}.k_rope",
+        out=f"present.{layer}.key" if prefill else "",
+    )
+    v = heads["v"]
     if not prefill:
         k = b.node(
             "Concat", [f"past.{layer}.key", k], f"{p}.k_cache", out=f"present.{layer}.key", axis=2
@@ -252,13 +260,26 @@ def _attention(
             out=f"present.{layer}.value",
             axis=2,
         )
+    return q, k, v
+
+
+def _attention(
+    b: _Builder,
+    x: str,
+    layer: int,
+    config: LlamaConfig,
+    kind: GraphKind,
+    rope: tuple[str, str],
+    mask: str | None,
+) -> str:
+    p = f"model.layers.{layer}.self_attn"
+    q, k, v = _project_heads(b, x, layer, config, kind, rope)
     k = _repeat_kv(b, k, config, f"{p}.k_repeat")
     v = _repeat_kv(b, v, config, f"{p}.v_repeat")
     k_t = b.node("Transpose", [k], f"{p}.k_transpose_for_scores", perm=[0, 1, 3, 2])
     scores = b.node("MatMul", [q, k_t], f"{p}.qk")
-    scores = b.node(
-        "Mul", [scores, b.scalar(1.0 / math.sqrt(head_dim), "attn_scale")], f"{p}.scale"
-    )
+    scale = b.scalar(1.0 / math.sqrt(config.head_dim), "attn_scale")
+    scores = b.node("Mul", [scores, scale], f"{p}.scale")
     if mask is not None:
         scores = b.node("Add", [scores, mask], f"{p}.mask")
     low_precision = b.dtype.onnx_type != TensorProto.FLOAT
@@ -269,9 +290,9 @@ def _attention(
         probs = b.cast(probs, b.dtype.onnx_type, f"{p}.softmax_cast_out")
     context = b.node("MatMul", [probs, v], f"{p}.pv")
     context = b.node("Transpose", [context], f"{p}.context_transpose", perm=[0, 2, 1, 3])
-    context = b.node(
-        "Reshape", [context, b.ints([0, 0, hidden], "hidden_shape")], f"{p}.merge_heads"
-    )
+    hidden = config.hidden_size
+    merged = b.ints([0, 0, hidden], "hidden_shape")
+    context = b.node("Reshape", [context, merged], f"{p}.merge_heads")
     o_weight = b.weight(f"{p}.o_proj.weight", (hidden, hidden), fan_in=hidden)
     return b.node("MatMul", [context, o_weight], f"{p}.o_proj")
 

@@ -2,30 +2,31 @@
 
 Two exporters are supported:
 
-* ``dynamo`` (default): ``torch.onnx.export(..., dynamo=True, optimize=False)`` followed by
-  our own clean-up, :func:`_optimize_without_touching_parameters`. We do not use the
-  exporter's built-in optimizer because it (a) fuses BatchNorm into Conv, rewriting the
-  conv weights and dropping the BN statistics, (b) folds ``Transpose(weight)`` into new
+* ``dynamo`` (default): ``torch.onnx.export(..., dynamo=True, optimize=False)`` followed
+  by our own clean-up, :func:`examples._onnx_cleanup.optimize_keeping_parameters`. We do not
+  use the exporter's built-in optimizer because it (a) fuses BatchNorm into Conv, rewriting
+  the conv weights and dropping the BN statistics, (b) folds ``Transpose(weight)`` into new
   initializers named ``val_N`` and (c) deduplicates initializers by value. Ours runs the
   same onnxscript constant folder and a list of its public rewrite rules, but never folds a
   node that reads a parameter, so every parameter stays one initializer under its torch
-  name.
+  name. Targets below 18 are reached from an opset-18 export with onnx's version converter
+  (after clean-up, when its adapters see every axes operand as a constant).
 * ``legacy``: the TorchScript exporter with ``do_constant_folding=False``. With folding on,
   it pre-transposes the tied GPT-2 LM head into a second copy of ``wte`` (+vocab*n_embd
-  elements) and, in eval mode, folds BatchNorm into Conv.
+  elements) and, in eval mode, folds BatchNorm into Conv. It supports opsets up to 20.
 
-Both paths end in :func:`_scalar_constants_to_nodes`: exporter-made literals (GELU's 0.5,
-``-inf`` for masking, ``1/sqrt(head_dim)``...) that ended up as tiny non-parameter float
-initializers become ``Constant`` nodes, so the float initializers are exactly the module's
-parameters (and float buffers). Larger non-parameter float initializers are left alone
-on purpose, so a duplicated weight would show up in the count and fail the tests.
+Both paths end in :func:`examples._onnx_cleanup.literals_to_constant_nodes`: exporter-made
+literals (GELU's 0.5, ``-inf`` for masking, ``1/sqrt(head_dim)``...) that ended up as tiny
+non-parameter float initializers become ``Constant`` nodes, so the float initializers are
+exactly the module's parameters (and float buffers). Larger non-parameter float
+initializers are left alone on purpose, so a duplicated weight would show up in the count
+and fail the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,10 +35,14 @@ from typing import Literal
 
 import numpy as np
 import onnx
-import onnx.version_converter
 import torch
-from onnx import helper, numpy_helper
 
+from examples._onnx_cleanup import (
+    convert_down,
+    default_domain_opset,
+    literals_to_constant_nodes,
+    optimize_keeping_parameters,
+)
 from examples._onnx_utils import ExampleError, save_model
 
 __all__ = [
@@ -66,9 +71,6 @@ SUPPORTED_OPSETS: dict[Exporter, tuple[int, ...]] = {
     "dynamo": tuple(range(17, 24)),
     "legacy": tuple(range(17, 21)),
 }
-
-#: Non-parameter float initializers up to this size are literals, turned into Constant nodes.
-_MAX_LITERAL_ELEMENTS = 16
 
 
 @dataclass(frozen=True)
@@ -189,58 +191,21 @@ def export_module(
             _export_legacy(module, example_inputs, raw_path, inputs, outputs, opset)
         model = onnx.load(raw_path)
     if exporter == "dynamo":
-        model = _optimize_without_touching_parameters(model, keep)
+        model = optimize_keeping_parameters(model, keep)
         if opset < DEFAULT_OPSET:
-            model = _convert_down(model, opset)
-    exported_opset = _default_domain_opset(model)
+            model = convert_down(
+                model, opset, fallback_hint=f"use --opset {DEFAULT_OPSET} or --exporter legacy"
+            )
+    exported_opset = default_domain_opset(model)
     if exported_opset != opset:
         raise ExampleError(
             f"the {exporter} exporter produced opset {exported_opset} instead of {opset}; "
             f"pick another --opset or --exporter"
         )
-    _scalar_constants_to_nodes(model, keep)
+    literals_to_constant_nodes(model, keep)
     path = save_model(model, out_path)
     onnx.checker.check_model(str(path), full_check=True)
     return path
-
-
-def _default_domain_opset(model: onnx.ModelProto) -> int:
-    return next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
-
-
-def _convert_down(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """Convert a cleaned opset-18 model to an older opset with onnx's version converter."""
-    try:
-        converted = onnx.version_converter.convert_version(model, opset)
-        _drop_stale_noop_with_empty_axes(converted)
-        onnx.checker.check_model(converted, full_check=True)
-    except (RuntimeError, onnx.checker.ValidationError) as error:
-        # The converter lacks adapters for some ops: a limit of the tools, not a model bug.
-        first_line = str(error).splitlines()[0]
-        raise ExampleError(
-            f"onnx cannot convert the dynamo export to opset {opset} ({first_line}); "
-            f"use --opset {DEFAULT_OPSET} or --exporter legacy"
-        ) from error
-    return converted
-
-
-def _drop_stale_noop_with_empty_axes(model: onnx.ModelProto) -> None:
-    """Work around onnx's 18->17 Reduce* adapters, which keep an opset-18-only attribute.
-
-    ``noop_with_empty_axes`` exists for ReduceSum from opset 13 but for the other Reduce*
-    ops only from 18. Its default (0) is what the older ops do, so dropping a 0 is exact.
-    """
-    if _default_domain_opset(model) >= DEFAULT_OPSET:
-        return
-    for node in model.graph.node:
-        if node.op_type.startswith("Reduce") and node.op_type != "ReduceSum":
-            kept = [
-                attribute
-                for attribute in node.attribute
-                if not (attribute.name == "noop_with_empty_axes" and attribute.i == 0)
-            ]
-            del node.attribute[:]
-            node.attribute.extend(kept)
 
 
 def _export_dynamo(
@@ -299,99 +264,6 @@ def _export_legacy(
             dynamic_axes=dynamic_axes,
             do_constant_folding=False,
         )
-
-
-def _optimize_without_touching_parameters(
-    model: onnx.ModelProto, parameter_names: set[str]
-) -> onnx.ModelProto:
-    """Fold constants and tidy the dynamo graph, leaving every parameter as exported."""
-    import onnx_ir as ir
-    import onnx_ir.passes.common as common_passes
-    from onnxscript import rewriter
-    from onnxscript.optimizer import fold_constants_ir
-    from onnxscript.rewriter.rules import common as rules
-
-    def should_fold(node: ir.Node) -> bool | None:
-        reads_parameter = any(
-            value is not None and value.is_initializer() and value.name in parameter_names
-            for value in node.inputs
-        )
-        return False if reads_parameter else None
-
-    # The subset of onnxscript's default rules that only simplify structure; the
-    # BatchNorm/Pad fusions and Gemm rewrites are left out on purpose.
-    tidy_rules = [
-        rules.cast_cast_rule,
-        rules.no_op_cast_rule,
-        rules.no_op_expand_rule,
-        rules.no_op_transpose_rule,
-        rules.reshape_reshape_rule,
-        rules.slice_split_rule,
-        rules.squeeze_reshape_1d_rule,
-        rules.transpose_transpose_rule,
-        rules.unsqueeze_unsqueeze_rule,
-        rules.collapse_slice_rule,
-        rules.collapse_slice2_rule,
-        rules.add_0_rule,
-        rules.sub_0_rule,
-        rules.mul_by_1_rule,
-        rules.div_by_1_rule,
-        # torchlib gives bias-free convs an all-zero bias initializer; drop it again.
-        rules.remove_optional_bias_from_conv_rule,
-        rules.remove_optional_bias_from_gemm_rule,
-    ]
-    ir_model = ir.serde.deserialize_model(model)
-    common_passes.InlinePass()(ir_model)
-    for _ in range(2):
-        fold_constants_ir(ir_model, onnx_shape_inference=True, should_fold=should_fold)
-        rewriter.RewritePass(tidy_rules)(ir_model)
-        common_passes.RemoveUnusedNodesPass()(ir_model)
-    common_passes.CommonSubexpressionEliminationPass()(ir_model)
-    common_passes.RemoveUnusedNodesPass()(ir_model)
-    common_passes.RemoveUnusedOpsetsPass()(ir_model)
-    return ir.serde.serialize_model(ir_model)
-
-
-def _scalar_constants_to_nodes(model: onnx.ModelProto, parameter_names: set[str]) -> None:
-    """Turn tiny non-parameter float initializers into Constant nodes, in place."""
-    graph = model.graph
-    literals = [
-        tensor
-        for tensor in graph.initializer
-        if tensor.name not in parameter_names
-        and tensor.data_type
-        in {
-            onnx.TensorProto.FLOAT,
-            onnx.TensorProto.FLOAT16,
-            onnx.TensorProto.BFLOAT16,
-            onnx.TensorProto.DOUBLE,
-        }
-        and math.prod(tensor.dims) <= _MAX_LITERAL_ELEMENTS
-    ]
-    if not literals:
-        return
-    names = {tensor.name for tensor in literals}
-    kept = [tensor for tensor in graph.initializer if tensor.name not in names]
-    nodes = [
-        helper.make_node(
-            "Constant",
-            [],
-            [tensor.name],
-            name=f"{tensor.name}_literal",
-            value=numpy_helper.from_array(numpy_helper.to_array(tensor)),
-        )
-        for tensor in literals
-    ]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    # A graph input may shadow an initializer in old IR versions; drop such entries too.
-    inputs = [value for value in graph.input if value.name not in names]
-    del graph.input[:]
-    graph.input.extend(inputs)
-    existing = list(graph.node)
-    del graph.node[:]
-    graph.node.extend([*nodes, *existing])
-    logger.debug("turned %d literal initializers into Constant nodes", len(nodes))
 
 
 def max_abs_diff_vs_torch(
