@@ -83,3 +83,25 @@ def test_convert_down_fixes_reduce_mean_attribute() -> None:
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     y = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, x.mean(axis=1, keepdims=True))
+
+
+def test_save_model_writes_external_data_when_asked(tmp_path: Path) -> None:
+    weight = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path = save_model(model, tmp_path / "m.onnx", external_data=True)
+    data = tmp_path / "m.onnx.data"
+    assert data.stat().st_size == 4096 * 4
+    assert onnx.load(path, load_external_data=False).graph.initializer[0].data_location == (
+        TensorProto.EXTERNAL
+    )
+    onnx.checker.check_model(str(path), full_check=True)
+    x = np.eye(64, dtype=np.float32)
+    y = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y, numpy_helper.to_array(weight))
