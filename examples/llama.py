@@ -199,12 +199,10 @@ def build(
             (default: the config's).
         opset: 18..23; 23 uses the fused ``RMSNormalization``.
         seed: Seed of random weights (ignored for ``"none"``).
-        data_location: ``location`` recorded in weightless initializers. The default,
-            ``#<file name>.data``, starts with ``#``: onnx's mark for external data that is
-            not a file next to the model (its ``ModelContainer`` convention). onnx 1.23's
-            checker requires every other location to be an existing regular file, even for
-            an in-memory ``check_model(proto)`` (resolved against the working directory),
-            so a plain file name makes a weightless graph fail the checker.
+        data_location: ``location`` recorded in weightless initializers (default
+            ``<file name>.data``, where real weights would sit next to the model). onnx
+            1.23's checker insists that such a file exists, even in memory; the planner
+            checks the graph structure without it (``passes.load.check_model``).
 
     Returns:
         The written path. With ``weights="none"`` no data file is created.
@@ -219,7 +217,7 @@ def build(
     path = Path(out_path)
     data_file = path.with_name(f"{path.name}.data")
     if data_location is None:
-        data_location = f"#{data_file.name}"
+        data_location = data_file.name
     nodes, (inputs, outputs), initializers = build_graph(
         c, kind, dtype=dtype, weights=weights, data_location=data_location, seed=seed, opset=opset
     )
