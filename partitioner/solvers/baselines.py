@@ -42,7 +42,7 @@ def uniform_partition(problem: PipelineProblem) -> list[int] | None:
     stage_of, done, k = [], 0, 0
     for b, c in enumerate(counts):
         # Move on when this stage has its share, keeping a block for each later stage.
-        has_share = done >= total * (k + 1) / k_stages or n - b == k_stages - 1 - k
+        has_share = done >= round(total * (k + 1) / k_stages) or n - b == k_stages - 1 - k
         if k < k_stages - 1 and has_share and stage_of and stage_of[-1] == k:
             k += 1
         stage_of.append(k)

@@ -10,9 +10,10 @@ Variables (dicts keyed by tuples, as in OR-Tools' examples):
 - ``act[k]``: the largest activation peak among stage k's blocks.
 
 Units are integers, and said: time in ``unit_s`` (a power of ten chosen so the
-whole graph is ~1e6 units), memory in KiB. Times are rounded *down* and memory
-*up*, so the model is a relaxation in time (its bound is a true lower bound)
-and conservative in memory (its answers fit).
+whole graph is ~1e6 units), memory in ``unit_bytes`` (1 B, KiB, MiB, ... the
+smallest that keeps capacities below 2**31). Times are rounded *down* and
+memory *up*, so the model is a relaxation in time (its bound is a true lower
+bound) and conservative in memory (its answers fit).
 
 Objective "throughput" minimises the bottleneck period P (a stage's recv +
 host + compute + send, or their max when transfers overlap), then, with P
@@ -79,34 +80,45 @@ def _time_unit(problem: PipelineProblem) -> float:
     return 10.0 ** math.floor(math.log10(total / 1e6))
 
 
+def _memory_unit(problem: PipelineProblem) -> int:
+    unit = 1
+    while max(problem.capacity_bytes) / unit > 2**31:
+        unit *= 1024
+    return unit
+
+
 @dataclass(frozen=True)
 class _Units:
-    """The problem's numbers in the model's integer units (time rounded down, KiB up)."""
+    """The problem's numbers in the model's integer units (time rounded down, memory up)."""
 
+    memory_unit: int
     compute: tuple[tuple[int, ...], ...]  # [block][stage]
     host_out: tuple[tuple[int, ...], ...]  # [block][stage]
     host_in: tuple[tuple[int, ...], ...]  # [input flow][stage]
     boundary: tuple[tuple[int, ...], ...]  # [relay flow][boundary]
-    flow_kib: tuple[int, ...]
-    resident_kib: tuple[int, ...]
-    act_kib: tuple[int, ...]
+    flow_mem: tuple[int, ...]
+    resident_mem: tuple[int, ...]
+    act_mem: tuple[int, ...]
 
     @staticmethod
     def of(problem: PipelineProblem, unit_s: float) -> _Units:
         def t(seconds: float) -> int:
             return int(seconds / unit_s)
 
-        def kib(nbytes: int) -> int:
-            return math.ceil(nbytes / 1024)
+        memory_unit = _memory_unit(problem)
+
+        def mem(nbytes: int) -> int:
+            return math.ceil(nbytes / memory_unit)
 
         return _Units(
+            memory_unit=memory_unit,
             compute=tuple(tuple(t(v) for v in row) for row in problem.block_time_s),
             host_out=tuple(tuple(t(v) for v in row) for row in problem.block_host_out_s),
             host_in=tuple(tuple(t(v) for v in f.stage_s) for f in problem.host_flows),
             boundary=tuple(tuple(t(v) for v in f.boundary_s) for f in problem.relay_flows),
-            flow_kib=tuple(kib(f.bytes) for f in problem.relay_flows),
-            resident_kib=tuple(kib(v) for v in problem.block_resident_bytes),
-            act_kib=tuple(kib(v) for v in problem.block_activation_bytes),
+            flow_mem=tuple(mem(f.bytes) for f in problem.relay_flows),
+            resident_mem=tuple(mem(v) for v in problem.block_resident_bytes),
+            act_mem=tuple(mem(v) for v in problem.block_activation_bytes),
         )
 
 
@@ -156,8 +168,8 @@ def _build(problem: PipelineProblem, unit_s: float) -> _Model:
     def boundary(k: int) -> cp_model.LinearExprT:
         return sum(u.boundary[i][k] * cross[i, k] for i in range(len(problem.relay_flows)))
 
-    def boundary_kib(k: int) -> cp_model.LinearExprT:
-        return sum(u.flow_kib[i] * cross[i, k] for i in range(len(problem.relay_flows)))
+    def boundary_mem(k: int) -> cp_model.LinearExprT:
+        return sum(u.flow_mem[i] * cross[i, k] for i in range(len(problem.relay_flows)))
 
     horizon = sum(max(r) for r in u.compute) + sum(max(r) for r in u.host_out)
     horizon += 2 * sum(max(r, default=0) for r in u.boundary) + k_stages * sum(
@@ -177,18 +189,18 @@ def _build(problem: PipelineProblem, unit_s: float) -> _Model:
         else:
             m.add(period >= recv + host + compute + send)
         latency_terms.append(compute + send + host)
-        act = m.new_int_var(0, max(u.act_kib, default=0), f"act_{k}")
+        act = m.new_int_var(0, max(u.act_mem, default=0), f"act_{k}")
         acts.append(act)
         for b in range(n):
-            if u.act_kib[b]:
-                m.add(act >= u.act_kib[b] * x[b, k])
-        resident = sum(u.resident_kib[b] * x[b, k] for b in range(n))
-        buffers = (boundary_kib(k - 1) if k > 0 else 0) + (
-            boundary_kib(k) if k < k_stages - 1 else 0
+            if u.act_mem[b]:
+                m.add(act >= u.act_mem[b] * x[b, k])
+        resident = sum(u.resident_mem[b] * x[b, k] for b in range(n))
+        buffers = (boundary_mem(k - 1) if k > 0 else 0) + (
+            boundary_mem(k) if k < k_stages - 1 else 0
         )
         m.add(
             resident + problem.microbatches_in_flight * act + buffers
-            <= problem.capacity_bytes[k] // 1024
+            <= problem.capacity_bytes[k] // u.memory_unit
         )
     return _Model(m, x, cross, host_in, acts, period, sum(latency_terms), u)
 
@@ -211,7 +223,7 @@ def _hint(built: _Model, problem: PipelineProblem, stage_of: Sequence[int]) -> N
     periods = []
     for k in range(k_stages):
         blocks = [b for b in range(problem.num_blocks) if stage_of[b] == k]
-        m.add_hint(built.act[k], max((u.act_kib[b] for b in blocks), default=0))
+        m.add_hint(built.act[k], max((u.act_mem[b] for b in blocks), default=0))
         compute = sum(u.compute[b][k] for b in blocks)
         host = sum(u.host_out[b][k] for b in blocks)
         host += sum(u.host_in[i][k] for i in range(len(problem.host_flows)) if k in delivered[i])
