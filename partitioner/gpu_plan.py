@@ -9,7 +9,6 @@ buffers. Times come from the same `CostModel` the solver used.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -98,11 +97,9 @@ def layout_pipeline(
     send_s = [0.0] * k_stages
     host_s = [0.0] * k_stages
     relay_through = [0] * k_stages
-    readers_of: dict[str, set[int]] = defaultdict(set)
     for t in transfers:
         if t.src != HOST and t.dst != HOST:
             send_s[t.src] += t.time_s
-            readers_of[t.tensor].add(t.dst)
         else:
             host_s[t.dst if t.src == HOST else t.src] += t.time_s
     for t in transfers:
@@ -112,7 +109,7 @@ def layout_pipeline(
             if t.src != owner[t_info.producer] and not any(
                 owner[c] == t.src for c in t_info.consumers if not graph.nodes[c].folded
             ):
-                relay_through[t.src] += t.nbytes
+                relay_through[t.src] += t.bytes
     partitions = []
     for k, nodes in enumerate(parts):
         runtime = [n for n in nodes if not graph.nodes[n].folded]

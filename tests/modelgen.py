@@ -59,3 +59,35 @@ def make_model(
 def save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.save(model, str(path))
     return path
+
+
+def random_dag(draw_int, num_nodes: int, width: int = 8, batch: int = 2) -> onnx.ModelProto:
+    """A random DAG of MatMul/Relu/Add nodes over [batch, width] activations.
+
+    ``draw_int(lo, hi)`` supplies the randomness (a hypothesis ``draw`` wrapper or a
+    seeded numpy generator), so the same helper serves property tests and fixtures.
+    """
+    tensors = ["x"]
+    nodes, inits = [], []
+    for i in range(num_nodes):
+        kind = draw_int(0, 2)
+        a = tensors[draw_int(0, len(tensors) - 1)]
+        out = f"t{i}"
+        if kind == 0:
+            w = f"w{i}"
+            inits.append(init(w, np.full((width, width), 0.01 * (i + 1), np.float32)))
+            nodes.append(helper.make_node("MatMul", [a, w], [out], name=f"mm{i}"))
+        elif kind == 1:
+            nodes.append(helper.make_node("Relu", [a], [out], name=f"relu{i}"))
+        else:
+            b = tensors[draw_int(0, len(tensors) - 1)]
+            nodes.append(helper.make_node("Add", [a, b], [out], name=f"add{i}"))
+        tensors.append(out)
+    consumed = {i for n in nodes for i in n.input}
+    outputs = [t for t in tensors[1:] if t not in consumed] or [tensors[-1]]
+    return make_model(
+        nodes,
+        [vi("x", [batch, width])],
+        [vi(t, [batch, width]) for t in outputs],
+        inits,
+    )

@@ -1,0 +1,156 @@
+"""GPU planning end to end: plans validate, errors are clear, output is deterministic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from partitioner.plan import Plan
+from partitioner.planner import InfeasibleError, PlanOptions, UsageError, plan_pipeline
+from partitioner.validate import validate_plan
+from passes.load import load
+from tests.modelgen import random_dag, save
+from tests.partitioner.gpu_targets import toy_target
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_dags_on_random_targets_always_validate(tmp_path_factory, data):
+    n = data.draw(st.integers(3, 24), label="nodes")
+    model = random_dag(lambda lo, hi: data.draw(st.integers(lo, hi)), n)
+    path = save(model, tmp_path_factory.mktemp("dag") / "dag.onnx")
+    graph = load(path)
+    k = data.draw(st.integers(1, 4), label="devices")
+    capacities = [data.draw(st.integers(2_000, 20_000)) for _ in range(k)]
+    solver = data.draw(st.sampled_from(["cpsat", "dp", "greedy", "uniform"]))
+    try:
+        outcome = plan_pipeline(
+            graph, toy_target(capacities), PlanOptions(solver=solver, time_limit_s=2)
+        )
+    except (InfeasibleError, UsageError):
+        return  # a clear refusal is a valid answer (too little memory, too few blocks)
+    plan = outcome.plan
+    assert validate_plan(plan, graph, graph.sha256) == []
+    assert Plan.from_json(plan.to_json()) == plan
+    assert plan.solver.bound_s <= plan.solver.objective_s + 1e-15
+
+
+@pytest.fixture
+def dag(tmp_path):
+    rng = np.random.default_rng(3)
+    model = random_dag(lambda lo, hi: int(rng.integers(lo, hi + 1)), 40)
+    return load(save(model, tmp_path / "dag.onnx"))
+
+
+def test_same_input_and_seed_give_identical_bytes(dag):
+    target = toy_target([50_000] * 4)
+    a = plan_pipeline(dag, target, PlanOptions(time_limit_s=5, command="x")).plan.to_json()
+    b = plan_pipeline(dag, target, PlanOptions(time_limit_s=5, command="x")).plan.to_json()
+    assert a == b
+
+
+def test_cpsat_never_worse_than_baselines(dag):
+    target = toy_target([50_000] * 4)
+    objective = {
+        s: plan_pipeline(dag, target, PlanOptions(solver=s, time_limit_s=5)).plan.solver.objective_s
+        for s in ("cpsat", "dp", "greedy", "params", "uniform")
+    }
+    assert all(objective["cpsat"] <= v + 1e-12 for v in objective.values()), objective
+
+
+def test_model_too_big_reports_bytes_and_minimum_devices(dag):
+    # 16 MatMul-ish weights of 8*8*4 = 256 B... far more than 2 x 300 B
+    with pytest.raises(InfeasibleError, match=r"needs at least \d+ such devices"):
+        plan_pipeline(dag, toy_target([300, 300]), PlanOptions())
+
+
+def test_single_node_larger_than_a_device(tmp_path):
+    from onnx import helper
+
+    from tests.modelgen import init, make_model, vi
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="giant")]
+    model = make_model(
+        nodes, [vi("x", [2, 64])], [vi("y", [2, 64])], [init("w", np.zeros((64, 64), np.float32))]
+    )
+    graph = load(save(model, tmp_path / "giant.onnx"))
+    with pytest.raises(InfeasibleError, match="node 0 'giant' .* alone needs 16.4 kB"):
+        plan_pipeline(graph, toy_target([10_000, 10_000]), PlanOptions())
+
+
+@pytest.mark.parametrize("devices", [0, 5, -1])
+def test_devices_out_of_range(dag, devices):
+    with pytest.raises(UsageError, match="has 4 devices"):
+        plan_pipeline(dag, toy_target([50_000] * 4), PlanOptions(devices=devices))
+
+
+def test_devices_auto_finds_the_fewest_that_fit(dag):
+    outcome = plan_pipeline(
+        dag, toy_target([3_000] * 8, gpus_per_node=8), PlanOptions(devices="auto", time_limit_s=5)
+    )
+    used = outcome.plan.estimate.extra["devices_used"]
+    assert outcome.devices_auto and len(outcome.plan.partitions) == used
+    with pytest.raises(InfeasibleError):
+        plan_pipeline(
+            dag,
+            toy_target([3_000] * 8, gpus_per_node=8),
+            PlanOptions(devices=used - 1, solver="dp"),
+        )
+
+
+def test_heterogeneous_memory_is_respected(dag):
+    outcome = plan_pipeline(dag, toy_target([2_500, 60_000, 60_000]), PlanOptions(time_limit_s=5))
+    small = outcome.plan.partitions[0]
+    assert small.capacity_bytes == 2_500 and small.memory_bytes <= 2_500
+
+
+def test_bad_time_limit(dag):
+    with pytest.raises(UsageError, match="positive"):
+        plan_pipeline(dag, toy_target([50_000] * 2), PlanOptions(time_limit_s=0))
+
+
+def test_plan_json_has_every_contract_field(dag):
+    doc = json.loads(
+        plan_pipeline(dag, toy_target([50_000] * 2), PlanOptions(time_limit_s=2)).plan.to_json()
+    )
+    assert list(doc) == [
+        "schema_version",
+        "model",
+        "target",
+        "solver",
+        "partitions",
+        "transfers",
+        "estimate",
+        "provenance",
+    ]
+    assert set(doc["solver"]) == {
+        "name",
+        "status",
+        "objective_s",
+        "bound_s",
+        "gap",
+        "wall_s",
+        "seed",
+        "time_limit_s",
+    }
+    for p in doc["partitions"]:
+        assert set(p) == {
+            "id",
+            "device",
+            "stage",
+            "nodes",
+            "param_bytes",
+            "activation_bytes",
+            "memory_bytes",
+            "capacity_bytes",
+            "flops",
+            "compute_s",
+        }
