@@ -65,9 +65,9 @@ class CostReport:
     Attributes:
         param_bytes: resident parameter memory, every copy counted (a folded
             transpose of a tied embedding is a second copy in memory).
-        param_count: parameters as a model's author counts them: elements of
-            float weights, without folded copies of other weights and without
-            scalar (rank-0) constants.
+        param_count: parameters as a model's author counts them: elements of the
+            float initializers and of float tensors computed from no weight, without
+            folded copies of weights and without Constant-node literals.
         constant_bytes: the non-float part of ``param_bytes`` (shapes, indices, masks).
     """
 
@@ -235,17 +235,19 @@ def node_costs(graph: Graph) -> CostReport:
             unknown[key].append(node.name)
     params = resident_params(graph)
     # Weights as their author counts them: every used float initializer (also one
-    # only read through a folded Transpose/Cast), and float constants the graph
-    # generates itself, but not folded copies of other weights.
+    # only read through a folded Transpose/Cast), and float tensors the graph
+    # computes from no weight (e.g. by ConstantOfShape); not folded copies of other
+    # weights, and not the literals of Constant nodes (eps, scales, RoPE frequencies).
     weights = {
         t.name: t
         for t in graph.iter_tensors()
         if t.kind == "initializer" and t.is_float and t.is_static and (t.consumers or t.is_graph_output)
     }
     for t in params:
-        generated = t.kind == "constant" and t.is_float and t.is_static and not _derived_from_weights(graph, t)
-        # Scalars the exporter emits (eps, 0.5, -inf for masks) are constants, not weights.
-        if generated and t.shape:
+        if t.kind != "constant" or not (t.is_float and t.is_static) or t.producer is None:
+            continue
+        literal = graph.nodes[t.producer].op_type == "Constant"
+        if not literal and not _derived_from_weights(graph, t):
             weights[t.name] = t
     float_params = list(weights.values())
     return CostReport(

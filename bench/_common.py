@@ -1,0 +1,102 @@
+"""Shared benchmark helpers: cached example models, timed CLI runs, tables.
+
+Models are built once into ``bench/.cache`` (git-ignored) with the example
+scripts; torch is needed only for the torch examples. Each measured command
+runs in a fresh process, so wall time and peak RSS are its own.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "bench" / ".cache"
+sys.path.insert(0, str(ROOT))
+
+__all__ = ["ROOT", "CACHE", "model", "timed", "Timed", "print_table", "machine", "DIMS"]
+
+console = Console(width=160)
+
+# name -> (module, build kwargs, --dim overrides used by every benchmark)
+MODELS: dict[str, tuple[str, dict, dict[str, int]]] = {
+    "mlp": ("examples.mlp", {"size": "base"}, {"batch": 8}),
+    "resnet18": ("examples.resnet", {"preset": "resnet18"}, {"batch": 8, "height": 224, "width": 224}),
+    "gpt2-small": ("examples.gpt2", {"size": "small"}, {"batch": 1, "seq": 128}),
+    "bert-base": ("examples.bert", {"size": "base"}, {"batch": 1, "seq": 128}),
+    "llama3.1-8b-prefill": ("examples.llama", {"config": "llama3.1-8b", "kind": "prefill"}, {"batch": 1, "seq": 2048}),
+    "llama3.1-8b-decode": ("examples.llama", {"config": "llama3.1-8b", "kind": "decode"}, {"batch": 1, "past": 4095}),
+    "llama3.1-70b-prefill": ("examples.llama", {"config": "llama3.1-70b", "kind": "prefill"}, {"batch": 1, "seq": 2048}),
+    "llama3.1-70b-decode": ("examples.llama", {"config": "llama3.1-70b", "kind": "decode"}, {"batch": 1, "past": 4095}),
+    "llama3.1-405b-decode": ("examples.llama", {"config": "llama3.1-405b", "kind": "decode"}, {"batch": 1, "past": 4095}),
+}
+DIMS = {name: dims for name, (_, _, dims) in MODELS.items()}
+
+
+def model(name: str) -> Path:
+    """Path of an example model, building it on first use."""
+    module_name, kwargs, _ = MODELS[name]
+    path = CACHE / f"{name}.onnx"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        import importlib
+
+        module = importlib.import_module(module_name)
+        console.print(f"[dim]building {name} with {module_name} ...[/dim]")
+        module.build(path, **kwargs)
+    return path
+
+
+def dim_args(name: str) -> list[str]:
+    return [a for k, v in DIMS[name].items() for a in ("--dim", f"{k}={v}")]
+
+
+@dataclass(frozen=True)
+class Timed:
+    wall_s: float
+    max_rss_bytes: int
+    stdout: str
+    returncode: int
+
+
+def timed(argv: Sequence[str], *, module: str = "partitioner") -> Timed:
+    """Run ``python -m MODULE ARGV`` in a fresh process: its wall time and its own peak RSS."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *argv], stdout=out, stderr=err, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode not in (0, 1):
+        console.print(f"[red]{' '.join(argv)} failed:[/red] {stderr.strip()}")
+    return Timed(wall, usage.ru_maxrss * 1024, stdout, proc.returncode)  # ru_maxrss is KiB on Linux
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for i, h in enumerate(headers):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    console.print(table)
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    return f"{platform.node()}: {platform.processor() or platform.machine()}, {cpus} cores, Python {platform.python_version()}"
