@@ -19,6 +19,7 @@ CLAIMED_OPS = frozenset(
         "MaxUnpool",
         "BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
         "RMSNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization",
+        "Attention",
     }
 )  # fmt: skip
 
