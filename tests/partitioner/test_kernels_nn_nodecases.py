@@ -19,7 +19,7 @@ CLAIMED_OPS = frozenset(
         "MaxUnpool",
         "BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
         "RMSNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization",
-        "Attention",
+        "Attention", "Resize", "Upsample",
     }
 )  # fmt: skip
 
