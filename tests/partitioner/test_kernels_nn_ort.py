@@ -1,0 +1,255 @@
+"""NN kernels against onnxruntime on the shapes real models use (ResNet, GPT-2, LLM decoders)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from partitioner.executor.kernels.nn_activation import gelu, relu
+from partitioner.executor.kernels.nn_attention import attention_v23
+from partitioner.executor.kernels.nn_conv import conv, conv_transpose
+from partitioner.executor.kernels.nn_norm import batch_normalization, layer_normalization
+from partitioner.executor.kernels.nn_pool import max_pool
+from partitioner.executor.kernels.nn_resize import resize
+from partitioner.executor.kernels.nn_softmax import softmax, softmax_v1
+
+_ONNX_TYPES = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float16): TensorProto.FLOAT16,
+    np.dtype(np.float64): TensorProto.DOUBLE,
+    np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(bool): TensorProto.BOOL,
+}
+
+
+def run_ort(
+    nodes: Sequence,
+    feeds: dict[str, np.ndarray],
+    outputs: Sequence[str],
+    opset: int,
+    initializers: dict[str, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Build a model of ``nodes`` (graph inputs = ``feeds``) and run it in onnxruntime."""
+    inputs = [
+        helper.make_tensor_value_info(name, _ONNX_TYPES[v.dtype], v.shape)
+        for name, v in feeds.items()
+    ]
+    outs = [helper.make_empty_tensor_value_info(name) for name in outputs]
+    inits = [numpy_helper.from_array(v, name) for name, v in (initializers or {}).items()]
+    graph = helper.make_graph(list(nodes), "g", inputs, outs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, feeds)
+
+
+RNG = np.random.default_rng(0)
+
+
+def randn(*shape: int, dtype=np.float32) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float16, 2e-2)])
+def test_resnet_stem_conv_bn_relu_maxpool(dtype, tol) -> None:
+    x = randn(1, 3, 64, 64, dtype=dtype)
+    w = (randn(16, 3, 7, 7) * 0.1).astype(dtype)
+    scale, bias = randn(16, dtype=dtype), randn(16, dtype=dtype)
+    mean, var = randn(16, dtype=dtype), (np.abs(randn(16)) + 0.5).astype(dtype)
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w"], ["c"], kernel_shape=[7, 7], strides=[2, 2], pads=[3] * 4
+        ),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+        helper.make_node("Relu", ["n"], ["r"]),
+        helper.make_node(
+            "MaxPool", ["r"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4
+        ),
+    ]
+    feeds = {"x": x, "w": w, "s": scale, "b": bias, "m": mean, "v": var}
+    (want,) = run_ort(nodes, feeds, ["y"], opset=15)
+    (c,) = conv(x, w, kernel_shape=[7, 7], strides=[2, 2], pads=[3] * 4)
+    (n,) = batch_normalization(c, scale, bias, mean, var)
+    (r,) = relu(n)
+    got, _ = max_pool(r, kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+    assert got.dtype == dtype and got.shape == (1, 16, 16, 16)
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float16, 2e-2)])
+def test_resnet_basic_block_convs(dtype, tol) -> None:
+    x = randn(2, 32, 28, 28, dtype=dtype)
+    w1 = (randn(32, 32, 3, 3) * 0.05).astype(dtype)
+    w2 = (randn(32, 32, 3, 3) * 0.05).astype(dtype)
+    b2 = randn(32, dtype=dtype)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], pads=[1] * 4),
+    ]
+    (want,) = run_ort(nodes, {"x": x, "w1": w1, "w2": w2, "b2": b2}, ["y"], opset=13)
+    (r1,) = relu(conv(x, w1, pads=[1] * 4)[0])
+    (got,) = conv(r1, w2, b2, pads=[1] * 4)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "c_in, c_out, group, strides, dilations, pads, auto_pad",
+    [
+        (8, 12, 4, [1, 1], [1, 1], [1, 1, 1, 1], "NOTSET"),  # grouped
+        (16, 16, 16, [2, 2], [1, 1], [1, 1, 1, 1], "NOTSET"),  # depthwise, strided
+        (16, 32, 16, [1, 1], [2, 2], [2, 1, 2, 3], "NOTSET"),  # depthwise multiplier 2, dilated
+        (16, 32, 16, [2, 2], [1, 1], None, "SAME_UPPER"),  # onnxruntime: no dilation with SAME
+        (6, 4, 2, [2, 1], [1, 1], None, "SAME_LOWER"),
+        (4, 8, 1, [3, 3], [1, 1], None, "VALID"),
+    ],
+)
+def test_grouped_and_depthwise_conv(c_in, c_out, group, strides, dilations, pads, auto_pad) -> None:
+    x = randn(2, c_in, 17, 19)
+    w = randn(c_out, c_in // group, 3, 3)
+    b = randn(c_out)
+    attrs = {"group": group, "strides": strides, "dilations": dilations, "auto_pad": auto_pad}
+    if pads is not None:
+        attrs["pads"] = pads
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)
+    (want,) = run_ort([node], {"x": x, "w": w, "b": b}, ["y"], opset=11)
+    (got,) = conv(x, w, b, **attrs)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_1d_and_3d() -> None:
+    x1, w1 = randn(2, 4, 31), randn(6, 4, 5)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[2, 1], strides=[2], dilations=[2])
+    (want,) = run_ort([node], {"x": x1, "w": w1}, ["y"], opset=11)
+    (got,) = conv(x1, w1, pads=[2, 1], strides=[2], dilations=[2])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    x3, w3 = randn(1, 3, 6, 7, 8), randn(4, 3, 3, 3, 3)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 0, 1, 1, 0, 1])
+    (want,) = run_ort([node], {"x": x3, "w": w3}, ["y"], opset=11)
+    (got,) = conv(x3, w3, pads=[1, 0, 1, 1, 0, 1])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]},
+        {"strides": [2, 2], "group": 2, "output_padding": [1, 0]},
+        {"strides": [3, 2], "dilations": [2, 1], "pads": [0, 1, 2, 0]},
+        {"strides": [2, 2], "output_shape": [20, 22]},
+        {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    ],
+)
+def test_conv_transpose(attrs) -> None:
+    x, w, b = randn(2, 4, 9, 10), randn(4, 3, 3, 3), randn(3 * attrs.get("group", 1))
+    if "group" in attrs:
+        w = randn(4, 3, 3, 3)
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], **attrs)
+    (want,) = run_ort([node], {"x": x, "w": w, "b": b}, ["y"], opset=11)
+    (got,) = conv_transpose(x, w, b, **attrs)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float16, 5e-3)])
+def test_layer_norm_transformer_shape(dtype, tol) -> None:
+    x = randn(2, 128, 768, dtype=dtype)
+    scale, bias = randn(768, dtype=dtype), randn(768, dtype=dtype)
+    node = helper.make_node(
+        "LayerNormalization", ["x", "s", "b"], ["y", "mean", "inv"], epsilon=1e-5
+    )
+    want = run_ort([node], {"x": x, "s": scale, "b": bias}, ["y", "mean", "inv"], opset=17)
+    got = layer_normalization(x, scale, bias, epsilon=1e-5)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32), rtol=tol, atol=tol)
+
+
+def test_softmax_on_attention_scores() -> None:
+    scores = randn(1, 12, 128, 128) * 4
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=-1)
+    (want,) = run_ort([node], {"x": scores}, ["y"], opset=13)
+    np.testing.assert_allclose(softmax(scores)[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_opset11_coerces_to_2d() -> None:
+    x = randn(2, 3, 4, 5)
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=1)
+    (want,) = run_ort([node], {"x": x}, ["y"], opset=11)
+    got = softmax_v1(x, axis=1)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # each batch item's 60 values sum to one, not each channel column
+    np.testing.assert_allclose(got.reshape(2, -1).sum(axis=1), [1.0, 1.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_gelu(approximate) -> None:
+    x = randn(1, 64, 3072) * 3
+    node = helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)
+    (want,) = run_ort([node], {"x": x}, ["y"], opset=20)
+    np.testing.assert_allclose(gelu(x, approximate=approximate)[0], want, rtol=1e-5, atol=1e-5)
+
+
+_CTM = "coordinate_transformation_mode"
+
+
+@pytest.mark.parametrize(
+    "attrs, scales, sizes",
+    [
+        ({"mode": "linear"}, [1, 1, 2, 2], None),
+        ({"mode": "linear", _CTM: "align_corners"}, None, [1, 3, 45, 20]),
+        ({"mode": "linear", _CTM: "pytorch_half_pixel"}, [1, 1, 0.5, 0.75], None),
+        ({"mode": "nearest", _CTM: "asymmetric", "nearest_mode": "floor"}, [1, 1, 2, 2], None),
+        ({"mode": "nearest"}, None, [1, 3, 13, 50]),
+        ({"mode": "cubic"}, [1, 1, 1.5, 0.7], None),
+        ({"mode": "linear", "antialias": 1}, [1, 1, 0.4, 0.6], None),
+    ],
+)
+def test_resize(attrs, scales, sizes) -> None:
+    x = randn(1, 3, 24, 32)
+    feeds = {"x": x}
+    inputs = ["x", ""]
+    if scales is not None:
+        feeds["scales"] = np.asarray(scales, np.float32)
+        inputs.append("scales")
+    else:
+        feeds["sizes"] = np.asarray(sizes, np.int64)
+        inputs += ["", "sizes"]
+    node = helper.make_node("Resize", inputs, ["y"], **attrs)
+    (want,) = run_ort([node], feeds, ["y"], opset=19)
+    (got,) = resize(x, None, feeds.get("scales"), feeds.get("sizes"), **attrs)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_gpt2_shape_causal() -> None:
+    q, k, v = (randn(1, 64, 768) for _ in range(3))
+    attrs = {"q_num_heads": 12, "kv_num_heads": 12, "is_causal": 1}
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], **attrs)
+    (want,) = run_ort([node], {"q": q, "k": k, "v": v}, ["y"], opset=23)
+    np.testing.assert_allclose(attention_v23(q, k, v, **attrs)[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_gqa_decode_with_cache_and_bool_mask() -> None:
+    q, k, v = randn(2, 32, 1, 64), randn(2, 8, 1, 64), randn(2, 8, 1, 64)
+    past_k, past_v = randn(2, 8, 15, 64), randn(2, 8, 15, 64)
+    mask = np.ones((2, 1, 1, 16), dtype=bool)
+    mask[1, :, :, :4] = False  # left padding of the second sequence
+    node = helper.make_node(
+        "Attention",
+        ["q", "k", "v", "m", "pk", "pv"],
+        ["y", "present_k", "present_v"],
+    )
+    feeds = {"q": q, "k": k, "v": v, "m": mask, "pk": past_k, "pv": past_v}
+    want = run_ort([node], feeds, ["y", "present_k", "present_v"], opset=23)
+    got = attention_v23(q, k, v, mask, past_k, past_v)[:3]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
