@@ -19,7 +19,7 @@ CLAIMED_OPS = frozenset(
         "MaxUnpool",
         "BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
         "RMSNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization",
-        "Attention", "Resize", "Upsample",
+        "Attention", "Resize", "Upsample", "RNN", "GRU", "LSTM",
     }
 )  # fmt: skip
 

@@ -22,6 +22,7 @@ _ONNX_TYPES = {
     np.dtype(np.float16): TensorProto.FLOAT16,
     np.dtype(np.float64): TensorProto.DOUBLE,
     np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(np.int32): TensorProto.INT32,
     np.dtype(bool): TensorProto.BOOL,
 }
 
@@ -253,3 +254,51 @@ def test_attention_gqa_decode_with_cache_and_bool_mask() -> None:
     got = attention_v23(q, k, v, mask, past_k, past_v)[:3]
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"direction": "bidirectional"},
+        {"direction": "reverse", "clip": 2.0},
+        {"direction": "forward"},
+    ],
+)
+def test_recurrent_against_onnxruntime(op, attrs) -> None:
+    from partitioner.executor.kernels.nn_rnn import gru, lstm, rnn
+
+    gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
+    dirs = 2 if attrs["direction"] == "bidirectional" else 1
+    seq, batch, inp, hidden = 7, 3, 5, 6
+    names = ["x", "w", "r", "b", "lens", "h0"]
+    feeds = {
+        "x": randn(seq, batch, inp),
+        "w": randn(dirs, gates * hidden, inp),
+        "r": randn(dirs, gates * hidden, hidden),
+        "b": randn(dirs, 2 * gates * hidden),
+        "lens": np.array([7, 4, 1], np.int32),
+        "h0": randn(dirs, batch, hidden),
+    }
+    outputs = ["y", "y_h"]
+    if op == "LSTM":
+        feeds.update(c0=randn(dirs, batch, hidden), p=randn(dirs, 3 * hidden))
+        names += ["c0", "p"]
+        outputs.append("y_c")
+    if op == "GRU":
+        attrs = {**attrs, "linear_before_reset": 1}
+    node = helper.make_node(op, names, outputs, hidden_size=hidden, **attrs)
+    want = run_ort([node], feeds, outputs, opset=14)
+    fn = {"RNN": rnn, "GRU": gru, "LSTM": lstm}[op]
+    got = fn(*[feeds[n] for n in names], hidden_size=hidden, **attrs)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    # layout=1 (batch-major; onnxruntime has no kernel for it) is the same run transposed
+    batch_major = dict(feeds, x=feeds["x"].transpose(1, 0, 2), h0=feeds["h0"].transpose(1, 0, 2))
+    if op == "LSTM":
+        batch_major["c0"] = feeds["c0"].transpose(1, 0, 2)
+    got_bm = fn(*[batch_major[n] for n in names], hidden_size=hidden, layout=1, **attrs)
+    np.testing.assert_allclose(got_bm[0], want[0].transpose(2, 0, 1, 3), rtol=1e-4, atol=1e-5)
+    for g, w in zip(got_bm[1:], want[1:], strict=True):
+        np.testing.assert_allclose(g, w.transpose(1, 0, 2), rtol=1e-4, atol=1e-5)
