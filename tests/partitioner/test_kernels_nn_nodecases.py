@@ -19,7 +19,10 @@ CLAIMED_OPS = frozenset(
         "MaxUnpool",
         "BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
         "RMSNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization",
-        "Attention", "Resize", "Upsample", "RNN", "GRU", "LSTM",
+        "Attention", "RotaryEmbedding", "Resize", "Upsample", "RNN", "GRU", "LSTM",
+        "CenterCropPad", "Col2Im", "AffineGrid", "GridSample", "RoiAlign", "DeformConv",
+        "DFT", "STFT", "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix",
+        "SwiGLU",
     }
 )  # fmt: skip
 

@@ -302,3 +302,85 @@ def test_recurrent_against_onnxruntime(op, attrs) -> None:
     np.testing.assert_allclose(got_bm[0], want[0].transpose(2, 0, 1, 3), rtol=1e-4, atol=1e-5)
     for g, w in zip(got_bm[1:], want[1:], strict=True):
         np.testing.assert_allclose(g, w.transpose(1, 0, 2), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [0, 1])
+def test_grid_sample(mode, padding_mode, align_corners) -> None:
+    from partitioner.executor.kernels.nn_spatial import grid_sample
+
+    x = randn(2, 3, 7, 9)
+    grid = (RNG.uniform(-1.3, 1.3, (2, 5, 6, 2))).astype(np.float32)
+    attrs = {"mode": mode, "padding_mode": padding_mode, "align_corners": align_corners}
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], **attrs)
+    (want,) = run_ort([node], {"x": x, "grid": grid}, ["y"], opset=22)
+    np.testing.assert_allclose(grid_sample(x, grid, **attrs)[0], want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("ctm", ["half_pixel", "output_half_pixel"])
+def test_roi_align(mode, ctm) -> None:
+    from partitioner.executor.kernels.nn_roi import roi_align
+
+    x = randn(2, 3, 20, 24)
+    rois = RNG.uniform(0, 40, (12, 4)).astype(np.float32)
+    rois[:, 2:] = rois[:, :2] + RNG.uniform(-2, 25, (12, 2))  # includes degenerate boxes
+    batch = RNG.integers(0, 2, 12).astype(np.int64)
+    attrs = {
+        "mode": mode,
+        "coordinate_transformation_mode": ctm,
+        "output_height": 3,
+        "output_width": 4,
+        "spatial_scale": 0.5,
+    }
+    node = helper.make_node("RoiAlign", ["x", "r", "b"], ["y"], **attrs)
+    (want,) = run_ort([node], {"x": x, "r": rois, "b": batch}, ["y"], opset=16)
+    np.testing.assert_allclose(roi_align(x, rois, batch, **attrs)[0], want, rtol=1e-4, atol=1e-5)
+
+
+def test_lp_pools() -> None:
+    from partitioner.executor.kernels.nn_pool import global_lp_pool, lp_pool
+
+    x = randn(2, 3, 9, 8)
+    nodes = [
+        helper.make_node("GlobalLpPool", ["x"], ["g"], p=3),
+        helper.make_node(
+            "LpPool", ["x"], ["l"], p=2, kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 1]
+        ),
+    ]
+    want_g, want_l = run_ort(nodes, {"x": x}, ["g", "l"], opset=18)
+    np.testing.assert_allclose(global_lp_pool(x, p=3)[0], want_g, rtol=1e-5, atol=1e-5)
+    got_l = lp_pool(x, p=2, kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 1])[0]
+    np.testing.assert_allclose(got_l, want_l, rtol=1e-5, atol=1e-5)
+
+
+def test_deform_conv_with_mask_and_groups() -> None:
+    from partitioner.executor.kernels.nn_deform import deform_conv
+
+    x, w, b = randn(2, 4, 9, 10), randn(6, 2, 3, 3), randn(6)
+    attrs = {"group": 2, "offset_group": 2, "pads": [1, 1, 1, 1], "strides": [2, 1]}
+    offset = (randn(2, 2 * 9 * 2, 5, 10) * 1.5).astype(np.float32)
+    mask = RNG.uniform(0, 1, (2, 2 * 9, 5, 10)).astype(np.float32)
+    node = helper.make_node("DeformConv", ["x", "w", "o", "b", "m"], ["y"], **attrs)
+    feeds = {"x": x, "w": w, "o": offset, "b": b, "m": mask}
+    (want,) = run_ort([node], feeds, ["y"], opset=22)
+    np.testing.assert_allclose(
+        deform_conv(x, w, offset, b, mask, **attrs)[0], want, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_rotary_embedding_llm_shape() -> None:
+    from partitioner.executor.kernels.nn_attention import rotary_embedding
+
+    x = randn(2, 16, 8 * 64)
+    positions = np.stack([np.arange(16), np.arange(5, 21)]).astype(np.int64)
+    angles = np.arange(32)[None, :] * 1e-2 * np.arange(64)[:, None]
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    for interleaved in (0, 1):
+        node = helper.make_node(
+            "RotaryEmbedding", ["x", "c", "s", "p"], ["y"], num_heads=8, interleaved=interleaved
+        )
+        (want,) = run_ort([node], {"x": x, "c": cos, "s": sin, "p": positions}, ["y"], opset=23)
+        got = rotary_embedding(x, cos, sin, positions, num_heads=8, interleaved=interleaved)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -26,6 +26,7 @@ __all__ = [
     "thresholded_relu",
     "mish",
     "swish",
+    "swiglu",
 ]
 
 _SELU_ALPHA = 1.67326319217681884765625
@@ -139,3 +140,10 @@ def swish(x: np.ndarray, *, alpha: float = 1.0) -> tuple[np.ndarray]:
     """x * sigmoid(alpha * x)."""
     xc = to_compute(x)
     return ((xc * _sigmoid(alpha * xc)).astype(x.dtype, copy=False),)
+
+
+@kernel("SwiGLU", since=28)
+def swiglu(a: np.ndarray, b: np.ndarray, *, alpha: float = 1.0) -> tuple[np.ndarray]:
+    """Swish_alpha(a) * b, a and b of the same shape."""
+    ac = to_compute(a)
+    return ((ac * _sigmoid(alpha * ac) * to_compute(b)).astype(a.dtype, copy=False),)

@@ -1,4 +1,4 @@
-"""Attention (opsets 23, 24, 25): scaled dot-product attention with GQA/MQA, masks, KV cache.
+"""Attention (opsets 23, 24, 25) and RotaryEmbedding (opset 23).
 
 Q/K/V are 4-D (batch, heads, seq, head_size) or 3-D (batch, seq, heads * head_size). Grouped
 query heads are never repeated in memory: Q is viewed as (batch, kv_heads, group, seq, size)
@@ -13,7 +13,7 @@ import numpy as np
 from partitioner.executor.kernels.nn_common import to_compute
 from partitioner.executor.registry import kernel
 
-__all__ = ["attention", "attention_v24", "attention_v23"]
+__all__ = ["attention", "attention_v24", "attention_v23", "rotary_embedding"]
 
 # softmax_precision codes (TensorProto dtypes) that change the compute precision
 _SOFTMAX_DTYPES = {1: np.float32, 10: np.float16, 11: np.float64, 16: ml_dtypes.bfloat16}
@@ -235,3 +235,48 @@ def attention_v23(
         qk_matmul_output_mode=qk_matmul_output_mode, scale=scale, softcap=softcap,
         softmax_precision=softmax_precision,
     )  # fmt: skip
+
+
+@kernel("RotaryEmbedding", since=23)
+def rotary_embedding(
+    x: np.ndarray,
+    cos_cache: np.ndarray,
+    sin_cache: np.ndarray,
+    position_ids: np.ndarray | None = None,
+    *,
+    interleaved: int = 0,
+    num_heads: int = 0,
+    rotary_embedding_dim: int = 0,
+) -> tuple[np.ndarray]:
+    """RoPE: rotate the first ``rotary_embedding_dim`` features of each head by position.
+
+    x is (B, H, S, D) or (B, S, H*D); the caches are (max_pos, rot/2) indexed by
+    ``position_ids`` (B, S), or already (B, S, rot/2). Pairs are (i, i + rot/2), or
+    (2i, 2i + 1) when ``interleaved``.
+    """
+    four_d = x.ndim == 4
+    xc = to_compute(x)
+    if not four_d:  # (B, S, H*D) -> (B, H, S, D)
+        b, s, hidden = x.shape
+        xc = xc.reshape(b, s, num_heads, hidden // num_heads).transpose(0, 2, 1, 3)
+    head_size = xc.shape[-1]
+    rot = rotary_embedding_dim or head_size
+    cos, sin = to_compute(cos_cache), to_compute(sin_cache)
+    if position_ids is not None:
+        cos, sin = cos[position_ids], sin[position_ids]
+    cos, sin = cos[:, None], sin[:, None]  # (B, 1, S, rot/2) broadcasts over heads
+    rotate = xc[..., :rot]
+    if interleaved:
+        x1, x2 = rotate[..., 0::2], rotate[..., 1::2]
+    else:
+        x1, x2 = rotate[..., : rot // 2], rotate[..., rot // 2 :]
+    real = cos * x1 - sin * x2
+    imag = sin * x1 + cos * x2
+    if interleaved:
+        rotated = np.stack([real, imag], axis=-1).reshape(real.shape[:-1] + (rot,))
+    else:
+        rotated = np.concatenate([real, imag], axis=-1)
+    y = np.concatenate([rotated, xc[..., rot:]], axis=-1)
+    if not four_d:
+        y = y.transpose(0, 2, 1, 3).reshape(x.shape)
+    return (y.astype(x.dtype, copy=False),)

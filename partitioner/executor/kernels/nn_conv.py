@@ -22,7 +22,15 @@ from partitioner.executor.kernels.nn_common import (
 )
 from partitioner.executor.registry import kernel
 
-__all__ = ["conv", "conv_transpose", "conv_integer", "qlinear_conv", "conv_nd", "conv_transpose_nd"]
+__all__ = [
+    "conv",
+    "conv_transpose",
+    "conv_integer",
+    "qlinear_conv",
+    "conv_nd",
+    "conv_transpose_nd",
+    "col2im",
+]
 
 
 def _spatial_attrs(
@@ -145,21 +153,38 @@ def conv_transpose_nd(
     w_t = w.reshape(group, c_g, m_g * k_size).transpose(0, 2, 1)  # (g, M/g*K, C/g)
     cols = np.matmul(w_t, x.reshape(n, group, c_g, s_size))  # (N, g, M/g*K, S)
     cols = cols.reshape((n, group * m_g, *kernel_shape, *in_shape))
-    # canvas covers both the full (unpadded) result and the requested output window
+    return col2im(cols, strides=strides, dilations=dilations, begin=begin, out_shape=out_shape)
+
+
+def col2im(
+    cols: np.ndarray,
+    *,
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    begin: Sequence[int],
+    out_shape: Sequence[int],
+) -> np.ndarray:
+    """Sum column blocks (N, C, *K, *L) into an image (N, C, *out_shape).
+
+    Block position l and kernel tap t land at ``l * stride + t * dilation - begin``; positions
+    outside [0, out_shape) are dropped. One strided add per kernel tap.
+    """
+    rank = len(out_shape)
+    n, c = cols.shape[:2]
+    kernel_shape, grid = cols.shape[2 : 2 + rank], cols.shape[2 + rank :]
+    # the canvas covers both every block's reach and the requested output window
     lo = [min(0, b) for b in begin]
     hi = [
-        max((i - 1) * s + (k - 1) * d + 1, b + o)
-        for i, k, s, d, b, o in zip(
-            in_shape, kernel_shape, strides, dilations, begin, out_shape, strict=True
+        max((g - 1) * s + (k - 1) * d + 1, b + o)
+        for g, k, s, d, b, o in zip(
+            grid, kernel_shape, strides, dilations, begin, out_shape, strict=True
         )
     ]
-    canvas = np.zeros(
-        (n, group * m_g, *[h - low for h, low in zip(hi, lo, strict=True)]), dtype=cols.dtype
-    )
+    canvas = np.zeros((n, c, *[h - low for h, low in zip(hi, lo, strict=True)]), dtype=cols.dtype)
     for tap in np.ndindex(*kernel_shape):
         target = tuple(
-            slice(t * d - low, t * d - low + (i - 1) * s + 1, s)
-            for t, d, low, i, s in zip(tap, dilations, lo, in_shape, strides, strict=True)
+            slice(t * d - low, t * d - low + (g - 1) * s + 1, s)
+            for t, d, low, g, s in zip(tap, dilations, lo, grid, strides, strict=True)
         )
         canvas[(slice(None), slice(None)) + target] += cols[(slice(None), slice(None)) + tap]
     crop = tuple(
