@@ -384,3 +384,18 @@ def test_rotary_embedding_llm_shape() -> None:
         (want,) = run_ort([node], {"x": x, "c": cos, "s": sin, "p": positions}, ["y"], opset=23)
         got = rotary_embedding(x, cos, sin, positions, num_heads=8, interleaved=interleaved)[0]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("scales", [[1, 1, 2, 3], [1, 1, 0.5, 0.75], [1, 1, 1.5, 2.5]])
+def test_resize_opset10_and_upsample_opset9(mode, scales) -> None:
+    from partitioner.executor.kernels.nn_resize import resize_v10, upsample
+
+    x = randn(1, 2, 8, 12)
+    feeds = {"x": x, "scales": np.asarray(scales, np.float32)}
+    for op, fn, opset in (("Resize", resize_v10, 10), ("Upsample", upsample, 9)):
+        if op == "Upsample" and min(scales) < 1:
+            continue  # Upsample only scales up
+        node = helper.make_node(op, ["x", "scales"], ["y"], mode=mode)
+        (want,) = run_ort([node], feeds, ["y"], opset=opset)
+        np.testing.assert_allclose(fn(x, feeds["scales"], mode=mode)[0], want, rtol=1e-5, atol=1e-5)

@@ -44,32 +44,32 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-@kernel("Relu", since=1)
+@kernel("Relu", since=6)
 def relu(x: np.ndarray) -> tuple[np.ndarray]:
     """max(x, 0); integer types (opset 14) stay integer."""
     return (np.maximum(x, np.zeros((), dtype=x.dtype)),)
 
 
-@kernel("LeakyRelu", since=1)
+@kernel("LeakyRelu", since=6)
 def leaky_relu(x: np.ndarray, *, alpha: float = 0.01) -> tuple[np.ndarray]:
     xc = to_compute(x)
     return (np.where(xc >= 0, xc, xc * alpha).astype(x.dtype, copy=False),)
 
 
-@kernel("PRelu", since=1)
+@kernel("PRelu", since=6)
 def prelu(x: np.ndarray, slope: np.ndarray) -> tuple[np.ndarray]:
     """x if x >= 0 else slope * x, ``slope`` broadcast unidirectionally to ``x``."""
     xc = to_compute(x)
     return (np.where(xc >= 0, xc, xc * to_compute(slope)).astype(x.dtype, copy=False),)
 
 
-@kernel("Elu", since=1)
+@kernel("Elu", since=6)
 def elu(x: np.ndarray, *, alpha: float = 1.0) -> tuple[np.ndarray]:
     xc = to_compute(x)
     return (np.where(xc > 0, xc, alpha * np.expm1(np.minimum(xc, 0))).astype(x.dtype, copy=False),)
 
 
-@kernel("Selu", since=1)
+@kernel("Selu", since=6)
 def selu(
     x: np.ndarray, *, alpha: float = _SELU_ALPHA, gamma: float = _SELU_GAMMA
 ) -> tuple[np.ndarray]:
@@ -98,7 +98,7 @@ def gelu(x: np.ndarray, *, approximate: str = "none") -> tuple[np.ndarray]:
     return (y.astype(x.dtype, copy=False),)
 
 
-@kernel("HardSigmoid", since=1)
+@kernel("HardSigmoid", since=6)
 def hard_sigmoid(x: np.ndarray, *, alpha: float = 0.2, beta: float = 0.5) -> tuple[np.ndarray]:
     xc = to_compute(x)
     return (np.clip(alpha * xc + beta, 0, 1).astype(x.dtype, copy=False),)

@@ -155,7 +155,7 @@ def group_normalization_v18(
     )
 
 
-@kernel("InstanceNormalization", since=1)
+@kernel("InstanceNormalization", since=6)
 def instance_normalization(
     x: np.ndarray, scale: np.ndarray, b: np.ndarray, *, epsilon: float = 1e-5
 ) -> tuple[np.ndarray]:

@@ -129,7 +129,7 @@ def _clip(clip: float | None) -> Callable[[np.ndarray], np.ndarray]:
     return (lambda v: np.clip(v, -clip, clip)) if clip else (lambda v: v)
 
 
-@kernel("RNN", since=1)
+@kernel("RNN", since=7)
 def rnn(
     x, w, r, b=None, sequence_lens=None, initial_h=None, *,
     activation_alpha=None, activation_beta=None, activations=None, clip=None,
@@ -157,7 +157,7 @@ def rnn(
     return _finish(ys, [h_finals], layout, x.dtype)
 
 
-@kernel("GRU", since=1)
+@kernel("GRU", since=7)
 def gru(
     x, w, r, b=None, sequence_lens=None, initial_h=None, *,
     activation_alpha=None, activation_beta=None, activations=None, clip=None,
@@ -197,7 +197,7 @@ def gru(
     return _finish(ys, [h_finals], layout, x.dtype)
 
 
-@kernel("LSTM", since=1)
+@kernel("LSTM", since=7)
 def lstm(
     x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p=None, *,
     activation_alpha=None, activation_beta=None, activations=None, clip=None,
