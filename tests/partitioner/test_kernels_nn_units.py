@@ -164,3 +164,29 @@ def test_dropout_training_scales_kept_values() -> None:
     y, mask = dropout(x, np.float32(0.25), np.bool_(True), seed=3)
     np.testing.assert_allclose(y[mask], 1 / 0.75)
     assert not y[~mask].any() and 0.65 < mask.mean() < 0.85
+
+
+def test_activations_at_infinities_and_nan() -> None:
+    from partitioner.executor.kernels.nn_activation import celu, elu, leaky_relu, prelu, relu, selu
+
+    x = np.array([-np.inf, -1.0, 0.0, 2.0, np.inf, np.nan], np.float32)
+    e1 = math.expm1(-1.0)
+    np.testing.assert_array_equal(relu(x)[0], [0, 0, 0, 2, np.inf, np.nan])
+    np.testing.assert_allclose(leaky_relu(x, alpha=0.1)[0], [-np.inf, -0.1, 0, 2, np.inf, np.nan])
+    np.testing.assert_allclose(
+        prelu(x, np.float32([0.5]))[0], [-np.inf, -0.5, 0, 2, np.inf, np.nan]
+    )
+    np.testing.assert_allclose(elu(x, alpha=2.0)[0], [-2, 2 * e1, 0, 2, np.inf, np.nan], rtol=1e-6)
+    np.testing.assert_allclose(celu(x, alpha=1.0)[0], [-1, e1, 0, 2, np.inf, np.nan], rtol=1e-6)
+    gamma_alpha = 1.05070102214813232421875 * 1.67326319217681884765625
+    np.testing.assert_allclose(
+        selu(x)[0], [-gamma_alpha, gamma_alpha * e1, 0, 2 * 1.0507010221, np.inf, np.nan], rtol=1e-6
+    )
+
+
+def test_relu_keeps_integer_dtype() -> None:
+    from partitioner.executor.kernels.nn_activation import relu
+
+    (y,) = relu(np.array([-3, 0, 5], np.int8))
+    assert y.dtype == np.int8
+    np.testing.assert_array_equal(y, [0, 0, 5])

@@ -1,7 +1,9 @@
-"""Activation kernels: Relu family, Gelu, Softplus/Softsign, Mish, Swish, Hard*.
+"""Activation kernels: Relu family, Gelu, Softplus/Softsign, Mish, Swish, SwiGLU, Hard*.
 
 Each computes in float32 for float16/bfloat16 (see `nn_common.compute_dtype`) and returns
 the input dtype. Sigmoid, Tanh and Erf are elementwise-math kernels and live elsewhere.
+Branches are written as arithmetic on clipped halves (``np.clip`` with two finite-or-inf
+bounds is several times faster than ``np.maximum`` or ``np.where`` in numpy 2).
 """
 
 from __future__ import annotations
@@ -38,35 +40,46 @@ def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0, x)
 
 
+def _positive(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0, np.inf)
+
+
+def _negative(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -np.inf, 0)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # exp(-|x|) never overflows; pick the stable branch per sign
+    """1 / (1 + exp(-x)) without overflow: e = exp(-|x|), numerator 1 (x >= 0) or e (x < 0)."""
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    non_negative = x >= 0
+    return (e + non_negative * (1 - e)) / (1 + e)
 
 
 @kernel("Relu", since=6)
 def relu(x: np.ndarray) -> tuple[np.ndarray]:
     """max(x, 0); integer types (opset 14) stay integer."""
-    return (np.maximum(x, np.zeros((), dtype=x.dtype)),)
+    if x.dtype.kind in "iu":
+        return (np.maximum(x, np.zeros((), dtype=x.dtype)),)
+    return (_positive(to_compute(x)).astype(x.dtype, copy=False),)
 
 
 @kernel("LeakyRelu", since=6)
 def leaky_relu(x: np.ndarray, *, alpha: float = 0.01) -> tuple[np.ndarray]:
     xc = to_compute(x)
-    return (np.where(xc >= 0, xc, xc * alpha).astype(x.dtype, copy=False),)
+    return ((_positive(xc) + alpha * _negative(xc)).astype(x.dtype, copy=False),)
 
 
 @kernel("PRelu", since=6)
 def prelu(x: np.ndarray, slope: np.ndarray) -> tuple[np.ndarray]:
     """x if x >= 0 else slope * x, ``slope`` broadcast unidirectionally to ``x``."""
     xc = to_compute(x)
-    return (np.where(xc >= 0, xc, xc * to_compute(slope)).astype(x.dtype, copy=False),)
+    return ((_positive(xc) + to_compute(slope) * _negative(xc)).astype(x.dtype, copy=False),)
 
 
 @kernel("Elu", since=6)
 def elu(x: np.ndarray, *, alpha: float = 1.0) -> tuple[np.ndarray]:
     xc = to_compute(x)
-    return (np.where(xc > 0, xc, alpha * np.expm1(np.minimum(xc, 0))).astype(x.dtype, copy=False),)
+    return ((_positive(xc) + alpha * np.expm1(_negative(xc))).astype(x.dtype, copy=False),)
 
 
 @kernel("Selu", since=6)
@@ -74,7 +87,7 @@ def selu(
     x: np.ndarray, *, alpha: float = _SELU_ALPHA, gamma: float = _SELU_GAMMA
 ) -> tuple[np.ndarray]:
     xc = to_compute(x)
-    y = np.where(xc > 0, gamma * xc, gamma * alpha * np.expm1(np.minimum(xc, 0)))
+    y = gamma * (_positive(xc) + alpha * np.expm1(_negative(xc)))
     return (y.astype(x.dtype, copy=False),)
 
 
@@ -82,7 +95,7 @@ def selu(
 def celu(x: np.ndarray, *, alpha: float = 1.0) -> tuple[np.ndarray]:
     """max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
     xc = to_compute(x)
-    y = np.maximum(xc, 0) + np.minimum(0, alpha * np.expm1(np.minimum(xc, 0) / alpha))
+    y = _positive(xc) + _negative(alpha * np.expm1(_negative(xc) / alpha))
     return (y.astype(x.dtype, copy=False),)
 
 
@@ -91,10 +104,18 @@ def gelu(x: np.ndarray, *, approximate: str = "none") -> tuple[np.ndarray]:
     """x * Phi(x); ``approximate='tanh'`` uses 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))."""
     xc = to_compute(x)
     if as_str(approximate) == "tanh":
-        inner = np.sqrt(2 / np.pi) * (xc + 0.044715 * xc**3)
-        y = 0.5 * xc * (1 + np.tanh(inner))
+        # sqrt(2/pi) * (x + 0.044715 x^3), built in place (x**3 via np.power is ~100x slower)
+        root = float(np.sqrt(2 / np.pi))
+        y = xc * xc
+        y *= 0.044715 * root
+        y += root
+        y *= xc
+        np.tanh(y, out=y)
     else:
-        y = 0.5 * xc * (1 + erf(xc / np.sqrt(2)))
+        y = erf(xc * float(1 / np.sqrt(2)))
+    y += 1
+    y *= xc
+    y *= 0.5
     return (y.astype(x.dtype, copy=False),)
 
 

@@ -71,12 +71,26 @@ def _mask_bias(attn_mask: np.ndarray, kv_len: int, dtype: np.dtype) -> np.ndarra
 
 
 def _softmax_rows(scores: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis; a row with no finite score (fully masked) becomes zeros."""
-    row_max = np.max(scores, axis=-1, keepdims=True)
-    row_max = np.where(np.isfinite(row_max), row_max, 0)
-    e = np.exp(scores - row_max)
-    total = np.sum(e, axis=-1, keepdims=True)
-    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+    """Softmax over the last axis; a row with no finite score (fully masked) becomes zeros.
+
+    float32/float64 take the fast path (fmax.reduce and einsum row sums); float16/bfloat16
+    stay in their own precision with plain ufunc reductions, as the spec's graph does.
+    """
+    fast = scores.dtype in (np.float32, np.float64)
+    row_max = (
+        np.fmax.reduce(scores, axis=-1, keepdims=True)
+        if fast
+        else np.max(scores, -1, keepdims=True)
+    )
+    row_max[~np.isfinite(row_max)] = 0  # small (rows, 1) array
+    e = scores - row_max
+    np.exp(e, out=e)
+    total = np.einsum("...i->...", e)[..., None] if fast else np.sum(e, axis=-1, keepdims=True)
+    if fast:  # one reciprocal per row, then multiplies; fully masked rows are all zeros
+        e *= np.divide(1, total, out=np.zeros_like(total), where=total > 0)
+    else:  # divide like the spec's graph so float16/bfloat16 round the same way
+        np.divide(e, total, out=e, where=total > 0)
+    return e
 
 
 def _scaled_scores(q4: np.ndarray, k4: np.ndarray, scale: float | None) -> np.ndarray:
@@ -135,8 +149,8 @@ def _attention(
         left_window_size,
         right_window_size,
     )
-    if allowed is not None:
-        scores = np.where(allowed, scores, dtype.type(-np.inf))
+    if allowed is not None:  # an additive 0 / -inf bias: cheaper than np.where on the scores
+        scores = scores + np.where(allowed, dtype.type(0), dtype.type(-np.inf))
     softmax_dtype = _SOFTMAX_DTYPES.get(int(softmax_precision or 0), dtype)
     probs = _softmax_rows(scores.astype(softmax_dtype, copy=False)).astype(dtype, copy=False)
     acc = _accumulate_dtype(dtype)

@@ -178,35 +178,66 @@ def windows(
     return view[index]
 
 
-# erf without scipy: Maclaurin series for |x| < 2.5 (all terms needed for 1e-16 fit in 40),
-# Lentz-free continued fraction for erfc beyond (evaluated bottom-up at a fixed depth).
-_ERF_TERMS = 42
-_ERF_COEFFS = np.array(
-    [(-1.0) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(_ERF_TERMS)]
-) * (2.0 / math.sqrt(math.pi))
-_ERFC_DEPTH = 60
-_ERF_SPLIT = 2.5
+# erf without scipy. |x| < 0.5: Maclaurin series. Beyond: erfc(z) = t exp(-z^2 + P(t)) with
+# t = 1 / (1 + z/2) and P a Chebyshev fit made here at import from math.erfc (smooth on
+# z in [0.5, 6.5]; past 6.5 erfc < 4e-20 so erf = +-1). Two precisions: float64 inputs get
+# 12 series terms and degree 16 (relative error ~1e-14); narrower floats compute in float32
+# with 7 terms and degree 9 (~1e-8), which is ~4x faster.
+_ERF_SPLIT = 0.5
+_ERFC_MAX_Z = 6.5
+
+
+def _erf_series(terms: int) -> np.ndarray:
+    coeffs = [(-1.0) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(terms)]
+    return np.array(coeffs) * (2.0 / math.sqrt(math.pi))
+
+
+def _erfc_exponent_fit(degree: int) -> tuple[np.ndarray, float, float]:
+    """Chebyshev coefficients of P(t) = log(erfc(z) / t) + z^2 on t's range, and that range."""
+    t_low, t_high = 1 / (1 + _ERFC_MAX_Z / 2), 1 / (1 + _ERF_SPLIT / 2)
+    k = np.arange(4 * degree + 8)
+    nodes = np.cos(np.pi * (k + 0.5) / len(k)) * (t_high - t_low) / 2 + (t_high + t_low) / 2
+    z = 2 * (1 / nodes - 1)
+    target = [math.log(math.erfc(zi) / ti) + zi * zi for zi, ti in zip(z, nodes, strict=True)]
+    fit = np.polynomial.chebyshev.Chebyshev.fit(nodes, target, degree, domain=[t_low, t_high])
+    return fit.coef, t_low, t_high
+
+
+_ERF_PRECISE = (_erf_series(12), *_erfc_exponent_fit(16))
+_ERF_SINGLE = (_erf_series(7), *_erfc_exponent_fit(9))
 
 
 def erf(x: np.ndarray) -> np.ndarray:
-    """The error function, elementwise, to about 1e-15 absolute in float64 (result dtype = x's)."""
+    """The error function, elementwise; float64 in float64, other floats via float32.
+
+    Both branches run on every element (clipped into their ranges) and an arithmetic blend
+    picks one: boolean-mask gathers/scatters and ``np.where`` cost more than the arithmetic.
+    """
     x = np.asarray(x)
-    xd = x.astype(np.float64)
-    out = np.empty_like(xd)
-    small = np.abs(xd) < _ERF_SPLIT
-    xs = xd[small]
+    precise = x.dtype == np.float64
+    work = x.astype(np.float64 if precise else np.float32, copy=False)
+    series, cheb, t_low, t_high = _ERF_PRECISE if precise else _ERF_SINGLE
+    ftype = work.dtype.type
+    xs = np.clip(work, ftype(-_ERF_SPLIT), ftype(_ERF_SPLIT))
     x2 = xs * xs
-    acc = np.full_like(xs, _ERF_COEFFS[-1])
-    for c in _ERF_COEFFS[-2::-1]:
-        acc = acc * x2 + c
-    out[small] = acc * xs
-    large = ~small
-    if large.any():
-        xl = np.abs(xd[large])
-        # erfc(x) = exp(-x^2)/sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...))))
-        frac = xl.copy()
-        for k in range(_ERFC_DEPTH, 0, -1):
-            frac = xl + (k / 2.0) / frac
-        erfc = np.exp(-xl * xl) / math.sqrt(math.pi) / frac
-        out[large] = np.copysign(1.0 - erfc, xd[large])
-    return out.astype(x.dtype) if x.dtype.kind == "f" or x.dtype in _LOW_PRECISION else out
+    near = np.full_like(xs, series[-1])
+    for c in series[-2::-1]:
+        near *= x2
+        near += ftype(c)
+    near *= xs
+    z = np.clip(np.abs(work), ftype(_ERF_SPLIT), ftype(_ERFC_MAX_Z))  # NaN stays NaN
+    t = 1 / (1 + z / 2)
+    u = (2 * t - ftype(t_low + t_high)) / ftype(t_high - t_low)
+    two_u = 2 * u
+    b1 = np.full_like(z, cheb[-1])
+    b2 = np.zeros_like(z)
+    for c in cheb[-2:0:-1]:  # Clenshaw recurrence for sum c_k T_k(u)
+        b1, b2 = two_u * b1 - b2 + ftype(c), b1
+    exponent = u * b1 - b2 + ftype(cheb[0]) - z * z
+    far = (1 - t * np.exp(exponent)) * np.sign(work)
+    use_near = (np.abs(work) < ftype(_ERF_SPLIT)).astype(work.dtype)
+    # exact selection: both branches are finite (far is NaN only for a NaN input)
+    out = near * use_near + far * (1 - use_near)
+    return (
+        out.astype(x.dtype, copy=False) if x.dtype.kind == "f" or x.dtype in _LOW_PRECISION else out
+    )

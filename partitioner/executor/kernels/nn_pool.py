@@ -113,12 +113,21 @@ def _argmax_indices(
         elem_strides = [int(np.prod(spatial[:i], dtype=np.int64)) for i in range(len(spatial))]
     else:
         elem_strides = [int(np.prod(spatial[i + 1 :], dtype=np.int64)) for i in range(len(spatial))]
-    tap_offset = np.zeros(y.shape, dtype=np.int32)
     taps = list(np.ndindex(*kernel_shape))
-    for tap in reversed(taps):
-        hit = xp[tap_slices(tap, strides, dilations, out_shape)] == y
-        offset = sum(t * d * e for t, d, e in zip(tap, dilations, elem_strides, strict=True))
-        tap_offset += hit * (np.int32(offset) - tap_offset)
+    offsets = np.array(
+        [
+            sum(t * d * e for t, d, e in zip(tap, dilations, elem_strides, strict=True))
+            for tap in taps
+        ],
+        dtype=np.int64,
+    )
+    # the winning tap's number, in the narrowest int that holds it (less memory traffic)
+    tap_dtype = np.int8 if len(taps) < 128 else np.int32
+    tap_id = np.zeros(y.shape, dtype=tap_dtype)
+    for number in range(len(taps) - 1, -1, -1):
+        hit = xp[tap_slices(taps[number], strides, dilations, out_shape)] == y
+        tap_id += hit * (tap_dtype(number) - tap_id)
+    tap_offset = offsets[tap_id]
     origin = np.arange(n * c, dtype=np.int64).reshape(n, c, *([1] * len(spatial)))
     origin = origin * int(np.prod(spatial, dtype=np.int64))
     for i, (o, s, b, e) in enumerate(zip(out_shape, strides, begin, elem_strides, strict=True)):
