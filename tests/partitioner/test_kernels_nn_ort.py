@@ -23,6 +23,8 @@ _ONNX_TYPES = {
     np.dtype(np.float64): TensorProto.DOUBLE,
     np.dtype(np.int64): TensorProto.INT64,
     np.dtype(np.int32): TensorProto.INT32,
+    np.dtype(np.int8): TensorProto.INT8,
+    np.dtype(np.uint8): TensorProto.UINT8,
     np.dtype(bool): TensorProto.BOOL,
 }
 
@@ -399,3 +401,34 @@ def test_resize_opset10_and_upsample_opset9(mode, scales) -> None:
         node = helper.make_node(op, ["x", "scales"], ["y"], mode=mode)
         (want,) = run_ort([node], feeds, ["y"], opset=opset)
         np.testing.assert_allclose(fn(x, feeds["scales"], mode=mode)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_quantized_convs() -> None:
+    from partitioner.executor.kernels.nn_conv import conv_integer, qlinear_conv
+
+    x = RNG.integers(0, 255, (1, 4, 9, 9), dtype=np.uint8)
+    w = RNG.integers(0, 255, (6, 4, 3, 3), dtype=np.uint8)
+    xz, wz = np.uint8(128), np.uint8(120)
+    node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], pads=[1, 1, 1, 1])
+    (want,) = run_ort(
+        [node], {"x": x, "w": w, "xz": np.array(xz), "wz": np.array(wz)}, ["y"], opset=10
+    )
+    np.testing.assert_array_equal(conv_integer(x, w, xz, wz, pads=[1, 1, 1, 1])[0], want)
+
+    wq = RNG.integers(-127, 127, (6, 4, 3, 3), dtype=np.int8)
+    feeds = {
+        "x": x,
+        "xs": np.array(0.02, np.float32),
+        "xz": np.array(128, np.uint8),
+        "w": wq,
+        "ws": RNG.uniform(0.001, 0.01, 6).astype(np.float32),  # per output channel
+        "wz": np.zeros(6, np.int8),
+        "ys": np.array(0.05, np.float32),
+        "yz": np.array(100, np.uint8),
+        "b": RNG.integers(-500, 500, 6).astype(np.int32),
+    }
+    node = helper.make_node("QLinearConv", list(feeds), ["y"], strides=[2, 2])
+    (want,) = run_ort([node], feeds, ["y"], opset=10)
+    got = qlinear_conv(*feeds.values(), strides=[2, 2])[0]
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
