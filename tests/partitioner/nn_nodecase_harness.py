@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -125,9 +126,14 @@ def run_case(case) -> CaseResult:
             expected = _onnxruntime_outputs(model, inputs)
         feeds = dict(zip(graph_inputs, inputs, strict=False))
         args = [feeds[name] if name else None for name in node.input]
+        context = {}
+        if reg.needs_context:  # what a runner's KernelContext would say about this node
+            context["ctx"] = SimpleNamespace(
+                opset=opset, run_subgraph=None, outer_values={}, num_outputs=len(node.output)
+            )
         try:
             with np.errstate(all="ignore"):
-                results = reg.fn(*args, **attrs)
+                results = reg.fn(*args, **attrs, **context)
         except Exception as exc:  # noqa: BLE001 - a failing case is a result, not a crash
             return CaseResult(case.name, False, f"{type(exc).__name__}: {exc}")
         produced = dict(zip(node.output, results, strict=False))

@@ -20,7 +20,7 @@ CLAIMED_OPS = frozenset(
         "BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
         "RMSNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization",
         "Attention", "RotaryEmbedding", "Resize", "Upsample", "RNN", "GRU", "LSTM",
-        "CenterCropPad", "Col2Im", "AffineGrid", "GridSample", "RoiAlign", "DeformConv",
+        "Col2Im", "AffineGrid", "GridSample", "RoiAlign", "DeformConv",
         "DFT", "STFT", "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix",
         "SwiGLU",
     }

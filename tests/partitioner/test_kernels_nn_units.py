@@ -190,3 +190,14 @@ def test_relu_keeps_integer_dtype() -> None:
     (y,) = relu(np.array([-3, 0, 5], np.int8))
     assert y.dtype == np.int8
     np.testing.assert_array_equal(y, [0, 0, 5])
+
+
+def test_max_pool_skips_indices_when_the_node_has_one_output() -> None:
+    from types import SimpleNamespace
+
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    one = max_pool(x, kernel_shape=[2, 2], strides=[2, 2], ctx=SimpleNamespace(num_outputs=1))
+    both = max_pool(x, kernel_shape=[2, 2], strides=[2, 2], ctx=SimpleNamespace(num_outputs=2))
+    assert len(one) == 1 and len(both) == 2
+    np.testing.assert_array_equal(one[0], [[[[5, 7], [13, 15]]]])  # bottom-right of each 2x2
+    np.testing.assert_array_equal(both[1], [[[[5, 7], [13, 15]]]])  # = their flat indices

@@ -19,7 +19,7 @@ from partitioner.executor.kernels.nn_common import (
     tap_slices,
     to_compute,
 )
-from partitioner.executor.registry import kernel
+from partitioner.executor.registry import KernelContext, kernel
 
 __all__ = [
     "max_pool",
@@ -137,7 +137,7 @@ def _argmax_indices(
     return origin + tap_offset
 
 
-@kernel("MaxPool", since=1)
+@kernel("MaxPool", since=1, needs_context=True)
 def max_pool(
     x: np.ndarray,
     *,
@@ -148,8 +148,13 @@ def max_pool(
     pads: Sequence[int] | None = None,
     storage_order: int = 0,
     strides: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Max over windows (padding never wins) and the flat input index of each maximum."""
+    ctx: KernelContext | None = None,
+) -> tuple[np.ndarray, ...]:
+    """Max over windows (padding never wins) and the flat input index of each maximum.
+
+    ``Indices`` costs ~4x the max itself, so it is computed only when the node asks for it
+    (``ctx.num_outputs`` > 1) or when called without a context.
+    """
     strides, dilations, begin, end, out_shape = _pool_geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode
     )
@@ -157,6 +162,8 @@ def max_pool(
         x, kernel_shape, strides, dilations, begin, end, out_shape, _lowest(x.dtype)
     )
     y = _separable_reduce(xp, kernel_shape, strides, dilations, out_shape, np.maximum)
+    if ctx is not None and getattr(ctx, "num_outputs", 2) < 2:
+        return (y,)
     indices = _argmax_indices(
         xp, y, x.shape, kernel_shape, strides, dilations, begin, storage_order
     )

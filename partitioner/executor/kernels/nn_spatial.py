@@ -1,4 +1,4 @@
-"""Spatial kernels: CenterCropPad, Col2Im, AffineGrid and GridSample (N-d, every mode).
+"""Spatial kernels: Col2Im, AffineGrid and GridSample (N-d, every mode).
 
 GridSample gathers, for every output point, the 1/2/4 taps per spatial axis that its mode
 needs (nearest/linear/cubic) and sums tap values times weights; the loop runs over tap
@@ -16,28 +16,7 @@ from partitioner.executor.kernels.nn_common import as_str, to_compute
 from partitioner.executor.kernels.nn_conv import col2im
 from partitioner.executor.registry import kernel
 
-__all__ = ["center_crop_pad", "col2im_kernel", "affine_grid", "grid_sample", "grid_sample_v16"]
-
-
-@kernel("CenterCropPad", since=18)
-def center_crop_pad(
-    input_data: np.ndarray, shape: np.ndarray, *, axes: Sequence[int] | None = None
-) -> tuple[np.ndarray]:
-    """Centre-crop (start rounded down) or zero-pad (odd pixel on the right) to ``shape``."""
-    x = np.asarray(input_data)
-    rank = x.ndim
-    axes = [a + rank if a < 0 else a for a in axes] if axes else list(range(rank))
-    crop = [slice(None)] * rank
-    pad = [(0, 0)] * rank
-    for axis, target in zip(axes, np.asarray(shape).reshape(-1), strict=True):
-        size, target = x.shape[axis], int(target)
-        if size > target:
-            start = (size - target) // 2
-            crop[axis] = slice(start, start + target)
-        elif size < target:
-            before = (target - size) // 2
-            pad[axis] = (before, target - size - before)
-    return (np.pad(x[tuple(crop)], pad),)
+__all__ = ["col2im_kernel", "affine_grid", "grid_sample", "grid_sample_v16"]
 
 
 @kernel("Col2Im", since=18)
