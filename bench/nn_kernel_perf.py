@@ -41,7 +41,9 @@ def _rand(*shape: int, scale: float = 1.0) -> np.ndarray:
     return (np.random.default_rng(0).standard_normal(shape) * scale).astype(np.float32)
 
 
-def _conv(name, n, c, m, hw, k, s, p, group=1) -> Case:
+def _conv(
+    name: str, n: int, c: int, m: int, hw: int, k: int, s: int, p: int, group: int = 1
+) -> Case:
     return Case(
         name, "Conv", {"x": _rand(n, c, hw, hw)}, {"w": _rand(m, c // group, k, k, scale=0.05),
         "b": _rand(m)}, {"strides": [s, s], "pads": [p] * 4, "group": group}, 13,
@@ -63,7 +65,7 @@ def cases() -> list[Case]:
         ),
         Case("resnet relu 64@112", "Relu", {"x": _rand(1, 64, 112, 112)}, {}, {}, 14),
         Case(
-            "resnet maxpool 3x3/2 @112 (+Indices)",
+            "resnet maxpool 3x3/2 @112 (Y only)",
             "MaxPool",
             {"x": _rand(1, 64, 112, 112)},
             {},

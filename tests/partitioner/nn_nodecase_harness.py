@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from onnx.backend.test.case.test_case import TestCase
 
 from partitioner.executor import registry
 
@@ -70,7 +71,7 @@ def node_cases(op_types: Iterable[str]) -> dict[str, list]:
     return grouped
 
 
-def _decode(attr: onnx.AttributeProto):
+def _decode(attr: onnx.AttributeProto) -> object:
     value = helper.get_attribute_value(attr)
     if isinstance(value, bytes):
         return value.decode()
@@ -107,7 +108,7 @@ def _onnxruntime_outputs(model: onnx.ModelProto, inputs: list) -> list:
     return session.run(None, feeds)
 
 
-def run_case(case) -> CaseResult:
+def run_case(case: TestCase) -> CaseResult:
     """Run one single-node case through the registered kernel and compare every output.
 
     Cases in `ORT_SIDED_CASES` are compared with onnxruntime's outputs, not the stored ones.

@@ -114,10 +114,24 @@ def _accumulate_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def _attention(
-    q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, *,
-    is_causal, kv_num_heads, q_num_heads, qk_matmul_output_mode, scale, softcap,
-    softmax_precision, left_window_size=-1, right_window_size=-1,
-):  # fmt: skip
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    attn_mask: np.ndarray | None,
+    past_key: np.ndarray | None,
+    past_value: np.ndarray | None,
+    nonpad_kv_seqlen: np.ndarray | None,
+    *,
+    is_causal: int,
+    kv_num_heads: int | None,
+    q_num_heads: int | None,
+    qk_matmul_output_mode: int,
+    scale: float | None,
+    softcap: float,
+    softmax_precision: int | None,
+    left_window_size: int = -1,
+    right_window_size: int = -1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     q4, k4, v4 = _to_4d(q, q_num_heads), _to_4d(k, kv_num_heads), _to_4d(v, kv_num_heads)
     past_len = 0
     if past_key is not None:

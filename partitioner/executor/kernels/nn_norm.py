@@ -80,7 +80,9 @@ def batch_normalization(
     return (y.astype(x.dtype, copy=False),)
 
 
-def _normalize(xs: np.ndarray, first_axis: int, epsilon: float):
+def _normalize(
+    xs: np.ndarray, first_axis: int, epsilon: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x - mean) * inv_std over the trailing axes from ``first_axis``; also mean and inv_std
     (keepdims). Rows are reduced with einsum, ~3x faster than np.mean on the last axis."""
     lead = xs.shape[:first_axis]
@@ -115,7 +117,7 @@ def layer_normalization(
     return normalized.astype(x.dtype, copy=False), mean, inv_std
 
 
-def _group_norm(x, num_groups, epsilon, stash) -> np.ndarray:
+def _group_norm(x: np.ndarray, num_groups: int, epsilon: float, stash: np.dtype) -> np.ndarray:
     n, c = x.shape[:2]
     grouped = x.astype(stash).reshape(n, num_groups, -1)
     normalized, _, _ = _normalize(grouped, 2, epsilon)

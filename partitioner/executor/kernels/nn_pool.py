@@ -74,7 +74,16 @@ def _window_counts(
     return counts
 
 
-def _pool_geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
+def _pool_geometry(
+    x: np.ndarray,
+    kernel_shape: Sequence[int],
+    strides: Sequence[int] | None,
+    dilations: Sequence[int] | None,
+    pads: Sequence[int] | None,
+    auto_pad: str,
+    ceil_mode: int,
+) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+    """Strides, dilations, begin pads, end pads and output shape of a pooling op."""
     rank = x.ndim - 2
     strides = list(strides) if strides else [1] * rank
     dilations = list(dilations) if dilations else [1] * rank
@@ -85,7 +94,7 @@ def _pool_geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mod
     return strides, dilations, begin, end, out_shape
 
 
-def _lowest(dtype: np.dtype):
+def _lowest(dtype: np.dtype) -> float | int:
     dtype = np.dtype(dtype)
     return np.iinfo(dtype).min if dtype.kind in "iu" else -np.inf
 

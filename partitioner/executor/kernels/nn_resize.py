@@ -187,7 +187,7 @@ def _resize(
     return (np.ascontiguousarray(work).astype(x.dtype, copy=False),)
 
 
-def _mode(**attrs) -> _Mode:
+def _mode(**attrs: str | float | int) -> _Mode:
     text = {"mode", "coordinate_transformation_mode", "nearest_mode"}
     return _Mode(**{k: (as_str(v) if k in text else v) for k, v in attrs.items()})
 
@@ -219,7 +219,13 @@ def resize(
 
 
 @kernel("Resize", since=18)
-def resize_v18(x, roi=None, scales=None, sizes=None, **attrs) -> tuple[np.ndarray]:
+def resize_v18(
+    x: np.ndarray,
+    roi: np.ndarray | None = None,
+    scales: np.ndarray | None = None,
+    sizes: np.ndarray | None = None,
+    **attrs: str | float | int | Sequence[int],
+) -> tuple[np.ndarray]:
     """Opset 18 = opset 19 without half_pixel_symmetric (an unknown mode raises)."""
     return resize(x, roi, scales, sizes, **attrs)
 

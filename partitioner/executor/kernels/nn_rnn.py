@@ -90,7 +90,14 @@ def _scan(
     return ys, state
 
 
-def _prepare(x, sequence_lens, initial_states, layout, num_directions, batch_hidden):
+def _prepare(
+    x: np.ndarray,
+    sequence_lens: np.ndarray | None,
+    initial_states: list[np.ndarray | None],
+    layout: int,
+    num_directions: int,
+    batch_hidden: int,
+) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
     """Time-major X, per-step validity mask (T, B) or None, and direction-major initial states."""
     if layout:
         x = x.transpose(1, 0, 2)
@@ -108,7 +115,9 @@ def _prepare(x, sequence_lens, initial_states, layout, num_directions, batch_hid
     return x, valid, states
 
 
-def _finish(ys: list[np.ndarray], finals: list[list[np.ndarray]], layout: int, dtype) -> tuple:
+def _finish(
+    ys: list[np.ndarray], finals: list[list[np.ndarray]], layout: int, dtype: np.dtype
+) -> tuple[np.ndarray, ...]:
     """Stack directions into Y (T, D, B, H) and each final state (D, B, H); apply layout."""
     y = np.stack(ys, axis=1)
     outs = [np.stack(f, axis=0) for f in finals]
@@ -131,10 +140,21 @@ def _clip(clip: float | None) -> Callable[[np.ndarray], np.ndarray]:
 
 @kernel("RNN", since=7)
 def rnn(
-    x, w, r, b=None, sequence_lens=None, initial_h=None, *,
-    activation_alpha=None, activation_beta=None, activations=None, clip=None,
-    direction="forward", hidden_size=None, layout=0,
-):  # fmt: skip
+    x: np.ndarray,
+    w: np.ndarray,
+    r: np.ndarray,
+    b: np.ndarray | None = None,
+    sequence_lens: np.ndarray | None = None,
+    initial_h: np.ndarray | None = None,
+    *,
+    activation_alpha: Sequence[float] | None = None,
+    activation_beta: Sequence[float] | None = None,
+    activations: Sequence[str] | None = None,
+    clip: float | None = None,
+    direction: str = "forward",
+    hidden_size: int | None = None,
+    layout: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """H_t = f(X_t W^T + H_{t-1} R^T + Wb + Rb). Returns Y and Y_h."""
     reverse_of = _directions(direction)
     acts = _activations(activations, activation_alpha, activation_beta, ["Tanh"], len(reverse_of))
@@ -148,7 +168,7 @@ def rnn(
         proj = xt @ wc[d].T + bias[d, :hidden] + bias[d, hidden:]
         r_t = rc[d].T
 
-        def step(xp, state, r_t=r_t, f=acts[d]):
+        def step(xp: np.ndarray, state: np.ndarray, r_t=r_t, f=acts[d]) -> np.ndarray:
             return f(clipper(xp + state[0] @ r_t))[None]
 
         y, final = _scan(proj, h0[d][None].astype(xc.dtype), valid, reverse, step)
@@ -159,10 +179,22 @@ def rnn(
 
 @kernel("GRU", since=7)
 def gru(
-    x, w, r, b=None, sequence_lens=None, initial_h=None, *,
-    activation_alpha=None, activation_beta=None, activations=None, clip=None,
-    direction="forward", hidden_size=None, layout=0, linear_before_reset=0,
-):  # fmt: skip
+    x: np.ndarray,
+    w: np.ndarray,
+    r: np.ndarray,
+    b: np.ndarray | None = None,
+    sequence_lens: np.ndarray | None = None,
+    initial_h: np.ndarray | None = None,
+    *,
+    activation_alpha: Sequence[float] | None = None,
+    activation_beta: Sequence[float] | None = None,
+    activations: Sequence[str] | None = None,
+    clip: float | None = None,
+    direction: str = "forward",
+    hidden_size: int | None = None,
+    layout: int = 0,
+    linear_before_reset: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """GRU with gates z, r, h (ONNX order). Returns Y and Y_h."""
     reverse_of = _directions(direction)
     acts = _activations(
@@ -180,7 +212,9 @@ def gru(
         r_zr, r_h = rc[d, : 2 * hidden].T, rc[d, 2 * hidden :].T
         f, g = acts[2 * d], acts[2 * d + 1]
 
-        def step(xp, state, r_zr=r_zr, r_h=r_h, rb=rb, f=f, g=g):
+        def step(  # defaults bind this direction's weights
+            xp: np.ndarray, state: np.ndarray, r_zr=r_zr, r_h=r_h, rb=rb, f=f, g=g
+        ) -> np.ndarray:
             h_prev = state[0]
             zr = f(clipper(xp[:, : 2 * hidden] + h_prev @ r_zr + rb[: 2 * hidden]))
             z, reset = zr[:, :hidden], zr[:, hidden:]
@@ -199,10 +233,24 @@ def gru(
 
 @kernel("LSTM", since=7)
 def lstm(
-    x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p=None, *,
-    activation_alpha=None, activation_beta=None, activations=None, clip=None,
-    direction="forward", hidden_size=None, input_forget=0, layout=0,
-):  # fmt: skip
+    x: np.ndarray,
+    w: np.ndarray,
+    r: np.ndarray,
+    b: np.ndarray | None = None,
+    sequence_lens: np.ndarray | None = None,
+    initial_h: np.ndarray | None = None,
+    initial_c: np.ndarray | None = None,
+    p: np.ndarray | None = None,
+    *,
+    activation_alpha: Sequence[float] | None = None,
+    activation_beta: Sequence[float] | None = None,
+    activations: Sequence[str] | None = None,
+    clip: float | None = None,
+    direction: str = "forward",
+    hidden_size: int | None = None,
+    input_forget: int = 0,
+    layout: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LSTM with gates i, o, f, c (ONNX order) and peepholes P = [Pi, Po, Pf].
 
     Returns Y, Y_h and Y_c.
@@ -226,7 +274,9 @@ def lstm(
         p_i, p_o, p_f = peep[d, :n], peep[d, n : 2 * n], peep[d, 2 * n :]
         f, g, h = acts[3 * d], acts[3 * d + 1], acts[3 * d + 2]
 
-        def step(xp, state, r_t=r_t, p_i=p_i, p_o=p_o, p_f=p_f, f=f, g=g, h=h):
+        def step(  # defaults bind this direction's weights
+            xp: np.ndarray, state: np.ndarray, r_t=r_t, p_i=p_i, p_o=p_o, p_f=p_f, f=f, g=g, h=h
+        ) -> np.ndarray:
             h_prev, c_prev = state[0], state[1]
             gates = xp + h_prev @ r_t
             i = f(clipper(gates[:, :n] + p_i * c_prev))

@@ -16,7 +16,14 @@ from partitioner.executor.registry import kernel
 __all__ = ["roi_align", "roi_align_v10"]
 
 
-def _axis_samples(start, end, bins: int, size: int, sampling_ratio: int, half_pixel: bool):
+_AxisSamples = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]
+
+
+def _axis_samples(
+    start: np.ndarray, end: np.ndarray, bins: int, size: int, sampling_ratio: int, half_pixel: bool
+) -> _AxisSamples:
     """Per RoI r, bin p and sample i: low/high indices and weights along one axis.
 
     Returns (low, high, w_low, w_high, in_grid, inside) of shape (R, bins, G) and the per-RoI
@@ -50,7 +57,16 @@ def _axis_samples(start, end, bins: int, size: int, sampling_ratio: int, half_pi
     return low, high, 1.0 - frac, frac, in_grid, inside, np.maximum(grid, 1)
 
 
-def _axis_matrix(low, high, w_low, w_high, in_grid, inside, grid, size: int) -> np.ndarray:
+def _axis_matrix(
+    low: np.ndarray,
+    high: np.ndarray,
+    w_low: np.ndarray,
+    w_high: np.ndarray,
+    in_grid: np.ndarray,
+    inside: np.ndarray,
+    grid: np.ndarray,
+    size: int,
+) -> np.ndarray:
     """(R, bins, size): mean over samples of the bilinear weights along one axis."""
     r, bins, _ = low.shape
     use = in_grid & inside
@@ -63,8 +79,16 @@ def _axis_matrix(low, high, w_low, w_high, in_grid, inside, grid, size: int) -> 
 
 
 def _roi_align(
-    x, rois, batch_indices, mode, out_h, out_w, sampling_ratio, spatial_scale, half_pixel
-):
+    x: np.ndarray,
+    rois: np.ndarray,
+    batch_indices: np.ndarray,
+    mode: str,
+    out_h: int,
+    out_w: int,
+    sampling_ratio: int,
+    spatial_scale: float,
+    half_pixel: bool,
+) -> np.ndarray:
     xc = to_compute(x)
     _, channels, height, width = x.shape
     boxes = np.asarray(rois, dtype=np.float64) * spatial_scale - (0.5 if half_pixel else 0.0)
@@ -83,7 +107,7 @@ def _roi_align(
     return _roi_max(xc, batch, ys, xs)
 
 
-def _roi_max(xc: np.ndarray, batch: np.ndarray, ys, xs) -> np.ndarray:
+def _roi_max(xc: np.ndarray, batch: np.ndarray, ys: _AxisSamples, xs: _AxisSamples) -> np.ndarray:
     """onnxruntime's max mode: per sample the largest of its four weighted corners (zero for a
     sample outside the map), then the largest sample of the bin."""
     y_low, y_high, wy_low, wy_high, y_grid, y_inside, _ = ys

@@ -38,7 +38,9 @@ def _from_complex(z: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.stack([z.real, z.imag], axis=-1).astype(dtype)
 
 
-def _dft(x: np.ndarray, dft_length, axis: int, inverse: int, onesided: int) -> np.ndarray:
+def _dft(
+    x: np.ndarray, dft_length: int | None, axis: int, inverse: int, onesided: int
+) -> np.ndarray:
     """``axis`` indexes the complex array (the input without its trailing real/imag axis)."""
     z = _to_complex(x)
     axis = axis + z.ndim if axis < 0 else axis
@@ -113,7 +115,9 @@ def stft(
     return (_from_complex(spectrum, signal.dtype),)
 
 
-def _window(size, output_datatype: int, periodic: int, coefficients: list[float]) -> np.ndarray:
+def _window(
+    size: np.ndarray, output_datatype: int, periodic: int, coefficients: list[float]
+) -> np.ndarray:
     """sum_k (-1)^k a_k cos(2 pi k n / N), N = size (periodic) or size - 1 (symmetric)."""
     n_points = int(np.asarray(size))
     denominator = n_points if periodic else n_points - 1

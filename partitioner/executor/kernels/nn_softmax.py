@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -63,7 +63,9 @@ def _coerced_2d(
     return fn(x.reshape(rows, -1), 1).reshape(x.shape)
 
 
-def _apply(fn, x: np.ndarray, axis: int, coerce: bool) -> tuple[np.ndarray]:
+def _apply(
+    fn: Callable[[np.ndarray, int], np.ndarray], x: np.ndarray, axis: int, coerce: bool
+) -> tuple[np.ndarray]:
     xc = to_compute(x)
     y = _coerced_2d(fn, xc, axis) if coerce else fn(xc, axis)
     return (y.astype(x.dtype, copy=False),)
@@ -133,7 +135,11 @@ def dropout_v10(data: np.ndarray, *, ratio: float = 0.5) -> tuple[np.ndarray, np
 
 @kernel("Dropout", since=1)
 def dropout_v1(
-    data: np.ndarray, *, ratio: float = 0.5, is_test: int = 0, consumed_inputs=None
+    data: np.ndarray,
+    *,
+    ratio: float = 0.5,
+    is_test: int = 0,
+    consumed_inputs: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Opsets 1-9: identity, and the mask has the data's type (all ones)."""
     x = np.asarray(data)

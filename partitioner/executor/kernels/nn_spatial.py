@@ -100,16 +100,18 @@ def _pad_coord(coord: np.ndarray, size: int, padding_mode: str, align_corners: i
 def _cubic_weights(t: np.ndarray, a: float = -0.75) -> list[np.ndarray]:
     """Keys cubic weights of the taps at offsets -1, 0, 1, 2 from floor, t in [0, 1)."""
 
-    def near(d):
+    def near(d: np.ndarray) -> np.ndarray:
         return ((a + 2) * d - (a + 3)) * d * d + 1
 
-    def far(d):
+    def far(d: np.ndarray) -> np.ndarray:
         return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
 
     return [far(t + 1), near(t), near(1 - t), far(2 - t)]
 
 
-def _axis_taps(coord, size, mode, padding_mode, align_corners):
+def _axis_taps(
+    coord: np.ndarray, size: int, mode: str, padding_mode: str, align_corners: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per spatial axis: list of (index, weight, in_bounds) for the taps of every point."""
     if mode == "cubic":  # taps are padded one by one, the coordinate itself is not
         base = np.floor(coord)
@@ -133,7 +135,9 @@ def _axis_taps(coord, size, mode, padding_mode, align_corners):
     return out
 
 
-def _grid_sample(x, grid, mode, padding_mode, align_corners) -> np.ndarray:
+def _grid_sample(
+    x: np.ndarray, grid: np.ndarray, mode: str, padding_mode: str, align_corners: int
+) -> np.ndarray:
     n, c, *in_shape = x.shape
     rank = len(in_shape)
     out_shape = grid.shape[1:-1]
