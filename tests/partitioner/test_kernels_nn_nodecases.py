@@ -21,7 +21,7 @@ CLAIMED_OPS = frozenset(
         "RMSNormalization", "LRN", "LpNormalization", "MeanVarianceNormalization",
         "Attention", "RotaryEmbedding", "Resize", "Upsample", "RNN", "GRU", "LSTM",
         "Col2Im", "AffineGrid", "GridSample", "RoiAlign", "DeformConv",
-        "DFT", "STFT", "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix",
+        "DFT", "STFT", "MelWeightMatrix",
         "SwiGLU",
     }
 )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Signal kernels: DFT (opsets 17, 20), STFT, Hann/Hamming/Blackman windows, MelWeightMatrix.
+"""Signal kernels: DFT (opsets 17, 20), STFT, MelWeightMatrix (window functions: kernels-core).
 
 Complex tensors follow ONNX: a trailing axis of size 2 holds (real, imag); size 1 is real.
 FFTs use numpy.fft in single precision (double for float64 inputs) and cast back.
@@ -16,9 +16,6 @@ __all__ = [
     "dft",
     "dft_v17",
     "stft",
-    "hann_window",
-    "hamming_window",
-    "blackman_window",
     "mel_weight_matrix",
 ]
 
@@ -113,40 +110,6 @@ def stft(
     if onesided:
         spectrum = spectrum[..., : length // 2 + 1]
     return (_from_complex(spectrum, signal.dtype),)
-
-
-def _window(
-    size: np.ndarray, output_datatype: int, periodic: int, coefficients: list[float]
-) -> np.ndarray:
-    """sum_k (-1)^k a_k cos(2 pi k n / N), N = size (periodic) or size - 1 (symmetric)."""
-    n_points = int(np.asarray(size))
-    denominator = n_points if periodic else n_points - 1
-    n = np.arange(n_points, dtype=np.float64)
-    w = np.zeros(n_points)
-    for k, a in enumerate(coefficients):
-        w += (-1) ** k * a * np.cos(2 * np.pi * k * n / denominator)
-    return w.astype(tensor_dtype_to_np_dtype(output_datatype))
-
-
-@kernel("HannWindow", since=17)
-def hann_window(
-    size: np.ndarray, *, output_datatype: int = 1, periodic: int = 1
-) -> tuple[np.ndarray]:
-    return (_window(size, output_datatype, periodic, [0.5, 0.5]),)
-
-
-@kernel("HammingWindow", since=17)
-def hamming_window(
-    size: np.ndarray, *, output_datatype: int = 1, periodic: int = 1
-) -> tuple[np.ndarray]:
-    return (_window(size, output_datatype, periodic, [25 / 46, 1 - 25 / 46]),)
-
-
-@kernel("BlackmanWindow", since=17)
-def blackman_window(
-    size: np.ndarray, *, output_datatype: int = 1, periodic: int = 1
-) -> tuple[np.ndarray]:
-    return (_window(size, output_datatype, periodic, [0.42, 0.5, 0.08]),)
 
 
 @kernel("MelWeightMatrix", since=17)
