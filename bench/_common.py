@@ -70,22 +70,22 @@ class Timed:
 
 
 def timed(argv: Sequence[str], *, module: str = "partitioner") -> Timed:
-    """Run ``python -m MODULE ARGV`` in a fresh process: its wall time and its own peak RSS."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    """Run ``python -m MODULE ARGV`` in a fresh process: its wall time and its own peak RSS.
+
+    The peak RSS comes from GNU time (``%M``): the rusage of a child forked from
+    this (large) process would count this process's pages copied at fork.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, *argv], stdout=out, stderr=err, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", rss.name, sys.executable, "-m", module, *argv],
+            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+        kib = int(rss.read().strip().splitlines()[-1])
     if proc.returncode not in (0, 1):
-        console.print(f"[red]{' '.join(argv)} failed:[/red] {stderr.strip()}")
-    return Timed(wall, usage.ru_maxrss * 1024, stdout, proc.returncode)  # ru_maxrss is KiB on Linux
+        console.print(f"[red]{' '.join(argv)} failed:[/red] {proc.stderr.strip()}")
+    return Timed(wall, kib * 1024, proc.stdout, proc.returncode)
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -11,7 +11,7 @@ Nothing here knows the project IR; the plan runner builds on `run_nodes`.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,6 +210,7 @@ class _Runner:
         local: dict[str, Any],
         outer: Mapping[str, Any] | None,
         free_after: Sequence[tuple[str, ...]] | None,
+        observe: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         for index, step in enumerate(steps):
             args = [self._fetch(name, local, outer, step) if name else None for name in step.inputs]
@@ -222,6 +223,8 @@ class _Runner:
             for name, value in zip(step.outputs, results, strict=False):
                 if name:
                     local[name] = value
+            if observe is not None:
+                observe(local)  # inputs and outputs of this step are live together here
             if free_after is not None:
                 for name in free_after[index]:
                     local.pop(name, None)
@@ -309,6 +312,7 @@ def run_nodes(
     opset_imports: OpsetImports | int,
     *,
     keep: Collection[str] | None = None,
+    observe: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Execute ``nodes`` in order over ``values``.
 
@@ -321,6 +325,8 @@ def run_nodes(
         opset_imports: domain -> opset version, or the default-domain opset.
         keep: names to keep; every other value is dropped after its last use
             (values nobody reads are dropped at once). ``None`` keeps everything.
+        observe: called with the environment after each node stores its outputs and
+            before anything is dropped (to measure the memory actually held).
 
     Returns:
         The environment after the run: with ``keep``, exactly the kept names that
@@ -340,7 +346,7 @@ def run_nodes(
     free_after = None if keep is None else _free_plan(steps, set(keep))
     # ONNX follows IEEE semantics (log(0) = -inf, 0/0 = nan): not worth a warning.
     with np.errstate(all="ignore"):
-        _Runner(opsets).run_steps(steps, local, None, free_after)
+        _Runner(opsets).run_steps(steps, local, None, free_after, observe)
     if keep is None:
         return local
     return {name: local[name] for name in keep if name in local}

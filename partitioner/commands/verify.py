@@ -1,0 +1,132 @@
+"""Prove that a plan computes the model's numbers: run it partition by partition.
+
+The NumPy executor runs each partition in plan order, with tensors moving only
+through the plan's transfers; onnxruntime runs the whole model; the outputs are
+compared with tolerances per dtype (or --rtol/--atol). On a mismatch, the first
+partition whose outgoing tensors diverge from onnxruntime's is named.
+
+Inputs are generated (seeded) unless --inputs gives an .npz with one array per
+model input: token ids within their embedding's range, masks of ones, floats
+from a normal distribution. Weights must be available (external data files
+next to the model).
+
+Exit 0 when everything matches, 1 on a mismatch, 2 for bad input.
+
+examples:
+  partition verify gpt2.onnx gpt2.h100x4.plan.json
+  partition verify model.onnx plan.json --inputs batch.npz --rtol 1e-3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from partitioner.commands._common import console, err_console
+from partitioner.commands.plan import load_plan
+from partitioner.executor.errors import FeedError, UnsupportedOpError
+from partitioner.executor.runtime import missing_kernels
+from partitioner.planner import UsageError
+from partitioner.units import human_bytes
+from partitioner.verify import Tolerance, check_inputs, make_inputs, verify_plan
+from passes.load import load, read_model, require_external_data
+from passes.transforms.dims import parse_dim_overrides
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", metavar="MODEL", type=Path, help="the .onnx file (with its weights)"
+    )
+    parser.add_argument("plan", metavar="PLAN", type=Path, help="the plan JSON made for this model")
+    parser.add_argument(
+        "--inputs", type=Path, metavar="FILE.npz", help="model inputs (default: generated)"
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=None, help="relative tolerance (default: per dtype)"
+    )
+    parser.add_argument(
+        "--atol", type=float, default=None, help="absolute tolerance (default: per dtype)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for generated inputs (default 0)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _load_inputs(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise FeedError(f"inputs file '{path}' does not exist; check the path")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError) as err:
+        raise FeedError(f"cannot read inputs file '{path}' as .npz: {err}") from err
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.rtol is None) != (args.atol is None):
+        raise UsageError("give --rtol and --atol together (or neither, for per-dtype defaults)")
+    plan = load_plan(args.plan)
+    _, sha = read_model(args.model)
+    if sha != plan.model.sha256:
+        raise UsageError(
+            f"the plan is for another model: plan sha256 {plan.model.sha256[:12]}…, "
+            f"'{args.model}' has {sha[:12]}…; plan this model first"
+        )
+    graph = load(args.model, parse_dim_overrides(f"{k}={v}" for k, v in plan.model.dims.items()))
+    missing = missing_kernels(
+        graph.model.graph.node, {o.domain: o.version for o in graph.model.opset_import}
+    )
+    if missing:
+        listed = ", ".join(f"{op} (node {name})" for name, op in missing[:8])
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        raise UnsupportedOpError(f"the executor has no kernel for: {listed}{more}")
+    require_external_data(graph)
+    feeds = _load_inputs(args.inputs) if args.inputs else make_inputs(graph, args.seed)
+    check_inputs(graph, feeds, f"'{args.inputs}'" if args.inputs else "generated inputs")
+    tolerance = Tolerance(args.rtol, args.atol) if args.rtol is not None else None
+    started = time.perf_counter()
+    report = verify_plan(graph, plan, feeds, tolerance=tolerance)
+    wall = time.perf_counter() - started
+    if args.json:
+        print(json.dumps({**report.to_dict(), "wall_s": wall}, indent=1))
+    else:
+        table = Table(
+            title=f"{len(plan.partitions)} partitions vs onnxruntime", title_justify="left"
+        )
+        for col in ("output", "dtype", "max abs", "max rel", "rtol", "atol", ""):
+            table.add_column(col, justify="left" if col in ("output", "dtype") else "right")
+        for c in report.outputs:
+            table.add_row(
+                c.name,
+                c.dtype,
+                f"{c.max_abs:.3g}",
+                f"{c.max_rel:.3g}",
+                f"{c.tolerance.rtol:g}",
+                f"{c.tolerance.atol:g}",
+                "ok" if c.ok else "[red]MISMATCH[/red]",
+            )
+        console.print(table)
+        held = ", ".join(
+            f"{p.id}: {human_bytes(p.peak_bytes)} (plan {human_bytes(p.planned_bytes)})"
+            for p in report.partitions
+        )
+        console.print(f"activations held per partition: {held}")
+        console.print(f"verified in {wall:.1f} s")
+    if not report.ok:
+        where = (
+            f"; first divergence: partition {report.first_divergent_partition} "
+            f"(tensor {report.divergent_tensor!r})"
+            if report.first_divergent_partition is not None
+            else ""
+        )
+        err_console.print(
+            f"mismatch: the partitioned run differs from onnxruntime{where}", markup=False
+        )
+        return 1
+    return 0
