@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,14 +31,38 @@ console = Console(width=160)
 # name -> (module, build kwargs, --dim overrides used by every benchmark)
 MODELS: dict[str, tuple[str, dict, dict[str, int]]] = {
     "mlp": ("examples.mlp", {"size": "base"}, {"batch": 8}),
-    "resnet18": ("examples.resnet", {"preset": "resnet18"}, {"batch": 8, "height": 224, "width": 224}),
+    "resnet18": (
+        "examples.resnet",
+        {"preset": "resnet18"},
+        {"batch": 8, "height": 224, "width": 224},
+    ),
     "gpt2-small": ("examples.gpt2", {"size": "small"}, {"batch": 1, "seq": 128}),
     "bert-base": ("examples.bert", {"size": "base"}, {"batch": 1, "seq": 128}),
-    "llama3.1-8b-prefill": ("examples.llama", {"config": "llama3.1-8b", "kind": "prefill"}, {"batch": 1, "seq": 2048}),
-    "llama3.1-8b-decode": ("examples.llama", {"config": "llama3.1-8b", "kind": "decode"}, {"batch": 1, "past": 4095}),
-    "llama3.1-70b-prefill": ("examples.llama", {"config": "llama3.1-70b", "kind": "prefill"}, {"batch": 1, "seq": 2048}),
-    "llama3.1-70b-decode": ("examples.llama", {"config": "llama3.1-70b", "kind": "decode"}, {"batch": 1, "past": 4095}),
-    "llama3.1-405b-decode": ("examples.llama", {"config": "llama3.1-405b", "kind": "decode"}, {"batch": 1, "past": 4095}),
+    "llama3.1-8b-prefill": (
+        "examples.llama",
+        {"config": "llama3.1-8b", "kind": "prefill"},
+        {"batch": 1, "seq": 2048},
+    ),
+    "llama3.1-8b-decode": (
+        "examples.llama",
+        {"config": "llama3.1-8b", "kind": "decode"},
+        {"batch": 1, "past": 4095},
+    ),
+    "llama3.1-70b-prefill": (
+        "examples.llama",
+        {"config": "llama3.1-70b", "kind": "prefill"},
+        {"batch": 1, "seq": 2048},
+    ),
+    "llama3.1-70b-decode": (
+        "examples.llama",
+        {"config": "llama3.1-70b", "kind": "decode"},
+        {"batch": 1, "past": 4095},
+    ),
+    "llama3.1-405b-decode": (
+        "examples.llama",
+        {"config": "llama3.1-405b", "kind": "decode"},
+        {"batch": 1, "past": 4095},
+    ),
 }
 DIMS = {name: dims for name, (_, _, dims) in MODELS.items()}
 
@@ -79,7 +103,10 @@ def timed(argv: Sequence[str], *, module: str = "partitioner") -> Timed:
         start = time.perf_counter()
         proc = subprocess.run(
             ["/usr/bin/time", "-f", "%M", "-o", rss.name, sys.executable, "-m", module, *argv],
-            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         wall = time.perf_counter() - start
         kib = int(rss.read().strip().splitlines()[-1])

@@ -27,6 +27,7 @@ from partitioner.executor.conformance import (  # noqa: E402
     EXPANDED,
     CaseResult,
     OpCoverage,
+    agrees_with_onnxruntime,
     kernel_ops,
     load_node_cases,
     run_cases,
@@ -81,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = summarize(results)
     totals = _totals(rows, claimed)
     failures = [r for r in results if r.status == "failed"]
+    by_name = {c.name: c for c in cases}
+    arbiter = {r.name: agrees_with_onnxruntime(by_name[r.name]) for r in failures}
 
     if args.json:
         print(
@@ -91,7 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for r in rows
                     ],
                     "totals": totals,
-                    "failures": [{"case": r.name, "op": r.op, "error": r.error} for r in failures],
+                    "failures": [
+                        {
+                            "case": r.name,
+                            "op": r.op,
+                            "error": r.error,
+                            "matches_onnxruntime": arbiter[r.name],
+                        }
+                        for r in failures
+                    ],
                     "wall_s": round(wall_s, 2),
                 },
                 indent=1,
@@ -109,10 +120,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{_rate(tally['passed'], tally['cases']).strip()} of all)"
         )
     print(f"ran {len(results)} cases in {wall_s:.1f} s")
+    agreeing = [r for r in failures if arbiter[r.name]]
+    if agreeing:
+        print(
+            f"{len(agreeing)} of the {len(failures)} failing cases match onnxruntime, which disagrees "
+            f"with the stored expectation: {', '.join(r.name for r in agreeing)}"
+        )
     if args.failures:
         print()
         for r in failures:
-            print(f"FAIL {r.name} [{r.op}]: {r.error}")
+            verdict = {
+                True: "matches onnxruntime",
+                False: "differs from onnxruntime",
+                None: "onnxruntime cannot run it",
+            }
+            print(f"FAIL {r.name} [{r.op}]: {r.error} ({verdict[arbiter[r.name]]})")
     return 0
 
 

@@ -19,7 +19,13 @@ from _common import console, dim_args, machine, model, print_table, timed
 
 from partitioner.units import human_bytes, human_count
 
-ANALYZE = ["gpt2-small", "llama3.1-8b-decode", "llama3.1-70b-decode", "llama3.1-70b-prefill", "llama3.1-405b-decode"]
+ANALYZE = [
+    "gpt2-small",
+    "llama3.1-8b-decode",
+    "llama3.1-70b-decode",
+    "llama3.1-70b-prefill",
+    "llama3.1-405b-decode",
+]
 PLAN = [
     ("gpt2-small", "h100x4"),
     ("bert-base", "h100x4"),
@@ -56,8 +62,12 @@ def expected_params(name: str) -> tuple[int, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip-torch", action="store_true", help="skip the torch-exported examples")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--skip-torch", action="store_true", help="skip the torch-exported examples"
+    )
     args = parser.parse_args()
     console.print(f"machine: {machine()}")
     names = [n for n in ANALYZE if not (args.skip_torch and n in TORCH_MODELS)]
@@ -66,10 +76,21 @@ def main() -> None:
         path = model(name)
         run = timed(["analyze", str(path), *dim_args(name), "--json"])
         totals = json.loads(run.stdout)["totals"]
-        rows.append([name, f"{run.wall_s:.2f}", human_bytes(run.max_rss_bytes), f"{totals['num_nodes']:,}",
-                     human_count(totals["param_count"])])
+        rows.append(
+            [
+                name,
+                f"{run.wall_s:.2f}",
+                human_bytes(run.max_rss_bytes),
+                f"{totals['num_nodes']:,}",
+                human_count(totals["param_count"]),
+            ]
+        )
         expected, source = expected_params(name)
-        ok = "equal" if totals["param_count"] == expected else f"DIFFERS by {totals['param_count'] - expected:+,}"
+        ok = (
+            "equal"
+            if totals["param_count"] == expected
+            else f"DIFFERS by {totals['param_count'] - expected:+,}"
+        )
         param_rows.append([name, f"{totals['param_count']:,}", f"{expected:,}", source, ok])
     for name in ("bert-base", "resnet18", "mlp"):
         if args.skip_torch:
@@ -77,7 +98,15 @@ def main() -> None:
         run = timed(["analyze", str(model(name)), *dim_args(name), "--json"])
         count = json.loads(run.stdout)["totals"]["param_count"]
         expected, source = expected_params(name)
-        param_rows.append([name, f"{count:,}", f"{expected:,}", source, "equal" if count == expected else "DIFFERS"])
+        param_rows.append(
+            [
+                name,
+                f"{count:,}",
+                f"{expected:,}",
+                source,
+                "equal" if count == expected else "DIFFERS",
+            ]
+        )
     print_table("partition analyze", ["model", "wall s", "peak RSS", "nodes", "params"], rows)
     print_table("Parameter totals", ["model", "analyze", "expected", "source", ""], param_rows)
 
@@ -89,9 +118,20 @@ def main() -> None:
         run = timed([str(model(name)), "--target", target, *dim_args(name), "-o", out, "-q"])
         with open(out) as f:
             solver = json.load(f)["solver"]
-        plan_rows.append([f"{name} -> {target}", f"{run.wall_s:.2f}", human_bytes(run.max_rss_bytes), solver["status"],
-                          f"{100 * solver['gap']:.2f}%"])
-    print_table("partition MODEL --target T (cpsat, default 30 s budget)", ["plan", "wall s", "peak RSS", "status", "gap"], plan_rows)
+        plan_rows.append(
+            [
+                f"{name} -> {target}",
+                f"{run.wall_s:.2f}",
+                human_bytes(run.max_rss_bytes),
+                solver["status"],
+                f"{100 * solver['gap']:.2f}%",
+            ]
+        )
+    print_table(
+        "partition MODEL --target T (cpsat, default 30 s budget)",
+        ["plan", "wall s", "peak RSS", "status", "gap"],
+        plan_rows,
+    )
 
 
 if __name__ == "__main__":

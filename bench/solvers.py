@@ -42,7 +42,9 @@ def run_case(name: str, target_name: str, time_limit_s: float) -> dict[str, floa
     for solver in PIPELINE_SOLVERS:
         start = time.perf_counter()
         try:
-            outcome = plan_pipeline(graph, target, PlanOptions(solver=solver, time_limit_s=time_limit_s))
+            outcome = plan_pipeline(
+                graph, target, PlanOptions(solver=solver, time_limit_s=time_limit_s)
+            )
         except InfeasibleError as err:
             results[solver] = (None, None, "does not fit", time.perf_counter() - start, str(err))
             continue
@@ -52,14 +54,16 @@ def run_case(name: str, target_name: str, time_limit_s: float) -> dict[str, floa
     rows = []
     for solver, (objective, bound, status, wall, why) in results.items():
         ratio = f"{objective / best:.3f}x" if objective and best else "-"
-        rows.append([
-            solver,
-            human_seconds(objective) if objective else why[:60],
-            ratio,
-            human_seconds(bound) if bound is not None else "-",
-            status,
-            f"{wall:.2f}",
-        ])
+        rows.append(
+            [
+                solver,
+                human_seconds(objective) if objective else why[:60],
+                ratio,
+                human_seconds(bound) if bound is not None else "-",
+                status,
+                f"{wall:.2f}",
+            ]
+        )
     print_table(
         f"{name} -> {target_name} ({graph.num_nodes:,} nodes)",
         ["solver", "bottleneck", "vs cpsat", "lower bound", "status", "wall s"],
@@ -69,7 +73,9 @@ def run_case(name: str, target_name: str, time_limit_s: float) -> dict[str, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="*", default=[m for m, _ in CASES])
     parser.add_argument("--time-limit", type=float, default=30.0)
     args = parser.parse_args()
@@ -83,7 +89,11 @@ def main() -> None:
             summary.append([name, target_name, f"{objective['params'] / objective['cpsat']:.3f}x"])
         elif objective.get("cpsat"):
             summary.append([name, target_name, "params does not fit"])
-    print_table("CP-SAT against DeepSpeed's parameter-balanced split", ["model", "target", "params / cpsat"], summary)
+    print_table(
+        "CP-SAT against DeepSpeed's parameter-balanced split",
+        ["model", "target", "params / cpsat"],
+        summary,
+    )
 
 
 if __name__ == "__main__":

@@ -224,3 +224,34 @@ def summarize(results: Iterable[CaseResult]) -> list[OpCoverage]:
 def kernel_ops() -> set[str]:
     """Op labels (``"Op"`` or ``"domain::Op"``) with at least one registered kernel."""
     return {f"{d}::{op}" if d else op for d, op in registered_ops()}
+
+
+def agrees_with_onnxruntime(case: Any) -> bool | None:
+    """For a failing case: do our outputs match onnxruntime's (None if it cannot run it)?
+
+    A few stored expectations disagree with onnxruntime (e.g. Resize with
+    fractional output lengths); the executor follows onnxruntime, which
+    `partition verify` compares against, and this says so case by case.
+    """
+    import onnxruntime as ort
+
+    model = case.model
+    initialized = {t.name for t in model.graph.initializer}
+    input_names = [v.name for v in model.graph.input if v.name not in initialized]
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+    except Exception:  # noqa: BLE001 - onnxruntime lacks some ops; then there is no arbiter
+        return None
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            for inputs, _ in case.data_sets:
+                feeds = dict(zip(input_names, (_as_value(x) for x in inputs), strict=False))
+                reference = session.run(None, feeds)
+                ours = list(run_model(model, feeds).values())
+                _compare(reference, ours, case.rtol, case.atol)
+    except Exception:  # noqa: BLE001 - any difference means "does not agree"
+        return False
+    return True
