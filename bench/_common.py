@@ -7,13 +7,14 @@ runs in a fresh process, so wall time and peak RSS are its own.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 sys.path.insert(0, str(ROOT))
 
-__all__ = ["ROOT", "CACHE", "model", "timed", "Timed", "print_table", "machine", "DIMS"]
+__all__ = ["ROOT", "CACHE", "model", "timed", "Timed", "best_of", "print_table", "machine", "DIMS"]
 
 console = Console(width=160)
 
@@ -113,6 +114,16 @@ def timed(argv: Sequence[str], *, module: str = "partitioner") -> Timed:
     if proc.returncode not in (0, 1):
         console.print(f"[red]{' '.join(argv)} failed:[/red] {proc.stderr.strip()}")
     return Timed(wall, kib * 1024, proc.stdout, proc.returncode)
+
+
+def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:
+    """The fastest of ``runs`` calls (seconds) and the last result."""
+    best, result = math.inf, None
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
-from collections.abc import Callable
 
 import numpy as np
-from _common import DIMS, console, machine, model, print_table, timed
+from _common import DIMS, best_of, console, machine, model, print_table, timed
 
 from partitioner.executor.graph_run import constant_values, run_graph, run_plan
 from partitioner.executor.weights import WeightStore
@@ -30,15 +27,6 @@ from partitioner.planner import PlanOptions, plan_pipeline
 from partitioner.verify import make_inputs
 from passes.load import load
 from targets import load_target
-
-
-def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:
-    best, result = math.inf, None
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def bench_model(name: str, runs: int, skip_reference: bool) -> list[object]:
@@ -78,7 +66,9 @@ def bench_model(name: str, runs: int, skip_reference: bool) -> list[object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="*", default=["gpt2-small", "resnet18"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-reference", action="store_true")
@@ -87,7 +77,16 @@ def main() -> None:
     rows = [bench_model(name, args.runs, args.skip_reference) for name in args.models]
     print_table(
         "Executor speed (best of N, ms)",
-        ["model", "ours: graph", "ours: plan", "onnxruntime", "ours / ort", "onnx.reference", "reference / ours", "max rel diff"],
+        [
+            "model",
+            "ours: graph",
+            "ours: plan",
+            "onnxruntime",
+            "ours / ort",
+            "onnx.reference",
+            "reference / ours",
+            "max rel diff",
+        ],
         rows,
     )
     if "gpt2-small" in args.models:
@@ -101,7 +100,15 @@ def main() -> None:
         print_table(
             "partition verify, GPT-2 small on a 4-stage h100x4 plan",
             ["wall s", "peak RSS MB", "max abs", "max rel", "ok"],
-            [[f"{run.wall_s:.2f}", f"{run.max_rss_bytes / 1e6:.0f}", f"{out['max_abs']:.2e}", f"{out['max_rel']:.2e}", doc["ok"]]],
+            [
+                [
+                    f"{run.wall_s:.2f}",
+                    f"{run.max_rss_bytes / 1e6:.0f}",
+                    f"{out['max_abs']:.2e}",
+                    f"{out['max_rel']:.2e}",
+                    doc["ok"],
+                ]
+            ],
         )
 
 

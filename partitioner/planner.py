@@ -166,8 +166,18 @@ def plan_pipeline(
     target: GpuTarget,
     options: PlanOptions,
     progress: Progress | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> PlanOutcome:
-    """Plan ``graph`` as a pipeline over the target's GPUs."""
+    """Plan ``graph`` as a pipeline over the target's GPUs.
+
+    Args:
+        graph: the loaded model.
+        target: the GPU target.
+        options: solver, devices, objective, limits.
+        progress: called with (best objective s, bound s) as CP-SAT improves.
+        announce: called with a one-line description of each long step as it starts.
+    """
+    say = announce or (lambda message: None)
     if options.solver not in PIPELINE_SOLVERS:
         raise UsageError(f"--solver {options.solver}: choose one of {', '.join(PIPELINE_SOLVERS)}")
     if options.time_limit_s <= 0:
@@ -181,6 +191,7 @@ def plan_pipeline(
     auto = k is None
     _check_total_fits(costs, cost, target.num_devices if k is None else k, target.name)
     if k is None:
+        say("finding the fewest devices that fit")
         k = _fewest_devices(graph, costs, cost, options)
     setup = _setup(graph, costs, cost, k, options)
     problem = setup.problem
@@ -193,6 +204,10 @@ def plan_pipeline(
     deterministic_s = 0.0
     bound_s = 0.0
     if options.solver == "cpsat":
+        say(
+            f"solving with CP-SAT: {problem.num_blocks} blocks on {k} stages, up to "
+            f"{options.time_limit_s:g} deterministic s (Ctrl-C stops and keeps the best plan)"
+        )
         result = cpsat_partition(
             problem,
             hint=hint,

@@ -22,6 +22,7 @@ import argparse
 import os
 import shlex
 import tempfile
+import time
 from pathlib import Path
 
 from rich.table import Table
@@ -188,6 +189,42 @@ def print_summary(outcome: PlanOutcome) -> None:
     )
 
 
+class SolveDisplay:
+    """Solver progress on stderr: a live status line on a terminal, plain lines in logs."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.live = enabled and err_console.is_terminal
+        self.status = err_console.status("analysing…") if self.live else None
+        self._last_line_s = 0.0
+
+    def __enter__(self) -> SolveDisplay:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def announce(self, message: str) -> None:
+        if self.status is not None:
+            self.status.update(message)
+        elif self.enabled:
+            err_console.print(message, markup=False)
+
+    def progress(self, best_s: float, bound_s: float) -> None:
+        if not self.enabled:
+            return
+        gap = (best_s - bound_s) / best_s if best_s > 0 else 0.0
+        line = f"CP-SAT: best {human_seconds(best_s)}, bound {human_seconds(bound_s)}, gap {100 * gap:.1f}%"
+        if self.status is not None:
+            self.status.update(line)
+        elif time.monotonic() - self._last_line_s >= 1.0:  # logs get at most a line a second
+            self._last_line_s = time.monotonic()
+            err_console.print(line, markup=False)
+
+
 def run(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     graph = load_graph(args)
@@ -205,22 +242,9 @@ def run(args: argparse.Namespace) -> int:
         command=shlex.join(["partition", *args.argv]),
     )
     output = args.output or default_plan_path(args.model, target.name)
-    status = err_console.status("solving…") if not args.quiet else None
-
-    def progress(best_s: float, bound_s: float) -> None:
-        if status is not None:
-            gap = (best_s - bound_s) / best_s if best_s > 0 else 0.0
-            status.update(
-                f"solving (cp-sat): best {human_seconds(best_s)}, bound {human_seconds(bound_s)}, gap {100 * gap:.1f}%"
-            )
-
-    if status is not None:
-        status.start()
-    try:
-        outcome = plan_pipeline(graph, target, options, progress)
-    finally:
-        if status is not None:
-            status.stop()
+    display = SolveDisplay(enabled=not args.quiet)
+    with display:
+        outcome = plan_pipeline(graph, target, options, display.progress, display.announce)
     write_atomic(output, outcome.plan.to_json())
     if not args.quiet:
         print_summary(outcome)

@@ -278,19 +278,39 @@ def solve_interruptibly(
         result["status"] = solver.solve(model, callback)
 
     worker = threading.Thread(target=work, name="cp-sat", daemon=True)
-    worker.start()
     interrupted = False
+    try:
+        worker.start()
+    except KeyboardInterrupt:
+        interrupted = True
     while worker.is_alive():
         try:
             worker.join(0.1)
         except KeyboardInterrupt:
             interrupted = True
+        if interrupted:
+            # Repeated: a stop asked for before the search starts would be forgotten.
             solver.stop_search()
     return result.get("status", cp_model.UNKNOWN), interrupted
 
 
 def _read(solver: cp_model.CpSolver, built: _Model, n: int, k_stages: int) -> list[int]:
     return [next(k for k in range(k_stages) if solver.value(built.x[b, k])) for b in range(n)]
+
+
+def _effort(solver: cp_model.CpSolver) -> float:
+    """Deterministic seconds spent (0 if the search was stopped before it began)."""
+    try:
+        return solver.deterministic_time
+    except RuntimeError:
+        return 0.0
+
+
+def _fallback(problem: PipelineProblem, hint: Sequence[int] | None, unit_s: float, started: float) -> CpSatResult:
+    if hint is None or check_assignment(problem, hint) is not None:
+        raise KeyboardInterrupt
+    objective = score(problem, hint).objective_s(problem.objective)
+    return CpSatResult(tuple(hint), "HEURISTIC", objective, 0.0, 0.0, time.perf_counter() - started, True, unit_s)
 
 
 def cpsat_partition(
@@ -313,14 +333,18 @@ def cpsat_partition(
     started = time.perf_counter()
     n, k_stages = problem.num_blocks, problem.num_stages
     unit_s = _time_unit(problem)
-    built = _build(problem, unit_s)
-    if hint is not None:
-        _hint(built, problem, hint)
+    try:
+        built = _build(problem, unit_s)
+        if hint is not None:
+            _hint(built, problem, hint)
+    except KeyboardInterrupt:
+        # Ctrl-C while the model is being built: the warm start is the best answer so far.
+        return _fallback(problem, hint, unit_s, started)
     throughput = problem.objective == "throughput"
     built.model.minimize(built.period if throughput else built.latency)
     solver = _solver(0.8 * time_limit_s if throughput else time_limit_s, seed)
     status, interrupted = solve_interruptibly(solver, built.model, _Callback(unit_s, progress))
-    effort = solver.deterministic_time
+    effort = _effort(solver)
     found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
     proven = status == cp_model.OPTIMAL
     bound_units = solver.best_objective_bound if found else 0.0
@@ -334,7 +358,7 @@ def cpsat_partition(
         status2, interrupted = solve_interruptibly(second, built.model)
         if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             answer = _read(second, built, n, k_stages)
-        effort += second.deterministic_time
+        effort += _effort(second)
     candidates = [a for a in (answer, list(hint) if hint is not None else None) if a is not None]
     candidates = [a for a in candidates if check_assignment(problem, a) is None]
     wall_s = time.perf_counter() - started
