@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import best_of  # noqa: E402
 
 from partitioner.executor.runtime import prepare_model  # noqa: E402
 
@@ -152,15 +152,6 @@ def build_gpt2_like(
     return model
 
 
-def _best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:
-    best, result = math.inf, None
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12)
@@ -177,15 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {len(model.graph.node)} nodes, {args.layers} layers, seq {args.seq}")
 
     prepared = prepare_model(model)  # like an ORT session: weights decoded once
-    ours_s, ours = _best_of(args.runs, lambda: prepared.run(feeds)["logits"])
+    ours_s, ours = best_of(args.runs, lambda: prepared.run(feeds)["logits"])
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    ort_s, theirs = _best_of(args.runs, lambda: session.run(None, feeds)[0])
+    ort_s, theirs = best_of(args.runs, lambda: session.run(None, feeds)[0])
     diff = float(np.max(np.abs(ours - theirs)))
     print(f"numpy executor   {ours_s * 1e3:9.1f} ms")
     print(f"onnxruntime      {ort_s * 1e3:9.1f} ms   (ours / ort = {ours_s / ort_s:.2f}x)")
     if not args.skip_reference:
         evaluator = ReferenceEvaluator(model)
-        ref_s, ref = _best_of(max(1, args.runs - 2), lambda: evaluator.run(None, feeds)[0])
+        ref_s, ref = best_of(max(1, args.runs - 2), lambda: evaluator.run(None, feeds)[0])
         diff = max(diff, float(np.max(np.abs(ours - ref))))
         print(
             f"onnx.reference   {ref_s * 1e3:9.1f} ms   (reference / ours = {ref_s / ours_s:.1f}x)"
