@@ -51,7 +51,15 @@ def _strip_inline_weights(model: onnx.ModelProto) -> int:
     for init in model.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL or init.ByteSize() <= STRIP_ABOVE_BYTES:
             continue
-        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
+        for field in (
+            "raw_data",
+            "float_data",
+            "int32_data",
+            "int64_data",
+            "double_data",
+            "uint64_data",
+            "string_data",
+        ):
             init.ClearField(field)
         init.data_location = onnx.TensorProto.EXTERNAL
         entry = init.external_data.add()

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from partitioner.commands._common import add_model_arguments, console, load_graph
 from partitioner.units import human_bytes, human_count, human_flops
-from passes.analysis import activation_liveness, node_costs
+from passes.analysis import activation_liveness, attention_patterns, node_costs
 from passes.ir import Graph
 
 __all__ = ["add_arguments", "run", "analysis_json"]
@@ -55,6 +55,7 @@ def analysis_json(graph: Graph) -> dict:
     """The `analyze --json` document (DESIGN.md's fields plus a few more)."""
     costs = node_costs(graph)
     live = activation_liveness(graph)
+    attention = attention_patterns(graph, costs)
     nodes = []
     for node, c in zip(graph.nodes, costs.nodes, strict=True):
         nodes.append(
@@ -91,6 +92,16 @@ def analysis_json(graph: Graph) -> dict:
             "unknown_cost_nodes": costs.num_unknown,
         },
         "unknown_cost": {op: list(names) for op, names in costs.unknown.items()},
+        "attention": [
+            {
+                "nodes": list(p.nodes),
+                "flops": p.flops,
+                "q_len": p.q_len,
+                "kv_len": p.kv_len,
+                "fused": p.fused,
+            }
+            for p in attention
+        ],
     }
 
 
@@ -129,6 +140,19 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
         f"  peak activation  {human_bytes(t['peak_activation_bytes'])} "
         "(topological order, weights excluded)"
     )
+    if doc["attention"]:
+        att = doc["attention"]
+        flops = sum(a["flops"] for a in att)
+        lengths = {(a["q_len"], a["kv_len"]) for a in att}
+        shape = (
+            ", ".join(f"{q}x{k}" for q, k in sorted(lengths, key=str))
+            if len(lengths) <= 3
+            else "various"
+        )
+        console.print(
+            f"  attention    {len(att)} subgraphs (Q·Kᵀ → softmax → ·V; scores {shape}), "
+            f"{human_flops(flops)} ({100 * flops / max(t['flops'], 1):.1f}% of the FLOPs)"
+        )
     if t["unknown_cost_nodes"]:
         ops = ", ".join(f"{op} ×{len(names)}" for op, names in doc["unknown_cost"].items())
         console.print(

@@ -306,11 +306,15 @@ def _effort(solver: cp_model.CpSolver) -> float:
         return 0.0
 
 
-def _fallback(problem: PipelineProblem, hint: Sequence[int] | None, unit_s: float, started: float) -> CpSatResult:
+def _fallback(
+    problem: PipelineProblem, hint: Sequence[int] | None, unit_s: float, started: float
+) -> CpSatResult:
     if hint is None or check_assignment(problem, hint) is not None:
         raise KeyboardInterrupt
     objective = score(problem, hint).objective_s(problem.objective)
-    return CpSatResult(tuple(hint), "HEURISTIC", objective, 0.0, 0.0, time.perf_counter() - started, True, unit_s)
+    return CpSatResult(
+        tuple(hint), "HEURISTIC", objective, 0.0, 0.0, time.perf_counter() - started, True, unit_s
+    )
 
 
 def cpsat_partition(

@@ -3,6 +3,7 @@
 from passes.analysis.costs import CostReport, NodeCost, node_costs, resident_params
 from passes.analysis.edges import EdgeBytes, cut_bytes
 from passes.analysis.liveness import LivenessReport, activation_liveness
+from passes.analysis.patterns import AttentionPattern, attention_patterns
 
 __all__ = [
     "CostReport",
@@ -13,4 +14,6 @@ __all__ = [
     "cut_bytes",
     "LivenessReport",
     "activation_liveness",
+    "AttentionPattern",
+    "attention_patterns",
 ]

@@ -241,7 +241,10 @@ def node_costs(graph: Graph) -> CostReport:
     weights = {
         t.name: t
         for t in graph.iter_tensors()
-        if t.kind == "initializer" and t.is_float and t.is_static and (t.consumers or t.is_graph_output)
+        if t.kind == "initializer"
+        and t.is_float
+        and t.is_static
+        and (t.consumers or t.is_graph_output)
     }
     for t in params:
         if t.kind != "constant" or not (t.is_float and t.is_static) or t.producer is None:

@@ -19,9 +19,26 @@ def test_ctrl_c_keeps_the_best_plan(tmp_path):
     model = llama.build(tmp_path / "l405.onnx", "llama3.1-405b", kind="decode")
     out = tmp_path / "plan.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "partitioner", str(model), "--target", "h100x32", "--dim", "batch=1",
-         "--dim", "past=1023", "--time-limit", "600", "-o", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "partitioner",
+            str(model),
+            "--target",
+            "h100x32",
+            "--dim",
+            "batch=1",
+            "--dim",
+            "past=1023",
+            "--time-limit",
+            "600",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     # Wait for the solver to start (the CLI announces it on stderr), then interrupt.

@@ -110,3 +110,49 @@ def test_cut_bytes_excludes_params(tmp_path):
     g = _chain(tmp_path)
     sizes = cut_bytes(g).bytes_by_tensor
     assert sizes == {"x": 64, "h": 128, "a": 128, "y": 32}
+
+
+def test_attention_subgraph_found_with_its_flops(tmp_path):
+    from passes.analysis import attention_patterns
+
+    # scores = (q @ kT) * 0.125 + mask ; probs = softmax(scores) ; out = probs @ v
+    # q [2,4,8], kT [2,8,6], v [2,6,8]: QK 2*2*4*8*6 = 768, Mul 48, Add 48, Softmax 5*48 = 240,
+    # AV 2*2*4*6*8 = 768 -> 1872
+    nodes = [
+        helper.make_node("MatMul", ["q", "kT"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["s2"]),
+        helper.make_node("Add", ["s2", "mask"], ["s3"]),
+        helper.make_node("Softmax", ["s3"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["o"]),
+    ]
+    inits = [init("scale", np.array(0.125, np.float32)), init("mask", np.zeros((4, 6), np.float32))]
+    model = make_model(
+        nodes,
+        [vi("q", [2, 4, 8]), vi("kT", [2, 8, 6]), vi("v", [2, 6, 8])],
+        [vi("o", [2, 4, 8])],
+        inits,
+    )
+    g = load(save(model, tmp_path / "attn.onnx"))
+    (p,) = attention_patterns(g, node_costs(g))
+    assert p.nodes == (0, 1, 2, 3, 4)
+    assert p.flops == 768 + 48 + 48 + 240 + 768
+    assert (p.q_len, p.kv_len, p.fused) == (4, 6, False)
+
+
+def test_softmax_over_weights_is_not_attention(tmp_path):
+    from passes.analysis import attention_patterns
+
+    # x @ W (a weight) -> softmax -> @ v : the first contraction reads a parameter
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["p"]),
+        helper.make_node("MatMul", ["p", "v"], ["o"]),
+    ]
+    model = make_model(
+        nodes,
+        [vi("x", [4, 8]), vi("v", [6, 8])],
+        [vi("o", [4, 8])],
+        [init("w", np.ones((8, 6), np.float32))],
+    )
+    g = load(save(model, tmp_path / "cls.onnx"))
+    assert attention_patterns(g, node_costs(g)) == ()

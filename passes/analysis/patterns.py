@@ -1,0 +1,135 @@
+"""Attention-shaped subgraphs: Q·Kᵀ -> (scale, mask, casts) -> Softmax -> ·V.
+
+Exporters decompose attention into a contraction of two activations, a few
+elementwise ops, a softmax and a second contraction. Recognising the pattern
+lets reports show attention's share of the work and its sequence lengths; the
+fused ONNX ``Attention`` op (opset 23) is reported as a one-node pattern.
+FLOPs are the sum of the members' (each counted by its own rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from passes.analysis.costs import CostReport
+from passes.ir import Graph, Node
+
+__all__ = ["AttentionPattern", "attention_patterns"]
+
+_CONTRACTIONS = frozenset({"MatMul", "Einsum"})
+# Ops that may sit between the scores and the softmax, or after it.
+_BETWEEN = frozenset(
+    {"Mul", "Div", "Add", "Sub", "Where", "Cast", "Tanh", "Clip", "Dropout", "Identity"}
+)
+
+
+@dataclass(frozen=True)
+class AttentionPattern:
+    """One attention computation.
+
+    Attributes:
+        nodes: member node indices in topological order.
+        flops: their FLOPs.
+        q_len: query positions (rows of the score matrix).
+        kv_len: key positions (columns of the score matrix).
+        fused: True for the single-node ONNX ``Attention`` op.
+    """
+
+    nodes: tuple[int, ...]
+    flops: int
+    q_len: int | None
+    kv_len: int | None
+    fused: bool = False
+
+
+def _producer(graph: Graph, name: str) -> Node | None:
+    t = graph.tensors.get(name)
+    return graph.nodes[t.producer] if t is not None and t.producer is not None else None
+
+
+def _is_activation(graph: Graph, name: str) -> bool:
+    t = graph.tensors.get(name)
+    return t is not None and not t.is_param
+
+
+def _scores_source(graph: Graph, softmax: Node) -> list[Node] | None:
+    """Walk back from the softmax through elementwise ops to Q·Kᵀ (two activations)."""
+    path: list[Node] = []
+    name = softmax.inputs[0]
+    for _ in range(8):
+        node = _producer(graph, name)
+        if node is None or node.folded:
+            return None
+        path.append(node)
+        if node.op_type in _CONTRACTIONS:
+            operands = node.present_inputs
+            return (
+                path
+                if len(operands) == 2 and all(_is_activation(graph, o) for o in operands)
+                else None
+            )
+        if node.op_type not in _BETWEEN:
+            return None
+        # Follow the activation operand (the scores), not a constant scale or a mask.
+        candidates = [i for i in node.present_inputs if _is_activation(graph, i)]
+        if not candidates:
+            return None
+        name = candidates[0]
+    return None
+
+
+def _value_sink(graph: Graph, softmax: Node) -> list[Node] | None:
+    """Walk forward from the softmax through casts/dropout to probabilities·V."""
+    path: list[Node] = []
+    name = softmax.outputs[0]
+    for _ in range(4):
+        consumers = graph.tensors[name].consumers
+        if len(consumers) != 1:
+            return None
+        node = graph.nodes[consumers[0]]
+        path.append(node)
+        if node.op_type in _CONTRACTIONS:
+            return path if node.inputs and node.inputs[0] == name else None
+        if node.op_type not in ("Cast", "Dropout", "Identity"):
+            return None
+        name = node.outputs[0]
+    return None
+
+
+def _shape_dim(graph: Graph, name: str, axis: int) -> int | None:
+    t = graph.tensors.get(name)
+    if t is None or not t.is_static or not t.shape:
+        return None
+    return int(t.shape[axis])  # type: ignore[arg-type]
+
+
+def attention_patterns(graph: Graph, costs: CostReport) -> tuple[AttentionPattern, ...]:
+    """Every attention computation in ``graph``, in topological order."""
+    found = []
+    for node in graph.nodes:
+        if node.folded:
+            continue
+        if node.op_type == "Attention" and node.domain in ("", "ai.onnx"):
+            q_len = _shape_dim(graph, node.inputs[0], -2) if node.inputs else None
+            found.append(
+                AttentionPattern(
+                    (node.index,), costs.nodes[node.index].flops, q_len, None, fused=True
+                )
+            )
+            continue
+        if node.op_type not in ("Softmax", "LogSoftmax"):
+            continue
+        before, after = _scores_source(graph, node), _value_sink(graph, node)
+        if before is None or after is None:
+            continue
+        members = tuple(sorted({n.index for n in before} | {node.index} | {n.index for n in after}))
+        scores = node.inputs[0]
+        found.append(
+            AttentionPattern(
+                members,
+                sum(costs.nodes[i].flops for i in members),
+                _shape_dim(graph, scores, -2),
+                _shape_dim(graph, scores, -1),
+            )
+        )
+    return tuple(sorted(found, key=lambda p: p.nodes[0]))
