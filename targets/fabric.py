@@ -15,7 +15,10 @@ __all__ = [
     "Coord",
     "DirectedLink",
     "Rect",
+    "center_hops",
     "manhattan_hops",
+    "region_center",
+    "transfer_lanes",
     "region_hops",
     "route_link_loads",
     "shared_boundary_links",
@@ -99,3 +102,32 @@ def shared_boundary_links(a: Rect, b: Rect) -> int:
     if ay + ah == by or by + bh == ay:
         return _overlap(ax, aw, bx, bw)
     return 0
+
+
+def region_center(r: Rect) -> Coord:
+    """The core at the middle of a region (rounded towards its origin)."""
+    x, y, w, h = r
+    return (x + w // 2, y + h // 2)
+
+
+def center_hops(a: Rect, b: Rect) -> int:
+    """Hops between the centres of two regions.
+
+    A region's tensor is spread over all its cores, so on average an element
+    travels from the middle of one region to the middle of the other: this is
+    the ``hops`` of a transfer, and what the floorplanner's Σ bytes × hops counts.
+    """
+    return manhattan_hops(region_center(a), region_center(b))
+
+
+def transfer_lanes(a: Rect, b: Rect) -> int:
+    """Parallel links a transfer between two regions spreads over.
+
+    Regions side by side use every link of their common edge; others send
+    along as many parallel rows (or columns) as the narrower side of either
+    region allows.
+    """
+    shared = shared_boundary_links(a, b)
+    if shared:
+        return shared
+    return max(1, min(a[2], a[3], b[2], b[3]))

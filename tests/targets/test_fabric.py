@@ -48,3 +48,21 @@ def test_shared_boundary_links() -> None:
     assert shared_boundary_links(a, (2, 3, 1, 1)) == 0  # touches a corner only
     assert shared_boundary_links(a, (3, 0, 1, 3)) == 0  # one column apart
     assert shared_boundary_links((2, 0, 4, 3), a) == 3  # symmetric
+
+
+def test_region_center_and_center_hops() -> None:
+    from targets.fabric import center_hops, region_center
+
+    # (0,0,4,2) -> centre (2,1); (10,4,2,6) -> centre (11,7); |11-2| + |7-1| = 15
+    assert region_center((0, 0, 4, 2)) == (2, 1)
+    assert region_center((10, 4, 2, 6)) == (11, 7)
+    assert center_hops((0, 0, 4, 2), (10, 4, 2, 6)) == 15
+
+
+def test_transfer_lanes() -> None:
+    from targets.fabric import transfer_lanes
+
+    # side by side, sharing rows 2..3: 2 links
+    assert transfer_lanes((0, 0, 4, 4), (4, 2, 3, 5)) == 2
+    # apart: narrowest side among 4x4 and 3x5 is 3
+    assert transfer_lanes((0, 0, 4, 4), (9, 9, 3, 5)) == 3
