@@ -271,6 +271,8 @@ def plan_pipeline(
     )
     extra = llm_figures(graph, layout.estimate, cost, setup.devices)
     extra["devices_used"] = k
+    extra["overlap_transfers"] = options.overlap_transfers
+    extra["microbatches_in_flight"] = options.microbatches_in_flight
     extra["coarsening"] = {
         "blocks": setup.blocks.report.num_blocks,
         "runtime_nodes": setup.blocks.report.num_runtime_nodes,
