@@ -10,7 +10,7 @@ fills a node's NVLink domain before crossing the network).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from partitioner.solvers.problem import HostFlow, PipelineProblem, RelayFlow
@@ -20,7 +20,14 @@ from passes.transforms.coarsen import BlockGraph, coarsen, target_block_count
 from targets import HOST
 from targets.cost import GpuCostModel
 
-__all__ = ["PipelineSetup", "node_times_s", "build_pipeline_problem"]
+__all__ = [
+    "PipelineSetup",
+    "node_times_s",
+    "build_pipeline_problem",
+    "stage_flows",
+    "conservative_activation",
+    "TransferTime",
+]
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,16 @@ def _per_stage_node_times(
     return tuple(out)
 
 
-def _flows(graph: Graph, blocks: BlockGraph, cost: GpuCostModel, devices: Sequence[int]):
+TransferTime = Callable[[int, int, int], float]
+"""``(nbytes, src_device, dst_device) -> seconds``; -1 is the host (the cost model's link)."""
+
+
+def stage_flows(graph: Graph, blocks: BlockGraph, transfer_s: TransferTime, devices: Sequence[int]):
+    """Relayed tensors between blocks, model inputs and outputs, timed per stage boundary.
+
+    Returns:
+        (relay flows, host input flows, [block][stage] host-output seconds, host-output bytes per block).
+    """
     k_stages = len(devices)
     block_of = blocks.block_of
     grouped: dict[tuple[int, tuple[int, ...]], list[str]] = defaultdict(list)
@@ -76,7 +92,7 @@ def _flows(graph: Graph, blocks: BlockGraph, cost: GpuCostModel, devices: Sequen
         if t.kind == "input":
             if t.is_kv_cache or not readers:
                 continue
-            stage_s = tuple(cost.transfer_time_s(t.nbytes, HOST, d) for d in devices)
+            stage_s = tuple(transfer_s(t.nbytes, HOST, d) for d in devices)
             host_in.append(HostFlow(readers, t.nbytes, stage_s))
             continue
         src = block_of[t.producer]
@@ -90,18 +106,18 @@ def _flows(graph: Graph, blocks: BlockGraph, cost: GpuCostModel, devices: Sequen
     for (src, dsts), names in sorted(grouped.items()):
         sizes = [graph.tensors[n].nbytes for n in names]
         boundary_s = tuple(
-            sum(cost.transfer_time_s(size, devices[k], devices[k + 1]) for size in sizes)
+            sum(transfer_s(size, devices[k], devices[k + 1]) for size in sizes)
             for k in range(k_stages - 1)
         )
         relay.append(RelayFlow(src, dsts, sum(sizes), boundary_s))
     host_out_s = tuple(
-        tuple(sum(cost.transfer_time_s(size, d, HOST) for size in sizes) for d in devices)
+        tuple(sum(transfer_s(size, d, HOST) for size in sizes) for d in devices)
         for sizes in host_out_tensors
     )
     return tuple(relay), tuple(host_in), host_out_s, tuple(host_out_bytes)
 
 
-def _conservative_activation(blocks: BlockGraph, relay: Sequence[RelayFlow]) -> tuple[int, ...]:
+def conservative_activation(blocks: BlockGraph, relay: Sequence[RelayFlow]) -> tuple[int, ...]:
     """Block peak plus tensors passing over the block in block order (live while it runs)."""
     n = len(blocks.blocks)
     passing = [0] * (n + 1)
@@ -134,7 +150,7 @@ def build_pipeline_problem(
     wanted = target_blocks or target_block_count(len(devices), runtime_nodes)
     smallest = min(cost.capacity_bytes(d) for d in devices)
     blocks = coarsen(graph, costs, stage_times[0], wanted, max_block_param_bytes=smallest // 4)
-    relay, host_in, host_out_s, host_out_bytes = _flows(graph, blocks, cost, devices)
+    relay, host_in, host_out_s, host_out_bytes = stage_flows(graph, blocks, cost.transfer_time_s, devices)
     block_time = tuple(
         tuple(sum(stage_times[k][i] for i in b.nodes) for k in range(len(devices)))
         for b in blocks.blocks
@@ -143,7 +159,7 @@ def build_pipeline_problem(
         num_stages=len(devices),
         block_time_s=block_time,
         block_resident_bytes=tuple(b.param_bytes + b.kv_cache_bytes for b in blocks.blocks),
-        block_activation_bytes=_conservative_activation(blocks, relay),
+        block_activation_bytes=conservative_activation(blocks, relay),
         block_host_out_s=host_out_s,
         block_host_out_bytes=host_out_bytes,
         edges=tuple((e.src, e.dst) for e in blocks.edges),
