@@ -22,7 +22,7 @@ from partitioner.solvers.problem import check_assignment, lower_bound_s, score
 from partitioner.units import human_bytes
 from passes.analysis.costs import CostReport, node_costs
 from passes.ir import Graph
-from targets import GpuTarget
+from targets import GpuTarget, WaferTarget
 from targets.cost import CostModel, GpuCostModel
 from targets.errors import PartitionError
 
@@ -35,6 +35,9 @@ __all__ = [
     "plan_pipeline",
     "model_info",
     "target_info",
+    "check_nodes_fit",
+    "check_total_fits",
+    "device_count",
 ]
 
 PIPELINE_SOLVERS = ("cpsat", "dp", "greedy", "params", "uniform")
@@ -62,6 +65,8 @@ class PlanOptions:
     overlap_transfers: bool = False
     target_blocks: int | None = None
     command: str = ""
+    regions_per_wafer: int | None = None  # wafer targets: regions (blocks) per wafer
+    tile_cores: int | None = None  # wafer targets: floorplanning tile side, in cores
 
 
 @dataclass(frozen=True)
@@ -92,30 +97,33 @@ def target_info(target) -> TargetInfo:  # noqa: ANN001 - GpuTarget | WaferTarget
     )
 
 
-def _check_nodes_fit(graph: Graph, costs: CostReport, cost: GpuCostModel) -> None:
+def check_nodes_fit(graph: Graph, costs: CostReport, cost: CostModel, noun: str = "device") -> None:
+    """No single node needs more parameter memory than the largest device (or wafer) has."""
     largest_device = max(cost.capacity_bytes(d) for d in range(cost.target.num_devices))
     for node, c in zip(graph.nodes, costs.nodes, strict=True):
         if c.param_bytes > largest_device:
             raise InfeasibleError(
                 f"node {node.index} '{node.name}' ({node.op_type}) alone needs {human_bytes(c.param_bytes)} "
-                f"of parameters, more than one device holds ({human_bytes(largest_device)}); "
-                "split that op in the model or use devices with more memory"
+                f"of parameters, more than one {noun} holds ({human_bytes(largest_device)}); "
+                f"split that op in the model or use {noun}s with more memory"
             )
 
 
-def _check_total_fits(costs: CostReport, cost: GpuCostModel, devices: int, name: str) -> None:
+def check_total_fits(costs: CostReport, cost: CostModel, devices: int, noun: str = "device") -> None:
+    """The parameters fit the first ``devices`` devices together; else say how many are needed."""
     capacity = sum(cost.capacity_bytes(d) for d in range(devices))
     if costs.param_bytes > capacity:
         per_device = cost.capacity_bytes(0)
         minimum = math.ceil(costs.param_bytes / per_device)
         raise InfeasibleError(
-            f"the model's parameters need {human_bytes(costs.param_bytes)} but {devices} device(s) of "
-            f"{name} hold {human_bytes(capacity)}; it needs at least {minimum} such devices "
-            f"(try --devices auto on a larger target, e.g. one with {minimum} or more GPUs)"
+            f"the model's parameters need {human_bytes(costs.param_bytes)} but {devices} {noun}(s) of "
+            f"{cost.target.name} hold {human_bytes(capacity)}; it needs at least {minimum} {noun}s "
+            f"(use a target with {minimum} or more, with --devices auto)"
         )
 
 
-def _device_count(options: PlanOptions, target: GpuTarget) -> int | None:
+def device_count(options: PlanOptions, target: GpuTarget | WaferTarget) -> int | None:
+    """The number of devices to use: all, a given count (checked), or None for 'auto'."""
     if options.devices in (None, "all"):
         return target.num_devices
     if options.devices == "auto":
@@ -186,10 +194,10 @@ def plan_pipeline(
     cost = CostModel(target)
     assert isinstance(cost, GpuCostModel)
     costs = node_costs(graph)
-    _check_nodes_fit(graph, costs, cost)
-    k = _device_count(options, target)
+    check_nodes_fit(graph, costs, cost)
+    k = device_count(options, target)
     auto = k is None
-    _check_total_fits(costs, cost, target.num_devices if k is None else k, target.name)
+    check_total_fits(costs, cost, target.num_devices if k is None else k)
     if k is None:
         say("finding the fewest devices that fit")
         k = _fewest_devices(graph, costs, cost, options)
