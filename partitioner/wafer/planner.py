@@ -1,0 +1,246 @@
+"""Mapping a model onto wafer-scale engines: split across wafers, size regions, floorplan.
+
+1. Coarsen the graph into blocks, one per future region (about 48 per wafer).
+2. With several wafers, split the blocks into one contiguous pipeline stage
+   per wafer with the pipeline solver (each block's time is its FLOPs on a
+   whole wafer; wafers talk over their system links; a wafer holds its blocks'
+   parameters *and* activations in SRAM, with some room left for packing).
+3. On each wafer, size every region (`sizing`: enough SRAM, balanced compute)
+   in tiles of ``t x t`` cores, and floorplan the rectangles (`floorplan`:
+   CP-SAT warm-started from the serpentine layout, or a baseline).
+4. Lay the plan out exactly: region compute from `WaferCostModel.region_compute_s`,
+   transfers between regions over the fabric (hops = centre distance), across
+   wafers over the system link, and the estimate from the fabric simulator.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from partitioner import __version__
+from partitioner.pipeline import conservative_activation, stage_flows
+from partitioner.plan import Bottleneck, Estimate, ModelInfo, Partition, Plan, Provenance, Region, SolverInfo, Transfer
+from partitioner.planner import (
+    InfeasibleError,
+    PlanOptions,
+    UsageError,
+    check_nodes_fit,
+    check_total_fits,
+    device_count,
+    model_info,
+    target_info,
+)
+from partitioner.solvers.cpsat_pipeline import cpsat_partition
+from partitioner.solvers.dp import dp_partition
+from partitioner.solvers.problem import PipelineProblem
+from partitioner.units import human_bytes
+from partitioner.wafer.floorplan import (
+    FloorplanProblem,
+    FloorplanResult,
+    TileRect,
+    blind_layout,
+    cost_lower_bound,
+    cpsat_floorplan,
+    layout_cost,
+    snake_layout,
+)
+from partitioner.wafer.sizing import SizingError, shape_options, size_regions
+from passes.analysis.costs import CostReport, node_costs
+from passes.analysis.liveness import activation_liveness
+from passes.ir import Graph
+from passes.transforms.coarsen import BlockGraph, coarsen
+from targets import HOST, WaferTarget
+from targets.cost import CostModel, WaferCostModel, stage_memory_bytes
+from targets.fabric import center_hops, transfer_lanes
+
+__all__ = ["WAFER_SOLVERS", "WaferOutcome", "plan_wafer", "REGIONS_PER_WAFER"]
+
+WAFER_SOLVERS = ("cpsat", "snake", "blind")
+REGIONS_PER_WAFER = 48
+"""Default regions per wafer: finer than a layer for 8B-class models, coarse enough
+for CP-SAT to place in seconds."""
+# Share of a wafer's tiles the sizing may hand out: rectangles need some slack to pack.
+FILLS = (0.97, 0.93, 0.88, 0.8, 0.7, 0.6)
+
+
+@dataclass(frozen=True)
+class WaferOutcome:
+    plan: Plan
+    floorplans: tuple[FloorplanResult, ...]
+    snake_costs: tuple[int, ...]
+    wall_s: float
+    interrupted: bool
+
+
+@dataclass(frozen=True)
+class _Region:
+    block: int
+    nodes: tuple[int, ...]
+    runtime: tuple[int, ...]
+    flops_by_dtype: dict[str, int]
+    matmuls: int
+    param_bytes: int
+    kv_bytes: int
+    activation_bytes: int
+
+    @property
+    def memory_bytes(self) -> int:
+        return stage_memory_bytes(self.param_bytes, self.activation_bytes, 1, 0, self.kv_bytes)
+
+
+def _node_wafer_times(graph: Graph, costs: CostReport, cost: WaferCostModel) -> list[float]:
+    """Seconds of each node if a whole wafer computed it (its share of a wafer's work)."""
+    w = cost.target.wafer
+    return [
+        0.0 if node.folded or not c.flops else cost.region_compute_s(c.flops, w.width_cores, w.height_cores, c.dtype or "float16")
+        for node, c in zip(graph.nodes, costs.nodes, strict=True)
+    ]
+
+
+def _region_compute_s(cost: WaferCostModel, region: _Region, w: int, h: int) -> float:
+    """FMAC time per dtype plus the mesh term once (num_matmuls hops across the region)."""
+    total, mesh_done = 0.0, False
+    for dtype, flops in sorted(region.flops_by_dtype.items()):
+        total += cost.region_compute_s(flops, w, h, dtype, 0 if mesh_done else region.matmuls)
+        mesh_done = True
+    if not mesh_done and region.matmuls:
+        total += cost.region_compute_s(0, w, h, "float16", region.matmuls)
+    return total
+
+
+def _regions(graph: Graph, costs: CostReport, blocks: BlockGraph) -> list[_Region]:
+    out = []
+    for b in blocks.blocks:
+        runtime = tuple(n for n in b.nodes if not graph.nodes[n].folded)
+        by_dtype: dict[str, int] = defaultdict(int)
+        for n in runtime:
+            if costs.nodes[n].flops:
+                by_dtype[costs.nodes[n].dtype or "float16"] += costs.nodes[n].flops
+        peak = activation_liveness(graph, list(runtime)).peak_bytes if runtime else 0
+        out.append(_Region(b.id, b.nodes, runtime, dict(by_dtype), b.matmuls, b.param_bytes, b.kv_cache_bytes, peak))
+    return out
+
+
+def _split_across_wafers(
+    graph: Graph, blocks: BlockGraph, regions: Sequence[_Region], node_s: Sequence[float],
+    cost: WaferCostModel, k: int, options: PlanOptions,
+) -> tuple[list[int], str, float]:
+    """One contiguous pipeline stage of blocks per wafer (stage k on wafer k)."""
+    if k == 1:
+        return [0] * len(regions), "OPTIMAL", 0.0
+
+    def transfer_s(nbytes: int, a: int, b: int) -> float:
+        if a == b:
+            return 0.0
+        return cost.host_transfer_s(nbytes) if HOST in (a, b) else cost.inter_wafer_transfer_s(nbytes)
+
+    devices = list(range(k))
+    relay, host_in, host_out_s, host_out_bytes = stage_flows(graph, blocks, transfer_s, devices)
+    times = tuple(tuple([sum(node_s[n] for n in r.runtime)] * k) for r in regions)
+    capacity = int(cost.capacity_bytes(0) * FILLS[1])  # leave room to pack rectangles
+    problem = PipelineProblem(
+        num_stages=k,
+        block_time_s=times,
+        # a wafer keeps every block's parameters and activations in SRAM at once
+        block_resident_bytes=tuple(r.memory_bytes for r in regions),
+        block_activation_bytes=tuple(0 for _ in regions),
+        block_host_out_s=host_out_s,
+        block_host_out_bytes=host_out_bytes,
+        edges=tuple((e.src, e.dst) for e in blocks.edges),
+        relay_flows=relay,
+        host_flows=host_in,
+        capacity_bytes=(capacity,) * k,
+        overlap_transfers=True,
+        objective=options.objective,
+        block_nodes=tuple(len(r.runtime) for r in regions),
+    )
+    del conservative_activation  # regions hold their own activations; nothing passes over them
+    hint = dp_partition(problem)
+    if options.solver != "cpsat":
+        if hint is None:
+            raise InfeasibleError(f"no split of the model across {k} wafers fits their SRAM; use more wafers")
+        return hint, "HEURISTIC", 0.0
+    result = cpsat_partition(problem, hint=hint, time_limit_s=0.3 * options.time_limit_s, seed=options.seed)
+    if result.stage_of is None:
+        raise InfeasibleError(
+            f"no split of the model across {k} wafers fits their SRAM (parameters {human_bytes(sum(r.param_bytes for r in regions))}); "
+            "use more wafers, e.g. --devices auto on a larger target"
+        )
+    return list(result.stage_of), result.status, result.deterministic_s
+
+
+def _tile_size(options: PlanOptions, cost: WaferCostModel, num_regions: int) -> int:
+    w = cost.target.wafer
+    if options.tile_cores is not None:
+        t = options.tile_cores
+        if t < 1 or t > min(w.width_cores, w.height_cores):
+            raise UsageError(
+                f"--tile {t}: the {w.width_cores}x{w.height_cores}-core grid is too small for tiles of "
+                f"{t}x{t} cores; use 1..{min(w.width_cores, w.height_cores)}"
+            )
+    else:
+        # About 3000 tiles per wafer: fine enough to pack tightly, small enough for CP-SAT.
+        t = max(1, math.floor(math.sqrt(w.width_cores * w.height_cores / 3000)))
+    tiles = (w.width_cores // t) * (w.height_cores // t)
+    if tiles < num_regions:
+        raise UsageError(
+            f"the {w.width_cores}x{w.height_cores}-core grid in {t}x{t}-core tiles has {tiles} tiles, fewer "
+            f"than the {num_regions} regions to place; use a smaller --tile or fewer --regions"
+        )
+    return t
+
+
+def _floorplan_wafer(
+    wafer: int, regions: Sequence[_Region], flows: dict[tuple[int, int], int], cost: WaferCostModel,
+    t: int, options: PlanOptions, time_limit_s: float,
+) -> tuple[FloorplanProblem, FloorplanResult, int]:
+    """Size and place one wafer's regions; returns the problem, result and the snake's cost."""
+    w = cost.target.wafer
+    gw, gh = w.width_cores // t, w.height_cores // t
+    min_tiles = [max(1, math.ceil(cost.cores_needed(r.memory_bytes) / (t * t))) for r in regions]
+
+    def time_s(i: int, tiles: int) -> float:
+        side = max(1, min(w.width_cores, math.ceil(math.sqrt(tiles) * t)))
+        other = max(1, min(w.height_cores, math.ceil(tiles * t * t / side)))
+        return _region_compute_s(cost, regions[i], side, other)
+
+    for fill in FILLS:
+        try:
+            sized = size_regions(min_tiles, int(gw * gh * fill), time_s)
+        except SizingError as err:
+            if fill == FILLS[-1] or sum(min_tiles) > gw * gh:
+                raise InfeasibleError(
+                    f"wafer {wafer}: its regions need {human_bytes(sum(r.memory_bytes for r in regions))} of SRAM, "
+                    f"more than the wafer's {human_bytes(cost.capacity_bytes(wafer))} can hold once packed "
+                    f"({err}); use more wafers"
+                ) from err
+            continue
+        shapes = tuple(tuple(shape_options(s.tiles, gw, gh)) for s in sized)
+        if any(not options_ for options_ in shapes):
+            continue
+        problem = FloorplanProblem(gw, gh, shapes, tuple((i, j, b) for (i, j), b in sorted(flows.items())))
+        snake = snake_layout(problem)
+        if snake is None:
+            continue  # too full to pack: give the regions fewer tiles and retry
+        snake_cost = layout_cost(problem, snake)
+        if options.solver == "snake":
+            return problem, _heuristic(problem, snake), snake_cost
+        if options.solver == "blind":
+            blind = blind_layout(problem)
+            if blind is None:
+                continue
+            return problem, _heuristic(problem, blind), snake_cost
+        result = cpsat_floorplan(problem, hint=snake, time_limit_s=time_limit_s, seed=options.seed)
+        return problem, result, snake_cost
+    raise InfeasibleError(
+        f"wafer {wafer}: the {len(regions)} regions cannot be packed on the {w.width_cores}x{w.height_cores} grid "
+        f"even at {int(100 * FILLS[-1])}% fill; use more wafers or fewer --regions"
+    )
+
+
+def _heuristic(problem: FloorplanProblem, rects: Sequence[TileRect]) -> FloorplanResult:
+    return FloorplanResult(tuple(rects), "HEURISTIC", layout_cost(problem, rects), cost_lower_bound(problem), 0.0, 0.0)
