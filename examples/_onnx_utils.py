@@ -13,8 +13,9 @@ import functools
 import logging
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import onnx
 
@@ -27,10 +28,13 @@ __all__ = [
     "float_initializer_elements",
     "float_initializer_numels",
     "reports_errors",
+    "resolve_config",
     "save_model",
 ]
 
 logger = logging.getLogger(__name__)
+
+ConfigT = TypeVar("ConfigT")
 
 #: Models whose initializers exceed this many bytes are saved with external data.
 #: Protobuf caps one message at 2 GiB, so we switch well before it.
@@ -53,6 +57,33 @@ FLOAT_DATA_TYPES: frozenset[int] = frozenset(
 
 class ExampleError(PartitionError):
     """An example model was asked for with an invalid size, option or combination."""
+
+
+def resolve_config(
+    config: str | ConfigT,
+    configs: Mapping[str, ConfigT],
+    config_class: type[ConfigT],
+    kind: str,
+) -> ConfigT:
+    """An example's config, given as itself or by name.
+
+    Args:
+        config: A ``config_class`` value (returned as is) or a key of ``configs``.
+        configs: The example's named configs.
+        config_class: The example's config dataclass.
+        kind: What the error calls a name (``"GPT-2 size"``, ``"ResNet preset"``).
+
+    Returns:
+        The config.
+
+    Raises:
+        ExampleError: If ``config`` is neither a ``config_class`` nor a name in ``configs``.
+    """
+    if isinstance(config, config_class):
+        return config
+    if config not in configs:
+        raise ExampleError(f"unknown {kind} {config!r}; use one of {', '.join(configs)}")
+    return configs[config]
 
 
 def float_initializer_numels(model: onnx.ModelProto) -> dict[str, int]:

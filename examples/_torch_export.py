@@ -25,7 +25,6 @@ and fail the tests.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -52,11 +51,9 @@ __all__ = [
     "Exporter",
     "SymbolicDim",
     "TensorSpec",
-    "add_export_arguments",
     "export_module",
     "float_state_names",
     "max_abs_diff_vs_torch",
-    "randomize_parameters_",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,27 +96,6 @@ class TensorSpec:
 
     name: str
     dynamic_axes: Mapping[int, SymbolicDim] = field(default_factory=dict)
-
-
-def randomize_parameters_(module: torch.nn.Module, seed: int, std: float = 0.02) -> None:
-    """Add seeded Gaussian noise to every float parameter and buffer, in place.
-
-    Freshly constructed modules hold many identical tensors (LayerNorm weights of ones,
-    zero biases, BN statistics), and exporters may merge identical initializers, which
-    would make the exported parameter count smaller than torch's. Noise makes each tensor
-    distinct, like trained weights. ``running_var`` stays positive because it starts at 1.
-
-    Args:
-        module: The module to perturb.
-        seed: Seed of the noise.
-        std: Standard deviation of the noise.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in [*module.parameters(), *module.buffers()]:
-            if tensor.is_floating_point():
-                noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
-                tensor.add_(noise * std)
 
 
 def float_state_names(module: torch.nn.Module, *, include_buffers: bool) -> dict[str, int]:
@@ -182,13 +158,12 @@ def export_module(
     keep = set(dict(module.state_dict(keep_vars=True)))
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "raw.onnx"
-        if exporter == "dynamo":
-            # torchlib's ops are written for opset 18; lower targets are converted below,
-            # after clean-up, when every axes/shape operand is a constant the converter sees.
-            native_opset = max(opset, DEFAULT_OPSET)
-            _export_dynamo(module, example_inputs, raw_path, inputs, outputs, native_opset)
-        else:
-            _export_legacy(module, example_inputs, raw_path, inputs, outputs, opset)
+        # torchlib's ops are written for opset 18; lower dynamo targets are converted below,
+        # after clean-up, when every axes/shape operand is a constant the converter sees.
+        export_opset = max(opset, DEFAULT_OPSET) if exporter == "dynamo" else opset
+        _torch_onnx_export(
+            module, example_inputs, raw_path, inputs, outputs, exporter, export_opset
+        )
         model = onnx.load(raw_path)
     if exporter == "dynamo":
         model = optimize_keeping_parameters(model, keep)
@@ -208,62 +183,60 @@ def export_module(
     return path
 
 
-def _export_dynamo(
+def _torch_onnx_export(
     module: torch.nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
     path: Path,
     inputs: Sequence[TensorSpec],
     outputs: Sequence[TensorSpec],
+    exporter: Exporter,
     opset: int,
 ) -> None:
+    options: dict[str, object]
+    if exporter == "dynamo":
+        options = {
+            "dynamo": True,
+            "dynamic_shapes": _dynamic_shapes(inputs),
+            "optimize": False,
+            "external_data": True,
+            "verbose": False,
+        }
+    else:
+        options = {
+            "dynamo": False,
+            "dynamic_axes": _dynamic_axes([*inputs, *outputs]),
+            "do_constant_folding": False,
+        }
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            example_inputs,
+            str(path),
+            input_names=[spec.name for spec in inputs],
+            output_names=[spec.name for spec in outputs],
+            opset_version=opset,
+            **options,
+        )
+
+
+def _dynamic_shapes(inputs: Sequence[TensorSpec]) -> tuple[dict[int, torch.export.Dim] | None, ...]:
+    """torch.export's ``dynamic_shapes``: one ``Dim`` per name, shared by every axis using it."""
     dims: dict[str, torch.export.Dim] = {}
     for spec in inputs:
         for dim in spec.dynamic_axes.values():
             dims.setdefault(dim.name, torch.export.Dim(dim.name, min=dim.min, max=dim.max))
-    dynamic_shapes = tuple(
+    return tuple(
         {axis: dims[dim.name] for axis, dim in spec.dynamic_axes.items()} or None for spec in inputs
     )
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            example_inputs,
-            str(path),
-            input_names=[spec.name for spec in inputs],
-            output_names=[spec.name for spec in outputs],
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=dynamic_shapes,
-            optimize=False,
-            external_data=True,
-            verbose=False,
-        )
 
 
-def _export_legacy(
-    module: torch.nn.Module,
-    example_inputs: tuple[torch.Tensor, ...],
-    path: Path,
-    inputs: Sequence[TensorSpec],
-    outputs: Sequence[TensorSpec],
-    opset: int,
-) -> None:
-    dynamic_axes = {
+def _dynamic_axes(specs: Sequence[TensorSpec]) -> dict[str, dict[int, str]]:
+    """The TorchScript exporter's ``dynamic_axes``: ``{name: {axis: dim name}}``."""
+    return {
         spec.name: {axis: dim.name for axis, dim in spec.dynamic_axes.items()}
-        for spec in [*inputs, *outputs]
+        for spec in specs
         if spec.dynamic_axes
     }
-    with torch.no_grad():
-        torch.onnx.export(
-            module,
-            example_inputs,
-            str(path),
-            input_names=[spec.name for spec in inputs],
-            output_names=[spec.name for spec in outputs],
-            opset_version=opset,
-            dynamo=False,
-            dynamic_axes=dynamic_axes,
-            do_constant_folding=False,
-        )
 
 
 def max_abs_diff_vs_torch(
@@ -294,25 +267,3 @@ def max_abs_diff_vs_torch(
         name: float(np.max(np.abs(ort_out - torch_out.numpy())))
         for name, ort_out, torch_out in zip(names, ort_outputs, torch_outputs, strict=True)
     }
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--out``, ``--exporter``, ``--opset`` and ``--seed`` to a CLI parser."""
-    parser.add_argument("--out", required=True, type=Path, help="path of the .onnx file to write")
-    parser.add_argument(
-        "--exporter",
-        choices=EXPORTERS,
-        default="dynamo",
-        help="torch.onnx exporter: 'dynamo' (torch.export based, default) or 'legacy' "
-        "(TorchScript based)",
-    )
-    parser.add_argument(
-        "--opset",
-        type=int,
-        choices=SUPPORTED_OPSETS["dynamo"],
-        default=DEFAULT_OPSET,
-        help=f"ONNX opset to target (default {DEFAULT_OPSET}; dynamo: 17..23, legacy: 17..20)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the random (untrained) weights (default 0)"
-    )

@@ -27,16 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from examples._example_cli import example_parser, run_example_cli
 from examples._onnx_utils import ExampleError, reports_errors
-from examples._torch_export import (
-    DEFAULT_OPSET,
-    Exporter,
-    SymbolicDim,
-    TensorSpec,
-    add_export_arguments,
-    export_module,
-    randomize_parameters_,
-)
+from examples._torch_example import ExportSignature, TorchExample
+from examples._torch_export import DEFAULT_OPSET, Exporter, SymbolicDim, TensorSpec
 
 __all__ = ["CONFIGS", "Bert", "BertConfig", "build", "main", "make_model", "torch_param_count"]
 
@@ -179,12 +173,34 @@ class Bert(nn.Module):
         return x, torch.tanh(self.pooler(x[:, 0]))
 
 
-def _resolve(size: str | BertConfig) -> BertConfig:
-    if isinstance(size, BertConfig):
-        return size
-    if size not in CONFIGS:
-        raise ExampleError(f"unknown BERT size {size!r}; use one of {', '.join(CONFIGS)}")
-    return CONFIGS[size]
+def _signature(config: BertConfig) -> ExportSignature:
+    batch, seq = 2, min(8, config.max_position_embeddings)
+    input_ids = torch.randint(0, config.vocab_size, (batch, seq))
+    attention_mask = torch.ones(batch, seq, dtype=torch.int64)
+    attention_mask[1, seq // 2 :] = 0
+    token_type_ids = torch.zeros(batch, seq, dtype=torch.int64)
+    token_type_ids[:, seq // 2 :] = 1
+    batch_dim = SymbolicDim("batch")
+    seq_dim = SymbolicDim("seq", min=1, max=config.max_position_embeddings)
+    token_axes = {0: batch_dim, 1: seq_dim}
+    outputs = [TensorSpec("last_hidden_state", token_axes)]
+    if config.add_pooler:
+        outputs.append(TensorSpec("pooler_output", {0: batch_dim}))
+    return ExportSignature(
+        (input_ids, attention_mask, token_type_ids),
+        inputs=[
+            TensorSpec("input_ids", token_axes),
+            TensorSpec("attention_mask", token_axes),
+            TensorSpec("token_type_ids", token_axes),
+        ],
+        outputs=outputs,
+    )
+
+
+_EXAMPLE = TorchExample(Bert, BertConfig, CONFIGS, "BERT size", _signature)
+#: ``make_model(config, seed=0)``: the model :func:`build` exports (seeded random weights,
+#: eval mode).
+make_model = _EXAMPLE.make_model
 
 
 def torch_param_count(config: str | BertConfig) -> int:
@@ -196,25 +212,7 @@ def torch_param_count(config: str | BertConfig) -> int:
     Returns:
         The parameter count (109,482,240 for ``base`` with the pooler).
     """
-    with torch.device("meta"):
-        model = Bert(_resolve(config))
-    return sum(p.numel() for p in model.parameters())
-
-
-def make_model(config: str | BertConfig, seed: int = 0) -> Bert:
-    """The model :func:`build` exports: seeded random weights, eval mode.
-
-    Args:
-        config: A name from :data:`CONFIGS` or a config.
-        seed: Seed of the weights.
-
-    Returns:
-        The module.
-    """
-    torch.manual_seed(seed)
-    model = Bert(_resolve(config)).eval()
-    randomize_parameters_(model, seed)
-    return model
+    return _EXAMPLE.param_count(config)
 
 
 def build(
@@ -239,67 +237,34 @@ def build(
     Returns:
         The written path.
     """
-    config = _resolve(size)
+    config = _EXAMPLE.resolve(size)
     if pooler is not None:
         config = replace(config, add_pooler=pooler)
-    model = make_model(config, seed)
-    batch, seq = 2, min(8, config.max_position_embeddings)
-    input_ids = torch.randint(0, config.vocab_size, (batch, seq))
-    attention_mask = torch.ones(batch, seq, dtype=torch.int64)
-    attention_mask[1, seq // 2 :] = 0
-    token_type_ids = torch.zeros(batch, seq, dtype=torch.int64)
-    token_type_ids[:, seq // 2 :] = 1
-    batch_dim = SymbolicDim("batch")
-    seq_dim = SymbolicDim("seq", min=1, max=config.max_position_embeddings)
-    token_axes = {0: batch_dim, 1: seq_dim}
-    outputs = [TensorSpec("last_hidden_state", token_axes)]
-    if config.add_pooler:
-        outputs.append(TensorSpec("pooler_output", {0: batch_dim}))
-    return export_module(
-        model,
-        (input_ids, attention_mask, token_type_ids),
-        out_path,
-        inputs=[
-            TensorSpec("input_ids", token_axes),
-            TensorSpec("attention_mask", token_axes),
-            TensorSpec("token_type_ids", token_axes),
-        ],
-        outputs=outputs,
-        exporter=exporter,
-        opset=opset,
-    )
+    return _EXAMPLE.build(out_path, config, exporter=exporter, opset=opset, seed=seed)
+
+
+def _config_from_args(args: argparse.Namespace) -> BertConfig:
+    config = CONFIGS[args.size]
+    return replace(config, add_pooler=False) if args.no_pooler else config
 
 
 @reports_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m examples.bert --size base --out bert.onnx``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m examples.bert",
-        description="Export a BERT-style encoder (random weights) to ONNX. Inputs input_ids, "
+    parser = example_parser(
+        "examples.bert",
+        "Export a BERT-style encoder (random weights) to ONNX. Inputs input_ids, "
         "attention_mask, token_type_ids: int64 [batch, seq]; outputs last_hidden_state and "
         "pooler_output. batch and seq are symbolic.",
-    )
-    parser.add_argument(
-        "--size",
-        choices=list(CONFIGS),
+        config_flag="--size",
+        config_names=CONFIGS,
         default="base",
-        help="tiny (2x32, for tests), base (BERT-base 109.5M, default), large (335M)",
+        config_help="tiny (2x32, for tests), base (BERT-base 109.5M, default), large (335M)",
     )
     parser.add_argument(
         "--no-pooler", action="store_true", help="leave out the pooler (dense + tanh on [CLS])"
     )
-    add_export_arguments(parser)
-    args = parser.parse_args(argv)
-    path = build(
-        args.out,
-        args.size,
-        pooler=False if args.no_pooler else None,
-        exporter=args.exporter,
-        opset=args.opset,
-        seed=args.seed,
-    )
-    print(path)
-    return 0
+    return run_example_cli(argv, parser, build, _config_from_args)
 
 
 if __name__ == "__main__":

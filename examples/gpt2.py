@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections.abc import Sequence
@@ -28,16 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from examples._example_cli import example_parser, run_example_cli
 from examples._onnx_utils import ExampleError, reports_errors
-from examples._torch_export import (
-    DEFAULT_OPSET,
-    Exporter,
-    SymbolicDim,
-    TensorSpec,
-    add_export_arguments,
-    export_module,
-    randomize_parameters_,
-)
+from examples._torch_example import ExportSignature, TorchExample
+from examples._torch_export import DEFAULT_OPSET, Exporter, SymbolicDim, TensorSpec
 
 __all__ = ["CONFIGS", "GPT2", "GPT2Config", "build", "main", "make_model", "torch_param_count"]
 
@@ -150,12 +143,22 @@ class GPT2(nn.Module):
         return F.linear(self.ln_f(x), self.wte.weight)
 
 
-def _resolve(size: str | GPT2Config) -> GPT2Config:
-    if isinstance(size, GPT2Config):
-        return size
-    if size not in CONFIGS:
-        raise ExampleError(f"unknown GPT-2 size {size!r}; use one of {', '.join(CONFIGS)}")
-    return CONFIGS[size]
+def _signature(config: GPT2Config) -> ExportSignature:
+    batch, seq = 2, min(8, config.n_ctx)
+    input_ids = torch.randint(0, config.vocab_size, (batch, seq))
+    batch_dim = SymbolicDim("batch")
+    seq_dim = SymbolicDim("seq", min=1, max=config.n_ctx)
+    return ExportSignature(
+        (input_ids,),
+        inputs=[TensorSpec("input_ids", {0: batch_dim, 1: seq_dim})],
+        outputs=[TensorSpec("logits", {0: batch_dim, 1: seq_dim})],
+    )
+
+
+_EXAMPLE = TorchExample(GPT2, GPT2Config, CONFIGS, "GPT-2 size", _signature)
+#: ``make_model(config, seed=0)``: the model :func:`build` exports (seeded random weights,
+#: eval mode).
+make_model = _EXAMPLE.make_model
 
 
 def torch_param_count(config: str | GPT2Config) -> int:
@@ -169,25 +172,7 @@ def torch_param_count(config: str | GPT2Config) -> int:
     Returns:
         The parameter count (124,439,808 for ``small``).
     """
-    with torch.device("meta"):
-        model = GPT2(_resolve(config))
-    return sum(p.numel() for p in model.parameters())
-
-
-def make_model(config: str | GPT2Config, seed: int = 0) -> GPT2:
-    """The model :func:`build` exports: seeded random weights, eval mode.
-
-    Args:
-        config: A name from :data:`CONFIGS` or a config.
-        seed: Seed of the weights.
-
-    Returns:
-        The module.
-    """
-    torch.manual_seed(seed)
-    model = GPT2(_resolve(config)).eval()
-    randomize_parameters_(model, seed)
-    return model
+    return _EXAMPLE.param_count(config)
 
 
 def build(
@@ -210,42 +195,22 @@ def build(
     Returns:
         The written path.
     """
-    config = _resolve(size)
-    model = make_model(config, seed)
-    batch, seq = 2, min(8, config.n_ctx)
-    input_ids = torch.randint(0, config.vocab_size, (batch, seq))
-    batch_dim = SymbolicDim("batch")
-    seq_dim = SymbolicDim("seq", min=1, max=config.n_ctx)
-    return export_module(
-        model,
-        (input_ids,),
-        out_path,
-        inputs=[TensorSpec("input_ids", {0: batch_dim, 1: seq_dim})],
-        outputs=[TensorSpec("logits", {0: batch_dim, 1: seq_dim})],
-        exporter=exporter,
-        opset=opset,
-    )
+    return _EXAMPLE.build(out_path, size, exporter=exporter, opset=opset, seed=seed)
 
 
 @reports_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m examples.gpt2 --size small --out gpt2.onnx``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m examples.gpt2",
-        description="Export a GPT-2-style decoder (random weights) to ONNX. Input input_ids "
+    parser = example_parser(
+        "examples.gpt2",
+        "Export a GPT-2-style decoder (random weights) to ONNX. Input input_ids "
         "int64 [batch, seq], output logits [batch, seq, vocab]; batch and seq are symbolic.",
-    )
-    parser.add_argument(
-        "--size",
-        choices=list(CONFIGS),
+        config_flag="--size",
+        config_names=CONFIGS,
         default="small",
-        help="tiny (2x64, for tests), small (GPT-2 124M, default), medium, large, xl",
+        config_help="tiny (2x64, for tests), small (GPT-2 124M, default), medium, large, xl",
     )
-    add_export_arguments(parser)
-    args = parser.parse_args(argv)
-    path = build(args.out, args.size, exporter=args.exporter, opset=args.opset, seed=args.seed)
-    print(path)
-    return 0
+    return run_example_cli(argv, parser, build, lambda args: args.size)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from pathlib import Path
 from onnx import helper
 
 from examples._llama_graph import DTYPES, GraphKind, WeightMode, build_graph
-from examples._onnx_utils import ExampleError, reports_errors, save_model
+from examples._onnx_utils import ExampleError, reports_errors, resolve_config, save_model
 
 __all__ = [
     "CONFIGS",
@@ -170,11 +170,7 @@ def analytic_param_count(config: str | LlamaConfig) -> int:
 
 
 def _resolve(config: str | LlamaConfig) -> LlamaConfig:
-    if isinstance(config, LlamaConfig):
-        return config
-    if config not in CONFIGS:
-        raise ExampleError(f"unknown Llama config {config!r}; use one of {', '.join(CONFIGS)}")
-    return CONFIGS[config]
+    return resolve_config(config, CONFIGS, LlamaConfig, "Llama config")
 
 
 def build(

@@ -24,16 +24,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from examples._example_cli import example_parser, run_example_cli
 from examples._onnx_utils import ExampleError, reports_errors
-from examples._torch_export import (
-    DEFAULT_OPSET,
-    Exporter,
-    SymbolicDim,
-    TensorSpec,
-    add_export_arguments,
-    export_module,
-    randomize_parameters_,
-)
+from examples._torch_example import ExportSignature, TorchExample
+from examples._torch_export import DEFAULT_OPSET, Exporter, SymbolicDim, TensorSpec
 
 __all__ = ["CONFIGS", "MLP", "MLPConfig", "build", "main", "make_model", "torch_param_count"]
 
@@ -94,12 +88,19 @@ class MLP(nn.Module):
         return self.layers(features)
 
 
-def _resolve(size: str | MLPConfig) -> MLPConfig:
-    if isinstance(size, MLPConfig):
-        return size
-    if size not in CONFIGS:
-        raise ExampleError(f"unknown MLP size {size!r}; use one of {', '.join(CONFIGS)}")
-    return CONFIGS[size]
+def _signature(config: MLPConfig) -> ExportSignature:
+    batch_dim = SymbolicDim("batch")
+    return ExportSignature(
+        (torch.randn(2, config.in_features),),
+        inputs=[TensorSpec("features", {0: batch_dim})],
+        outputs=[TensorSpec("logits", {0: batch_dim})],
+    )
+
+
+_EXAMPLE = TorchExample(MLP, MLPConfig, CONFIGS, "MLP size", _signature)
+#: ``make_model(config, seed=0)``: the model :func:`build` exports (seeded random weights,
+#: eval mode).
+make_model = _EXAMPLE.make_model
 
 
 def torch_param_count(config: str | MLPConfig) -> int:
@@ -111,25 +112,7 @@ def torch_param_count(config: str | MLPConfig) -> int:
     Returns:
         The parameter count.
     """
-    with torch.device("meta"):
-        model = MLP(_resolve(config))
-    return sum(p.numel() for p in model.parameters())
-
-
-def make_model(config: str | MLPConfig, seed: int = 0) -> MLP:
-    """The model :func:`build` exports: seeded random weights, eval mode.
-
-    Args:
-        config: A name from :data:`CONFIGS` or a config.
-        seed: Seed of the weights.
-
-    Returns:
-        The module.
-    """
-    torch.manual_seed(seed)
-    model = MLP(_resolve(config)).eval()
-    randomize_parameters_(model, seed)
-    return model
+    return _EXAMPLE.param_count(config)
 
 
 def build(
@@ -152,42 +135,10 @@ def build(
     Returns:
         The written path.
     """
-    config = _resolve(size)
-    model = make_model(config, seed)
-    batch_dim = SymbolicDim("batch")
-    return export_module(
-        model,
-        (torch.randn(2, config.in_features),),
-        out_path,
-        inputs=[TensorSpec("features", {0: batch_dim})],
-        outputs=[TensorSpec("logits", {0: batch_dim})],
-        exporter=exporter,
-        opset=opset,
-    )
+    return _EXAMPLE.build(out_path, size, exporter=exporter, opset=opset, seed=seed)
 
 
-@reports_errors
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m examples.mlp --size base --out mlp.onnx``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m examples.mlp",
-        description="Export a plain MLP (random weights) to ONNX. Input features float32 "
-        "[batch, in]; output logits [batch, out]; batch is symbolic.",
-    )
-    parser.add_argument(
-        "--size",
-        choices=list(CONFIGS),
-        default="base",
-        help="preset: tiny (16-32x2-8) or base (1024-4096x8-1024, default); the options "
-        "below override it",
-    )
-    parser.add_argument("--depth", type=int, help="number of hidden layers")
-    parser.add_argument("--width", type=int, help="units per hidden layer")
-    parser.add_argument("--in-features", type=int, help="input width")
-    parser.add_argument("--out-features", type=int, help="output width")
-    parser.add_argument("--activation", choices=["gelu", "relu"], help="hidden activation")
-    add_export_arguments(parser)
-    args = parser.parse_args(argv)
+def _config_from_args(args: argparse.Namespace) -> MLPConfig:
     overrides = {
         "depth": args.depth,
         "hidden_features": args.width,
@@ -195,10 +146,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "out_features": args.out_features,
         "activation": args.activation,
     }
-    config = replace(CONFIGS[args.size], **{k: v for k, v in overrides.items() if v is not None})
-    path = build(args.out, config, exporter=args.exporter, opset=args.opset, seed=args.seed)
-    print(path)
-    return 0
+    return replace(CONFIGS[args.size], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@reports_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m examples.mlp --size base --out mlp.onnx``."""
+    parser = example_parser(
+        "examples.mlp",
+        "Export a plain MLP (random weights) to ONNX. Input features float32 "
+        "[batch, in]; output logits [batch, out]; batch is symbolic.",
+        config_flag="--size",
+        config_names=CONFIGS,
+        default="base",
+        config_help="preset: tiny (16-32x2-8) or base (1024-4096x8-1024, default); the options "
+        "below override it",
+    )
+    parser.add_argument("--depth", type=int, help="number of hidden layers")
+    parser.add_argument("--width", type=int, help="units per hidden layer")
+    parser.add_argument("--in-features", type=int, help="input width")
+    parser.add_argument("--out-features", type=int, help="output width")
+    parser.add_argument("--activation", choices=["gelu", "relu"], help="hidden activation")
+    return run_example_cli(argv, parser, build, _config_from_args)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from examples._example_cli import example_parser, run_example_cli
 from examples._onnx_utils import ExampleError, reports_errors
-from examples._torch_export import (
-    DEFAULT_OPSET,
-    Exporter,
-    SymbolicDim,
-    TensorSpec,
-    add_export_arguments,
-    export_module,
-    randomize_parameters_,
-)
+from examples._torch_example import ExportSignature, TorchExample
+from examples._torch_export import DEFAULT_OPSET, Exporter, SymbolicDim, TensorSpec
 
 __all__ = [
     "CONFIGS",
@@ -171,12 +165,23 @@ class ResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def _resolve(preset: str | ResNetConfig) -> ResNetConfig:
-    if isinstance(preset, ResNetConfig):
-        return preset
-    if preset not in CONFIGS:
-        raise ExampleError(f"unknown ResNet preset {preset!r}; use one of {', '.join(CONFIGS)}")
-    return CONFIGS[preset]
+def _signature(config: ResNetConfig) -> ExportSignature:
+    size = config.image_size
+    pixel_values = torch.randn(2, config.in_channels, size, size)
+    batch_dim = SymbolicDim("batch")
+    # Below 32 pixels the stem and the stride-2 stages would shrink the map to nothing.
+    height_dim, width_dim = SymbolicDim("height", min=32), SymbolicDim("width", min=32)
+    return ExportSignature(
+        (pixel_values,),
+        inputs=[TensorSpec("pixel_values", {0: batch_dim, 2: height_dim, 3: width_dim})],
+        outputs=[TensorSpec("logits", {0: batch_dim})],
+    )
+
+
+_EXAMPLE = TorchExample(ResNet, ResNetConfig, CONFIGS, "ResNet preset", _signature)
+#: ``make_model(config, seed=0)``: the model :func:`build` exports (seeded random weights,
+#: eval mode).
+make_model = _EXAMPLE.make_model
 
 
 def torch_param_count(config: str | ResNetConfig) -> int:
@@ -191,9 +196,7 @@ def torch_param_count(config: str | ResNetConfig) -> int:
     Returns:
         The parameter count (11,689,512 for ``resnet18``).
     """
-    with torch.device("meta"):
-        model = ResNet(_resolve(config))
-    return sum(p.numel() for p in model.parameters())
+    return _EXAMPLE.param_count(config)
 
 
 def torch_buffer_count(config: str | ResNetConfig) -> int:
@@ -208,25 +211,7 @@ def torch_buffer_count(config: str | ResNetConfig) -> int:
     Returns:
         The float buffer elements (9,600 for ``resnet18``: 2 x 4,800 BN channels).
     """
-    with torch.device("meta"):
-        model = ResNet(_resolve(config))
-    return sum(b.numel() for b in model.buffers() if b.is_floating_point())
-
-
-def make_model(config: str | ResNetConfig, seed: int = 0) -> ResNet:
-    """The model :func:`build` exports: seeded random weights, eval mode.
-
-    Args:
-        config: A name from :data:`CONFIGS` or a config.
-        seed: Seed of the weights.
-
-    Returns:
-        The module.
-    """
-    torch.manual_seed(seed)
-    model = ResNet(_resolve(config)).eval()
-    randomize_parameters_(model, seed)
-    return model
+    return _EXAMPLE.float_buffer_count(config)
 
 
 def build(
@@ -249,50 +234,12 @@ def build(
     Returns:
         The written path.
     """
-    config = _resolve(preset)
-    model = make_model(config, seed)
-    size = config.image_size
-    pixel_values = torch.randn(2, config.in_channels, size, size)
-    batch_dim = SymbolicDim("batch")
-    # Below 32 pixels the stem and the stride-2 stages would shrink the map to nothing.
-    height_dim, width_dim = SymbolicDim("height", min=32), SymbolicDim("width", min=32)
-    return export_module(
-        model,
-        (pixel_values,),
-        out_path,
-        inputs=[TensorSpec("pixel_values", {0: batch_dim, 2: height_dim, 3: width_dim})],
-        outputs=[TensorSpec("logits", {0: batch_dim})],
-        exporter=exporter,
-        opset=opset,
-    )
+    return _EXAMPLE.build(out_path, preset, exporter=exporter, opset=opset, seed=seed)
 
 
-@reports_errors
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m examples.resnet --preset resnet18 --out resnet18.onnx``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m examples.resnet",
-        description="Export a ResNet-style CNN (random weights, BatchNorm kept) to ONNX. Input "
-        "pixel_values float32 [batch, channels, height, width]; output logits "
-        "[batch, classes]. batch, height and width are symbolic.",
-    )
-    parser.add_argument(
-        "--preset",
-        choices=list(CONFIGS),
-        default="resnet18",
-        help="shape preset (default resnet18, 11.69M parameters); --block/--layers/--width/"
-        "--num-classes override it",
-    )
-    parser.add_argument("--block", choices=["basic", "bottleneck"], help="residual block kind")
-    parser.add_argument(
-        "--layers", type=int, nargs="+", help="blocks per stage, e.g. --layers 2 2 2 2"
-    )
-    parser.add_argument("--width", type=int, help="channels of the stem and first stage")
-    parser.add_argument("--num-classes", type=int, help="classifier outputs")
-    add_export_arguments(parser)
-    args = parser.parse_args(argv)
+def _config_from_args(args: argparse.Namespace) -> ResNetConfig:
     base = CONFIGS[args.preset]
-    config = ResNetConfig(
+    return ResNetConfig(
         block=args.block or base.block,
         layers=tuple(args.layers) if args.layers else base.layers,
         width=args.width or base.width,
@@ -300,9 +247,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         in_channels=base.in_channels,
         image_size=base.image_size,
     )
-    path = build(args.out, config, exporter=args.exporter, opset=args.opset, seed=args.seed)
-    print(path)
-    return 0
+
+
+@reports_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m examples.resnet --preset resnet18 --out resnet18.onnx``."""
+    parser = example_parser(
+        "examples.resnet",
+        "Export a ResNet-style CNN (random weights, BatchNorm kept) to ONNX. Input "
+        "pixel_values float32 [batch, channels, height, width]; output logits "
+        "[batch, classes]. batch, height and width are symbolic.",
+        config_flag="--preset",
+        config_names=CONFIGS,
+        default="resnet18",
+        config_help="shape preset (default resnet18, 11.69M parameters); --block/--layers/"
+        "--width/--num-classes override it",
+    )
+    parser.add_argument("--block", choices=["basic", "bottleneck"], help="residual block kind")
+    parser.add_argument(
+        "--layers", type=int, nargs="+", help="blocks per stage, e.g. --layers 2 2 2 2"
+    )
+    parser.add_argument("--width", type=int, help="channels of the stem and first stage")
+    parser.add_argument("--num-classes", type=int, help="classifier outputs")
+    return run_example_cli(argv, parser, build, _config_from_args)
 
 
 if __name__ == "__main__":
