@@ -244,3 +244,138 @@ def _floorplan_wafer(
 
 def _heuristic(problem: FloorplanProblem, rects: Sequence[TileRect]) -> FloorplanResult:
     return FloorplanResult(tuple(rects), "HEURISTIC", layout_cost(problem, rects), cost_lower_bound(problem), 0.0, 0.0)
+
+
+def _wafer_flows(graph: Graph, owner: dict[int, int], wafer_of: Sequence[int]) -> dict[int, dict[tuple[int, int], int]]:
+    """Per wafer: (region i, region j) -> bytes of runtime tensors i makes and j reads."""
+    flows: dict[int, dict[tuple[int, int], int]] = defaultdict(lambda: defaultdict(int))
+    for t in graph.iter_tensors():
+        if t.is_param or t.producer is None or not t.is_static:
+            continue
+        src = owner[t.producer]
+        for dst in sorted({owner[c] for c in t.consumers if not graph.nodes[c].folded} - {src}):
+            if wafer_of[src] == wafer_of[dst]:
+                flows[wafer_of[src]][src, dst] += t.nbytes
+    return flows
+
+
+def _transfers(
+    graph: Graph, owner: dict[int, int], parts: Sequence[Partition], cost: WaferCostModel
+) -> list[Transfer]:
+    rect = {p.id: (p.region.x, p.region.y, p.region.w, p.region.h) for p in parts}  # type: ignore[union-attr]
+    wafer = {p.id: p.device for p in parts}
+    out: list[Transfer] = []
+    for t in graph.iter_tensors():
+        if t.is_param or not t.is_static:
+            continue
+        readers = sorted({owner[c] for c in t.consumers if not graph.nodes[c].folded})
+        if t.kind == "input":
+            if not t.is_kv_cache:
+                out += [Transfer(t.name, t.nbytes, HOST, r, cost.host_transfer_s(t.nbytes)) for r in readers]
+            continue
+        src = owner[t.producer]
+        for dst in readers:
+            if dst == src:
+                continue
+            if wafer[dst] != wafer[src]:
+                out.append(Transfer(t.name, t.nbytes, src, dst, cost.inter_wafer_transfer_s(t.nbytes)))
+                continue
+            hops = center_hops(rect[src], rect[dst])
+            lanes = transfer_lanes(rect[src], rect[dst])
+            out.append(Transfer(t.name, t.nbytes, src, dst, cost.fabric_transfer_s(t.nbytes, hops, lanes), hops))
+        if t.is_graph_output and not t.is_kv_cache_output:
+            out.append(Transfer(t.name, t.nbytes, src, HOST, cost.host_transfer_s(t.nbytes)))
+    return sorted(out, key=lambda tr: (tr.src, tr.dst if tr.dst != HOST else 1 << 30, tr.tensor))
+
+
+def plan_wafer(
+    graph: Graph,
+    target: WaferTarget,
+    options: PlanOptions,
+    announce: Callable[[str], None] | None = None,
+) -> WaferOutcome:
+    """Map ``graph`` onto the target's wafers (see the module docstring)."""
+    say = announce or (lambda message: None)
+    if options.solver not in WAFER_SOLVERS:
+        raise UsageError(f"--solver {options.solver}: on a wafer choose one of {', '.join(WAFER_SOLVERS)}")
+    if options.time_limit_s <= 0:
+        raise UsageError(f"--time-limit {options.time_limit_s}: give a positive number of seconds")
+    started = time.perf_counter()
+    cost = CostModel(target)
+    assert isinstance(cost, WaferCostModel)
+    costs = node_costs(graph)
+    check_nodes_fit(graph, costs, cost, noun="wafer")
+    k = device_count(options, target)
+    check_total_fits(costs, cost, target.num_devices if k is None else k, noun="wafer")
+    node_s = _node_wafer_times(graph, costs, cost)
+    per_wafer = options.regions_per_wafer or REGIONS_PER_WAFER
+    candidates = [k] if k is not None else list(range(max(1, math.ceil(costs.param_bytes / cost.capacity_bytes(0))), target.num_devices + 1))
+    last_error: InfeasibleError | None = None
+    for wafers in candidates:
+        runtime = sum(1 for n in graph.nodes if not n.folded)
+        blocks = coarsen(graph, costs, node_s, min(runtime, per_wafer * wafers), max_block_param_bytes=cost.capacity_bytes(0) // 8)
+        regions = _regions(graph, costs, blocks)
+        too_big = [r for r in regions if r.memory_bytes > cost.capacity_bytes(0)]
+        if too_big:
+            r = too_big[0]
+            first = graph.nodes[r.runtime[0]].name if r.runtime else str(r.block)
+            raise InfeasibleError(
+                f"block {r.block} (from node '{first}') needs {human_bytes(r.memory_bytes)}, more than a whole wafer "
+                f"holds ({human_bytes(cost.capacity_bytes(0))}); split its ops in the model"
+            )
+        try:
+            say(f"splitting {len(regions)} regions across {wafers} wafer(s)")
+            wafer_of, split_status, split_effort = _split_across_wafers(graph, blocks, regions, node_s, cost, wafers, options)
+            return _layout(graph, costs, cost, target, options, blocks, regions, wafer_of, wafers,
+                           split_status, split_effort, started, say, auto=k is None)
+        except InfeasibleError as err:
+            if k is not None:
+                raise
+            last_error = err
+    raise last_error or InfeasibleError("no wafer count fits the model")
+
+
+def _layout(
+    graph: Graph, costs: CostReport, cost: WaferCostModel, target: WaferTarget, options: PlanOptions,
+    blocks: BlockGraph, regions: Sequence[_Region], wafer_of: Sequence[int], wafers: int,
+    split_status: str, split_effort: float, started: float, say: Callable[[str], None], *, auto: bool,
+) -> WaferOutcome:
+    owner = {n: blocks.block_of[n] for n in range(graph.num_nodes)}
+    flows = _wafer_flows(graph, owner, wafer_of)
+    rects: dict[int, tuple[int, int, int, int]] = {}
+    results, snake_costs = [], []
+    for w in range(wafers):
+        on_wafer = [r for r in regions if wafer_of[r.block] == w]
+        if not on_wafer:
+            continue
+        t = _tile_size(options, cost, len(on_wafer))
+        local = {r.block: i for i, r in enumerate(on_wafer)}
+        local_flows = {(local[i], local[j]): b for (i, j), b in flows[w].items()}
+        say(f"floorplanning wafer {w}: {len(on_wafer)} regions on {cost.target.wafer.width_cores // t}x"
+            f"{cost.target.wafer.height_cores // t} tiles of {t}x{t} cores ({options.solver})")
+        _, result, snake_cost = _floorplan_wafer(w, on_wafer, local_flows, cost, t, options, options.time_limit_s / wafers)
+        results.append(result)
+        snake_costs.append(snake_cost)
+        for r, tile in zip(on_wafer, result.rects, strict=True):
+            rects[r.block] = (tile.x * t, tile.y * t, tile.w * t, tile.h * t)
+    parts = []
+    for r in regions:
+        x, y, w, h = rects[r.block]
+        parts.append(
+            Partition(
+                id=r.block,
+                device=wafer_of[r.block],
+                stage=r.block,
+                nodes=r.nodes,
+                param_bytes=r.param_bytes,
+                activation_bytes=r.activation_bytes,
+                memory_bytes=r.memory_bytes,
+                capacity_bytes=cost.region_sram_bytes(w, h),
+                flops=sum(r.flops_by_dtype.values()),
+                compute_s=_region_compute_s(cost, r, w, h),
+                region=Region(wafer_of[r.block], x, y, w, h),
+            )
+        )
+    transfers = _transfers(graph, owner, parts, cost)
+    return _assemble(graph, costs, cost, target, options, parts, transfers, results, snake_costs,
+                     split_status, split_effort, started, wafers)

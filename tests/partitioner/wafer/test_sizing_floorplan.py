@@ -1,0 +1,109 @@
+"""Region sizing and floorplanning on small grids, with values worked by hand."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from partitioner.wafer.floorplan import (
+    FloorplanProblem,
+    TileRect,
+    blind_layout,
+    cost_lower_bound,
+    cpsat_floorplan,
+    layout_cost,
+    snake_layout,
+    valid_layout,
+)
+from partitioner.wafer.sizing import SizingError, shape_options, size_regions
+
+
+def test_sizing_balances_compute_within_the_budget():
+    # time = work / tiles; works 1, 3, 4 with 16 tiles: balanced at T = 8/16 = 0.5 -> 2, 6, 8 tiles
+    work = [1.0, 3.0, 4.0]
+    sized = size_regions([1, 1, 1], 16, lambda i, tiles: work[i] / tiles)
+    assert [s.tiles for s in sized] == [2, 6, 8]
+
+
+def test_sizing_respects_memory_minimums():
+    # region 0 needs 10 tiles for its bytes although it computes little
+    work = [1.0, 3.0]
+    sized = size_regions([10, 1], 16, lambda i, tiles: work[i] / tiles)
+    assert sized[0].tiles == 10 and sized[1].tiles == 6
+    with pytest.raises(SizingError, match="17 tiles"):
+        size_regions([10, 7], 16, lambda i, tiles: 1.0 / tiles)
+
+
+def test_shape_options_cover_the_area_within_the_grid():
+    shapes = shape_options(12, 10, 10)
+    assert (3, 4) in shapes and (4, 3) in shapes
+    assert all(w * h >= 12 and w <= 10 and h <= 10 for w, h in shapes)
+    assert all(max(w / h, h / w) <= 4 for w, h in shapes)
+    assert shape_options(12, 2, 2) == []
+
+
+def _chain(n: int, grid: tuple[int, int] = (8, 8)) -> FloorplanProblem:
+    return FloorplanProblem(
+        grid[0],
+        grid[1],
+        tuple(((2, 2),) for _ in range(n)),
+        tuple((i, i + 1, 100) for i in range(n - 1)),
+    )
+
+
+def test_snake_places_a_chain_side_by_side():
+    # 4 regions of 2x2 on an 8x8 grid in one shelf: x = 0, 2, 4, 6; neighbours' centres 2 tiles
+    # apart -> doubled distance 4 each, cost 3 * 100 * 4 = 1200 = the lower bound
+    p = _chain(4)
+    rects = snake_layout(p)
+    assert rects == [
+        TileRect(0, 0, 2, 2),
+        TileRect(2, 0, 2, 2),
+        TileRect(4, 0, 2, 2),
+        TileRect(6, 0, 2, 2),
+    ]
+    assert layout_cost(p, rects) == 1200 == cost_lower_bound(p)
+
+
+def test_snake_turns_back_on_the_next_shelf():
+    # 6 regions: shelf 0 holds four (x = 0..6), shelf 1 runs right to left: region 4 at x = 6
+    rects = snake_layout(_chain(6))
+    assert rects[4] == TileRect(6, 2, 2, 2) and rects[5] == TileRect(4, 2, 2, 2)
+
+
+def test_blind_ignores_the_graph():
+    # a chain whose heavy edge joins the two largest regions; blind packs by size only
+    shapes = (((1, 1),), ((3, 3),), ((1, 1),), ((3, 3),))
+    p = FloorplanProblem(8, 8, shapes, ((0, 1, 1), (1, 2, 1), (2, 3, 1)))
+    rects = blind_layout(p)
+    assert valid_layout(p, rects)
+    assert rects[1].x == 0 and rects[3].x == 3  # largest first, left to right
+
+
+def test_cpsat_beats_or_matches_the_snake_and_respects_the_bound():
+    # a ring of 6: snake leaves the closing edge long; CP-SAT can fold it
+    shapes = tuple(((2, 2), (1, 4), (4, 1)) for _ in range(6))
+    flows = tuple((i, (i + 1) % 6, 100) for i in range(6))
+    p = FloorplanProblem(6, 6, shapes, flows)
+    snake = snake_layout(p)
+    result = cpsat_floorplan(p, hint=snake, time_limit_s=5)
+    assert valid_layout(p, result.rects)
+    assert result.cost <= layout_cost(p, snake)
+    assert cost_lower_bound(p) <= result.cost
+    assert result.bound <= result.cost
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 7), st.integers(0, 10_000))
+def test_any_layout_found_is_valid(n, seed):
+    import random
+
+    rng = random.Random(seed)
+    shapes = tuple(tuple(shape_options(rng.randint(1, 6), 8, 8)) for _ in range(n))
+    flows = tuple((i, rng.randrange(i + 1, n), rng.randint(1, 1000)) for i in range(n - 1))
+    p = FloorplanProblem(8, 8, shapes, flows)
+    for layout in (snake_layout(p), blind_layout(p)):
+        assert layout is None or (
+            valid_layout(p, layout) and layout_cost(p, layout) >= cost_lower_bound(p)
+        )
