@@ -150,7 +150,9 @@ def build_pipeline_problem(
     wanted = target_blocks or target_block_count(len(devices), runtime_nodes)
     smallest = min(cost.capacity_bytes(d) for d in devices)
     blocks = coarsen(graph, costs, stage_times[0], wanted, max_block_param_bytes=smallest // 4)
-    relay, host_in, host_out_s, host_out_bytes = stage_flows(graph, blocks, cost.transfer_time_s, devices)
+    relay, host_in, host_out_s, host_out_bytes = stage_flows(
+        graph, blocks, cost.transfer_time_s, devices
+    )
     block_time = tuple(
         tuple(sum(stage_times[k][i] for i in b.nodes) for k in range(len(devices)))
         for b in blocks.blocks

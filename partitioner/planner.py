@@ -109,7 +109,9 @@ def check_nodes_fit(graph: Graph, costs: CostReport, cost: CostModel, noun: str 
             )
 
 
-def check_total_fits(costs: CostReport, cost: CostModel, devices: int, noun: str = "device") -> None:
+def check_total_fits(
+    costs: CostReport, cost: CostModel, devices: int, noun: str = "device"
+) -> None:
     """The parameters fit the first ``devices`` devices together; else say how many are needed."""
     capacity = sum(cost.capacity_bytes(d) for d in range(devices))
     if costs.param_bytes > capacity:

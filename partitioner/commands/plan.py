@@ -25,19 +25,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.table import Table
-
 from partitioner.commands._common import add_model_arguments, console, err_console, load_graph
+from partitioner.commands.summaries import print_summary, print_wafer_summary
 from partitioner.plan import Plan
 from partitioner.planner import (
     PIPELINE_SOLVERS,
     PlanOptions,
-    PlanOutcome,
     UsageError,
     plan_pipeline,
 )
-from partitioner.units import human_bytes, human_flops, human_seconds
-from targets import GpuTarget, load_target
+from partitioner.units import human_seconds
+from partitioner.wafer.planner import WAFER_SOLVERS, plan_wafer
+from targets import WaferTarget, load_target
 
 __all__ = ["add_arguments", "run", "write_atomic", "default_plan_path"]
 
@@ -67,9 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--solver",
         default="cpsat",
-        choices=PIPELINE_SOLVERS,
-        help="cpsat (default; DP warm start, proven bound), dp (exact over one topological order), "
-        "greedy, params (DeepSpeed parameter-balanced), uniform (equal node counts)",
+        choices=sorted(set(PIPELINE_SOLVERS) | set(WAFER_SOLVERS)),
+        help="GPU targets: cpsat (default; DP warm start, proven bound), dp (exact over one topological "
+        "order), greedy, params (DeepSpeed parameter-balanced), uniform (equal node counts). "
+        "Wafer targets: cpsat (floorplan warm-started from the snake), snake (serpentine layout), "
+        "blind (packing that ignores the graph)",
     )
     parser.add_argument(
         "--objective",
@@ -103,6 +104,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="coarsen to about N blocks (default: 32 per device, 64..512)",
     )
+    parser.add_argument(
+        "--regions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="wafer targets: regions (rectangles) per wafer (default 48)",
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="CORES",
+        help="wafer targets: floorplan in tiles of CORES x CORES cores (default: about 3000 tiles a wafer)",
+    )
+    parser.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also draw the plan (floorplan and heatmaps on wafers)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the plan path")
 
 
@@ -132,61 +154,6 @@ def _devices_option(value: str | None) -> int | str | None:
         return int(value)
     except ValueError:
         raise UsageError(f"--devices {value!r}: give a whole number or 'auto'") from None
-
-
-def print_summary(outcome: PlanOutcome) -> None:
-    """Per-stage table with the bottleneck marked, then the figures that matter."""
-    plan = outcome.plan
-    e = outcome.layout.estimate
-    worst = e.bottleneck.index if e.bottleneck.kind in ("compute", "transfer", "host") else -1
-    table = Table(title=f"{plan.target.name}: {len(plan.partitions)} stages", title_justify="left")
-    for col in (
-        "stage",
-        "device",
-        "nodes",
-        "params",
-        "memory",
-        "of cap.",
-        "compute",
-        "send",
-        "period",
-        "",
-    ):
-        table.add_column(col, justify="right")
-    for p in plan.partitions:
-        period = e.stage_period_s[p.stage]
-        mark = "◀ bottleneck" if p.stage == worst else ""
-        table.add_row(
-            str(p.stage),
-            str(p.device),
-            f"{len(p.nodes):,}",
-            human_bytes(p.param_bytes),
-            human_bytes(p.memory_bytes),
-            f"{100 * p.memory_bytes / p.capacity_bytes:.0f}%",
-            human_seconds(p.compute_s),
-            human_seconds(outcome.layout.stage_send_s[p.stage]),
-            human_seconds(period),
-            mark,
-        )
-    console.print(table)
-    s = plan.solver
-    extra = plan.estimate.extra
-    console.print(
-        f"latency {human_seconds(e.latency_s)}   throughput {e.throughput_per_s:,.1f}/s   "
-        f"bottleneck: {e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
-    )
-    if extra.get("llm_decode_step"):
-        console.print(
-            f"decode: {extra['tokens_per_s']:,.0f} tokens/s with the pipeline full "
-            f"(batch {extra['batch']} per stage), {human_seconds(extra['s_per_token'])} per token per stream"
-            + (f", ${extra['usd_per_token']:.3g}/token" if "usd_per_token" in extra else "")
-        )
-    console.print(
-        f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
-        f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
-        f"{plan.model.num_nodes:,} nodes in {extra['coarsening']['blocks']} blocks, "
-        f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
-    )
 
 
 class SolveDisplay:
@@ -228,8 +195,6 @@ class SolveDisplay:
 def run(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     graph = load_graph(args)
-    if not isinstance(target, GpuTarget):
-        raise UsageError(f"target {target.name} is a wafer; wafer planning is not available yet")
     options = PlanOptions(
         devices=_devices_option(args.devices),
         solver=args.solver,
@@ -240,20 +205,30 @@ def run(args: argparse.Namespace) -> int:
         overlap_transfers=args.overlap,
         target_blocks=args.blocks,
         command=shlex.join(["partition", *args.argv]),
+        regions_per_wafer=args.regions,
+        tile_cores=args.tile,
     )
     output = args.output or default_plan_path(args.model, target.name)
     display = SolveDisplay(enabled=not args.quiet)
     with display:
-        outcome = plan_pipeline(graph, target, options, display.progress, display.announce)
+        if isinstance(target, WaferTarget):
+            outcome = plan_wafer(graph, target, options, display.announce)
+        else:
+            outcome = plan_pipeline(graph, target, options, display.progress, display.announce)
     write_atomic(output, outcome.plan.to_json())
+    if args.png is not None:
+        write_png(outcome.plan, args.png)
     if not args.quiet:
-        print_summary(outcome)
+        if isinstance(target, WaferTarget):
+            print_wafer_summary(outcome)
+        else:
+            print_summary(outcome)
     if outcome.interrupted:
         err_console.print(
             f"interrupted: wrote the best plan found so far ({outcome.plan.solver.status}) to {output}"
         )
         return 130
-    console.print(f"plan written to {output}")
+    console.print(f"plan written to {output}" + (f", picture in {args.png}" if args.png else ""))
     return 0
 
 

@@ -96,7 +96,8 @@ def cost_lower_bound(problem: FloorplanProblem) -> int:
     total = 0
     for i, j, nbytes in problem.flows:
         best = min(
-            min(wi + wj, hi + hj) for (wi, hi), (wj, hj) in itertools.product(problem.shapes[i], problem.shapes[j])
+            min(wi + wj, hi + hj)
+            for (wi, hi), (wj, hj) in itertools.product(problem.shapes[i], problem.shapes[j])
         )
         total += nbytes * best
     return total
@@ -117,7 +118,9 @@ def valid_layout(problem: FloorplanProblem, rects: Sequence[TileRect]) -> bool:
     return True
 
 
-def _shelves(problem: FloorplanProblem, order: Sequence[int], shelf_h: int, serpentine: bool) -> list[TileRect] | None:
+def _shelves(
+    problem: FloorplanProblem, order: Sequence[int], shelf_h: int, serpentine: bool
+) -> list[TileRect] | None:
     """Place regions in ``order`` on shelves of height ``shelf_h``; None if they overflow."""
     rects: dict[int, TileRect] = {}
     y, used, shelf, row = 0, 0, 0, []
@@ -140,7 +143,9 @@ def _shelves(problem: FloorplanProblem, order: Sequence[int], shelf_h: int, serp
     return [rects[i] for i in range(problem.num_regions)]
 
 
-def _best_shelf_layout(problem: FloorplanProblem, order: Sequence[int], serpentine: bool) -> list[TileRect] | None:
+def _best_shelf_layout(
+    problem: FloorplanProblem, order: Sequence[int], serpentine: bool
+) -> list[TileRect] | None:
     heights = sorted({h for options in problem.shapes for _, h in options})
     best, best_cost = None, math.inf
     for shelf_h in heights:
@@ -172,7 +177,11 @@ def _weights(problem: FloorplanProblem) -> tuple[list[int], float]:
 
 
 def cpsat_floorplan(
-    problem: FloorplanProblem, *, hint: Sequence[TileRect] | None, time_limit_s: float, seed: int = 0
+    problem: FloorplanProblem,
+    *,
+    hint: Sequence[TileRect] | None,
+    time_limit_s: float,
+    seed: int = 0,
 ) -> FloorplanResult:
     """Minimise Σ bytes × centre distance with CP-SAT (one worker, deterministic limit)."""
     started = time.perf_counter()
@@ -240,4 +249,6 @@ def cpsat_floorplan(
     cost = layout_cost(problem, best)
     # OPTIMAL is CP-SAT's proof for the integer-weighted objective; the bound
     # reported is the geometric one, which holds exactly for the byte costs.
-    return FloorplanResult(tuple(best), status_name, cost, min(exact_bound, cost), effort, wall, interrupted)
+    return FloorplanResult(
+        tuple(best), status_name, cost, min(exact_bound, cost), effort, wall, interrupted
+    )

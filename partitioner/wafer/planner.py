@@ -21,9 +21,21 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from partitioner.simulate import estimate_fields, simulate_wafer
+
 from partitioner import __version__
-from partitioner.pipeline import conservative_activation, stage_flows
-from partitioner.plan import Bottleneck, Estimate, ModelInfo, Partition, Plan, Provenance, Region, SolverInfo, Transfer
+from partitioner.gpu_plan import llm_figures
+from partitioner.pipeline import stage_flows
+from partitioner.plan import (
+    Bottleneck,
+    Estimate,
+    Partition,
+    Plan,
+    Provenance,
+    Region,
+    SolverInfo,
+    Transfer,
+)
 from partitioner.planner import (
     InfeasibleError,
     PlanOptions,
@@ -96,7 +108,9 @@ def _node_wafer_times(graph: Graph, costs: CostReport, cost: WaferCostModel) -> 
     """Seconds of each node if a whole wafer computed it (its share of a wafer's work)."""
     w = cost.target.wafer
     return [
-        0.0 if node.folded or not c.flops else cost.region_compute_s(c.flops, w.width_cores, w.height_cores, c.dtype or "float16")
+        0.0
+        if node.folded or not c.flops
+        else cost.region_compute_s(c.flops, w.width_cores, w.height_cores, c.dtype or "float16")
         for node, c in zip(graph.nodes, costs.nodes, strict=True)
     ]
 
@@ -121,13 +135,29 @@ def _regions(graph: Graph, costs: CostReport, blocks: BlockGraph) -> list[_Regio
             if costs.nodes[n].flops:
                 by_dtype[costs.nodes[n].dtype or "float16"] += costs.nodes[n].flops
         peak = activation_liveness(graph, list(runtime)).peak_bytes if runtime else 0
-        out.append(_Region(b.id, b.nodes, runtime, dict(by_dtype), b.matmuls, b.param_bytes, b.kv_cache_bytes, peak))
+        out.append(
+            _Region(
+                b.id,
+                b.nodes,
+                runtime,
+                dict(by_dtype),
+                b.matmuls,
+                b.param_bytes,
+                b.kv_cache_bytes,
+                peak,
+            )
+        )
     return out
 
 
 def _split_across_wafers(
-    graph: Graph, blocks: BlockGraph, regions: Sequence[_Region], node_s: Sequence[float],
-    cost: WaferCostModel, k: int, options: PlanOptions,
+    graph: Graph,
+    blocks: BlockGraph,
+    regions: Sequence[_Region],
+    node_s: Sequence[float],
+    cost: WaferCostModel,
+    k: int,
+    options: PlanOptions,
 ) -> tuple[list[int], str, float]:
     """One contiguous pipeline stage of blocks per wafer (stage k on wafer k)."""
     if k == 1:
@@ -136,7 +166,9 @@ def _split_across_wafers(
     def transfer_s(nbytes: int, a: int, b: int) -> float:
         if a == b:
             return 0.0
-        return cost.host_transfer_s(nbytes) if HOST in (a, b) else cost.inter_wafer_transfer_s(nbytes)
+        return (
+            cost.host_transfer_s(nbytes) if HOST in (a, b) else cost.inter_wafer_transfer_s(nbytes)
+        )
 
     devices = list(range(k))
     relay, host_in, host_out_s, host_out_bytes = stage_flows(graph, blocks, transfer_s, devices)
@@ -158,13 +190,16 @@ def _split_across_wafers(
         objective=options.objective,
         block_nodes=tuple(len(r.runtime) for r in regions),
     )
-    del conservative_activation  # regions hold their own activations; nothing passes over them
     hint = dp_partition(problem)
     if options.solver != "cpsat":
         if hint is None:
-            raise InfeasibleError(f"no split of the model across {k} wafers fits their SRAM; use more wafers")
+            raise InfeasibleError(
+                f"no split of the model across {k} wafers fits their SRAM; use more wafers"
+            )
         return hint, "HEURISTIC", 0.0
-    result = cpsat_partition(problem, hint=hint, time_limit_s=0.3 * options.time_limit_s, seed=options.seed)
+    result = cpsat_partition(
+        problem, hint=hint, time_limit_s=0.3 * options.time_limit_s, seed=options.seed
+    )
     if result.stage_of is None:
         raise InfeasibleError(
             f"no split of the model across {k} wafers fits their SRAM (parameters {human_bytes(sum(r.param_bytes for r in regions))}); "
@@ -195,10 +230,15 @@ def _tile_size(options: PlanOptions, cost: WaferCostModel, num_regions: int) -> 
 
 
 def _floorplan_wafer(
-    wafer: int, regions: Sequence[_Region], flows: dict[tuple[int, int], int], cost: WaferCostModel,
-    t: int, options: PlanOptions, time_limit_s: float,
-) -> tuple[FloorplanProblem, FloorplanResult, int]:
-    """Size and place one wafer's regions; returns the problem, result and the snake's cost."""
+    wafer: int,
+    regions: Sequence[_Region],
+    flows: dict[tuple[int, int], int],
+    cost: WaferCostModel,
+    t: int,
+    options: PlanOptions,
+    time_limit_s: float,
+) -> tuple[FloorplanProblem, FloorplanResult, list[TileRect]]:
+    """Size and place one wafer's regions; returns the problem, the result and the snake layout."""
     w = cost.target.wafer
     gw, gh = w.width_cores // t, w.height_cores // t
     min_tiles = [max(1, math.ceil(cost.cores_needed(r.memory_bytes) / (t * t))) for r in regions]
@@ -222,20 +262,21 @@ def _floorplan_wafer(
         shapes = tuple(tuple(shape_options(s.tiles, gw, gh)) for s in sized)
         if any(not options_ for options_ in shapes):
             continue
-        problem = FloorplanProblem(gw, gh, shapes, tuple((i, j, b) for (i, j), b in sorted(flows.items())))
+        problem = FloorplanProblem(
+            gw, gh, shapes, tuple((i, j, b) for (i, j), b in sorted(flows.items()))
+        )
         snake = snake_layout(problem)
         if snake is None:
             continue  # too full to pack: give the regions fewer tiles and retry
-        snake_cost = layout_cost(problem, snake)
         if options.solver == "snake":
-            return problem, _heuristic(problem, snake), snake_cost
+            return problem, _heuristic(problem, snake), snake
         if options.solver == "blind":
             blind = blind_layout(problem)
             if blind is None:
                 continue
-            return problem, _heuristic(problem, blind), snake_cost
+            return problem, _heuristic(problem, blind), snake
         result = cpsat_floorplan(problem, hint=snake, time_limit_s=time_limit_s, seed=options.seed)
-        return problem, result, snake_cost
+        return problem, result, snake
     raise InfeasibleError(
         f"wafer {wafer}: the {len(regions)} regions cannot be packed on the {w.width_cores}x{w.height_cores} grid "
         f"even at {int(100 * FILLS[-1])}% fill; use more wafers or fewer --regions"
@@ -243,10 +284,14 @@ def _floorplan_wafer(
 
 
 def _heuristic(problem: FloorplanProblem, rects: Sequence[TileRect]) -> FloorplanResult:
-    return FloorplanResult(tuple(rects), "HEURISTIC", layout_cost(problem, rects), cost_lower_bound(problem), 0.0, 0.0)
+    return FloorplanResult(
+        tuple(rects), "HEURISTIC", layout_cost(problem, rects), cost_lower_bound(problem), 0.0, 0.0
+    )
 
 
-def _wafer_flows(graph: Graph, owner: dict[int, int], wafer_of: Sequence[int]) -> dict[int, dict[tuple[int, int], int]]:
+def _wafer_flows(
+    graph: Graph, owner: dict[int, int], wafer_of: Sequence[int]
+) -> dict[int, dict[tuple[int, int], int]]:
     """Per wafer: (region i, region j) -> bytes of runtime tensors i makes and j reads."""
     flows: dict[int, dict[tuple[int, int], int]] = defaultdict(lambda: defaultdict(int))
     for t in graph.iter_tensors():
@@ -271,18 +316,27 @@ def _transfers(
         readers = sorted({owner[c] for c in t.consumers if not graph.nodes[c].folded})
         if t.kind == "input":
             if not t.is_kv_cache:
-                out += [Transfer(t.name, t.nbytes, HOST, r, cost.host_transfer_s(t.nbytes)) for r in readers]
+                out += [
+                    Transfer(t.name, t.nbytes, HOST, r, cost.host_transfer_s(t.nbytes))
+                    for r in readers
+                ]
             continue
         src = owner[t.producer]
         for dst in readers:
             if dst == src:
                 continue
             if wafer[dst] != wafer[src]:
-                out.append(Transfer(t.name, t.nbytes, src, dst, cost.inter_wafer_transfer_s(t.nbytes)))
+                out.append(
+                    Transfer(t.name, t.nbytes, src, dst, cost.inter_wafer_transfer_s(t.nbytes))
+                )
                 continue
             hops = center_hops(rect[src], rect[dst])
             lanes = transfer_lanes(rect[src], rect[dst])
-            out.append(Transfer(t.name, t.nbytes, src, dst, cost.fabric_transfer_s(t.nbytes, hops, lanes), hops))
+            out.append(
+                Transfer(
+                    t.name, t.nbytes, src, dst, cost.fabric_transfer_s(t.nbytes, hops, lanes), hops
+                )
+            )
         if t.is_graph_output and not t.is_kv_cache_output:
             out.append(Transfer(t.name, t.nbytes, src, HOST, cost.host_transfer_s(t.nbytes)))
     return sorted(out, key=lambda tr: (tr.src, tr.dst if tr.dst != HOST else 1 << 30, tr.tensor))
@@ -297,7 +351,9 @@ def plan_wafer(
     """Map ``graph`` onto the target's wafers (see the module docstring)."""
     say = announce or (lambda message: None)
     if options.solver not in WAFER_SOLVERS:
-        raise UsageError(f"--solver {options.solver}: on a wafer choose one of {', '.join(WAFER_SOLVERS)}")
+        raise UsageError(
+            f"--solver {options.solver}: on a wafer choose one of {', '.join(WAFER_SOLVERS)}"
+        )
     if options.time_limit_s <= 0:
         raise UsageError(f"--time-limit {options.time_limit_s}: give a positive number of seconds")
     started = time.perf_counter()
@@ -309,11 +365,26 @@ def plan_wafer(
     check_total_fits(costs, cost, target.num_devices if k is None else k, noun="wafer")
     node_s = _node_wafer_times(graph, costs, cost)
     per_wafer = options.regions_per_wafer or REGIONS_PER_WAFER
-    candidates = [k] if k is not None else list(range(max(1, math.ceil(costs.param_bytes / cost.capacity_bytes(0))), target.num_devices + 1))
+    candidates = (
+        [k]
+        if k is not None
+        else list(
+            range(
+                max(1, math.ceil(costs.param_bytes / cost.capacity_bytes(0))),
+                target.num_devices + 1,
+            )
+        )
+    )
     last_error: InfeasibleError | None = None
     for wafers in candidates:
         runtime = sum(1 for n in graph.nodes if not n.folded)
-        blocks = coarsen(graph, costs, node_s, min(runtime, per_wafer * wafers), max_block_param_bytes=cost.capacity_bytes(0) // 8)
+        blocks = coarsen(
+            graph,
+            costs,
+            node_s,
+            min(runtime, per_wafer * wafers),
+            max_block_param_bytes=cost.capacity_bytes(0) // 8,
+        )
         regions = _regions(graph, costs, blocks)
         too_big = [r for r in regions if r.memory_bytes > cost.capacity_bytes(0)]
         if too_big:
@@ -325,9 +396,25 @@ def plan_wafer(
             )
         try:
             say(f"splitting {len(regions)} regions across {wafers} wafer(s)")
-            wafer_of, split_status, split_effort = _split_across_wafers(graph, blocks, regions, node_s, cost, wafers, options)
-            return _layout(graph, costs, cost, target, options, blocks, regions, wafer_of, wafers,
-                           split_status, split_effort, started, say, auto=k is None)
+            wafer_of, split_status, split_effort = _split_across_wafers(
+                graph, blocks, regions, node_s, cost, wafers, options
+            )
+            return _layout(
+                graph,
+                costs,
+                cost,
+                target,
+                options,
+                blocks,
+                regions,
+                wafer_of,
+                wafers,
+                split_status,
+                split_effort,
+                started,
+                say,
+                auto=k is None,
+            )
         except InfeasibleError as err:
             if k is not None:
                 raise
@@ -336,14 +423,26 @@ def plan_wafer(
 
 
 def _layout(
-    graph: Graph, costs: CostReport, cost: WaferCostModel, target: WaferTarget, options: PlanOptions,
-    blocks: BlockGraph, regions: Sequence[_Region], wafer_of: Sequence[int], wafers: int,
-    split_status: str, split_effort: float, started: float, say: Callable[[str], None], *, auto: bool,
+    graph: Graph,
+    costs: CostReport,
+    cost: WaferCostModel,
+    target: WaferTarget,
+    options: PlanOptions,
+    blocks: BlockGraph,
+    regions: Sequence[_Region],
+    wafer_of: Sequence[int],
+    wafers: int,
+    split_status: str,
+    split_effort: float,
+    started: float,
+    say: Callable[[str], None],
+    *,
+    auto: bool,
 ) -> WaferOutcome:
     owner = {n: blocks.block_of[n] for n in range(graph.num_nodes)}
     flows = _wafer_flows(graph, owner, wafer_of)
     rects: dict[int, tuple[int, int, int, int]] = {}
-    results, snake_costs = [], []
+    results, summaries = [], []
     for w in range(wafers):
         on_wafer = [r for r in regions if wafer_of[r.block] == w]
         if not on_wafer:
@@ -351,13 +450,28 @@ def _layout(
         t = _tile_size(options, cost, len(on_wafer))
         local = {r.block: i for i, r in enumerate(on_wafer)}
         local_flows = {(local[i], local[j]): b for (i, j), b in flows[w].items()}
-        say(f"floorplanning wafer {w}: {len(on_wafer)} regions on {cost.target.wafer.width_cores // t}x"
-            f"{cost.target.wafer.height_cores // t} tiles of {t}x{t} cores ({options.solver})")
-        _, result, snake_cost = _floorplan_wafer(w, on_wafer, local_flows, cost, t, options, options.time_limit_s / wafers)
+        say(
+            f"floorplanning wafer {w}: {len(on_wafer)} regions on {cost.target.wafer.width_cores // t}x"
+            f"{cost.target.wafer.height_cores // t} tiles of {t}x{t} cores ({options.solver})"
+        )
+        problem, result, snake = _floorplan_wafer(
+            w, on_wafer, local_flows, cost, t, options, options.time_limit_s / wafers
+        )
         results.append(result)
-        snake_costs.append(snake_cost)
-        for r, tile in zip(on_wafer, result.rects, strict=True):
-            rects[r.block] = (tile.x * t, tile.y * t, tile.w * t, tile.h * t)
+        in_cores = [_to_cores(tile, t) for tile in result.rects]
+        for r, rect in zip(on_wafer, in_cores, strict=True):
+            rects[r.block] = rect
+        summaries.append(
+            {
+                "wafer": w,
+                "regions": len(on_wafer),
+                "tile_cores": t,
+                "status": result.status,
+                "byte_hops": _byte_hops(local_flows, in_cores),
+                "snake_byte_hops": _byte_hops(local_flows, [_to_cores(tile, t) for tile in snake]),
+                "byte_hops_bound": _bound_in_cores(problem, t),
+            }
+        )
     parts = []
     for r in regions:
         x, y, w, h = rects[r.block]
@@ -377,5 +491,117 @@ def _layout(
             )
         )
     transfers = _transfers(graph, owner, parts, cost)
-    return _assemble(graph, costs, cost, target, options, parts, transfers, results, snake_costs,
-                     split_status, split_effort, started, wafers)
+    return _assemble(
+        graph,
+        costs,
+        cost,
+        target,
+        options,
+        parts,
+        transfers,
+        results,
+        summaries,
+        split_status,
+        split_effort,
+        started,
+        wafers,
+        blocks,
+    )
+
+
+def _to_cores(tile: TileRect, t: int) -> tuple[int, int, int, int]:
+    return (tile.x * t, tile.y * t, tile.w * t, tile.h * t)
+
+
+def _byte_hops(
+    flows: dict[tuple[int, int], int], rects: Sequence[tuple[int, int, int, int]]
+) -> int:
+    """Σ bytes × centre hops, in cores (what the plan's transfers carry as ``hops``)."""
+    return sum(b * center_hops(rects[i], rects[j]) for (i, j), b in flows.items())
+
+
+def _bound_in_cores(problem: FloorplanProblem, t: int) -> int:
+    """The geometric lower bound in cores: doubled tile distance × t/2, less a hop of rounding."""
+    return sum(
+        b * max(0, math.floor(d2 * t / 2) - 1)
+        for (i, j, b), d2 in zip(problem.flows, _min_d2(problem), strict=True)
+    )
+
+
+def _min_d2(problem: FloorplanProblem) -> list[int]:
+    return [
+        min(min(wi + wj, hi + hj) for wi, hi in problem.shapes[i] for wj, hj in problem.shapes[j])
+        for i, j, _ in problem.flows
+    ]
+
+
+_STATUS_RANK = {"OPTIMAL": 0, "FEASIBLE": 1, "HEURISTIC": 2}
+
+
+def _assemble(
+    graph: Graph,
+    costs: CostReport,
+    cost: WaferCostModel,
+    target: WaferTarget,
+    options: PlanOptions,
+    parts: Sequence[Partition],
+    transfers: Sequence[Transfer],
+    results: Sequence[FloorplanResult],
+    summaries: Sequence[dict],
+    split_status: str,
+    split_effort: float,
+    started: float,
+    wafers: int,
+    blocks: BlockGraph,
+) -> WaferOutcome:
+    report = simulate_wafer(parts, transfers, target)
+    fields = estimate_fields(report)
+    extra = dict(fields["extra"])
+    extra.update(
+        llm_figures(
+            graph, fields["latency_s"], fields["throughput_per_s"], cost, list(range(wafers))
+        )
+    )
+    extra["devices_used"] = wafers
+    extra["floorplan"] = list(summaries)
+    extra["coarsening"] = {
+        "blocks": blocks.report.num_blocks,
+        "runtime_nodes": blocks.report.num_runtime_nodes,
+    }
+    statuses = [split_status, *(r.status for r in results)]
+    status = max(statuses, key=lambda s: _STATUS_RANK[s])
+    period = report.period_s
+    node_s = _node_wafer_times(graph, costs, cost)
+    # No plan on these wafers beats a perfect spread of all compute over all of them.
+    bound = min(max(sum(node_s) / wafers, max(node_s, default=0.0)), period)
+    plan = Plan(
+        model=model_info(graph, costs),
+        target=target_info(target),
+        solver=SolverInfo(
+            name=options.solver,
+            status=status,
+            objective_s=period,
+            bound_s=bound,
+            gap=(period - bound) / period if period > 0 else 0.0,
+            wall_s=round(split_effort + sum(r.deterministic_s for r in results), 6),
+            seed=options.seed,
+            time_limit_s=options.time_limit_s,
+        ),
+        partitions=tuple(parts),
+        transfers=tuple(transfers),
+        estimate=Estimate(
+            latency_s=fields["latency_s"],
+            throughput_per_s=fields["throughput_per_s"],
+            bottleneck=Bottleneck(**fields["bottleneck"]),
+            extra=extra,
+        ),
+        provenance=Provenance("partition", __version__, options.command),
+    )
+    interrupted = any(r.interrupted for r in results)
+    return WaferOutcome(
+        plan,
+        tuple(results),
+        tuple(s["snake_byte_hops"] for s in summaries),
+        time.perf_counter() - started,
+        interrupted,
+    )

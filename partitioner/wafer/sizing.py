@@ -32,7 +32,9 @@ class SizedRegion:
     tiles: int
 
 
-def _tiles_for_time(region: int, target_s: float, min_tiles: int, limit: int, time_s: Callable[[int, int], float]) -> int:
+def _tiles_for_time(
+    region: int, target_s: float, min_tiles: int, limit: int, time_s: Callable[[int, int], float]
+) -> int:
     """Fewest tiles (>= min_tiles) with time <= target_s, or limit + 1 if none within limit."""
     if time_s(region, min_tiles) <= target_s:
         return min_tiles
@@ -68,7 +70,9 @@ def size_regions(
     n = len(min_tiles)
     need = sum(min_tiles)
     if need > budget_tiles:
-        raise SizingError(f"regions need {need} tiles for their bytes alone; {budget_tiles} are available")
+        raise SizingError(
+            f"regions need {need} tiles for their bytes alone; {budget_tiles} are available"
+        )
     limit = budget_tiles - (need - max(min_tiles, default=0))  # most one region could get
     lo = 0.0
     hi = max(time_s(i, min_tiles[i]) for i in range(n)) if n else 0.0
@@ -85,7 +89,9 @@ def size_regions(
     return [SizedRegion(m, t) for m, t in zip(min_tiles, best, strict=True)]
 
 
-def shape_options(tiles: int, grid_w: int, grid_h: int, *, max_aspect: float = 4.0, max_options: int = 5) -> list[tuple[int, int]]:
+def shape_options(
+    tiles: int, grid_w: int, grid_h: int, *, max_aspect: float = 4.0, max_options: int = 5
+) -> list[tuple[int, int]]:
     """Rectangles (w, h) in tiles with w·h >= tiles that fit the grid, least waste first.
 
     Keeps shapes within ``max_aspect`` (falling back to the least-waste shapes

@@ -1,0 +1,138 @@
+"""The tables the plan command prints: per stage on GPUs, per wafer and region on wafers."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from partitioner.commands._common import console
+from partitioner.planner import PlanOutcome
+from partitioner.units import human_bytes, human_flops, human_seconds
+from partitioner.wafer.planner import WaferOutcome
+
+__all__ = ["print_summary", "print_wafer_summary"]
+
+
+def print_summary(outcome: PlanOutcome) -> None:
+    """Per-stage table with the bottleneck marked, then the figures that matter."""
+    plan = outcome.plan
+    e = outcome.layout.estimate
+    worst = e.bottleneck.index if e.bottleneck.kind in ("compute", "transfer", "host") else -1
+    table = Table(title=f"{plan.target.name}: {len(plan.partitions)} stages", title_justify="left")
+    for col in (
+        "stage",
+        "device",
+        "nodes",
+        "params",
+        "memory",
+        "of cap.",
+        "compute",
+        "send",
+        "period",
+        "",
+    ):
+        table.add_column(col, justify="right")
+    for p in plan.partitions:
+        period = e.stage_period_s[p.stage]
+        mark = "◀ bottleneck" if p.stage == worst else ""
+        table.add_row(
+            str(p.stage),
+            str(p.device),
+            f"{len(p.nodes):,}",
+            human_bytes(p.param_bytes),
+            human_bytes(p.memory_bytes),
+            f"{100 * p.memory_bytes / p.capacity_bytes:.0f}%",
+            human_seconds(p.compute_s),
+            human_seconds(outcome.layout.stage_send_s[p.stage]),
+            human_seconds(period),
+            mark,
+        )
+    console.print(table)
+    s = plan.solver
+    extra = plan.estimate.extra
+    console.print(
+        f"latency {human_seconds(e.latency_s)}   throughput {e.throughput_per_s:,.1f}/s   "
+        f"bottleneck: {e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
+    )
+    _decode_line(extra)
+    console.print(
+        f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
+        f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
+        f"{plan.model.num_nodes:,} nodes in {extra['coarsening']['blocks']} blocks, "
+        f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
+    )
+
+
+def _decode_line(extra: dict) -> None:
+    if extra.get("llm_decode_step"):
+        console.print(
+            f"decode: {extra['tokens_per_s']:,.0f} tokens/s with the pipeline full "
+            f"(batch {extra['batch']} per stage), {human_seconds(extra['s_per_token'])} per token per stream"
+            + (f", ${extra['usd_per_token']:.3g}/token" if "usd_per_token" in extra else "")
+        )
+
+
+def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
+    """Per wafer: regions, cores and SRAM used, Σ bytes×hops against the snake; then the slowest regions."""
+    plan = outcome.plan
+    spec = plan.target.spec["wafer"]
+    cores = spec["width_cores"] * spec["height_cores"]
+    usable = spec["sram_bytes_per_core"] - spec["sram_reserve_bytes_per_core"]
+    table = Table(
+        title=f"{plan.target.name}: {len(plan.partitions)} regions on {plan.estimate.extra['devices_used']} wafer(s)",
+        title_justify="left",
+    )
+    for col in (
+        "wafer",
+        "regions",
+        "cores used",
+        "SRAM used",
+        "slowest region",
+        "bytes×hops",
+        "vs snake",
+        "floorplan",
+    ):
+        table.add_column(col, justify="right")
+    for f in plan.estimate.extra["floorplan"]:
+        parts = [p for p in plan.partitions if p.device == f["wafer"]]
+        used = sum(p.region.w * p.region.h for p in parts)  # type: ignore[union-attr]
+        memory = sum(p.memory_bytes for p in parts)
+        ratio = f["byte_hops"] / f["snake_byte_hops"] if f["snake_byte_hops"] else 1.0
+        table.add_row(
+            str(f["wafer"]),
+            str(f["regions"]),
+            f"{100 * used / cores:.0f}%",
+            f"{100 * memory / (cores * usable):.0f}%",
+            human_seconds(max(p.compute_s for p in parts)),
+            f"{f['byte_hops']:.3g}",
+            f"{ratio:.3f}x",
+            f["status"],
+        )
+    console.print(table)
+    worst = sorted(plan.partitions, key=lambda p: -p.compute_s)[:slowest]
+    table = Table(title=f"Slowest {len(worst)} regions", title_justify="left")
+    for col in ("region", "wafer", "x,y", "w x h", "params", "SRAM/core", "compute", "nodes"):
+        table.add_column(col, justify="right")
+    for p in worst:
+        r = p.region
+        table.add_row(
+            str(p.id),
+            str(p.device),
+            f"{r.x},{r.y}",
+            f"{r.w}x{r.h}",
+            human_bytes(p.param_bytes),  # type: ignore[union-attr]
+            f"{p.memory_bytes / (r.w * r.h) / usable:.0%}",
+            human_seconds(p.compute_s),
+            str(len(p.nodes)),  # type: ignore[union-attr]
+        )
+    console.print(table)
+    e, s, extra = plan.estimate, plan.solver, plan.estimate.extra
+    console.print(
+        f"latency {human_seconds(e.latency_s)}   throughput {e.throughput_per_s:,.1f}/s   "
+        f"bottleneck: {e.bottleneck.kind} ({e.bottleneck.where})"
+    )
+    _decode_line(extra)
+    console.print(
+        f"solver {s.name}: {s.status}; period {human_seconds(s.objective_s)} against a compute bound of "
+        f"{human_seconds(s.bound_s)}; {outcome.wall_s:.1f} s wall; {plan.model.num_nodes:,} nodes, "
+        f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
+    )
