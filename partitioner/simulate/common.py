@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+
+import networkx as nx
 
 from partitioner.plan import HOST, Partition, Transfer
 from targets.cost import CostModel
@@ -11,11 +14,15 @@ from targets.errors import PartitionError
 __all__ = [
     "SimulateError",
     "check_transfer_ends",
+    "critical_path",
     "decode_figures",
     "devices_in_use",
     "partition_positions",
     "utilisation",
 ]
+
+
+_SOURCE, _SINK = "host in", "host out"
 
 
 class SimulateError(PartitionError):
@@ -44,6 +51,42 @@ def check_transfer_ends(t: Transfer, position: Mapping[int, int]) -> None:
         raise SimulateError(
             f"transfer of '{t.tensor}' goes from {t.src} to itself; run `partition validate`"
         )
+
+
+def critical_path(
+    partitions: Sequence[Partition], transfers: Sequence[Transfer], position: Mapping[int, int]
+) -> tuple[float, tuple[int, ...]]:
+    """Longest path from the host through compute and transfers back to the host.
+
+    Transfers between the same two partitions (or the host and one partition)
+    share their links, so their seconds add up on one edge.
+    """
+    host_in: dict[int, float] = defaultdict(float)
+    host_out: dict[int, float] = defaultdict(float)
+    between: dict[tuple[int, int], float] = defaultdict(float)
+    for t in transfers:
+        if t.src == HOST:
+            host_in[t.dst] += t.time_s
+        elif t.dst == HOST:
+            host_out[t.src] += t.time_s
+        elif position[t.src] >= position[t.dst]:
+            raise SimulateError(
+                f"transfer of '{t.tensor}' goes from partition {t.src} to partition {t.dst}, "
+                "which is not later in the plan; run `partition validate`"
+            )
+        else:
+            between[t.src, t.dst] += t.time_s
+    graph = nx.DiGraph()
+    for p in partitions:
+        graph.add_edge(_SOURCE, p.id, weight=host_in[p.id] + p.compute_s)
+        graph.add_edge(p.id, _SINK, weight=host_out[p.id])
+    compute = {p.id: p.compute_s for p in partitions}
+    for (a, b), seconds in between.items():
+        graph.add_edge(a, b, weight=seconds + compute[b])
+    order = [_SOURCE, *(p.id for p in partitions), _SINK]  # plan order is topological
+    path = nx.dag_longest_path(graph, weight="weight", topo_order=order)
+    latency_s = sum(graph.edges[u, v]["weight"] for u, v in zip(path, path[1:], strict=False))
+    return latency_s, tuple(node for node in path if node not in (_SOURCE, _SINK))
 
 
 def devices_in_use(partitions: Iterable[Partition]) -> list[int]:

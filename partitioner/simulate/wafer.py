@@ -21,17 +21,15 @@ overlap. Every second comes from `targets`:
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
-
-import networkx as nx
 
 from partitioner.plan import HOST, Partition, Region, Transfer
 from partitioner.simulate.common import (
     SimulateError,
     check_transfer_ends,
+    critical_path,
     partition_positions,
     utilisation,
 )
@@ -51,7 +49,6 @@ from targets.wafer import WaferTarget
 __all__ = ["FabricReport", "LinkLoad", "RegionLoad", "estimate_fields", "simulate_wafer"]
 
 TOP_LINKS = 5
-_SOURCE, _SINK = "host in", "host out"
 
 
 @dataclass(frozen=True)
@@ -268,40 +265,37 @@ def _gather(
     return traffic
 
 
-def _critical_path(
-    partitions: Sequence[Partition], transfers: Sequence[Transfer], position: Mapping[int, int]
-) -> tuple[float, tuple[int, ...]]:
-    """Longest path from the host through compute and transfers back to the host.
+def _link_loads(
+    mesh: Mapping[int, MeshLinkLoads], traffic: _Traffic, cost: WaferCostModel
+) -> tuple[list[LinkLoad], list[LinkLoad]]:
+    """Each wafer's busiest fabric links, then the off-wafer links (utilisation not yet known)."""
+    fabric = [
+        LinkLoad("fabric", w, nbytes, cost.link_time_s(nbytes), 0.0, src, dst)
+        for w, loads in mesh.items()
+        for (src, dst), nbytes in loads.busiest(TOP_LINKS)
+    ]
+    off = [
+        LinkLoad(kind, w, nbytes, busy_s, 0.0)
+        for (kind, w), (nbytes, busy_s) in sorted(
+            traffic.off_wafer.items(), key=lambda item: (item[0][1], item[0][0])
+        )
+    ]
+    return fabric, off
 
-    Transfers between the same two partitions (or the host and one partition)
-    share their links, so their seconds add up on one edge.
-    """
-    host_in: dict[int, float] = defaultdict(float)
-    host_out: dict[int, float] = defaultdict(float)
-    between: dict[tuple[int, int], float] = defaultdict(float)
-    for t in transfers:
-        if t.src == HOST:
-            host_in[t.dst] += t.time_s
-        elif t.dst == HOST:
-            host_out[t.src] += t.time_s
-        elif position[t.src] >= position[t.dst]:
-            raise SimulateError(
-                f"transfer of '{t.tensor}' goes from partition {t.src} to partition {t.dst}, "
-                "which is not later in the plan; run `partition validate`"
+
+def _region_loads(
+    partitions: Sequence[Partition], regions: Sequence[Region], period_s: float, usable: int
+) -> tuple[RegionLoad, ...]:
+    out = []
+    for p, r in zip(partitions, regions, strict=True):
+        per_core = p.memory_bytes / (r.w * r.h)
+        out.append(
+            RegionLoad(
+                p.id, r.wafer, r.x, r.y, r.w, r.h, p.compute_s,
+                utilisation(p.compute_s, period_s), p.memory_bytes, per_core, per_core / usable,
             )
-        else:
-            between[t.src, t.dst] += t.time_s
-    graph = nx.DiGraph()
-    for p in partitions:
-        graph.add_edge(_SOURCE, p.id, weight=host_in[p.id] + p.compute_s)
-        graph.add_edge(p.id, _SINK, weight=host_out[p.id])
-    compute = {p.id: p.compute_s for p in partitions}
-    for (a, b), seconds in between.items():
-        graph.add_edge(a, b, weight=seconds + compute[b])
-    order = [_SOURCE, *(p.id for p in partitions), _SINK]  # plan order is topological
-    path = nx.dag_longest_path(graph, weight="weight", topo_order=order)
-    latency_s = sum(graph.edges[u, v]["weight"] for u, v in zip(path, path[1:], strict=False))
-    return latency_s, tuple(node for node in path if node not in (_SOURCE, _SINK))
+        )  # fmt: skip
+    return tuple(out)
 
 
 def simulate_wafer(
@@ -320,64 +314,43 @@ def simulate_wafer(
     position = partition_positions(partitions)
     regions = _regions(partitions, target)
     traffic = _gather(transfers, regions, position, cost)
-    latency_s, critical = _critical_path(partitions, transfers, position)
+    latency_s, critical = critical_path(partitions, transfers, position)
     mesh = {
         w: mesh_link_loads(spec.width_cores, spec.height_cores, *traffic.flows[w])
         for w in sorted(traffic.flows)
     }
-    # Only each wafer's busiest fabric link can bound throughput, so only those enter
-    # pipeline_estimate; the others are kept for the report.
-    fabric = {
-        w: [(link, nbytes, cost.link_time_s(nbytes)) for link, nbytes in m.busiest(TOP_LINKS)]
-        for w, m in mesh.items()
-    }
-    heads = [(w, *top[0]) for w, top in fabric.items() if top]
-    off = sorted(traffic.off_wafer.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    fabric, off = _link_loads(mesh, traffic, cost)
+    # Only each wafer's busiest fabric link can bound throughput, so only those
+    # (with the off-wafer links) enter pipeline_estimate as shared links.
+    heads = [next(link for link in fabric if link.wafer == w) for w in mesh if mesh[w].max_bytes()]
+    bounding = heads + off
     estimate = pipeline_estimate(
         [p.compute_s for p in partitions],
         [0.0] * len(partitions),
         True,
-        link_busy_s=[busy for *_, busy in heads] + [busy for _, (_, busy) in off],
+        link_busy_s=[link.busy_s for link in bounding],
     )
-    period = estimate.period_s
-    off_links = [
-        LinkLoad(kind, w, nbytes, busy, utilisation(busy, period))
-        for (kind, w), (nbytes, busy) in off
-    ]
-    fabric_links = [
-        LinkLoad("fabric", w, nbytes, busy, utilisation(busy, period), link[0], link[1])
-        for w, top in fabric.items()
-        for link, nbytes, busy in top
-    ]
-    b = estimate.bottleneck
+    b, period = estimate.bottleneck, estimate.period_s
     if b.kind == "link":
-        candidates = [
-            LinkLoad("fabric", w, n, s, 0.0, link[0], link[1]) for w, link, n, s in heads
-        ] + off_links
-        kind, where = "link", candidates[b.index].where
+        kind, where = "link", bounding[b.index].where
     else:
         kind, where = (
             "compute",
             f"region {partitions[b.index].id} on wafer {regions[b.index].wafer}",
         )
-    usable = spec.usable_sram_bytes_per_core
-    region_loads = tuple(
-        RegionLoad(
-            p.id, r.wafer, r.x, r.y, r.w, r.h, p.compute_s, utilisation(p.compute_s, period),
-            p.memory_bytes, p.memory_bytes / (r.w * r.h), p.memory_bytes / (r.w * r.h) / usable,
-        )
-        for p, r in zip(partitions, regions, strict=True)
-    )  # fmt: skip
+
+    def settled(links: list[LinkLoad]) -> list[LinkLoad]:
+        return [replace(link, utilisation=utilisation(link.busy_s, period)) for link in links]
+
+    busiest = sorted(settled(fabric + off), key=lambda link: -link.busy_s)[:TOP_LINKS]
     return FabricReport(
-        regions=region_loads,
-        usable_sram_bytes_per_core=usable,
+        regions=_region_loads(partitions, regions, period, spec.usable_sram_bytes_per_core),
+        usable_sram_bytes_per_core=spec.usable_sram_bytes_per_core,
         grid=(spec.width_cores, spec.height_cores),
         num_wafers=target.num_wafers,
         mesh_loads=mesh,
-        busiest_links=tuple(
-            sorted(fabric_links + off_links, key=lambda link: -link.busy_s)[:TOP_LINKS]
-        ),
-        off_wafer_links=tuple(off_links),
+        busiest_links=tuple(busiest),
+        off_wafer_links=tuple(settled(off)),
         byte_hops=traffic.byte_hops,
         latency_s=latency_s,
         critical_path=critical,
