@@ -367,8 +367,10 @@ def estimate_fields(report: FabricReport) -> dict[str, Any]:
         ``{"latency_s", "throughput_per_s", "bottleneck": {"kind", "where"},
         "extra": {...}}``; ``extra`` holds the period, critical path, busiest
         link, Σ bytes × hops, SRAM per core and off-wafer link loads, all
-        JSON-ready. ``Estimate(bottleneck=Bottleneck(**f["bottleneck"]), ...)``
-        builds the plan's record from it.
+        JSON-ready, plus ``report.decode`` when set (for decode steps, set it
+        with ``dataclasses.replace(report, decode=decode_figures(...))``).
+        ``Estimate(bottleneck=Bottleneck(**f["bottleneck"]), ...)`` builds the
+        plan's record from it.
     """
     busiest = report.busiest_link
     extra: dict[str, Any] = {
@@ -380,6 +382,7 @@ def estimate_fields(report: FabricReport) -> dict[str, Any]:
         "usable_sram_bytes_per_core": report.usable_sram_bytes_per_core,
         "mean_region_utilisation": sum(r.utilisation for r in report.regions) / len(report.regions),
         "off_wafer_links": [link.to_dict() for link in report.off_wafer_links],
+        **(report.decode or {}),
     }
     return {
         "latency_s": report.latency_s,

@@ -162,6 +162,17 @@ def test_decode_figures_for_wafer_plans_with_prices() -> None:
     assert report.decode["tokens_per_s"] == pytest.approx(4e6)
     assert report.decode["usd_per_token"] == pytest.approx(2.5e-9)
     assert report.decode["s_per_token"] == pytest.approx(2e-6)
+    # a planner records them through estimate_fields, and simulating the plan gives them back
+    fields = estimate_fields(report)
+    assert fields["extra"]["tokens_per_s"] == report.decode["tokens_per_s"]
+    recorded = Estimate(
+        fields["latency_s"],
+        fields["throughput_per_s"],
+        Bottleneck(**fields["bottleneck"]),
+        fields["extra"],
+    )
+    again = simulate_plan(hand_plan(target, parts, [], recorded))
+    assert estimate_fields(again) == fields
 
 
 def test_inconsistent_plans_are_one_line_errors() -> None:
