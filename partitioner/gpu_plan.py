@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from partitioner.pipeline import PipelineSetup
 from partitioner.plan import Bottleneck, Estimate, Partition, Transfer
+from partitioner.simulate import decode_figures, pipeline_bottleneck_where, simulate_gpu
 from passes.analysis.costs import CostReport
 from passes.analysis.liveness import activation_liveness
 from passes.ir import Graph
@@ -94,14 +95,7 @@ def layout_pipeline(
     parts = _partition_nodes(graph, setup, stage_of)
     owner = {n: k for k, nodes in enumerate(parts) for n in nodes}
     transfers = _transfers(graph, owner, setup.devices, cost)
-    send_s = [0.0] * k_stages
-    host_s = [0.0] * k_stages
     relay_through = [0] * k_stages
-    for t in transfers:
-        if t.src != HOST and t.dst != HOST:
-            send_s[t.src] += t.time_s
-        else:
-            host_s[t.dst if t.src == HOST else t.src] += t.time_s
     for t in transfers:
         # A relay stage holds a tensor it neither makes nor reads: a transfer buffer.
         if t.src != HOST and t.dst != HOST:
@@ -145,14 +139,16 @@ def layout_pipeline(
                 compute_s=sum(setup.node_time_s[k][n] for n in runtime),
             )
         )
-    estimate = cost.pipeline_estimate(
-        [p.compute_s for p in partitions],
-        send_s,
-        setup.problem.overlap_transfers,
-        stage_host_s=host_s,
+    # The simulator adds the seconds up, so a plan and `partition simulate` agree.
+    report = simulate_gpu(
+        partitions, transfers, cost.target, overlap_transfers=setup.problem.overlap_transfers
     )
     return PipelineLayout(
-        tuple(partitions), tuple(transfers), estimate, tuple(send_s), tuple(host_s)
+        tuple(partitions),
+        tuple(transfers),
+        report.estimate,
+        tuple(stage.send_s for stage in report.stages),
+        tuple(stage.host_s for stage in report.stages),
     )
 
 
@@ -174,36 +170,15 @@ def llm_figures(
         if not t.is_kv_cache and t.is_static and t.shape:
             batch = int(t.shape[0])  # type: ignore[arg-type]
             break
-    figures: dict[str, object] = {
-        "llm_decode_step": True,
-        "batch": batch,
-        "s_per_token": estimate.latency_s,
-        "tokens_per_s_per_stream": 1.0 / estimate.latency_s if estimate.latency_s > 0 else 0.0,
-        "tokens_per_s": batch * estimate.throughput_per_s,
-    }
-    usd = (
-        cost.usd_per_token(figures["tokens_per_s"], list(devices))
-        if estimate.throughput_per_s > 0
-        else None
-    )  # type: ignore[arg-type]
-    if usd is not None:
-        figures["usd_per_token"] = usd
-    return figures
+    return decode_figures(batch, estimate.latency_s, estimate.throughput_per_s, cost, devices)
 
 
 def estimate_record(layout: PipelineLayout, extra: Mapping[str, object]) -> Estimate:
     """The plan's ``estimate`` section."""
     e = layout.estimate
-    b = e.bottleneck
-    where = {
-        "compute": f"stage {b.index}",
-        "transfer": f"stage {b.index} transfers" if b.index >= 0 else "host input",
-        "host": f"stage {b.index} host I/O",
-        "link": f"link {b.index}",
-    }.get(b.kind, str(b.index))
     return Estimate(
         latency_s=e.latency_s,
         throughput_per_s=e.throughput_per_s,
-        bottleneck=Bottleneck(b.kind, where),
+        bottleneck=Bottleneck(e.bottleneck.kind, pipeline_bottleneck_where(e.bottleneck)),
         extra={"period_s": e.period_s, "stage_period_s": list(e.stage_period_s), **extra},
     )

@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bottleneck", "PipelineEstimate", "pipeline_estimate"]
+__all__ = ["Bottleneck", "PipelineEstimate", "pipeline_estimate", "stage_recv_s"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,17 @@ def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
+def stage_recv_s(stage_send_s: Sequence[float], input_s: float = 0.0) -> list[float]:
+    """Seconds each stage receives per item: ``input_s`` for stage 0, else what the stage before sends.
+
+    Raises:
+        ValueError: A negative or non-finite time.
+    """
+    send = _check_times("stage_send_s", stage_send_s)
+    (first_input,) = _check_times("input_s", [input_s])
+    return [first_input, *send[:-1]] if send else []
+
+
 def pipeline_estimate(
     stage_compute_s: Sequence[float],
     stage_send_s: Sequence[float],
@@ -128,7 +139,7 @@ def pipeline_estimate(
             f"need one send and host time per stage and at least one stage, got {len(compute)} "
             f"compute, {len(send)} send and {len(host)} host times"
         )
-    recv = [first_input, *send[:-1]]
+    recv = stage_recv_s(send, first_input)
     latency_s = first_input + sum(compute) + sum(send) + sum(host)
     if overlap_transfers:
         stage_period = [

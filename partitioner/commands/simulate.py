@@ -1,0 +1,206 @@
+"""Simulate a plan: latency, throughput, bottleneck and link loads from the same cost model.
+
+GPU plans: per-stage compute, transfer and host I/O seconds, the pipeline
+period and the busiest device-to-device links. Wafer plans: per-region
+compute, utilisation and SRAM per core, every fabric link's load (X-then-Y
+routes over parallel lanes), the busiest links, Σ bytes × hops and the
+critical path. The simulation is checked against the estimate the plan records.
+
+examples:
+  partition simulate gpt2.h100x4.plan.json
+  partition simulate llama.wse3.plan.json --png llama-floorplan.png
+  partition simulate plan.json --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from partitioner.commands._common import console
+from partitioner.commands.plan import load_plan, write_atomic
+from partitioner.plan import HOST, Plan
+from partitioner.simulate import (
+    FabricReport,
+    PipelineReport,
+    estimate_differences,
+    simulate_plan,
+)
+from partitioner.units import human_bytes, human_seconds
+
+__all__ = ["add_arguments", "run"]
+
+MAX_REGION_ROWS = 64
+TOP_LINKS = 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("plan", metavar="PLAN", type=Path, help="the plan JSON")
+    parser.add_argument(
+        "--png",
+        type=Path,
+        metavar="FILE",
+        help="also draw the plan: floorplan, utilisation and link load per wafer; "
+        "time per stage and a pipeline Gantt chart for GPUs",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _device(device: int) -> str:
+    return "host" if device == HOST else str(device)
+
+
+def _print_gpu(plan: Plan, report: PipelineReport) -> None:
+    overlap = "transfers overlap compute" if report.overlap_transfers else "blocking transfers"
+    table = Table(
+        title=f"{plan.target.name}: {len(report.stages)} stages, {overlap}", title_justify="left"
+    )
+    for col in ("stage", "device", "compute", "recv", "send", "host I/O", "period", "busy", ""):
+        table.add_column(col, justify="right")
+    b = report.estimate.bottleneck
+    worst = b.index if b.kind in ("compute", "transfer", "host") else None
+    for index, s in enumerate(report.stages):
+        table.add_row(
+            str(index),
+            str(s.device),
+            human_seconds(s.compute_s),
+            human_seconds(s.recv_s),
+            human_seconds(s.send_s),
+            human_seconds(s.host_s),
+            human_seconds(s.period_s),
+            f"{100 * s.period_s / report.period_s:.0f}%" if report.period_s > 0 else "-",
+            "◀ bottleneck" if index == worst else "",
+        )
+    console.print(table)
+    if report.links:
+        links = Table(title="busiest links", title_justify="left")
+        for col in ("from", "to", "link", "bytes", "busy", "of period"):
+            links.add_column(col, justify="right")
+        for link in report.links[:TOP_LINKS]:
+            links.add_row(
+                _device(link.src_device),
+                _device(link.dst_device),
+                f"{link.link_class} ({link.link_name})",
+                human_bytes(link.bytes),
+                human_seconds(link.busy_s),
+                f"{100 * link.utilisation:.0f}%",
+            )
+        console.print(links)
+        console.print(
+            "per class: "
+            + ", ".join(
+                f"{c.link_class} {human_bytes(c.bytes)} in {human_seconds(c.busy_s)}"
+                for c in report.link_classes
+            ),
+            markup=False,
+        )
+
+
+def _shown_regions(report: FabricReport) -> list[int]:
+    indices = list(range(len(report.regions)))
+    if len(indices) <= MAX_REGION_ROWS:
+        return indices
+    busiest = sorted(indices, key=lambda i: -report.regions[i].utilisation)[:MAX_REGION_ROWS]
+    return sorted(busiest)
+
+
+def _print_wafer(plan: Plan, report: FabricReport) -> None:
+    shown = _shown_regions(report)
+    more = len(report.regions) - len(shown)
+    width, height = report.grid
+    title = f"{plan.target.name}: {len(report.regions)} regions on {width}x{height}-core wafers"
+    if more:
+        title += f" (the {len(shown)} busiest; --json lists all)"
+    table = Table(title=title, title_justify="left")
+    for col in ("region", "wafer", "x", "y", "w×h", "cores", "compute", "busy", "SRAM/core", ""):
+        table.add_column(col, justify="right")
+    where = report.bottleneck_where
+    for i in shown:
+        r = report.regions[i]
+        mark = "◀ bottleneck" if where == f"region {r.partition} on wafer {r.wafer}" else ""
+        table.add_row(
+            str(r.partition),
+            str(r.wafer),
+            str(r.x),
+            str(r.y),
+            f"{r.w}×{r.h}",
+            f"{r.cores:,}",
+            human_seconds(r.compute_s),
+            f"{100 * r.utilisation:.0f}%",
+            f"{human_bytes(r.sram_bytes_per_core)} ({100 * r.sram_fraction:.0f}%)",
+            mark,
+        )
+    console.print(table)
+    if report.busiest_links:
+        links = Table(title="busiest links", title_justify="left")
+        for col in ("link", "bytes", "busy", "of period"):
+            links.add_column(col, justify="right")
+        for link in report.busiest_links:
+            links.add_row(
+                link.where,
+                human_bytes(link.bytes),
+                human_seconds(link.busy_s),
+                f"{100 * link.utilisation:.0f}%",
+            )
+        console.print(links)
+    console.print(
+        f"Σ bytes × hops {report.byte_hops:,}; SRAM per core up to "
+        f"{human_bytes(report.max_sram_bytes_per_core)} of {human_bytes(report.usable_sram_bytes_per_core)} usable; "
+        f"critical path through {len(report.critical_path)} regions",
+        markup=False,
+    )
+
+
+def _print_summary(
+    plan: Plan, report: PipelineReport | FabricReport, differences: list[str]
+) -> None:
+    console.print(
+        f"latency {human_seconds(report.latency_s)}   throughput {report.throughput_per_s:,.1f}/s   "
+        f"period {human_seconds(report.period_s)}   "
+        f"bottleneck: {report.bottleneck_kind} ({report.bottleneck_where})",
+        markup=False,
+    )
+    decode = report.decode
+    if decode:
+        console.print(
+            f"decode: {decode['tokens_per_s']:,.0f} tokens/s (batch {decode['batch']}), "
+            f"{human_seconds(decode['s_per_token'])} per token per stream"
+            + (f", ${decode['usd_per_token']:.3g}/token" if "usd_per_token" in decode else ""),
+            markup=False,
+        )
+    if differences:
+        console.print("differs from the plan's estimate: " + "; ".join(differences), markup=False)
+    else:
+        console.print("matches the plan's estimate")
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = load_plan(args.plan)
+    report = simulate_plan(plan)
+    differences = estimate_differences(report, plan)
+    if args.png is not None:
+        from partitioner.simulate.plot import render_png
+
+        title = f"{Path(plan.model.path).name or 'model'} on {plan.target.name}"
+        write_atomic(args.png, render_png(report, title))
+    if args.json:
+        doc = {
+            "plan": str(args.plan),
+            "report": report.to_dict(),
+            "matches_plan_estimate": not differences,
+            "differences": differences,
+            "png": str(args.png) if args.png is not None else None,
+        }
+        print(json.dumps(doc, indent=1))
+        return 0
+    if isinstance(report, FabricReport):
+        _print_wafer(plan, report)
+    else:
+        _print_gpu(plan, report)
+    _print_summary(plan, report, differences)
+    if args.png is not None:
+        console.print(f"picture written to {args.png}")
+    return 0

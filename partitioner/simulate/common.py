@@ -1,0 +1,130 @@
+"""What the GPU and wafer simulators share: errors, plan checks and the decode-step figures."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import networkx as nx
+
+from partitioner.plan import HOST, Partition, Transfer
+from targets.cost import CostModel
+from targets.errors import PartitionError
+
+__all__ = [
+    "SimulateError",
+    "check_transfer_ends",
+    "critical_path",
+    "decode_figures",
+    "devices_in_use",
+    "partition_positions",
+    "utilisation",
+]
+
+
+_SOURCE, _SINK = "host in", "host out"
+
+
+class SimulateError(PartitionError):
+    """A plan cannot be simulated: a transfer names a missing partition, a region is missing, ..."""
+
+
+def partition_positions(partitions: Sequence[Partition]) -> dict[int, int]:
+    """Partition id -> its index in plan order (ids must be unique)."""
+    position: dict[int, int] = {}
+    for index, p in enumerate(partitions):
+        if p.id in position:
+            raise SimulateError(f"partition id {p.id} appears twice; run `partition validate`")
+        position[p.id] = index
+    return position
+
+
+def check_transfer_ends(t: Transfer, position: Mapping[int, int]) -> None:
+    """Raise a one-line `SimulateError` if a transfer names a missing partition."""
+    for end in (t.src, t.dst):
+        if end != HOST and end not in position:
+            raise SimulateError(
+                f"transfer of '{t.tensor}' names partition {end}, which the plan does not have; "
+                "run `partition validate`"
+            )
+    if t.src == t.dst:
+        raise SimulateError(
+            f"transfer of '{t.tensor}' goes from {t.src} to itself; run `partition validate`"
+        )
+
+
+def critical_path(
+    partitions: Sequence[Partition], transfers: Sequence[Transfer], position: Mapping[int, int]
+) -> tuple[float, tuple[int, ...]]:
+    """Longest path from the host through compute and transfers back to the host.
+
+    Transfers between the same two partitions (or the host and one partition)
+    share their links, so their seconds add up on one edge.
+    """
+    host_in: dict[int, float] = defaultdict(float)
+    host_out: dict[int, float] = defaultdict(float)
+    between: dict[tuple[int, int], float] = defaultdict(float)
+    for t in transfers:
+        if t.src == HOST:
+            host_in[t.dst] += t.time_s
+        elif t.dst == HOST:
+            host_out[t.src] += t.time_s
+        elif position[t.src] >= position[t.dst]:
+            raise SimulateError(
+                f"transfer of '{t.tensor}' goes from partition {t.src} to partition {t.dst}, "
+                "which is not later in the plan; run `partition validate`"
+            )
+        else:
+            between[t.src, t.dst] += t.time_s
+    graph = nx.DiGraph()
+    for p in partitions:
+        graph.add_edge(_SOURCE, p.id, weight=host_in[p.id] + p.compute_s)
+        graph.add_edge(p.id, _SINK, weight=host_out[p.id])
+    compute = {p.id: p.compute_s for p in partitions}
+    for (a, b), seconds in between.items():
+        graph.add_edge(a, b, weight=seconds + compute[b])
+    order = [_SOURCE, *(p.id for p in partitions), _SINK]  # plan order is topological
+    path = nx.dag_longest_path(graph, weight="weight", topo_order=order)
+    latency_s = sum(graph.edges[u, v]["weight"] for u, v in zip(path, path[1:], strict=False))
+    return latency_s, tuple(node for node in path if node not in (_SOURCE, _SINK))
+
+
+def devices_in_use(partitions: Iterable[Partition]) -> list[int]:
+    """The devices (GPUs or wafers) the partitions use, in order of first use."""
+    return list(dict.fromkeys(p.device for p in partitions))
+
+
+def utilisation(busy_s: float, period_s: float) -> float:
+    """Fraction of each period something is busy (0 when the period is 0)."""
+    return busy_s / period_s if period_s > 0 else 0.0
+
+
+def decode_figures(
+    batch: int,
+    latency_s: float,
+    throughput_per_s: float,
+    cost: CostModel,
+    devices: Sequence[int],
+) -> dict[str, object]:
+    """Figures of an LLM decode step that makes ``batch`` tokens per run.
+
+    With one batch in flight a request waits a whole pass per token
+    (``s_per_token`` = latency); with the pipeline full it makes ``batch ×
+    throughput`` tokens per second. ``usd_per_token`` appears only when every
+    device used has a price.
+    """
+    figures: dict[str, object] = {
+        "llm_decode_step": True,
+        "batch": batch,
+        "s_per_token": latency_s,
+        "tokens_per_s_per_stream": 1.0 / latency_s if latency_s > 0 else 0.0,
+        "tokens_per_s": batch * throughput_per_s,
+    }
+    usd = (
+        cost.usd_per_token(figures["tokens_per_s"], list(devices))  # type: ignore[arg-type]
+        if throughput_per_s > 0
+        else None
+    )
+    if usd is not None:
+        figures["usd_per_token"] = usd
+    return figures

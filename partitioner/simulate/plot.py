@@ -1,0 +1,194 @@
+"""PNG pictures of a simulated plan (matplotlib, Agg backend, no display needed).
+
+- Wafer plans: per wafer a row of three panels: the floorplan (regions
+  coloured by partition and labelled with their id), utilisation (each region
+  coloured by compute / period) and link load (per core, the largest load of
+  the links leaving it, on a log scale). The link map is max-pooled to at most
+  `MAX_PIXELS` a side, so a hot link never disappears when the grid is shrunk.
+- GPU plans: a stacked bar per stage (receive, compute, send, host I/O) against
+  the period, and a Gantt chart of a few items flowing through the stages.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import colors  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from partitioner.simulate.gpu import PipelineReport, StageLoad  # noqa: E402
+from partitioner.simulate.wafer import FabricReport  # noqa: E402
+
+__all__ = ["MAX_PIXELS", "gantt_schedule", "max_pool", "render_png"]
+
+MAX_PIXELS = 400
+_PHASES = ("recv", "compute", "send", "host")
+_PHASE_COLOURS = {"recv": "#9ecae1", "compute": "#3182bd", "send": "#fdae6b", "host": "#a1d99b"}
+
+
+def max_pool(grid: np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int]:
+    """``grid`` shrunk by an integer factor so no side exceeds ``max_pixels``, keeping block maxima.
+
+    Returns:
+        The pooled array and the factor (1 when nothing was shrunk).
+    """
+    factor = max(1, math.ceil(max(grid.shape) / max_pixels))
+    if factor == 1:
+        return grid, 1
+    rows = -(-grid.shape[0] // factor) * factor
+    cols = -(-grid.shape[1] // factor) * factor
+    padded = np.zeros((rows, cols), dtype=grid.dtype)
+    padded[: grid.shape[0], : grid.shape[1]] = grid
+    pooled = padded.reshape(rows // factor, factor, cols // factor, factor).max(axis=(1, 3))
+    return pooled, factor
+
+
+def gantt_schedule(
+    stages: Sequence[StageLoad], period_s: float, items: int
+) -> list[tuple[int, int, str, float, float]]:
+    """When each item is in each phase of each stage, with one item entering per period.
+
+    Stage i+1 receives while stage i sends, so stage i+1 starts ``recv_i +
+    compute_i`` after stage i. Every phase, and every stage's whole turn,
+    lasts at most one period, so items never collide.
+
+    Returns:
+        ``(stage index, item, phase, start_s, duration_s)`` for phases that take time.
+    """
+    out = []
+    offset = 0.0
+    for index, s in enumerate(stages):
+        for item in range(items):
+            t = item * period_s + offset
+            for phase, duration in zip(
+                _PHASES, (s.recv_s, s.compute_s, s.send_s, s.host_s), strict=True
+            ):
+                if duration > 0:
+                    out.append((index, item, phase, t, duration))
+                t += duration
+        offset += s.recv_s + s.compute_s
+    return out
+
+
+def _region_panels(report: FabricReport, wafer: int, axes: Sequence[plt.Axes]) -> None:
+    width, height = report.grid
+    regions = [r for r in report.regions if r.wafer == wafer]
+    palette = plt.get_cmap("tab20")
+    util_map = plt.get_cmap("viridis")
+    label_size = max(4.0, min(9.0, 200 / max(1, len(regions))))
+    for r in regions:
+        colour = palette(r.partition % 20)
+        axes[0].add_patch(
+            Rectangle((r.x, r.y), r.w, r.h, facecolor=colour, edgecolor="black", lw=0.3)
+        )
+        axes[0].text(
+            r.x + r.w / 2,
+            r.y + r.h / 2,
+            str(r.partition),
+            ha="center",
+            va="center",
+            fontsize=label_size,
+        )
+        axes[1].add_patch(
+            Rectangle(
+                (r.x, r.y),
+                r.w,
+                r.h,
+                facecolor=util_map(min(r.utilisation, 1.0)),
+                edgecolor="black",
+                lw=0.3,
+            )
+        )
+        axes[2].add_patch(Rectangle((r.x, r.y), r.w, r.h, fill=False, edgecolor="white", lw=0.3))
+    figure = axes[1].figure
+    mappable = plt.cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=util_map)
+    figure.colorbar(mappable, ax=axes[1], label="compute / period", shrink=0.8)
+    loads = report.mesh_loads.get(wafer)
+    if loads is not None and loads.max_bytes() > 0:
+        pooled, factor = max_pool(loads.core_max())
+        shown = np.ma.masked_equal(pooled, 0)
+        norm = colors.LogNorm(vmin=max(1, shown.min()), vmax=max(2, shown.max()))
+        image = axes[2].imshow(
+            shown, extent=(0, width, height, 0), norm=norm, cmap="inferno", interpolation="nearest"
+        )
+        note = f" (max of {factor}x{factor} cores)" if factor > 1 else ""
+        figure.colorbar(
+            image, ax=axes[2], label=f"bytes per item on the busiest link{note}", shrink=0.8
+        )
+    for ax, title in zip(axes, ("floorplan", "utilisation", "link load"), strict=True):
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.set_aspect("equal")
+        ax.set_facecolor("#202020" if title == "link load" else "white")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("x (cores)", fontsize=7)
+        ax.set_ylabel("y (cores)", fontsize=7)
+        ax.tick_params(labelsize=6)
+
+
+def _wafer_figure(report: FabricReport, title: str) -> plt.Figure:
+    wafers = sorted({r.wafer for r in report.regions})
+    width, height = report.grid
+    panel_h = 4.2 * min(2.0, max(0.6, height / width))
+    figure = plt.figure(figsize=(15, panel_h * len(wafers) + 0.6), layout="constrained")
+    figure.suptitle(title, fontsize=10)
+    rows = figure.subfigures(len(wafers), 1, squeeze=False)[:, 0]
+    for wafer, row in zip(wafers, rows, strict=True):
+        row.suptitle(f"wafer {wafer}", fontsize=9)
+        _region_panels(report, wafer, row.subplots(1, 3))
+    return figure
+
+
+def _gpu_figure(report: PipelineReport, title: str, items: int = 4) -> plt.Figure:
+    figure, (bars, gantt) = plt.subplots(
+        1, 2, figsize=(13, 1.6 + 0.45 * len(report.stages)), layout="constrained"
+    )
+    figure.suptitle(title, fontsize=10)
+    names = [f"stage {i}" for i in range(len(report.stages))]
+    left = np.zeros(len(report.stages))
+    for phase in _PHASES:
+        values = np.array([getattr(s, f"{phase}_s") for s in report.stages]) * 1e3
+        bars.barh(names, values, left=left, color=_PHASE_COLOURS[phase], label=phase)
+        left += values
+    bars.axvline(report.period_s * 1e3, color="red", lw=1, ls="--", label="period")
+    bars.set_xlabel("ms per item")
+    bars.invert_yaxis()
+    bars.legend(fontsize=7, ncols=5, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    bars.set_title("time per item by stage", fontsize=9)
+    for index, item, phase, start, duration in gantt_schedule(
+        report.stages, report.period_s, items
+    ):
+        gantt.broken_barh(
+            [(start * 1e3, duration * 1e3)], (index - 0.4, 0.8), color=_PHASE_COLOURS[phase]
+        )
+        if phase == "compute":
+            gantt.text(
+                (start + duration / 2) * 1e3, index, str(item), ha="center", va="center", fontsize=7
+            )
+    gantt.set_yticks(range(len(names)), names)
+    gantt.invert_yaxis()
+    gantt.set_xlabel("ms")
+    gantt.set_title(f"{items} items through the pipeline (number = item)", fontsize=9)
+    return figure
+
+
+def render_png(report: PipelineReport | FabricReport, title: str) -> bytes:
+    """The report's picture as PNG bytes."""
+    if isinstance(report, FabricReport):
+        figure = _wafer_figure(report, title)
+    else:
+        figure = _gpu_figure(report, title)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
