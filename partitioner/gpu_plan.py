@@ -22,7 +22,7 @@ from targets import HOST
 from targets.cost import GpuCostModel, stage_memory_bytes
 from targets.pipeline import PipelineEstimate
 
-__all__ = ["PipelineLayout", "layout_pipeline", "llm_figures"]
+__all__ = ["PipelineLayout", "layout_pipeline", "llm_figures", "decode_batch"]
 
 
 @dataclass(frozen=True)
@@ -152,24 +152,28 @@ def layout_pipeline(
     )
 
 
-def llm_figures(
-    graph: Graph, estimate: PipelineEstimate, cost: GpuCostModel, devices: Sequence[int]
-) -> dict:
-    """Decode-step figures for graphs with KV-cache inputs (empty for other graphs).
+def decode_batch(graph: Graph) -> int | None:
+    """Tokens one step of an LLM decode graph makes (its batch), or None for other graphs.
 
-    One step makes ``batch`` tokens. With one batch in flight a request waits a
-    whole pass per token (``s_per_token`` = latency); with a batch per stage in
-    flight the pipeline is full and makes ``batch / period`` tokens per second.
+    A decode-step graph takes a KV cache as inputs; its batch is the leading dim
+    of its first other input (the token ids).
     """
-    kv = [t for t in graph.iter_tensors() if t.is_kv_cache]
-    if not kv:
-        return {}
-    batch = 1
+    if not any(t.is_kv_cache for t in graph.iter_tensors()):
+        return None
     for name in graph.inputs:
         t = graph.tensors[name]
         if not t.is_kv_cache and t.is_static and t.shape:
-            batch = int(t.shape[0])  # type: ignore[arg-type]
-            break
+            return int(t.shape[0])  # type: ignore[arg-type]
+    return 1
+
+
+def llm_figures(
+    graph: Graph, estimate: PipelineEstimate, cost: GpuCostModel, devices: Sequence[int]
+) -> dict:
+    """Decode-step figures for graphs with KV-cache inputs (empty for other graphs)."""
+    batch = decode_batch(graph)
+    if batch is None:
+        return {}
     return decode_figures(batch, estimate.latency_s, estimate.throughput_per_s, cost, devices)
 
 

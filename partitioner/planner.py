@@ -6,6 +6,7 @@ one line that says what is wrong, the numbers involved and what to do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 PIPELINE_SOLVERS = ("cpsat", "dp", "greedy", "params", "uniform")
+DEFAULT_TIME_LIMIT_S = 30.0
+"""CP-SAT budget for GPU pipelines, in deterministic seconds."""
 
 
 class InfeasibleError(PartitionError):
@@ -59,7 +62,7 @@ class PlanOptions:
     devices: int | str | None = None  # None: all; "auto": fewest that fit
     solver: str = "cpsat"
     objective: str = "throughput"
-    time_limit_s: float = 30.0
+    time_limit_s: float | None = None  # None: the default of the target's planner
     seed: int = 0
     microbatches_in_flight: int = 1
     overlap_transfers: bool = False
@@ -190,6 +193,8 @@ def plan_pipeline(
     say = announce or (lambda message: None)
     if options.solver not in PIPELINE_SOLVERS:
         raise UsageError(f"--solver {options.solver}: choose one of {', '.join(PIPELINE_SOLVERS)}")
+    if options.time_limit_s is None:
+        options = dataclasses.replace(options, time_limit_s=DEFAULT_TIME_LIMIT_S)
     if options.time_limit_s <= 0:
         raise UsageError(f"--time-limit {options.time_limit_s}: give a positive number of seconds")
     started = time.perf_counter()

@@ -81,10 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-limit",
         type=float,
-        default=30.0,
+        default=None,
         metavar="SEC",
-        help="CP-SAT budget in deterministic seconds (about seconds of one core; default 30). "
-        "A deterministic budget keeps plans reproducible",
+        help="CP-SAT budget in deterministic seconds (about seconds of one core). Default: 30 on GPU "
+        "targets; on wafers 5 for the split across wafers and 3 per wafer's floorplan. A deterministic "
+        "budget keeps plans reproducible",
     )
     parser.add_argument("--seed", type=int, default=0, help="CP-SAT random seed (default 0)")
     parser.add_argument(
@@ -196,6 +197,39 @@ class SolveDisplay:
             err_console.print(line, markup=False)
 
 
+# Options that change where output goes or how much is printed, not the plan.
+_OUTPUT_ONLY = {"-o": 1, "--output": 1, "--png": 1, "-q": 0, "--quiet": 0}
+
+
+def reproducible_command(argv: list[str]) -> str:
+    """The command that reproduces the plan, without output-only options.
+
+    Writing the same plan to another file must not change its bytes, so ``-o``,
+    ``--png`` and ``--quiet`` are left out of the recorded provenance.
+    """
+    kept, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _OUTPUT_ONLY:
+            skip = _OUTPUT_ONLY[name] if "=" not in arg else 0
+            continue
+        kept.append(arg)
+    return shlex.join(["partition", *kept])
+
+
+def write_png(plan: Plan, path: Path) -> None:
+    """Draw the plan as the simulator sees it (floorplan and heatmaps on wafers)."""
+    from partitioner.simulate import simulate_plan
+    from partitioner.simulate.plot import render_png
+
+    write_atomic(
+        path, render_png(simulate_plan(plan), f"{Path(plan.model.path).name} on {plan.target.name}")
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     graph = load_graph(args)
@@ -208,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         microbatches_in_flight=args.microbatches,
         overlap_transfers=args.overlap,
         target_blocks=args.blocks,
-        command=shlex.join(["partition", *args.argv]),
+        command=reproducible_command(args.argv),
         regions_per_wafer=args.regions,
         tile_cores=args.tile,
     )

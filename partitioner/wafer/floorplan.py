@@ -121,25 +121,27 @@ def valid_layout(problem: FloorplanProblem, rects: Sequence[TileRect]) -> bool:
 def _shelves(
     problem: FloorplanProblem, order: Sequence[int], shelf_h: int, serpentine: bool
 ) -> list[TileRect] | None:
-    """Place regions in ``order`` on shelves of height ``shelf_h``; None if they overflow."""
+    """Place regions in ``order`` on shelves at most ``shelf_h`` tall; None if they overflow.
+
+    Each region takes its narrowest shape no taller than ``shelf_h``; a shelf is
+    as tall as its tallest region, and the next shelf starts right above it.
+    """
     rects: dict[int, TileRect] = {}
-    y, used, shelf, row = 0, 0, 0, []
+    y, used, shelf, height = 0, 0, 0, 0
     for i in order:
         fitting = [(w, h) for w, h in problem.shapes[i] if h <= shelf_h]
         if not fitting:
             return None
         w, h = min(fitting, key=lambda s: (s[0], s[1]))
         if used + w > problem.grid_w:
-            y += shelf_h
-            shelf += 1
-            used = 0
-        if used + w > problem.grid_w or y + shelf_h > problem.grid_h:
+            y, used, shelf, height = y + height, 0, shelf + 1, 0
+        if used + w > problem.grid_w or y + h > problem.grid_h:
             return None
         left_to_right = not serpentine or shelf % 2 == 0
         x = used if left_to_right else problem.grid_w - used - w
         rects[i] = TileRect(x, y, w, h)
         used += w
-        row.append(i)
+        height = max(height, h)
     return [rects[i] for i in range(problem.num_regions)]
 
 
@@ -176,23 +178,41 @@ def _weights(problem: FloorplanProblem) -> tuple[list[int], float]:
     return [max(1, round(b / unit)) if b else 0 for _, _, b in problem.flows], unit
 
 
-def cpsat_floorplan(
+@dataclass(frozen=True)
+class _WindowResult:
+    rects: list[TileRect] | None
+    optimal: bool
+    deterministic_s: float
+    interrupted: bool
+
+
+def _solve_window(
     problem: FloorplanProblem,
-    *,
-    hint: Sequence[TileRect] | None,
+    current: Sequence[TileRect],
+    free: Sequence[int],
+    weights: Sequence[int],
     time_limit_s: float,
-    seed: int = 0,
-) -> FloorplanResult:
-    """Minimise Σ bytes × centre distance with CP-SAT (one worker, deterministic limit)."""
-    started = time.perf_counter()
+    seed: int,
+) -> _WindowResult:
+    """Re-place the ``free`` regions (position and shape) around the others, which stay put."""
     m = cp_model.CpModel()
     gw, gh = problem.grid_w, problem.grid_h
-    x = [m.new_int_var(0, gw - min(w for w, _ in o), f"x{i}") for i, o in enumerate(problem.shapes)]
-    y = [m.new_int_var(0, gh - min(h for _, h in o), f"y{i}") for i, o in enumerate(problem.shapes)]
+    free_set = set(free)
+    x: dict[int, cp_model.IntVar] = {}
+    y: dict[int, cp_model.IntVar] = {}
+    width: dict[int, cp_model.LinearExprT] = {}
+    height: dict[int, cp_model.LinearExprT] = {}
     pick: dict[tuple[int, int], cp_model.IntVar] = {}
     x_intervals, y_intervals = [], []
-    width, height = [], []
-    for i, options in enumerate(problem.shapes):
+    for i in range(problem.num_regions):
+        if i not in free_set:
+            r = current[i]
+            x_intervals.append(m.new_fixed_size_interval_var(r.x, r.w, f"fx{i}"))
+            y_intervals.append(m.new_fixed_size_interval_var(r.y, r.h, f"fy{i}"))
+            continue
+        options = problem.shapes[i]
+        x[i] = m.new_int_var(0, gw - min(w for w, _ in options), f"x{i}")
+        y[i] = m.new_int_var(0, gh - min(h for _, h in options), f"y{i}")
         for o, (w, h) in enumerate(options):
             s = pick[i, o] = m.new_bool_var(f"s{i}_{o}")
             x_intervals.append(m.new_optional_fixed_size_interval_var(x[i], w, s, f"xi{i}_{o}"))
@@ -200,28 +220,33 @@ def cpsat_floorplan(
             m.add(x[i] + w <= gw).only_enforce_if(s)
             m.add(y[i] + h <= gh).only_enforce_if(s)
         m.add_exactly_one(pick[i, o] for o in range(len(options)))
-        width.append(sum(w * pick[i, o] for o, (w, _) in enumerate(options)))
-        height.append(sum(h * pick[i, o] for o, (_, h) in enumerate(options)))
+        width[i] = sum(w * pick[i, o] for o, (w, _) in enumerate(options))
+        height[i] = sum(h * pick[i, o] for o, (_, h) in enumerate(options))
+        r = current[i]
+        m.add_hint(x[i], r.x)
+        m.add_hint(y[i], r.y)
+        for o, shape in enumerate(options):
+            m.add_hint(pick[i, o], shape == (r.w, r.h))
     m.add_no_overlap_2d(x_intervals, y_intervals)
-    weights, _ = _weights(problem)
+
+    def centre2(i: int, axis: str) -> cp_model.LinearExprT:
+        if i in free_set:
+            return 2 * x[i] + width[i] if axis == "x" else 2 * y[i] + height[i]
+        r = current[i]
+        return 2 * r.x + r.w if axis == "x" else 2 * r.y + r.h
+
     terms = []
     for (i, j, _), weight in zip(problem.flows, weights, strict=True):
-        if weight == 0:
+        if weight == 0 or (i not in free_set and j not in free_set):
             continue
         dx = m.new_int_var(0, 2 * gw, f"dx{i}_{j}")
         dy = m.new_int_var(0, 2 * gh, f"dy{i}_{j}")
-        m.add_abs_equality(dx, 2 * x[i] + width[i] - 2 * x[j] - width[j])
-        m.add_abs_equality(dy, 2 * y[i] + height[i] - 2 * y[j] - height[j])
+        m.add_abs_equality(dx, centre2(i, "x") - centre2(j, "x"))
+        m.add_abs_equality(dy, centre2(i, "y") - centre2(j, "y"))
         terms.append(weight * (dx + dy))
     m.minimize(sum(terms))
-    if hint is not None:
-        for i, r in enumerate(hint):
-            m.add_hint(x[i], r.x)
-            m.add_hint(y[i], r.y)
-            for o, shape in enumerate(problem.shapes[i]):
-                m.add_hint(pick[i, o], shape == (r.w, r.h))
     solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
+    solver.parameters.num_workers = 1  # sequential: deterministic under a deterministic limit
     solver.parameters.random_seed = seed
     solver.parameters.max_deterministic_time = max(time_limit_s, 0.01)
     solver.parameters.catch_sigint_signal = False
@@ -230,25 +255,81 @@ def cpsat_floorplan(
         effort = solver.deterministic_time
     except RuntimeError:
         effort = 0.0
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return _WindowResult(None, False, effort, interrupted)
+    rects = list(current)
+    for i in free:
+        o = next(o for o in range(len(problem.shapes[i])) if solver.value(pick[i, o]))
+        w, h = problem.shapes[i][o]
+        rects[i] = TileRect(solver.value(x[i]), solver.value(y[i]), w, h)
+    return _WindowResult(rects, status == cp_model.OPTIMAL, effort, interrupted)
+
+
+def _windows(problem: FloorplanProblem, current: Sequence[TileRect], size: int) -> list[list[int]]:
+    """Consecutive regions (neighbours along the snake), then the ends of the costliest flows."""
+    n = problem.num_regions
+    step = max(1, size // 2)
+    windows = [list(range(s, min(n, s + size))) for s in range(0, max(1, n - size + step), step)]
+    ranked = sorted(problem.flows, key=lambda f: -f[2] * _d2(current[f[0]], current[f[1]]))
+    for i, j, _ in ranked[:4]:
+        around = sorted({i, j, *(k for k in (i - 1, i + 1, j - 1, j + 1) if 0 <= k < n)})
+        windows.append(around[:size])
+    return windows
+
+
+def cpsat_floorplan(
+    problem: FloorplanProblem,
+    *,
+    hint: Sequence[TileRect] | None,
+    time_limit_s: float,
+    seed: int = 0,
+    window: int = 8,
+) -> FloorplanResult:
+    """Improve ``hint`` by large-neighbourhood search with CP-SAT, deterministically.
+
+    Each step frees a window of regions (their positions and shapes), keeps the
+    rest as obstacles, and lets one CP-SAT worker re-place the window to
+    minimise Σ bytes × centre distance; windows walk along the topological
+    order and visit the ends of the costliest flows. Rounds repeat until one
+    improves nothing or the deterministic budget is spent. With at most
+    ``window`` regions the first step is the whole problem, so OPTIMAL is a proof.
+    """
+    started = time.perf_counter()
     exact_bound = cost_lower_bound(problem)
-    candidates: list[tuple[list[TileRect], str]] = []
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        rects = []
-        for i, options in enumerate(problem.shapes):
-            o = next(o for o in range(len(options)) if solver.value(pick[i, o]))
-            w, h = options[o]
-            rects.append(TileRect(solver.value(x[i]), solver.value(y[i]), w, h))
-        candidates.append((rects, "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE"))
-    if hint is not None:
-        candidates.append((list(hint), "HEURISTIC"))
-    candidates = [(r, s) for r, s in candidates if valid_layout(problem, r)]
-    wall = time.perf_counter() - started
-    if not candidates:
-        return FloorplanResult((), "HEURISTIC", 0, exact_bound, effort, wall, interrupted)
-    best, status_name = min(candidates, key=lambda c: layout_cost(problem, c[0]))
-    cost = layout_cost(problem, best)
-    # OPTIMAL is CP-SAT's proof for the integer-weighted objective; the bound
-    # reported is the geometric one, which holds exactly for the byte costs.
+    if hint is None or not valid_layout(problem, hint):
+        return FloorplanResult((), "HEURISTIC", 0, exact_bound, 0.0, time.perf_counter() - started)
+    weights, _ = _weights(problem)
+    current = list(hint)
+    best = layout_cost(problem, current)
+    spent, interrupted, proven, improved_any = 0.0, False, False, False
+    per_window = max(0.05, min(1.0, time_limit_s / 20))
+    improved = True
+    while improved and spent < time_limit_s and not interrupted:
+        improved = False
+        for free in _windows(problem, current, window):
+            budget = min(per_window, time_limit_s - spent)
+            if budget <= 0:
+                break
+            result = _solve_window(problem, current, free, weights, budget, seed)
+            spent += result.deterministic_s
+            interrupted = interrupted or result.interrupted
+            if result.rects is not None and valid_layout(problem, result.rects):
+                cost = layout_cost(problem, result.rects)
+                if cost < best:
+                    current, best, improved, improved_any = result.rects, cost, True, True
+                if len(free) == problem.num_regions and result.optimal:
+                    proven = True
+            if interrupted:
+                break
+        if proven:
+            break
+    status = "OPTIMAL" if proven else ("FEASIBLE" if improved_any or spent > 0 else "HEURISTIC")
     return FloorplanResult(
-        tuple(best), status_name, cost, min(exact_bound, cost), effort, wall, interrupted
+        tuple(current),
+        status,
+        best,
+        min(exact_bound, best),
+        spent,
+        time.perf_counter() - started,
+        interrupted,
     )

@@ -15,16 +15,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from partitioner.simulate import estimate_fields, simulate_wafer
-
 from partitioner import __version__
-from partitioner.gpu_plan import llm_figures
+from partitioner.gpu_plan import decode_batch
 from partitioner.pipeline import stage_flows
 from partitioner.plan import (
     Bottleneck,
@@ -46,6 +45,7 @@ from partitioner.planner import (
     model_info,
     target_info,
 )
+from partitioner.simulate import decode_figures, estimate_fields, simulate_wafer
 from partitioner.solvers.cpsat_pipeline import cpsat_partition
 from partitioner.solvers.dp import dp_partition
 from partitioner.solvers.problem import PipelineProblem
@@ -198,7 +198,7 @@ def _split_across_wafers(
             )
         return hint, "HEURISTIC", 0.0
     result = cpsat_partition(
-        problem, hint=hint, time_limit_s=0.3 * options.time_limit_s, seed=options.seed
+        problem, hint=hint, time_limit_s=_budget(options, k)[0], seed=options.seed
     )
     if result.stage_of is None:
         raise InfeasibleError(
@@ -206,6 +206,21 @@ def _split_across_wafers(
             "use more wafers, e.g. --devices auto on a larger target"
         )
     return list(result.stage_of), result.status, result.deterministic_s
+
+
+# Default CP-SAT budgets (deterministic seconds): the split across wafers, then
+# each wafer's floorplan (beyond ~3 s the floorplan improves slowly; BENCHMARKS.md).
+SPLIT_BUDGET_S = 5.0
+FLOORPLAN_BUDGET_S = 3.0
+
+
+def _budget(options: PlanOptions, wafers: int) -> tuple[float, float, float]:
+    """(split, per-wafer floorplan, total) budgets; --time-limit is shared 20/80."""
+    if options.time_limit_s is None:
+        split = SPLIT_BUDGET_S if wafers > 1 else 0.0
+        return split, FLOORPLAN_BUDGET_S, split + FLOORPLAN_BUDGET_S * wafers
+    split = 0.2 * options.time_limit_s if wafers > 1 else 0.0
+    return split, (options.time_limit_s - split) / wafers, options.time_limit_s
 
 
 def _tile_size(options: PlanOptions, cost: WaferCostModel, num_regions: int) -> int:
@@ -354,7 +369,7 @@ def plan_wafer(
         raise UsageError(
             f"--solver {options.solver}: on a wafer choose one of {', '.join(WAFER_SOLVERS)}"
         )
-    if options.time_limit_s <= 0:
+    if options.time_limit_s is not None and options.time_limit_s <= 0:
         raise UsageError(f"--time-limit {options.time_limit_s}: give a positive number of seconds")
     started = time.perf_counter()
     cost = CostModel(target)
@@ -455,7 +470,7 @@ def _layout(
             f"{cost.target.wafer.height_cores // t} tiles of {t}x{t} cores ({options.solver})"
         )
         problem, result, snake = _floorplan_wafer(
-            w, on_wafer, local_flows, cost, t, options, options.time_limit_s / wafers
+            w, on_wafer, local_flows, cost, t, options, _budget(options, wafers)[1]
         )
         results.append(result)
         in_cores = [_to_cores(tile, t) for tile in result.rects]
@@ -555,13 +570,14 @@ def _assemble(
     blocks: BlockGraph,
 ) -> WaferOutcome:
     report = simulate_wafer(parts, transfers, target)
+    batch = decode_batch(graph)
+    if batch is not None:
+        figures = decode_figures(
+            batch, report.latency_s, report.throughput_per_s, cost, list(range(wafers))
+        )
+        report = dataclasses.replace(report, decode=figures)
     fields = estimate_fields(report)
     extra = dict(fields["extra"])
-    extra.update(
-        llm_figures(
-            graph, fields["latency_s"], fields["throughput_per_s"], cost, list(range(wafers))
-        )
-    )
     extra["devices_used"] = wafers
     extra["floorplan"] = list(summaries)
     extra["coarsening"] = {
@@ -585,7 +601,7 @@ def _assemble(
             gap=(period - bound) / period if period > 0 else 0.0,
             wall_s=round(split_effort + sum(r.deterministic_s for r in results), 6),
             seed=options.seed,
-            time_limit_s=options.time_limit_s,
+            time_limit_s=_budget(options, wafers)[2],
         ),
         partitions=tuple(parts),
         transfers=tuple(transfers),

@@ -3,9 +3,11 @@
 Regions of one wafer run concurrently (layer pipelining), so the slowest
 region bounds throughput. Sizing balances them: it finds the smallest time T
 such that giving every region the fewest tiles that (a) hold its bytes in SRAM
-and (b) compute it within T fits in the wafer's tile budget, by bisection on T
-(a region's time falls monotonically with its tiles). Times come from the
-cost model through the caller's ``time_s(region, tiles)``.
+and (b) compute it within T fits in the wafer's tile budget, by bisection on T.
+A region's time falls with its tiles only up to a point: the mesh term of
+its reductions grows with its sides (WaferLLM's PLMR), so no region gets more
+than its fastest size, and tiles beyond every region's fastest size stay
+free. Times come from the cost model through the caller's ``time_s(region, tiles)``.
 
 Shapes: near-square rectangles of at least the region's tile count, with a
 bounded aspect ratio and little waste, so the floorplanner has a choice.
@@ -32,10 +34,27 @@ class SizedRegion:
     tiles: int
 
 
+def _fastest_size(region: int, lo: int, hi: int, time_s: Callable[[int, int], float]) -> int:
+    """Tiles in [lo, hi] where the region is fastest.
+
+    More tiles divide the work but lengthen the reductions across the region
+    (the mesh term grows with its sides), so time falls and then rises:
+    ternary search on this unimodal curve.
+    """
+    while hi - lo > 2:
+        a = lo + (hi - lo) // 3
+        b = hi - (hi - lo) // 3
+        if time_s(region, a) <= time_s(region, b):
+            hi = b
+        else:
+            lo = a
+    return min(range(lo, hi + 1), key=lambda n: (time_s(region, n), n))
+
+
 def _tiles_for_time(
     region: int, target_s: float, min_tiles: int, limit: int, time_s: Callable[[int, int], float]
 ) -> int:
-    """Fewest tiles (>= min_tiles) with time <= target_s, or limit + 1 if none within limit."""
+    """Fewest tiles in [min_tiles, limit] with time <= target_s (time falls there), else limit + 1."""
     if time_s(region, min_tiles) <= target_s:
         return min_tiles
     if time_s(region, limit) > target_s:
@@ -73,13 +92,17 @@ def size_regions(
         raise SizingError(
             f"regions need {need} tiles for their bytes alone; {budget_tiles} are available"
         )
-    limit = budget_tiles - (need - max(min_tiles, default=0))  # most one region could get
-    lo = 0.0
+    most = budget_tiles - (need - max(min_tiles, default=0))  # most one region could get
+    # Past its fastest size a region only slows down: never give it more.
+    limits = [_fastest_size(i, min_tiles[i], max(min_tiles[i], most), time_s) for i in range(n)]
+    lo = max((time_s(i, limits[i]) for i in range(n)), default=0.0)  # no allotment beats this
     hi = max(time_s(i, min_tiles[i]) for i in range(n)) if n else 0.0
     best = [min_tiles[i] for i in range(n)]
+    if sum(limits) <= budget_tiles:
+        return [SizedRegion(m, t) for m, t in zip(min_tiles, limits, strict=True)]
     for _ in range(iterations):
         mid = (lo + hi) / 2
-        tiles = [_tiles_for_time(i, mid, min_tiles[i], limit, time_s) for i in range(n)]
+        tiles = [_tiles_for_time(i, mid, min_tiles[i], limits[i], time_s) for i in range(n)]
         if sum(tiles) <= budget_tiles:
             hi, best = mid, tiles
         else:

@@ -154,3 +154,10 @@ def test_plan_json_has_every_contract_field(dag):
             "flops",
             "compute_s",
         }
+
+
+def test_recorded_command_leaves_out_output_options():
+    from partitioner.commands.plan import reproducible_command
+
+    argv = ["m.onnx", "--target", "h100x4", "-o", "a.json", "--dim", "b=1", "--png=x.png", "-q"]
+    assert reproducible_command(argv) == "partition m.onnx --target h100x4 --dim b=1"

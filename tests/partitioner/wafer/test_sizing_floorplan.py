@@ -107,3 +107,10 @@ def test_any_layout_found_is_valid(n, seed):
         assert layout is None or (
             valid_layout(p, layout) and layout_cost(p, layout) >= cost_lower_bound(p)
         )
+
+
+def test_sizing_never_grows_a_region_past_its_fastest_size():
+    # time = 100/tiles + tiles (a mesh term growing with the region): fastest at 10 tiles (time 20).
+    # With 64 tiles for two regions, each stops at 10 and the rest stays free.
+    sized = size_regions([1, 1], 64, lambda i, tiles: 100 / tiles + tiles)
+    assert [s.tiles for s in sized] == [10, 10]
