@@ -202,16 +202,16 @@ def _rotary(b: _Builder, x: str, cos: str, sin: str, half: int, name: str, out: 
     return b.node("Add", [with_cos, with_sin], f"{name}.add", out=out)
 
 
-def _repeat_kv(b: _Builder, x: str, config: LlamaConfig, name: str) -> str:
-    """[batch, kv_heads, T, d] -> [batch, heads, T, d] by Unsqueeze, Expand, Reshape."""
-    n_rep = config.num_heads // config.num_kv_heads
-    if n_rep == 1:
-        return x
-    grown = b.node("Unsqueeze", [x, b.ints([2], "axis_2")], f"{name}.unsqueeze")
-    # Expand broadcasts, so a constant [1, 1, n_rep, 1, 1] repeats without knowing T.
-    expanded = b.node("Expand", [grown, b.ints([1, 1, n_rep, 1, 1], "kv_repeat")], f"{name}.expand")
-    shape = b.ints([0, config.num_heads, -1, config.head_dim], "heads_shape")
-    return b.node("Reshape", [expanded, shape], f"{name}.reshape")
+def _group_heads(b: _Builder, q: str, config: LlamaConfig, name: str) -> str:
+    """[batch, heads, S, d] -> [batch, kv_heads, group, S, d]: query heads grouped by KV head.
+
+    Grouped-query attention then broadcasts each K/V head over its group inside
+    MatMul, as efficient exporters write it, instead of materialising repeated
+    K/V tensors (which would cost heads/kv_heads times the cache in activations).
+    """
+    group = config.num_heads // config.num_kv_heads
+    shape = b.ints([0, config.num_kv_heads, group, -1, config.head_dim], "grouped_heads_shape")
+    return b.node("Reshape", [q, shape], f"{name}.group_heads")
 
 
 def _project_heads(
@@ -274,9 +274,12 @@ def _attention(
 ) -> str:
     p = f"model.layers.{layer}.self_attn"
     q, k, v = _project_heads(b, x, layer, config, kind, rope)
-    k = _repeat_kv(b, k, config, f"{p}.k_repeat")
-    v = _repeat_kv(b, v, config, f"{p}.v_repeat")
-    k_t = b.node("Transpose", [k], f"{p}.k_transpose_for_scores", perm=[0, 1, 3, 2])
+    # Grouped-query attention by broadcasting: q [b, kv, g, S, d], k and v [b, kv, 1, T, d].
+    q = _group_heads(b, q, config, p)
+    axis_2 = b.ints([2], "axis_2")
+    k = b.node("Unsqueeze", [k, axis_2], f"{p}.k_group_axis")
+    v = b.node("Unsqueeze", [v, axis_2], f"{p}.v_group_axis")
+    k_t = b.node("Transpose", [k], f"{p}.k_transpose_for_scores", perm=[0, 1, 2, 4, 3])
     scores = b.node("MatMul", [q, k_t], f"{p}.qk")
     scale = b.scalar(1.0 / math.sqrt(config.head_dim), "attn_scale")
     scores = b.node("Mul", [scores, scale], f"{p}.scale")
@@ -288,7 +291,9 @@ def _attention(
     probs = b.node("Softmax", [scores], f"{p}.softmax", axis=-1)
     if low_precision:
         probs = b.cast(probs, b.dtype.onnx_type, f"{p}.softmax_cast_out")
-    context = b.node("MatMul", [probs, v], f"{p}.pv")
+    context = b.node("MatMul", [probs, v], f"{p}.pv")  # [b, kv, g, S, d]
+    heads_shape = b.ints([0, config.num_heads, -1, config.head_dim], "heads_shape")
+    context = b.node("Reshape", [context, heads_shape], f"{p}.ungroup_heads")
     context = b.node("Transpose", [context], f"{p}.context_transpose", perm=[0, 2, 1, 3])
     hidden = config.hidden_size
     merged = b.ints([0, 0, hidden], "hidden_shape")

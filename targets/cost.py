@@ -41,6 +41,7 @@ __all__ = [
     "GpuCostModel",
     "WaferCostModel",
     "joules_per_token",
+    "link_busy_s",
     "link_transfer_s",
     "stage_memory_bytes",
     "to_int_units",
@@ -65,6 +66,15 @@ def link_transfer_s(nbytes: float, link: Link) -> float:
     if _nonneg("nbytes", nbytes) == 0:
         return 0.0
     return link.latency_s + nbytes / link.effective_bandwidth_bytes_per_s
+
+
+def link_busy_s(nbytes: float, link: Link) -> float:
+    """Seconds ``nbytes`` occupy ``link``: bytes / effective bandwidth.
+
+    The latency of a transfer delays its arrival but does not occupy the link,
+    so throughput bounds from shared links count only this.
+    """
+    return _nonneg("nbytes", nbytes) / link.effective_bandwidth_bytes_per_s
 
 
 def stage_memory_bytes(
@@ -357,6 +367,14 @@ class WaferCostModel(CostModel):
     def inter_wafer_transfer_s(self, nbytes: float) -> float:
         """Seconds to move ``nbytes`` between two wafers (systems)."""
         return link_transfer_s(nbytes, self.target.inter_wafer_link)
+
+    def inter_wafer_busy_s(self, nbytes: float) -> float:
+        """Seconds ``nbytes`` occupy a wafer's system link (no latency: see `link_busy_s`)."""
+        return link_busy_s(nbytes, self.target.inter_wafer_link)
+
+    def host_busy_s(self, nbytes: float) -> float:
+        """Seconds ``nbytes`` occupy a wafer's host link (no latency)."""
+        return link_busy_s(nbytes, self.target.host_link)
 
     def host_transfer_s(self, nbytes: float) -> float:
         """Seconds to move ``nbytes`` between the host and a wafer."""

@@ -138,7 +138,7 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
     console.print(f"  compute      {human_flops(t['flops'])} per run")
     console.print(
         f"  peak activation  {human_bytes(t['peak_activation_bytes'])} "
-        "(topological order, weights excluded)"
+        "(topological order, weights and KV cache excluded)"
     )
     if doc["attention"]:
         att = doc["attention"]

@@ -11,7 +11,8 @@ overlap. Every second comes from `targets`:
   per-link bytes add up (`mesh_link_loads`) and a link is busy
   `WaferCostModel.link_time_s` per item;
 - a transfer between wafers keeps the sending wafer's inter-wafer link busy
-  `inter_wafer_transfer_s`, host I/O the wafer's host link `host_transfer_s`
+  `inter_wafer_busy_s`, host I/O the wafer's host link `host_busy_s` (bytes over
+  bandwidth: a transfer's latency delays it but does not occupy the link)
   (one link per direction);
 - the period is `pipeline_estimate` over the regions' compute with the busy
   links as shared links, and latency is the critical path through the
@@ -243,17 +244,15 @@ def _gather(
     for t in transfers:
         check_transfer_ends(t, position)
         if t.src == HOST:
-            off_wafer(
-                "host-in", regions[position[t.dst]].wafer, t.bytes, cost.host_transfer_s(t.bytes)
-            )
+            off_wafer("host-in", regions[position[t.dst]].wafer, t.bytes, cost.host_busy_s(t.bytes))
             continue
         a = regions[position[t.src]]
         if t.dst == HOST:
-            off_wafer("host-out", a.wafer, t.bytes, cost.host_transfer_s(t.bytes))
+            off_wafer("host-out", a.wafer, t.bytes, cost.host_busy_s(t.bytes))
             continue
         b = regions[position[t.dst]]
         if a.wafer != b.wafer:
-            off_wafer("inter-wafer", a.wafer, t.bytes, cost.inter_wafer_transfer_s(t.bytes))
+            off_wafer("inter-wafer", a.wafer, t.bytes, cost.inter_wafer_busy_s(t.bytes))
             continue
         paths = transfer_paths(_rect(a), _rect(b))
         src, dst, shares = traffic.flows.setdefault(a.wafer, ([], [], []))

@@ -29,13 +29,13 @@ so the answer is a function of the input and seed, not of the machine's load.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
+from partitioner.solvers.interrupt import Interrupt, solve_interruptibly
 from partitioner.solvers.problem import PipelineProblem, check_assignment, score
 
 __all__ = ["CpSatResult", "cpsat_partition", "solve_interruptibly", "NUM_WORKERS"]
@@ -262,38 +262,6 @@ def _solver(time_limit_s: float, seed: int) -> cp_model.CpSolver:
     return s
 
 
-def solve_interruptibly(
-    solver: cp_model.CpSolver,
-    model: cp_model.CpModel,
-    callback: cp_model.CpSolverSolutionCallback | None = None,
-) -> tuple[int, bool]:
-    """Solve in a worker thread so Ctrl-C stops the search and keeps the best answer.
-
-    Returns:
-        (CP-SAT status, whether the user interrupted).
-    """
-    result: dict[str, int] = {}
-
-    def work() -> None:
-        result["status"] = solver.solve(model, callback)
-
-    worker = threading.Thread(target=work, name="cp-sat", daemon=True)
-    interrupted = False
-    try:
-        worker.start()
-    except KeyboardInterrupt:
-        interrupted = True
-    while worker.is_alive():
-        try:
-            worker.join(0.1)
-        except KeyboardInterrupt:
-            interrupted = True
-        if interrupted:
-            # Repeated: a stop asked for before the search starts would be forgotten.
-            solver.stop_search()
-    return result.get("status", cp_model.UNKNOWN), interrupted
-
-
 def _read(solver: cp_model.CpSolver, built: _Model, n: int, k_stages: int) -> list[int]:
     return [next(k for k in range(k_stages) if solver.value(built.x[b, k])) for b in range(n)]
 
@@ -334,20 +302,33 @@ def cpsat_partition(
         seed: CP-SAT's random seed.
         progress: called with (best objective s, bound s) at each improving solution.
     """
+    with Interrupt() as stop:
+        return _solve(problem, hint, time_limit_s, seed, progress, stop)
+
+
+def _solve(
+    problem: PipelineProblem,
+    hint: Sequence[int] | None,
+    time_limit_s: float,
+    seed: int,
+    progress: Progress | None,
+    stop: Interrupt,
+) -> CpSatResult:
     started = time.perf_counter()
     n, k_stages = problem.num_blocks, problem.num_stages
     unit_s = _time_unit(problem)
-    try:
-        built = _build(problem, unit_s)
-        if hint is not None:
-            _hint(built, problem, hint)
-    except KeyboardInterrupt:
-        # Ctrl-C while the model is being built: the warm start is the best answer so far.
+    built = _build(problem, unit_s)
+    if hint is not None:
+        _hint(built, problem, hint)
+    if stop.hit:
+        # Ctrl-C while the model was being built: the warm start is the best answer so far.
         return _fallback(problem, hint, unit_s, started)
     throughput = problem.objective == "throughput"
     built.model.minimize(built.period if throughput else built.latency)
     solver = _solver(0.8 * time_limit_s if throughput else time_limit_s, seed)
-    status, interrupted = solve_interruptibly(solver, built.model, _Callback(unit_s, progress))
+    status, interrupted = solve_interruptibly(
+        solver, built.model, _Callback(unit_s, progress), stop
+    )
     effort = _effort(solver)
     found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
     proven = status == cp_model.OPTIMAL
@@ -359,7 +340,7 @@ def cpsat_partition(
         _hint(built, problem, answer)
         built.model.minimize(built.latency)
         second = _solver(max(time_limit_s - effort, 0.05 * time_limit_s), seed)
-        status2, interrupted = solve_interruptibly(second, built.model)
+        status2, interrupted = solve_interruptibly(second, built.model, None, stop)
         if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             answer = _read(second, built, n, k_stages)
         effort += _effort(second)

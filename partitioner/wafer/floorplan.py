@@ -9,10 +9,11 @@ centres stay integral (``|2x_i + w_i - 2x_j - w_j| + |2y_i + h_i - ...|``).
 The caller converts layouts to cores and reports hops exactly.
 
 - ``snake``: regions in topological order along serpentine shelves (left to
-  right, then right to left), so consecutive layers sit side by side: the
+  right, then right to left), so consecutive layers sit side by side; each
+  shelf is just tall enough for its regions, which packs a wafer tightly: the
   baseline to beat, and CP-SAT's warm start.
-- ``blind``: the same shelves filled in decreasing area order, left to right
-  (next-fit decreasing height): a layout that ignores the graph.
+- ``blind``: the same shelves filled in decreasing area order, left to right:
+  a layout that ignores the graph.
 - ``cpsat``: ``add_no_overlap_2d`` over optional intervals (one per shape
   option), minimising the weighted centre distances, hinted with the snake.
 
@@ -22,6 +23,7 @@ are at least half their widths apart in x, or half their heights in y.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from partitioner.solvers.cpsat_pipeline import solve_interruptibly
+from partitioner.solvers.interrupt import Interrupt, solve_interruptibly
 
 __all__ = [
     "TileRect",
@@ -59,12 +61,14 @@ class FloorplanProblem:
     Attributes:
         shapes: per region, its allowed (w, h) in tiles.
         flows: (region i, region j, bytes) for communicating pairs.
+        areas: tiles each region needs; the shelf layouts give it exactly that (rounded up).
     """
 
     grid_w: int
     grid_h: int
     shapes: tuple[tuple[tuple[int, int], ...], ...]
     flows: tuple[tuple[int, int, int], ...]
+    areas: tuple[int, ...] = ()  # tiles each region needs (default: its smallest shape)
 
     @property
     def num_regions(self) -> int:
@@ -118,57 +122,117 @@ def valid_layout(problem: FloorplanProblem, rects: Sequence[TileRect]) -> bool:
     return True
 
 
-def _shelves(
-    problem: FloorplanProblem, order: Sequence[int], shelf_h: int, serpentine: bool
-) -> list[TileRect] | None:
-    """Place regions in ``order`` on shelves at most ``shelf_h`` tall; None if they overflow.
+def region_area(problem: FloorplanProblem, i: int) -> int:
+    """Tiles region ``i`` needs: its ``areas`` entry, else its smallest shape."""
+    if problem.areas:
+        return problem.areas[i]
+    return min(w * h for w, h in problem.shapes[i])
 
-    Each region takes its narrowest shape no taller than ``shelf_h``; a shelf is
-    as tall as its tallest region, and the next shelf starts right above it.
+
+def _shelf_groups(areas: Sequence[int], shelves: int) -> list[list[int]]:
+    """Split positions 0..n-1 into ``shelves`` contiguous groups of about equal area."""
+    total = sum(areas)
+    groups: list[list[int]] = [[]]
+    acc = 0.0
+    for k, a in enumerate(areas):
+        closing = (
+            len(groups) < shelves and groups[-1] and acc + a / 2 > total * len(groups) / shelves
+        )
+        if closing:
+            groups.append([])
+        groups[-1].append(k)
+        acc += a
+    return groups
+
+
+def _balanced_shelves(
+    problem: FloorplanProblem, order: Sequence[int], shelves: int, serpentine: bool
+) -> list[TileRect] | None:
+    """Shelves of regions in ``order``, each shelf just tall enough for its regions' areas.
+
+    A shelf of height h gives each region ``ceil(area / h)`` columns, so it
+    wastes less than h tiles per region; h grows until the shelf fits the grid.
     """
+    gw, gh = problem.grid_w, problem.grid_h
+    areas = [region_area(problem, i) for i in order]
     rects: dict[int, TileRect] = {}
-    y, used, shelf, height = 0, 0, 0, 0
-    for i in order:
-        fitting = [(w, h) for w, h in problem.shapes[i] if h <= shelf_h]
-        if not fitting:
+    y = 0
+    for row, group in enumerate(_shelf_groups(areas, shelves)):
+        if not group:
+            continue
+        widths, h = _shelf_widths([areas[k] for k in group], gw, gh)
+        if sum(widths) > gw or y + h > gh:
             return None
-        w, h = min(fitting, key=lambda s: (s[0], s[1]))
-        if used + w > problem.grid_w:
-            y, used, shelf, height = y + height, 0, shelf + 1, 0
-        if used + w > problem.grid_w or y + h > problem.grid_h:
-            return None
-        left_to_right = not serpentine or shelf % 2 == 0
-        x = used if left_to_right else problem.grid_w - used - w
-        rects[i] = TileRect(x, y, w, h)
-        used += w
-        height = max(height, h)
+        x = 0
+        for k, w in zip(group, widths, strict=True):
+            left = x if not serpentine or row % 2 == 0 else gw - x - w
+            rects[order[k]] = TileRect(left, y, w, h)
+            x += w
+        y += h
     return [rects[i] for i in range(problem.num_regions)]
 
 
-def _best_shelf_layout(
+def _shelf_widths(areas: Sequence[int], gw: int, gh: int) -> tuple[list[int], int]:
+    """Column widths and height for one shelf holding regions of these areas.
+
+    Two ways, keeping the lower shelf: the shortest height at which
+    ``ceil(area / h)`` columns each fit the grid's width; or all the columns
+    shared out in proportion to area (largest remainder first), the shelf as tall
+    as its tallest region needs.
+    """
+    total = sum(areas)
+    h = max(1, math.ceil(total / gw))
+    while True:
+        widths = [math.ceil(a / h) for a in areas]
+        if sum(widths) <= gw or h > gh:
+            break
+        h += 1
+    if len(areas) <= gw:
+        shared = [max(1, a * gw // total) for a in areas]
+        while sum(shared) < gw:
+            tallest = max(range(len(areas)), key=lambda k: (math.ceil(areas[k] / shared[k]), -k))
+            shared[tallest] += 1
+        shared_h = max(math.ceil(a / w) for a, w in zip(areas, shared, strict=True))
+        if sum(shared) <= gw and shared_h < h:
+            return shared, shared_h
+    return widths, h
+
+
+def with_shapes(problem: FloorplanProblem, rects: Sequence[TileRect]) -> FloorplanProblem:
+    """``problem`` whose shape options also include each rectangle's shape (a baseline's)."""
+    shapes = tuple(
+        options if (r.w, r.h) in options else (*options, (r.w, r.h))
+        for options, r in zip(problem.shapes, rects, strict=True)
+    )
+    return dataclasses.replace(problem, shapes=shapes)
+
+
+def _best_shelves(
     problem: FloorplanProblem, order: Sequence[int], serpentine: bool
 ) -> list[TileRect] | None:
-    heights = sorted({h for options in problem.shapes for _, h in options})
     best, best_cost = None, math.inf
-    for shelf_h in heights:
-        rects = _shelves(problem, order, shelf_h, serpentine)
-        if rects is not None and valid_layout(problem, rects):
-            cost = layout_cost(problem, rects)
-            if cost < best_cost:
-                best, best_cost = rects, cost
+    for shelves in range(1, min(problem.num_regions, problem.grid_h) + 1):
+        rects = _balanced_shelves(problem, order, shelves, serpentine)
+        if rects is None:
+            continue
+        cost = layout_cost(problem, rects)
+        if cost < best_cost:
+            best, best_cost = rects, cost
     return best
 
 
 def snake_layout(problem: FloorplanProblem) -> list[TileRect] | None:
-    """Topological order along serpentine shelves (the best shelf height), or None."""
-    return _best_shelf_layout(problem, range(problem.num_regions), serpentine=True)
+    """Topological order along serpentine shelves (the best shelf count), or None.
+
+    Shapes are the shelves' (add them with `with_shapes` before validating).
+    """
+    return _best_shelves(problem, range(problem.num_regions), serpentine=True)
 
 
 def blind_layout(problem: FloorplanProblem) -> list[TileRect] | None:
-    """Decreasing-area shelf packing that ignores the graph, or None."""
-    area = [min(w * h for w, h in options) for options in problem.shapes]
-    order = sorted(range(problem.num_regions), key=lambda i: (-area[i], i))
-    return _best_shelf_layout(problem, order, serpentine=False)
+    """Decreasing-area shelves, left to right: a packing that ignores the graph, or None."""
+    order = sorted(range(problem.num_regions), key=lambda i: (-region_area(problem, i), i))
+    return _best_shelves(problem, order, serpentine=False)
 
 
 def _weights(problem: FloorplanProblem) -> tuple[list[int], float]:
@@ -193,6 +257,7 @@ def _solve_window(
     weights: Sequence[int],
     time_limit_s: float,
     seed: int,
+    stop: Interrupt,
 ) -> _WindowResult:
     """Re-place the ``free`` regions (position and shape) around the others, which stay put."""
     m = cp_model.CpModel()
@@ -250,7 +315,7 @@ def _solve_window(
     solver.parameters.random_seed = seed
     solver.parameters.max_deterministic_time = max(time_limit_s, 0.01)
     solver.parameters.catch_sigint_signal = False
-    status, interrupted = solve_interruptibly(solver, m)
+    status, interrupted = solve_interruptibly(solver, m, None, stop)
     try:
         effort = solver.deterministic_time
     except RuntimeError:
@@ -293,43 +358,59 @@ def cpsat_floorplan(
     order and visit the ends of the costliest flows. Rounds repeat until one
     improves nothing or the deterministic budget is spent. With at most
     ``window`` regions the first step is the whole problem, so OPTIMAL is a proof.
+    Ctrl-C stops the search and keeps the best layout so far.
     """
     started = time.perf_counter()
     exact_bound = cost_lower_bound(problem)
     if hint is None or not valid_layout(problem, hint):
         return FloorplanResult((), "HEURISTIC", 0, exact_bound, 0.0, time.perf_counter() - started)
-    weights, _ = _weights(problem)
-    current = list(hint)
-    best = layout_cost(problem, current)
-    spent, interrupted, proven, improved_any = 0.0, False, False, False
-    per_window = max(0.05, min(1.0, time_limit_s / 20))
-    improved = True
-    while improved and spent < time_limit_s and not interrupted:
-        improved = False
-        for free in _windows(problem, current, window):
-            budget = min(per_window, time_limit_s - spent)
-            if budget <= 0:
-                break
-            result = _solve_window(problem, current, free, weights, budget, seed)
-            spent += result.deterministic_s
-            interrupted = interrupted or result.interrupted
-            if result.rects is not None and valid_layout(problem, result.rects):
-                cost = layout_cost(problem, result.rects)
-                if cost < best:
-                    current, best, improved, improved_any = result.rects, cost, True, True
-                if len(free) == problem.num_regions and result.optimal:
-                    proven = True
-            if interrupted:
-                break
-        if proven:
-            break
-    status = "OPTIMAL" if proven else ("FEASIBLE" if improved_any or spent > 0 else "HEURISTIC")
+    with Interrupt() as stop:
+        search = _Search(problem, list(hint), layout_cost(problem, hint), _weights(problem)[0])
+        search.run(time_limit_s, seed, window, stop)
+    status = "OPTIMAL" if search.proven else ("FEASIBLE" if search.spent > 0 else "HEURISTIC")
     return FloorplanResult(
-        tuple(current),
+        tuple(search.current),
         status,
-        best,
-        min(exact_bound, best),
-        spent,
+        search.best,
+        min(exact_bound, search.best),
+        search.spent,
         time.perf_counter() - started,
-        interrupted,
+        search.interrupted,
     )
+
+
+@dataclass
+class _Search:
+    """State of the large-neighbourhood search: the best layout so far and the effort spent."""
+
+    problem: FloorplanProblem
+    current: list[TileRect]
+    best: int
+    weights: list[int]
+    spent: float = 0.0
+    interrupted: bool = False
+    proven: bool = False
+
+    def run(self, time_limit_s: float, seed: int, window: int, stop: Interrupt) -> None:
+        """Window after window until a round improves nothing, the budget is spent, or Ctrl-C."""
+        per_window = max(0.05, min(1.0, time_limit_s / 20))
+        improved = True
+        while improved and self.spent < time_limit_s and not self.interrupted and not self.proven:
+            improved = False
+            for free in _windows(self.problem, self.current, window):
+                budget = min(per_window, time_limit_s - self.spent)
+                if budget <= 0 or self.interrupted:
+                    break
+                result = _solve_window(
+                    self.problem, self.current, free, self.weights, budget, seed, stop
+                )
+                self.spent += result.deterministic_s
+                self.interrupted = self.interrupted or result.interrupted
+                if result.rects is None or not valid_layout(self.problem, result.rects):
+                    continue
+                cost = layout_cost(self.problem, result.rects)
+                if cost < self.best:
+                    self.current, self.best, improved = result.rects, cost, True
+                if len(free) == self.problem.num_regions and result.optimal:
+                    self.proven = True
+                    break

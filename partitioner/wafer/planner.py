@@ -59,6 +59,7 @@ from partitioner.wafer.floorplan import (
     cpsat_floorplan,
     layout_cost,
     snake_layout,
+    with_shapes,
 )
 from partitioner.wafer.sizing import SizingError, shape_options, size_regions
 from passes.analysis.costs import CostReport, node_costs
@@ -76,7 +77,9 @@ REGIONS_PER_WAFER = 48
 """Default regions per wafer: finer than a layer for 8B-class models, coarse enough
 for CP-SAT to place in seconds."""
 # Share of a wafer's tiles the sizing may hand out: rectangles need some slack to pack.
-FILLS = (0.97, 0.93, 0.88, 0.8, 0.7, 0.6)
+FILLS = (0.99, 0.97, 0.95, 0.92, 0.88, 0.8, 0.7, 0.6)
+# Share of a wafer's usable SRAM the split across wafers may fill (the rest is packing room).
+SPLIT_FILL = 0.97
 
 
 @dataclass(frozen=True)
@@ -173,24 +176,24 @@ def _split_across_wafers(
     devices = list(range(k))
     relay, host_in, host_out_s, host_out_bytes = stage_flows(graph, blocks, transfer_s, devices)
     times = tuple(tuple([sum(node_s[n] for n in r.runtime)] * k) for r in regions)
-    capacity = int(cost.capacity_bytes(0) * FILLS[1])  # leave room to pack rectangles
-    problem = PipelineProblem(
-        num_stages=k,
-        block_time_s=times,
-        # a wafer keeps every block's parameters and activations in SRAM at once
-        block_resident_bytes=tuple(r.memory_bytes for r in regions),
-        block_activation_bytes=tuple(0 for _ in regions),
-        block_host_out_s=host_out_s,
-        block_host_out_bytes=host_out_bytes,
-        edges=tuple((e.src, e.dst) for e in blocks.edges),
-        relay_flows=relay,
-        host_flows=host_in,
-        capacity_bytes=(capacity,) * k,
-        overlap_transfers=True,
-        objective=options.objective,
-        block_nodes=tuple(len(r.runtime) for r in regions),
+    problem, hint = _memory_balanced_split(
+        PipelineProblem(
+            num_stages=k,
+            block_time_s=times,
+            # a wafer keeps every block's parameters and activations in SRAM at once
+            block_resident_bytes=tuple(r.memory_bytes for r in regions),
+            block_activation_bytes=tuple(0 for _ in regions),
+            block_host_out_s=host_out_s,
+            block_host_out_bytes=host_out_bytes,
+            edges=tuple((e.src, e.dst) for e in blocks.edges),
+            relay_flows=relay,
+            host_flows=host_in,
+            capacity_bytes=(cost.capacity_bytes(0),) * k,
+            overlap_transfers=True,
+            objective=options.objective,
+            block_nodes=tuple(len(r.runtime) for r in regions),
+        )
     )
-    hint = dp_partition(problem)
     if options.solver != "cpsat":
         if hint is None:
             raise InfeasibleError(
@@ -206,6 +209,30 @@ def _split_across_wafers(
             "use more wafers, e.g. --devices auto on a larger target"
         )
     return list(result.stage_of), result.status, result.deterministic_s
+
+
+def _memory_balanced_split(problem: PipelineProblem) -> tuple[PipelineProblem, list[int] | None]:
+    """Cap every wafer's SRAM near the average fill, so no wafer is too full to pack.
+
+    Rectangles pack to about 95 % of a wafer, so a wafer at 97 % fails even when
+    the wafers' average is 94 %. The cap starts just above the average and
+    loosens until the exact DP finds a split under it.
+    """
+    capacity = problem.capacity_bytes[0]
+    average = sum(problem.block_resident_bytes) / (problem.num_stages * capacity)
+    steps = sorted(
+        {min(SPLIT_FILL, average + d) for d in (0.005, 0.01, 0.02, 0.04, 0.08)} | {SPLIT_FILL}
+    )
+    for fill in steps:
+        capped = dataclasses.replace(
+            problem, capacity_bytes=(int(capacity * fill),) * problem.num_stages
+        )
+        hint = dp_partition(capped)
+        if hint is not None:
+            return capped, hint
+    return dataclasses.replace(
+        problem, capacity_bytes=(int(capacity * SPLIT_FILL),) * problem.num_stages
+    ), None
 
 
 # Default CP-SAT budgets (deterministic seconds): the split across wafers, then
@@ -233,8 +260,10 @@ def _tile_size(options: PlanOptions, cost: WaferCostModel, num_regions: int) -> 
                 f"{t}x{t} cores; use 1..{min(w.width_cores, w.height_cores)}"
             )
     else:
-        # About 3000 tiles per wafer: fine enough to pack tightly, small enough for CP-SAT.
-        t = max(1, math.floor(math.sqrt(w.width_cores * w.height_cores / 3000)))
+        # About 200 tiles per region (3000 to 20000 a wafer): fine enough that shelves
+        # waste a few percent of a region, coarse enough for CP-SAT.
+        tiles_wanted = min(20_000, max(3_000, 200 * num_regions))
+        t = max(1, math.floor(math.sqrt(w.width_cores * w.height_cores / tiles_wanted)))
     tiles = (w.width_cores // t) * (w.height_cores // t)
     if tiles < num_regions:
         raise UsageError(
@@ -278,17 +307,23 @@ def _floorplan_wafer(
         if any(not options_ for options_ in shapes):
             continue
         problem = FloorplanProblem(
-            gw, gh, shapes, tuple((i, j, b) for (i, j), b in sorted(flows.items()))
+            gw,
+            gh,
+            shapes,
+            tuple((i, j, b) for (i, j), b in sorted(flows.items())),
+            tuple(s.tiles for s in sized),
         )
         snake = snake_layout(problem)
         if snake is None:
             continue  # too full to pack: give the regions fewer tiles and retry
+        problem = with_shapes(problem, snake)
         if options.solver == "snake":
             return problem, _heuristic(problem, snake), snake
         if options.solver == "blind":
             blind = blind_layout(problem)
             if blind is None:
                 continue
+            problem = with_shapes(problem, blind)
             return problem, _heuristic(problem, blind), snake
         result = cpsat_floorplan(problem, hint=snake, time_limit_s=time_limit_s, seed=options.seed)
         return problem, result, snake
@@ -322,38 +357,44 @@ def _wafer_flows(
 def _transfers(
     graph: Graph, owner: dict[int, int], parts: Sequence[Partition], cost: WaferCostModel
 ) -> list[Transfer]:
+    """Every tensor's moves: over the fabric on its wafer, once across to each other wafer.
+
+    A tensor several regions of another wafer (or the host's inputs) need
+    crosses the system link once, to the first of them, which relays it over
+    that wafer's fabric to the rest.
+    """
     rect = {p.id: (p.region.x, p.region.y, p.region.w, p.region.h) for p in parts}  # type: ignore[union-attr]
     wafer = {p.id: p.device for p in parts}
     out: list[Transfer] = []
+
+    def fabric(name: str, nbytes: int, src: int, dst: int) -> Transfer:
+        hops = center_hops(rect[src], rect[dst])
+        lanes = transfer_lanes(rect[src], rect[dst])
+        return Transfer(name, nbytes, src, dst, cost.fabric_transfer_s(nbytes, hops, lanes), hops)
+
     for t in graph.iter_tensors():
-        if t.is_param or not t.is_static:
+        if t.is_param or not t.is_static or (t.kind == "input" and t.is_kv_cache):
             continue
         readers = sorted({owner[c] for c in t.consumers if not graph.nodes[c].folded})
-        if t.kind == "input":
-            if not t.is_kv_cache:
-                out += [
-                    Transfer(t.name, t.nbytes, HOST, r, cost.host_transfer_s(t.nbytes))
-                    for r in readers
-                ]
-            continue
-        src = owner[t.producer]
-        for dst in readers:
-            if dst == src:
+        source = HOST if t.kind == "input" else owner[t.producer]
+        by_wafer: dict[int, list[int]] = defaultdict(list)
+        for r in readers:
+            if r != source:
+                by_wafer[wafer[r]].append(r)
+        for w, targets_on_w in sorted(by_wafer.items()):
+            if source != HOST and w == wafer[source]:
+                out += [fabric(t.name, t.nbytes, source, r) for r in targets_on_w]
                 continue
-            if wafer[dst] != wafer[src]:
-                out.append(
-                    Transfer(t.name, t.nbytes, src, dst, cost.inter_wafer_transfer_s(t.nbytes))
-                )
-                continue
-            hops = center_hops(rect[src], rect[dst])
-            lanes = transfer_lanes(rect[src], rect[dst])
-            out.append(
-                Transfer(
-                    t.name, t.nbytes, src, dst, cost.fabric_transfer_s(t.nbytes, hops, lanes), hops
-                )
+            entry, rest = targets_on_w[0], targets_on_w[1:]
+            cross_s = (
+                cost.host_transfer_s(t.nbytes)
+                if source == HOST
+                else cost.inter_wafer_transfer_s(t.nbytes)
             )
-        if t.is_graph_output and not t.is_kv_cache_output:
-            out.append(Transfer(t.name, t.nbytes, src, HOST, cost.host_transfer_s(t.nbytes)))
+            out.append(Transfer(t.name, t.nbytes, source, entry, cross_s))
+            out += [fabric(t.name, t.nbytes, entry, r) for r in rest]
+        if t.is_graph_output and not t.is_kv_cache_output and source != HOST:
+            out.append(Transfer(t.name, t.nbytes, source, HOST, cost.host_transfer_s(t.nbytes)))
     return sorted(out, key=lambda tr: (tr.src, tr.dst if tr.dst != HOST else 1 << 30, tr.tensor))
 
 

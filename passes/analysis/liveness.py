@@ -1,6 +1,7 @@
 """Activation liveness: the peak bytes of activations held under a schedule.
 
-Parameters are resident and not counted here. A tensor becomes live when its
+Parameters and KV-cache inputs are resident and not counted here (stage
+memory adds them separately). A tensor becomes live when its
 producer runs (graph inputs: from the start) and dies after its last consumer
 in the schedule; tensors that leave the scheduled set (graph outputs, or values
 another stage consumes) stay live to the end. During a node's step its inputs
@@ -68,8 +69,8 @@ def activation_liveness(graph: Graph, schedule: Sequence[int] | None = None) -> 
         node = graph.nodes[node_index]
         for name in node.present_inputs:
             t = graph.tensors.get(name)
-            if t is None or t.is_param:
-                continue
+            if t is None or t.is_param or t.is_kv_cache:
+                continue  # resident, counted apart (parameters; the KV cache on its stage)
             if t.producer is None or t.producer not in in_set:
                 entering.add(name)
             last_use[name] = max(last_use.get(name, -1), step[node_index])

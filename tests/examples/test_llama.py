@@ -134,11 +134,12 @@ def test_symbolic_dims(llama8b: dict[str, Path]) -> None:
 def test_nodes_per_layer(llama8b: dict[str, Path]) -> None:
     # bfloat16 prefill layer: RMSNorm 9 (Cast, Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul,
     # Cast, Mul) x2 = 18; q/k/v MatMul+Reshape+Transpose 9; RoPE on q and k 2x6 = 12
-    # (Split, Neg, Concat, Mul, Mul, Add); repeat k and v 2x3 = 6 (Unsqueeze, Expand,
-    # Reshape); attention 11 (Transpose, MatMul, Mul, Add mask, Cast, Softmax, Cast, MatMul,
-    # Transpose, Reshape, o_proj); MLP 6; two residual Adds -> 64.
-    # Decode drops the mask Add and concatenates the cache for k and v: 65.
-    for kind, expected in (("prefill", 64), ("decode", 65)):
+    # (Split, Neg, Concat, Mul, Mul, Add); grouped-query heads 3 (Reshape q into KV groups,
+    # Unsqueeze k and v); attention 12 (Transpose, MatMul, Mul, Add mask, Cast, Softmax, Cast,
+    # MatMul, Reshape back to heads, Transpose, Reshape, o_proj); MLP 6; two residual Adds:
+    # 18 + 9 + 12 + 3 + 12 + 6 + 2 = 62.
+    # Decode drops the mask Add and concatenates the cache for k and v: 63.
+    for kind, expected in (("prefill", 62), ("decode", 63)):
         nodes = onnx.load(llama8b[kind], load_external_data=False).graph.node
         for layer in (0, 31):
             prefix = f"model.layers.{layer}."

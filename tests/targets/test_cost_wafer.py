@@ -114,3 +114,12 @@ def test_price_unknown_on_presets_known_when_set(tiny2: WaferTarget) -> None:
     assert cost.usd_per_hour([1]) == pytest.approx(36.0)
     # 2 × 20 kW at 1000 tokens/s = 40 J/token
     assert cost.joules_per_token(1000.0) == pytest.approx(40.0)
+
+
+def test_link_busy_excludes_latency() -> None:
+    from targets.cost import link_busy_s
+    from targets.gpu import Link
+
+    # 1 GB over 100 GB/s at 0.5 efficiency = 1e9 / 5e10 = 0.02 s, whatever the latency
+    link = Link("l", 100e9, 0.5, 1e-3)
+    assert link_busy_s(1e9, link) == pytest.approx(0.02)

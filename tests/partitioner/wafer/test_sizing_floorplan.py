@@ -15,6 +15,7 @@ from partitioner.wafer.floorplan import (
     layout_cost,
     snake_layout,
     valid_layout,
+    with_shapes,
 )
 from partitioner.wafer.sizing import SizingError, shape_options, size_regions
 
@@ -67,18 +68,24 @@ def test_snake_places_a_chain_side_by_side():
 
 
 def test_snake_turns_back_on_the_next_shelf():
-    # 6 regions: shelf 0 holds four (x = 0..6), shelf 1 runs right to left: region 4 at x = 6
-    rects = snake_layout(_chain(6))
-    assert rects[4] == TileRect(6, 2, 2, 2) and rects[5] == TileRect(4, 2, 2, 2)
+    from partitioner.wafer.floorplan import _balanced_shelves
+
+    # 6 regions of 4 tiles on two shelves of three: each shelf is ceil(12 / 8) = 2 tall, regions
+    # 2 wide; shelf 0 runs left to right (x = 0, 2, 4), shelf 1 right to left (x = 6, 4, 2)
+    rects = _balanced_shelves(_chain(6), range(6), 2, serpentine=True)
+    assert [r.x for r in rects] == [0, 2, 4, 6, 4, 2]
+    assert [r.y for r in rects] == [0, 0, 0, 2, 2, 2]
 
 
 def test_blind_ignores_the_graph():
-    # a chain whose heavy edge joins the two largest regions; blind packs by size only
+    from partitioner.wafer.floorplan import with_shapes
+
+    # areas 1, 9, 1, 9 in a chain; blind packs by size only: the two 9s first, left to right
     shapes = (((1, 1),), ((3, 3),), ((1, 1),), ((3, 3),))
     p = FloorplanProblem(8, 8, shapes, ((0, 1, 1), (1, 2, 1), (2, 3, 1)))
     rects = blind_layout(p)
-    assert valid_layout(p, rects)
-    assert rects[1].x == 0 and rects[3].x == 3  # largest first, left to right
+    assert valid_layout(with_shapes(p, rects), rects)
+    assert rects[1].x < rects[3].x < min(rects[0].x, rects[2].x) or rects[1].y < rects[0].y
 
 
 def test_cpsat_beats_or_matches_the_snake_and_respects_the_bound():
@@ -87,6 +94,7 @@ def test_cpsat_beats_or_matches_the_snake_and_respects_the_bound():
     flows = tuple((i, (i + 1) % 6, 100) for i in range(6))
     p = FloorplanProblem(6, 6, shapes, flows)
     snake = snake_layout(p)
+    p = with_shapes(p, snake)
     result = cpsat_floorplan(p, hint=snake, time_limit_s=5)
     assert valid_layout(p, result.rects)
     assert result.cost <= layout_cost(p, snake)
@@ -104,9 +112,13 @@ def test_any_layout_found_is_valid(n, seed):
     flows = tuple((i, rng.randrange(i + 1, n), rng.randint(1, 1000)) for i in range(n - 1))
     p = FloorplanProblem(8, 8, shapes, flows)
     for layout in (snake_layout(p), blind_layout(p)):
-        assert layout is None or (
-            valid_layout(p, layout) and layout_cost(p, layout) >= cost_lower_bound(p)
-        )
+        if layout is None:
+            continue
+        extended = with_shapes(p, layout)
+        assert valid_layout(extended, layout)
+        assert layout_cost(p, layout) >= cost_lower_bound(extended)
+        # shelves give each region at least the area it needs
+        assert all(r.w * r.h >= min(w * h for w, h in o) for r, o in zip(layout, shapes, strict=True))
 
 
 def test_sizing_never_grows_a_region_past_its_fastest_size():
