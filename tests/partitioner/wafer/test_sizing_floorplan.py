@@ -118,7 +118,9 @@ def test_any_layout_found_is_valid(n, seed):
         assert valid_layout(extended, layout)
         assert layout_cost(p, layout) >= cost_lower_bound(extended)
         # shelves give each region at least the area it needs
-        assert all(r.w * r.h >= min(w * h for w, h in o) for r, o in zip(layout, shapes, strict=True))
+        assert all(
+            r.w * r.h >= min(w * h for w, h in o) for r, o in zip(layout, shapes, strict=True)
+        )
 
 
 def test_sizing_never_grows_a_region_past_its_fastest_size():
