@@ -65,9 +65,10 @@ def print_summary(outcome: PlanOutcome) -> None:
 def _decode_line(extra: dict) -> None:
     if extra.get("llm_decode_step"):
         console.print(
-            f"decode: {extra['tokens_per_s']:,.0f} tokens/s with the pipeline full "
-            f"(batch {extra['batch']} per stage), {human_seconds(extra['s_per_token'])} per token per stream"
-            + (f", ${extra['usd_per_token']:.3g}/token" if "usd_per_token" in extra else "")
+            f"decode: {extra['tokens_per_s_per_stream']:,.0f} tokens/s per stream "
+            f"({human_seconds(extra['s_per_token'])} per token); {extra['tokens_per_s']:,.0f} tokens/s "
+            f"with a batch of {extra['batch']} in flight on every stage (each with its own KV cache)"
+            + (f"; ${extra['usd_per_token']:.3g} per token" if "usd_per_token" in extra else "")
         )
 
 
