@@ -27,8 +27,9 @@ import dataclasses
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ortools.sat.python import cp_model
 
@@ -207,32 +208,39 @@ def with_shapes(problem: FloorplanProblem, rects: Sequence[TileRect]) -> Floorpl
     return dataclasses.replace(problem, shapes=shapes)
 
 
+LayoutKey = Callable[[Sequence[TileRect]], Any]
+"""Ranks layouts (lower is better); by default their cost Σ bytes × centre distance."""
+
+
 def _best_shelves(
-    problem: FloorplanProblem, order: Sequence[int], serpentine: bool
+    problem: FloorplanProblem, order: Sequence[int], serpentine: bool, key: LayoutKey | None
 ) -> list[TileRect] | None:
-    best, best_cost = None, math.inf
+    rank = key or (lambda rects: layout_cost(problem, rects))
+    best, best_rank = None, None
     for shelves in range(1, min(problem.num_regions, problem.grid_h) + 1):
         rects = _balanced_shelves(problem, order, shelves, serpentine)
         if rects is None:
             continue
-        cost = layout_cost(problem, rects)
-        if cost < best_cost:
-            best, best_cost = rects, cost
+        value = rank(rects)
+        if best_rank is None or value < best_rank:
+            best, best_rank = rects, value
     return best
 
 
-def snake_layout(problem: FloorplanProblem) -> list[TileRect] | None:
-    """Topological order along serpentine shelves (the best shelf count), or None.
+def snake_layout(problem: FloorplanProblem, key: LayoutKey | None = None) -> list[TileRect] | None:
+    """Topological order along serpentine shelves (the best shelf count by ``key``), or None.
 
-    Shapes are the shelves' (add them with `with_shapes` before validating).
+    Shapes are the shelves' (add them with `with_shapes` before validating). The
+    shelf count sets the regions' aspect ratios, so a caller whose regions slow
+    down when long and thin ranks layouts by their slowest region first.
     """
-    return _best_shelves(problem, range(problem.num_regions), serpentine=True)
+    return _best_shelves(problem, range(problem.num_regions), True, key)
 
 
-def blind_layout(problem: FloorplanProblem) -> list[TileRect] | None:
+def blind_layout(problem: FloorplanProblem, key: LayoutKey | None = None) -> list[TileRect] | None:
     """Decreasing-area shelves, left to right: a packing that ignores the graph, or None."""
     order = sorted(range(problem.num_regions), key=lambda i: (-region_area(problem, i), i))
-    return _best_shelves(problem, order, serpentine=False)
+    return _best_shelves(problem, order, False, key)
 
 
 def _weights(problem: FloorplanProblem) -> tuple[list[int], float]:

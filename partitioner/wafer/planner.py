@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections import defaultdict
@@ -313,14 +314,24 @@ def _floorplan_wafer(
             tuple((i, j, b) for (i, j), b in sorted(flows.items())),
             tuple(s.tiles for s in sized),
         )
-        snake = snake_layout(problem)
+
+        reference_s = max(time_s(i, s.tiles) for i, s in enumerate(sized)) or 1.0
+        slowest_then_cost = functools.partial(
+            _slowest_then_cost,
+            problem=problem,
+            regions=regions,
+            cost=cost,
+            t=t,
+            reference_s=reference_s,
+        )
+        snake = snake_layout(problem, slowest_then_cost)
         if snake is None:
             continue  # too full to pack: give the regions fewer tiles and retry
         problem = with_shapes(problem, snake)
         if options.solver == "snake":
             return problem, _heuristic(problem, snake), snake
         if options.solver == "blind":
-            blind = blind_layout(problem)
+            blind = blind_layout(problem, slowest_then_cost)
             if blind is None:
                 continue
             problem = with_shapes(problem, blind)
@@ -331,6 +342,27 @@ def _floorplan_wafer(
         f"wafer {wafer}: the {len(regions)} regions cannot be packed on the {w.width_cores}x{w.height_cores} grid "
         f"even at {int(100 * FILLS[-1])}% fill; use more wafers or fewer --regions"
     )
+
+
+def _slowest_then_cost(
+    rects: Sequence[TileRect],
+    *,
+    problem: FloorplanProblem,
+    regions: Sequence[_Region],
+    cost: WaferCostModel,
+    t: int,
+    reference_s: float,
+) -> tuple[int, int]:
+    """Rank shelf layouts: slowest region first (in 1 % steps), then fabric cost.
+
+    The slowest region sets the period, and a shelf count that makes regions
+    long and thin lengthens their mesh reductions.
+    """
+    slowest = max(
+        _region_compute_s(cost, r, rect.w * t, rect.h * t)
+        for r, rect in zip(regions, rects, strict=True)
+    )
+    return (math.ceil(slowest / reference_s * 100), layout_cost(problem, rects))
 
 
 def _heuristic(problem: FloorplanProblem, rects: Sequence[TileRect]) -> FloorplanResult:
