@@ -15,10 +15,11 @@ examples:
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from partitioner.commands._common import console, err_console
-from partitioner.commands.plan import load_plan
+from partitioner.plan import Plan, PlanError, check_schema
 from partitioner.validate import validate_plan
 from passes.load import load
 from passes.transforms.dims import parse_dim_overrides
@@ -36,8 +37,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _load(path: Path) -> tuple[Plan | None, list[str]]:
+    """The plan, or the schema's complaints about it (a malformed plan is a violation, exit 1)."""
+    if not path.is_file():
+        raise PlanError(f"plan file '{path}' does not exist; check the path")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PlanError(f"'{path}' is not JSON ({err}); is it a plan file?") from err
+    problems = check_schema(doc)
+    return (None, problems) if problems else (Plan.from_dict(doc), [])
+
+
 def run(args: argparse.Namespace) -> int:
-    plan = load_plan(args.plan)
+    plan, problems = _load(args.plan)
+    if plan is None:
+        shown = problems if args.all else problems[:1]
+        for problem in shown:
+            err_console.print(f"invalid: [schema] {problem}", highlight=False, markup=False)
+        return 1
     model_path = args.model
     if model_path is None and plan.model.path and Path(plan.model.path).is_file():
         model_path = Path(plan.model.path)

@@ -162,10 +162,14 @@ def _split_across_wafers(
     cost: WaferCostModel,
     k: int,
     options: PlanOptions,
-) -> tuple[list[int], str, float]:
-    """One contiguous pipeline stage of blocks per wafer (stage k on wafer k)."""
+) -> tuple[list[int], str, float, bool]:
+    """One contiguous pipeline stage of blocks per wafer (stage k on wafer k).
+
+    Returns:
+        (wafer of each block, solver status, deterministic seconds, interrupted by Ctrl-C).
+    """
     if k == 1:
-        return [0] * len(regions), "OPTIMAL", 0.0
+        return [0] * len(regions), "OPTIMAL", 0.0, False
 
     def transfer_s(nbytes: int, a: int, b: int) -> float:
         if a == b:
@@ -200,7 +204,7 @@ def _split_across_wafers(
             raise InfeasibleError(
                 f"no split of the model across {k} wafers fits their SRAM; use more wafers"
             )
-        return hint, "HEURISTIC", 0.0
+        return hint, "HEURISTIC", 0.0, False
     result = cpsat_partition(
         problem, hint=hint, time_limit_s=_budget(options, k)[0], seed=options.seed
     )
@@ -209,7 +213,7 @@ def _split_across_wafers(
             f"no split of the model across {k} wafers fits their SRAM (parameters {human_bytes(sum(r.param_bytes for r in regions))}); "
             "use more wafers, e.g. --devices auto on a larger target"
         )
-    return list(result.stage_of), result.status, result.deterministic_s
+    return list(result.stage_of), result.status, result.deterministic_s, result.interrupted
 
 
 def _memory_balanced_split(problem: PipelineProblem) -> tuple[PipelineProblem, list[int] | None]:
@@ -484,7 +488,7 @@ def plan_wafer(
             )
         try:
             say(f"splitting {len(regions)} regions across {wafers} wafer(s)")
-            wafer_of, split_status, split_effort = _split_across_wafers(
+            wafer_of, split_status, split_effort, stopped = _split_across_wafers(
                 graph, blocks, regions, node_s, cost, wafers, options
             )
             return _layout(
@@ -501,7 +505,7 @@ def plan_wafer(
                 split_effort,
                 started,
                 say,
-                auto=k is None,
+                stopped=stopped,
             )
         except InfeasibleError as err:
             if k is not None:
@@ -525,7 +529,7 @@ def _layout(
     started: float,
     say: Callable[[str], None],
     *,
-    auto: bool,
+    stopped: bool,
 ) -> WaferOutcome:
     owner = {n: blocks.block_of[n] for n in range(graph.num_nodes)}
     flows = _wafer_flows(graph, owner, wafer_of)
@@ -542,8 +546,15 @@ def _layout(
             f"floorplanning wafer {w}: {len(on_wafer)} regions on {cost.target.wafer.width_cores // t}x"
             f"{cost.target.wafer.height_cores // t} tiles of {t}x{t} cores ({options.solver})"
         )
+        # After Ctrl-C, the remaining wafers keep their warm-start layout: no more search.
+        stopped = stopped or any(r.interrupted for r in results)
+        here = (
+            dataclasses.replace(options, solver="snake")
+            if stopped and options.solver == "cpsat"
+            else options
+        )
         problem, result, snake = _floorplan_wafer(
-            w, on_wafer, local_flows, cost, t, options, _budget(options, wafers)[1]
+            w, on_wafer, local_flows, cost, t, here, _budget(options, wafers)[1]
         )
         results.append(result)
         in_cores = [_to_cores(tile, t) for tile in result.rects]
@@ -579,7 +590,7 @@ def _layout(
             )
         )
     transfers = _transfers(graph, owner, parts, cost)
-    return _assemble(
+    outcome = _assemble(
         graph,
         costs,
         cost,
@@ -595,6 +606,7 @@ def _layout(
         wafers,
         blocks,
     )
+    return dataclasses.replace(outcome, interrupted=outcome.interrupted or stopped)
 
 
 def _to_cores(tile: TileRect, t: int) -> tuple[int, int, int, int]:

@@ -161,3 +161,18 @@ def test_recorded_command_leaves_out_output_options():
 
     argv = ["m.onnx", "--target", "h100x4", "-o", "a.json", "--dim", "b=1", "--png=x.png", "-q"]
     assert reproducible_command(argv) == "partition m.onnx --target h100x4 --dim b=1"
+
+
+def test_time_limit_too_short_says_so(dag, monkeypatch):
+    import partitioner.planner as planner
+    from partitioner.solvers.cpsat_pipeline import CpSatResult
+
+    # No split contiguous in topological order fits (the DP finds none), and CP-SAT,
+    # given almost no time, finds nothing either.
+    nothing = CpSatResult(None, "HEURISTIC", float("inf"), 0.0, 0.0, 0.0, False, 1e-6)
+    monkeypatch.setattr(planner, "dp_partition", lambda problem: None)
+    monkeypatch.setattr(planner, "cpsat_partition", lambda problem, **kw: nothing)
+    with pytest.raises(
+        InfeasibleError, match=r"no plan found within --time-limit 0.01 s.*--time-limit 120"
+    ):
+        plan_pipeline(dag, toy_target([50_000] * 4), PlanOptions(time_limit_s=0.01))

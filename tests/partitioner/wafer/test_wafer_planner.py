@@ -26,7 +26,10 @@ def grid(size: int = 64, sram: int = 1024, wafers: int = 1) -> WaferTarget:
     return WaferTarget(
         name=f"grid{size}",
         wafer=tiny_wafer(
-            width_cores=size, height_cores=size, sram_bytes_per_core=sram, fallback_lanes_dtype="float16"
+            width_cores=size,
+            height_cores=size,
+            sram_bytes_per_core=sram,
+            fallback_lanes_dtype="float16",
         ),
         num_wafers=wafers,
         inter_wafer_link=Link("net", 10e9, 0.5, 1e-6),
