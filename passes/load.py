@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import onnx
@@ -68,6 +69,10 @@ def _strip_inline_weights(model: onnx.ModelProto) -> int:
     return stripped
 
 
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
     """Parse an .onnx file without weights; return it with the file's sha256.
 
@@ -89,19 +94,22 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
         raise ModelError(f"cannot read model file '{p}': {err.strerror}") from err
     if not data:
         raise ModelError(f"model file '{p}' is empty; re-export the model")
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
-    except DecodeError as err:
-        raise ModelError(
-            f"'{p}' cannot be parsed as an ONNX model (the file is truncated, corrupt, or not "
-            "ONNX); re-export it or check the file"
-        ) from err
-    if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
-        raise ModelError(
-            f"'{p}' is not an ONNX model (no ir_version, graph or opset); check the file"
-        )
-    sha = hashlib.sha256(data).hexdigest()
+    # hashlib releases the GIL on large buffers: hash while protobuf parses.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(_sha256_hex, data)
+        model = onnx.ModelProto()
+        try:
+            model.ParseFromString(data)
+        except DecodeError as err:
+            raise ModelError(
+                f"'{p}' cannot be parsed as an ONNX model (the file is truncated, corrupt, or not "
+                "ONNX); re-export it or check the file"
+            ) from err
+        if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
+            raise ModelError(
+                f"'{p}' is not an ONNX model (no ir_version, graph or opset); check the file"
+            )
+        sha = digest.result()
     del data
     _strip_inline_weights(model)
     return model, sha
