@@ -120,7 +120,7 @@ def _as_value(item: Any) -> Any:
 
 
 class _CaseTimeout(Exception):
-    pass
+    """A case ran past its time limit."""
 
 
 @contextmanager
