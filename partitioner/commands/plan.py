@@ -1,17 +1,21 @@
 """Plan MODEL onto a target and write the placement plan (JSON, schema_version 1).
 
-The model is analysed (FLOPs, bytes, parameters, activation liveness),
-coarsened into blocks, and split into pipeline stages by CP-SAT, warm-started
-from an exact dynamic programme; baselines are available with --solver.
+The model is analysed (FLOPs, bytes, parameters, activation liveness) and
+coarsened into blocks. On GPU targets the blocks are split into pipeline stages
+by CP-SAT, warm-started from an exact dynamic programme. On wafer targets each
+block becomes a rectangle of cores (split across wafers first when one is not
+enough), sized for its SRAM and balanced compute, and placed by CP-SAT from a
+serpentine start to cut fabric traffic. Baselines are available with --solver.
 
-targets: gpu (= h100x8), a preset (a100x4, h100x8, h100x16, h200x8, b200x8, ...;
-see `partition targets`), or a .json/.yaml target file.
+targets: gpu (= h100x8), wafer (= wse3), a preset (a100x4, h100x8, h100x16, h200x8,
+b200x8, wse2, wse3x4, ...; see `partition targets`), or a .json/.yaml target file.
 
 examples:
   partition gpt2.onnx --target h100x4 --dim batch=1 --dim seq=128
   partition llama70b-prefill.onnx --target h100x8 --dim batch=1 --dim seq=2048 -o plan.json
   partition model.onnx --target h100x8 --devices auto      # fewest GPUs that fit
   partition model.onnx --target h100x8 --solver params     # DeepSpeed-style baseline
+  partition llama70b-decode.onnx --target wse3x4 --dim batch=1 --dim past=4095 --png floor.png
 
 Ctrl-C during the solve stops the search and writes the best plan found so far.
 """
