@@ -197,6 +197,8 @@ def plan_pipeline(
         options = dataclasses.replace(options, time_limit_s=DEFAULT_TIME_LIMIT_S)
     if options.time_limit_s <= 0:
         raise UsageError(f"--time-limit {options.time_limit_s}: give a positive number of seconds")
+    if options.microbatches_in_flight < 1:
+        raise UsageError(f"--microbatches {options.microbatches_in_flight}: give at least 1")
     started = time.perf_counter()
     cost = CostModel(target)
     assert isinstance(cost, GpuCostModel)

@@ -234,7 +234,25 @@ def write_png(plan: Plan, path: Path) -> None:
     )
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse impossible option values before any work starts."""
+    for flag, value in (
+        ("--microbatches", args.microbatches),
+        ("--blocks", args.blocks),
+        ("--regions", args.regions),
+        ("--tile", args.tile),
+    ):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value}: give a whole number of at least 1")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise UsageError(f"--time-limit {args.time_limit:g}: give a positive number of seconds")
+    for path in (args.output, args.png):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise UsageError(f"cannot write {path}: folder {path.resolve().parent} does not exist")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
     target = load_target(args.target)
     graph = load_graph(args)
     options = PlanOptions(

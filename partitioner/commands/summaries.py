@@ -18,7 +18,9 @@ def print_summary(outcome: PlanOutcome) -> None:
     e = outcome.layout.estimate
     worst = e.bottleneck.index if e.bottleneck.kind in ("compute", "transfer", "host") else -1
     fewest = " (the fewest that fit: --devices auto)" if outcome.devices_auto else ""
-    table = Table(title=f"{plan.target.name}: {len(plan.partitions)} stages{fewest}", title_justify="left")
+    table = Table(
+        title=f"{plan.target.name}: {len(plan.partitions)} stages{fewest}", title_justify="left"
+    )
     for col in (
         "stage",
         "device",

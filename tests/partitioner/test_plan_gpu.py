@@ -176,3 +176,21 @@ def test_time_limit_too_short_says_so(dag, monkeypatch):
         InfeasibleError, match=r"no plan found within --time-limit 0.01 s.*--time-limit 120"
     ):
         plan_pipeline(dag, toy_target([50_000] * 4), PlanOptions(time_limit_s=0.01))
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--microbatches", "0"], "--microbatches 0"),
+        (["--blocks", "0"], "--blocks 0"),
+        (["--regions", "0"], "--regions 0"),
+        (["--tile", "-2"], "--tile -2"),
+        (["--time-limit", "0"], "--time-limit 0"),
+        (["-o", "/nonexistent/dir/plan.json"], "folder /nonexistent/dir does not exist"),
+    ],
+)
+def test_impossible_options_are_refused_before_any_work(dag, extra, needle):
+    from tests.cli import run_cli
+
+    result = run_cli(str(dag.path), "--target", "h100x4", *extra)
+    assert result.code == 2 and needle in result.err and result.err.count("\n") == 1
