@@ -40,6 +40,7 @@ __all__ = [
     "KV_CACHE_PATTERN",
     "KV_CACHE_OUTPUT_PATTERN",
     "INLINE_MARKER",
+    "outer_references",
 ]
 
 Dim = int | str | None
@@ -122,11 +123,15 @@ class Node:
     outputs: tuple[str, ...]
     attributes: Mapping[str, Any]
     folded: bool = False
+    implicit_inputs: tuple[str, ...] = ()
 
     @property
     def present_inputs(self) -> tuple[str, ...]:
-        """Inputs that are given (ONNX marks an omitted optional input by "")."""
-        return tuple(i for i in self.inputs if i)
+        """Every value the node reads: its given inputs (ONNX marks an omitted optional
+        input by "") and the outer-scope values its sub-graphs use (If/Loop/Scan bodies
+        read them without listing them as inputs)."""
+        given = tuple(i for i in self.inputs if i)
+        return given + tuple(i for i in self.implicit_inputs if i not in given)
 
     @property
     def present_outputs(self) -> tuple[str, ...]:
@@ -224,6 +229,33 @@ def _attribute_value(attr: onnx.AttributeProto) -> Any:
     return value
 
 
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    out: list[onnx.GraphProto] = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def outer_references(graph: onnx.GraphProto) -> tuple[str, ...]:
+    """Names a (sub-)graph reads but does not define: values from its enclosing scope."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {t.values.name for t in graph.sparse_initializer}
+    used: dict[str, None] = {}
+    for n in graph.node:
+        for name in n.input:
+            if name and name not in defined:
+                used.setdefault(name)
+        for sub in _subgraphs(n):
+            for name in outer_references(sub):
+                if name not in defined:
+                    used.setdefault(name)
+        defined.update(o for o in n.output if o)
+    return tuple(used)
+
+
 def _display_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
     """Stable, unique display names: the node's own name, else ``op_type_index``."""
     seen: dict[str, int] = {}
@@ -309,6 +341,9 @@ def build_graph(
     nodes = []
     consumers: dict[str, list[int]] = {}
     for i, n in enumerate(g.node):
+        implicit: dict[str, None] = {}
+        for sub in _subgraphs(n):
+            implicit.update(dict.fromkeys(outer_references(sub)))
         nodes.append(
             Node(
                 index=i,
@@ -321,9 +356,10 @@ def build_graph(
                     {a.name: _attribute_value(a) for a in n.attribute}
                 ),
                 folded=i in folded,
+                implicit_inputs=tuple(name for name in implicit if name not in n.input),
             )
         )
-        for name in n.input:
+        for name in nodes[-1].present_inputs:
             if name:
                 lst = consumers.setdefault(name, [])
                 if not lst or lst[-1] != i:
