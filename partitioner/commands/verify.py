@@ -34,6 +34,7 @@ from partitioner.executor.runtime import missing_kernels
 from partitioner.planner import UsageError
 from partitioner.units import human_bytes
 from partitioner.verify import Tolerance, check_inputs, make_inputs, verify_plan
+from passes.functions import expand_nodes
 from passes.load import load, read_model, require_external_data
 from passes.transforms.dims import parse_dim_overrides
 
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         )
     graph = load(args.model, parse_dim_overrides(f"{k}={v}" for k, v in plan.model.dims.items()))
     missing = missing_kernels(
-        graph.model.graph.node, {o.domain: o.version for o in graph.model.opset_import}
+        expand_nodes(graph, range(graph.num_nodes)),
+        {o.domain: o.version for o in graph.model.opset_import},
     )
     if missing:
         listed = ", ".join(f"{op} (node {name})" for name, op in missing[:8])

@@ -26,6 +26,7 @@ from partitioner.executor.errors import ExecutorError
 from partitioner.executor.runtime import run_nodes
 from partitioner.executor.weights import WeightStore
 from partitioner.plan import HOST, Plan
+from passes.functions import expand_nodes
 from passes.ir import Graph
 
 __all__ = [
@@ -99,8 +100,7 @@ def constant_values(graph: Graph, weights: WeightStore) -> dict[str, Any]:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
             values[name] = np.broadcast_to(np.zeros((), dtype), t.shape)
     if folded:
-        protos = [graph.model.graph.node[i] for i in folded]
-        values = run_nodes(protos, values, _opsets(graph), keep=wanted)
+        values = run_nodes(expand_nodes(graph, folded), values, _opsets(graph), keep=wanted)
     return {name: values[name] for name in wanted if name in values}
 
 
@@ -113,8 +113,7 @@ def run_graph(
     used = {name for n in graph.nodes for name in n.present_inputs}
     values = {name: weights.get(name) for name in used if name in weights}
     values.update(feeds)
-    protos = [graph.model.graph.node[i] for i in order]
-    env = run_nodes(protos, values, _opsets(graph), keep=graph.outputs)
+    env = run_nodes(expand_nodes(graph, order), values, _opsets(graph), keep=graph.outputs)
     return {name: env[name] for name in graph.outputs}
 
 
@@ -194,8 +193,7 @@ def run_plan(
             nonlocal peak
             peak = max(peak, sum(_nbytes(v) for k, v in local.items() if k not in resident))
 
-        protos = [graph.model.graph.node[n] for n in runtime]
-        result = run_nodes(protos, env, opsets, keep=keep, observe=observe)
+        result = run_nodes(expand_nodes(graph, runtime), env, opsets, keep=keep, observe=observe)
         outbox[p.id] = result
         outputs.update({o: result[o] for o in graph.outputs if o in result})
         runs.append(PartitionRun(p.id, peak, p.activation_bytes))

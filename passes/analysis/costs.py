@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import onnx
 
 from passes.analysis.flops import FLOP_RULES, VIEW_OPS, OpShapes, flops_for
-from passes.ir import Graph, Node, Tensor
+from passes.functions import expand_call, is_function_call
+from passes.ir import Graph, Node, Tensor, build_graph
 
 __all__ = ["NodeCost", "CostReport", "node_costs", "resident_params"]
 
@@ -175,6 +176,25 @@ def _node_cost(graph: Graph, node: Node) -> NodeCost:
 
     standard = node.domain in ("", "ai.onnx")
     control_flow = standard and node.op_type in ("If", "Loop", "Scan")
+    if not unknown and is_function_call(graph, node):
+        counted = _function_call_flops(graph, node)
+        if counted is None:
+            return unknown_cost(
+                f"body of local function {node.domain}::{node.op_type} has unknown cost"
+            )
+        return NodeCost(
+            node.index,
+            node.op_type,
+            counted[0],
+            counted[1],
+            read,
+            written,
+            params,
+            True,
+            "",
+            False,
+            dtype,
+        )
     if not control_flow and not (standard and node.op_type in FLOP_RULES):
         domain = f"{node.domain}::" if node.domain else ""
         return unknown_cost(f"no cost rule for op {domain}{node.op_type}")
@@ -201,6 +221,30 @@ def _node_cost(graph: Graph, node: Node) -> NodeCost:
     return NodeCost(
         node.index, node.op_type, flops, matmuls, read, written, params, True, "", is_view, dtype
     )
+
+
+def _function_call_flops(graph: Graph, node: Node) -> tuple[int, int] | None:
+    """FLOPs and contractions of a local function's body, expanded at this call's shapes."""
+    from passes.transforms.shapes import onnx_infer
+
+    body = expand_call(graph, node)
+    inputs = [graph.tensors[i] for i in node.present_inputs if i in graph.tensors]
+    mini = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            body,
+            "body",
+            [
+                onnx.helper.make_tensor_value_info(t.name, t.elem_type, list(t.shape or ()))
+                for t in inputs
+            ],
+            [onnx.helper.make_empty_tensor_value_info(o) for o in node.present_outputs],
+        ),
+        opset_imports=list(graph.model.opset_import),
+    )
+    report = node_costs(build_graph(onnx_infer(mini)))
+    if report.num_unknown:
+        return None
+    return report.total_flops, sum(c.matmuls for c in report.nodes)
 
 
 def resident_params(graph: Graph) -> list[Tensor]:

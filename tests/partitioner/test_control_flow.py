@@ -90,3 +90,39 @@ def test_uncovered_outer_value_is_a_missing_transfer(tmp_path):
     )
     assert stripped.transfers != plan.transfers
     assert any(v.rule == "transfers" and "'h'" in v.message for v in validate_plan(stripped, g))
+
+
+def _function_model(tmp_path):
+    # MyAct(a) = a * sigmoid(a), a model-local function called twice, then a MatMul
+    body = [helper.make_node("Sigmoid", ["a"], ["s"]), helper.make_node("Mul", ["a", "s"], ["b"])]
+    fn = helper.make_function("custom", "MyAct", ["a"], ["b"], body, [helper.make_opsetid("", 18)])
+    nodes = [
+        helper.make_node("MyAct", ["x"], ["y"], domain="custom", name="act1"),
+        helper.make_node("MyAct", ["y"], ["y2"], domain="custom", name="act2"),
+        helper.make_node("MatMul", ["y2", "w"], ["z"], name="mm"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [vi("x", [2, 4])], [vi("z", [2, 4])], [init("w", np.eye(4, dtype=np.float32))]
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("custom", 1)],
+        functions=[fn],
+    )
+    return load(save(model, tmp_path / "fn.onnx"))
+
+
+def test_local_function_calls_are_costed_from_their_body(tmp_path):
+    from passes.analysis import node_costs
+
+    costs = node_costs(_function_model(tmp_path))
+    # each call: Sigmoid 8 + Mul 8 = 16 FLOPs on [2,4]; the MatMul 2*2*4*4 = 64
+    assert [c.flops for c in costs.nodes] == [16, 16, 64]
+    assert costs.num_unknown == 0
+
+
+def test_local_function_calls_run_in_plans(tmp_path):
+    g = _function_model(tmp_path)
+    plan = plan_pipeline(g, toy_target([100_000] * 3), PlanOptions(solver="uniform")).plan
+    assert validate_plan(plan, g, g.sha256) == []
+    assert verify_plan(g, plan, make_inputs(g)).ok
