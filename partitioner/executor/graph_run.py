@@ -198,8 +198,11 @@ def run_plan(
         outputs.update({o: result[o] for o in graph.outputs if o in result})
         runs.append(PartitionRun(p.id, peak, p.activation_bytes))
     for name in graph.outputs:
+        # Outputs no partition makes: parameters, or model inputs passed straight through.
         if name not in outputs and name in params:
             outputs[name] = params[name]
+        elif name not in outputs and name in feeds:
+            outputs[name] = feeds[name]
     return PlanRun(
         {name: outputs[name] for name in graph.outputs if name in outputs}, tuple(runs), transferred
     )

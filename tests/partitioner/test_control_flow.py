@@ -126,3 +126,32 @@ def test_local_function_calls_run_in_plans(tmp_path):
     plan = plan_pipeline(g, toy_target([100_000] * 3), PlanOptions(solver="uniform")).plan
     assert validate_plan(plan, g, g.sha256) == []
     assert verify_plan(g, plan, make_inputs(g)).ok
+
+
+def test_loop_with_outer_weights_and_a_passed_through_input(tmp_path):
+    # out = Loop(3){ acc @ w } from relu(x); z = out + x; x is also returned unchanged
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["acc", "w"], ["acc2"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [vi("i", [], 7), vi("cond_in", [], 9), vi("acc", [2, 4])],
+        [vi("cond_out", [], 9), vi("acc2", [2, 4])],
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Loop", ["trip", "cond", "r"], ["out"], body=body),
+        helper.make_node("Add", ["out", "x"], ["z"]),
+    ]
+    inits = [
+        init("trip", np.array(3, np.int64)),
+        init("cond", np.array(True)),
+        init("w", np.eye(4, dtype=np.float32) / 2),
+    ]
+    model = make_model(nodes, [vi("x", [2, 4])], [vi("z", [2, 4]), vi("x", [2, 4])], inits)
+    g = load(save(model, tmp_path / "loop.onnx"))
+    assert "w" in g.nodes[1].present_inputs  # read inside the body
+    plan = plan_pipeline(g, toy_target([100_000] * 2), PlanOptions(solver="uniform")).plan
+    assert validate_plan(plan, g, g.sha256) == []
+    assert verify_plan(g, plan, make_inputs(g)).ok
