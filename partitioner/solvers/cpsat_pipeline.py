@@ -239,16 +239,22 @@ def _hint(built: _Model, problem: PipelineProblem, stage_of: Sequence[int]) -> N
 
 
 class _Callback(cp_model.CpSolverSolutionCallback):
+    """Reports (best objective, bound) in seconds at each new solution and each tighter bound."""
+
     def __init__(self, unit_s: float, progress: Progress | None) -> None:
         super().__init__()
         self.unit_s = unit_s
         self.progress = progress
+        self.best_s = math.inf
 
     def on_solution_callback(self) -> None:
+        self.best_s = self.ObjectiveValue() * self.unit_s
         if self.progress is not None:
-            self.progress(
-                self.ObjectiveValue() * self.unit_s, self.BestObjectiveBound() * self.unit_s
-            )
+            self.progress(self.best_s, self.BestObjectiveBound() * self.unit_s)
+
+    def on_bound(self, bound: float) -> None:
+        if self.progress is not None and math.isfinite(self.best_s):
+            self.progress(self.best_s, bound * self.unit_s)
 
 
 def _solver(time_limit_s: float, seed: int) -> cp_model.CpSolver:
@@ -326,9 +332,9 @@ def _solve(
     throughput = problem.objective == "throughput"
     built.model.minimize(built.period if throughput else built.latency)
     solver = _solver(0.8 * time_limit_s if throughput else time_limit_s, seed)
-    status, interrupted = solve_interruptibly(
-        solver, built.model, _Callback(unit_s, progress), stop
-    )
+    callback = _Callback(unit_s, progress)
+    solver.best_bound_callback = callback.on_bound
+    status, interrupted = solve_interruptibly(solver, built.model, callback, stop)
     effort = _effort(solver)
     found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
     proven = status == cp_model.OPTIMAL
