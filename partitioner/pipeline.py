@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from partitioner.solvers.problem import HostFlow, PipelineProblem, RelayFlow
 from passes.analysis.costs import CostReport
 from passes.ir import Graph
-from passes.transforms.coarsen import BlockGraph, coarsen, target_block_count
+from passes.transforms.coarsen import BlockGraph, Coarsen, target_block_count
 from targets import HOST
 from targets.cost import GpuCostModel
 
@@ -149,7 +149,9 @@ def build_pipeline_problem(
     runtime_nodes = sum(1 for n in graph.nodes if not n.folded)
     wanted = target_blocks or target_block_count(len(devices), runtime_nodes)
     smallest = min(cost.capacity_bytes(d) for d in devices)
-    blocks = coarsen(graph, costs, stage_times[0], wanted, max_block_param_bytes=smallest // 4)
+    blocks = Coarsen(costs, stage_times[0], wanted, max_block_param_bytes=smallest // 4)(
+        graph
+    ).model
     relay, host_in, host_out_s, host_out_bytes = stage_flows(
         graph, blocks, cost.transfer_time_s, devices
     )

@@ -61,7 +61,7 @@ from partitioner.wafer.split import split_across_wafers
 from partitioner.wafer.transfers import wafer_flows, wafer_transfers
 from passes.analysis.costs import CostReport, node_costs
 from passes.ir import Graph
-from passes.transforms.coarsen import BlockGraph, coarsen
+from passes.transforms.coarsen import BlockGraph, Coarsen
 from targets import WaferTarget
 from targets.cost import CostModel, WaferCostModel
 
@@ -118,13 +118,13 @@ def plan_wafer(
     last_error: InfeasibleError | None = None
     for wafers in candidates:
         runtime = sum(1 for n in graph.nodes if not n.folded)
-        blocks = coarsen(
-            graph,
+        coarsening = Coarsen(
             costs,
             node_s,
             min(runtime, per_wafer * wafers),
             max_block_param_bytes=cost.capacity_bytes(0) // 8,
         )
+        blocks = coarsening(graph).model
         regions = block_regions(graph, costs, blocks)
         too_big = [r for r in regions if r.memory_bytes > cost.capacity_bytes(0)]
         if too_big:
