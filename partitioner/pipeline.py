@@ -77,13 +77,12 @@ def stage_flows(graph: Graph, blocks: BlockGraph, transfer_s: TransferTime, devi
     """Relayed tensors between blocks, model inputs and outputs, timed per stage boundary.
 
     Returns:
-        (relay flows, host input flows, [block][stage] host-output seconds, host-output bytes per block).
+        (relay flows, host input flows, [block][stage] host-output seconds).
     """
     k_stages = len(devices)
     block_of = blocks.block_of
     grouped: dict[tuple[int, tuple[int, ...]], list[str]] = defaultdict(list)
     host_in: list[HostFlow] = []
-    host_out_bytes = [0] * len(blocks.blocks)
     host_out_tensors: list[list[int]] = [[] for _ in blocks.blocks]
     for t in graph.iter_tensors():
         if t.is_param or not t.is_static:
@@ -100,7 +99,6 @@ def stage_flows(graph: Graph, blocks: BlockGraph, transfer_s: TransferTime, devi
         if later:
             grouped[src, later].append(t.name)
         if t.is_graph_output and not t.is_kv_cache_output:
-            host_out_bytes[src] += t.nbytes
             host_out_tensors[src].append(t.nbytes)
     relay = []
     for (src, dsts), names in sorted(grouped.items()):
@@ -114,7 +112,7 @@ def stage_flows(graph: Graph, blocks: BlockGraph, transfer_s: TransferTime, devi
         tuple(sum(transfer_s(size, d, HOST) for size in sizes) for d in devices)
         for sizes in host_out_tensors
     )
-    return tuple(relay), tuple(host_in), host_out_s, tuple(host_out_bytes)
+    return tuple(relay), tuple(host_in), host_out_s
 
 
 def conservative_activation(blocks: BlockGraph, relay: Sequence[RelayFlow]) -> tuple[int, ...]:
@@ -152,9 +150,7 @@ def build_pipeline_problem(
     blocks = Coarsen(costs, stage_times[0], wanted, max_block_param_bytes=smallest // 4)(
         graph
     ).model
-    relay, host_in, host_out_s, host_out_bytes = stage_flows(
-        graph, blocks, cost.transfer_time_s, devices
-    )
+    relay, host_in, host_out_s = stage_flows(graph, blocks, cost.transfer_time_s, devices)
     block_time = tuple(
         tuple(sum(stage_times[k][i] for i in b.nodes) for k in range(len(devices)))
         for b in blocks.blocks
@@ -165,7 +161,6 @@ def build_pipeline_problem(
         block_resident_bytes=tuple(b.param_bytes + b.kv_cache_bytes for b in blocks.blocks),
         block_activation_bytes=conservative_activation(blocks, relay),
         block_host_out_s=host_out_s,
-        block_host_out_bytes=host_out_bytes,
         edges=tuple((e.src, e.dst) for e in blocks.edges),
         relay_flows=relay,
         host_flows=host_in,

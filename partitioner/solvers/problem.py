@@ -66,7 +66,6 @@ class PipelineProblem:
         block_resident_bytes: parameters + KV cache the block keeps resident.
         block_activation_bytes: activation peak while the block runs.
         block_host_out_s: [block][stage] seconds to return the block's outputs to the host.
-        block_host_out_bytes: bytes of those outputs.
         edges: (u, v) block precedences, u < v.
         relay_flows: tensors between blocks.
         host_flows: model inputs.
@@ -82,7 +81,6 @@ class PipelineProblem:
     block_resident_bytes: tuple[int, ...]
     block_activation_bytes: tuple[int, ...]
     block_host_out_s: tuple[tuple[float, ...], ...]
-    block_host_out_bytes: tuple[int, ...]
     edges: tuple[tuple[int, int], ...]
     relay_flows: tuple[RelayFlow, ...]
     host_flows: tuple[HostFlow, ...]

@@ -50,7 +50,7 @@ def split_across_wafers(
         )
 
     devices = list(range(k))
-    relay, host_in, host_out_s, host_out_bytes = stage_flows(graph, blocks, transfer_s, devices)
+    relay, host_in, host_out_s = stage_flows(graph, blocks, transfer_s, devices)
     times = tuple(tuple([sum(node_s[n] for n in r.runtime)] * k) for r in regions)
     problem, hint = memory_balanced_split(
         PipelineProblem(
@@ -60,7 +60,6 @@ def split_across_wafers(
             block_resident_bytes=tuple(r.memory_bytes for r in regions),
             block_activation_bytes=tuple(0 for _ in regions),
             block_host_out_s=host_out_s,
-            block_host_out_bytes=host_out_bytes,
             edges=tuple((e.src, e.dst) for e in blocks.edges),
             relay_flows=relay,
             host_flows=host_in,

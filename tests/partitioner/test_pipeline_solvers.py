@@ -29,7 +29,6 @@ def chain(times, k, *, flow_s=0.0, flow_bytes=0, capacity=10**12, resident=None)
         block_resident_bytes=tuple(resident or [0] * n),
         block_activation_bytes=(0,) * n,
         block_host_out_s=((0.0,) * k,) * n,
-        block_host_out_bytes=(0,) * n,
         edges=tuple((b, b + 1) for b in range(n - 1)),
         relay_flows=tuple(
             RelayFlow(b, (b + 1,), flow_bytes, (flow_s,) * (k - 1)) for b in range(n - 1)
@@ -118,7 +117,6 @@ def dag_problems(draw):
         block_host_out_s=tuple(
             tuple(draw(st.floats(0.0, 0.5)) for _ in range(k)) for _ in range(n)
         ),
-        block_host_out_bytes=(0,) * n,
         edges=tuple(edges),
         relay_flows=tuple(flows),
         host_flows=host_flows,
