@@ -35,6 +35,7 @@ __all__ = [
     "Plan",
     "PlanError",
     "plan_schema",
+    "parse_plan_json",
     "HOST",
 ]
 
@@ -230,16 +231,25 @@ class Plan:
         Raises:
             PlanError: not JSON, or not a schema_version 1 plan (names the first problem).
         """
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise PlanError(
-                f"{source} is not JSON ({err.msg} at line {err.lineno}); is it a plan file?"
-            ) from err
+        doc = parse_plan_json(text, source=source)
         problems = check_schema(doc)
         if problems:
             raise PlanError(f"{source} is not a valid plan: {problems[0]}")
         return Plan.from_dict(doc)
+
+
+def parse_plan_json(text: str, *, source: str = "plan") -> Any:
+    """The JSON document of a plan file, not yet schema-checked.
+
+    Raises:
+        PlanError: the text is not JSON.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PlanError(
+            f"{source} is not JSON ({err.msg} at line {err.lineno}); is it a plan file?"
+        ) from err
 
 
 def _plain(value: Any) -> Any:

@@ -292,14 +292,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_plan(path: Path) -> Plan:
-    """Read a plan file (one-line PlanError if unreadable or invalid)."""
+def read_plan_text(path: Path) -> str:
+    """The text of a plan file (one-line PlanError if missing or unreadable)."""
     from partitioner.plan import PlanError
 
     if not path.is_file():
         raise PlanError(f"plan file '{path}' does not exist; check the path")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise PlanError(f"cannot read plan file '{path}': {err}") from err
-    return Plan.from_json(text, source=f"'{path}'")
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a plan file (one-line PlanError if unreadable or invalid)."""
+    return Plan.from_json(read_plan_text(path), source=f"'{path}'")

@@ -15,11 +15,11 @@ examples:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from partitioner.commands._common import console, err_console
-from partitioner.plan import Plan, PlanError, check_schema
+from partitioner.commands.plan import read_plan_text
+from partitioner.plan import Plan, check_schema, parse_plan_json
 from partitioner.validate import validate_plan
 from passes.load import load
 from passes.transforms.dims import parse_dim_overrides
@@ -39,12 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(path: Path) -> tuple[Plan | None, list[str]]:
     """The plan, or the schema's complaints about it (a malformed plan is a violation, exit 1)."""
-    if not path.is_file():
-        raise PlanError(f"plan file '{path}' does not exist; check the path")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PlanError(f"'{path}' is not JSON ({err}); is it a plan file?") from err
+    doc = parse_plan_json(read_plan_text(path), source=f"'{path}'")
     problems = check_schema(doc)
     return (None, problems) if problems else (Plan.from_dict(doc), [])
 
