@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from partitioner.pipeline import PipelineSetup
-from partitioner.plan import Bottleneck, Estimate, Partition, Transfer
+from partitioner.plan import Bottleneck, Estimate, Partition, Transfer, transfer_order
 from partitioner.simulate import decode_figures, pipeline_bottleneck_where, simulate_gpu
 from passes.analysis.costs import CostReport
 from passes.analysis.liveness import activation_liveness
@@ -72,15 +72,7 @@ def _transfers(
                     t.name, t.nbytes, src, HOST, cost.transfer_time_s(t.nbytes, devices[src], HOST)
                 )
             )
-    # Deterministic order: by source stage, then destination, then tensor name.
-    return sorted(
-        out,
-        key=lambda tr: (
-            tr.src if tr.src != HOST else -1,
-            tr.dst if tr.dst != HOST else 1 << 30,
-            tr.tensor,
-        ),
-    )
+    return sorted(out, key=transfer_order)
 
 
 def layout_pipeline(

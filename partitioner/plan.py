@@ -36,6 +36,7 @@ __all__ = [
     "PlanError",
     "plan_schema",
     "parse_plan_json",
+    "transfer_order",
     "HOST",
 ]
 
@@ -236,6 +237,15 @@ class Plan:
         if problems:
             raise PlanError(f"{source} is not a valid plan: {problems[0]}")
         return Plan.from_dict(doc)
+
+
+def transfer_order(t: Transfer) -> tuple[int, int, str]:
+    """Sort key of a plan's transfers: by source (host first), destination (host last), tensor.
+
+    A relayed tensor then always leaves a partition after it arrived there, and
+    the order is deterministic.
+    """
+    return (t.src, t.dst if t.dst != HOST else 1 << 30, t.tensor)
 
 
 def parse_plan_json(text: str, *, source: str = "plan") -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from partitioner.plan import Partition, Transfer
+from partitioner.plan import Partition, Transfer, transfer_order
 from passes.ir import Graph
 from targets import HOST
 from targets.cost import WaferCostModel
@@ -70,4 +70,4 @@ def wafer_transfers(
             out += [fabric(t.name, t.nbytes, entry, r) for r in rest]
         if t.is_graph_output and not t.is_kv_cache_output and source != HOST:
             out.append(Transfer(t.name, t.nbytes, source, HOST, cost.host_transfer_s(t.nbytes)))
-    return sorted(out, key=lambda tr: (tr.src, tr.dst if tr.dst != HOST else 1 << 30, tr.tensor))
+    return sorted(out, key=transfer_order)
