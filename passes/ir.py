@@ -229,7 +229,8 @@ def _attribute_value(attr: onnx.AttributeProto) -> Any:
     return value
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+def node_subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies a control-flow node carries in GRAPH / GRAPHS attributes (If, Loop, Scan)."""
     out: list[onnx.GraphProto] = []
     for a in node.attribute:
         if a.type == onnx.AttributeProto.GRAPH:
@@ -248,7 +249,7 @@ def outer_references(graph: onnx.GraphProto) -> tuple[str, ...]:
         for name in n.input:
             if name and name not in defined:
                 used.setdefault(name)
-        for sub in _subgraphs(n):
+        for sub in node_subgraphs(n):
             for name in outer_references(sub):
                 if name not in defined:
                     used.setdefault(name)
@@ -342,7 +343,7 @@ def build_graph(
     consumers: dict[str, list[int]] = {}
     for i, n in enumerate(g.node):
         implicit: dict[str, None] = {}
-        for sub in _subgraphs(n):
+        for sub in node_subgraphs(n):
             implicit.update(dict.fromkeys(outer_references(sub)))
         nodes.append(
             Node(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx.inliner
-from onnx import AttributeProto, numpy_helper
+from onnx import numpy_helper
 
 from partitioner.executor import kernels as _kernels  # noqa: F401  (registers every kernel)
 from partitioner.executor.attributes import node_attributes
@@ -30,6 +30,7 @@ from partitioner.executor.errors import (
 )
 from partitioner.executor.feeds import as_feed, check_feeds
 from partitioner.executor.registry import KernelContext, Registration, lookup
+from passes.ir import node_subgraphs
 
 __all__ = [
     "missing_kernels",
@@ -51,14 +52,6 @@ def _opsets(opset_imports: OpsetImports | int) -> dict[str, int]:
     if isinstance(opset_imports, int):
         return {"": opset_imports}
     return {_norm_domain(d): int(v) for d, v in opset_imports.items()}
-
-
-def _subgraphs(node: onnx.NodeProto) -> Iterable[onnx.GraphProto]:
-    for attr in node.attribute:
-        if attr.type == AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == AttributeProto.GRAPHS:
-            yield from attr.graphs
 
 
 def _display_name(node: onnx.NodeProto, index: int) -> str:
@@ -93,7 +86,7 @@ def missing_kernels(
             if _registration(node, opsets) is None:
                 domain = _norm_domain(node.domain)
                 found.append((name, f"{domain}::{node.op_type}" if domain else node.op_type))
-            for graph in _subgraphs(node):
+            for graph in node_subgraphs(node):
                 visit(graph.node, name + "/")
 
     visit(nodes, "")
@@ -127,7 +120,7 @@ def _captured_names(graph: onnx.GraphProto) -> frozenset[str]:
     used = {v.name for v in graph.output}
     for node in graph.node:
         used.update(name for name in node.input if name)
-        for sub in _subgraphs(node):
+        for sub in node_subgraphs(node):
             used |= _captured_names(sub)
         defined.update(node.output)
     return frozenset(used - defined)
@@ -153,7 +146,7 @@ def _compile(nodes: Sequence[onnx.NodeProto], opsets: Mapping[str, int]) -> list
         if registration is None:
             _raise_unsupported(missing_kernels([node], opsets))
         captured: frozenset[str] = frozenset()
-        for graph in _subgraphs(node):
+        for graph in node_subgraphs(node):
             captured |= _captured_names(graph)
         opset = opsets[_norm_domain(node.domain)]
         steps.append(

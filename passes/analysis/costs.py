@@ -20,7 +20,7 @@ import onnx
 
 from passes.analysis.flops import FLOP_RULES, VIEW_OPS, OpShapes, flops_for
 from passes.functions import expand_call, is_function_call
-from passes.ir import Graph, Node, Tensor, build_graph
+from passes.ir import Graph, Node, Tensor, build_graph, node_subgraphs
 
 __all__ = ["NodeCost", "CostReport", "node_costs", "resident_params"]
 
@@ -119,17 +119,15 @@ def _subgraph_flops(sub: onnx.GraphProto, outer: Mapping[str, tuple[int, ...]]) 
         shapes[init.name] = tuple(init.dims)
     total = 0
     for n in sub.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        for a in n.attribute:
-            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
-                inner = _subgraph_flops(g, shapes)
+        bodies = node_subgraphs(n)
+        if bodies:
+            for body in bodies:
+                inner = _subgraph_flops(body, shapes)
                 if inner is None:
                     return None
                 total += inner
-        if any(
-            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute
-        ):
             continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         if n.op_type == "Constant":
             continue
         ins = [shapes.get(i) if i else None for i in n.input]
