@@ -254,6 +254,8 @@ def outer_references(graph: onnx.GraphProto) -> tuple[str, ...]:
                 if name not in defined:
                     used.setdefault(name)
         defined.update(o for o in n.output if o)
+    # a body may return an enclosing-scope value directly (onnxruntime runs such bodies)
+    used.update(dict.fromkeys(o.name for o in graph.output if o.name not in defined))
     return tuple(used)
 
 

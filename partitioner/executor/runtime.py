@@ -30,7 +30,7 @@ from partitioner.executor.errors import (
 )
 from partitioner.executor.feeds import as_feed, check_feeds
 from partitioner.executor.registry import KernelContext, Registration, lookup
-from passes.ir import node_subgraphs
+from passes.ir import node_subgraphs, outer_references
 
 __all__ = [
     "missing_kernels",
@@ -112,20 +112,6 @@ def describe_value(value: Any) -> str:
     return "None" if value is None else type(value).__name__
 
 
-def _captured_names(graph: onnx.GraphProto) -> frozenset[str]:
-    """Names a sub-graph (or its own sub-graphs) reads from enclosing scopes."""
-    defined = {v.name for v in graph.input}
-    defined.update(t.name for t in graph.initializer)
-    defined.update(t.values.name for t in graph.sparse_initializer)
-    used = {v.name for v in graph.output}
-    for node in graph.node:
-        used.update(name for name in node.input if name)
-        for sub in node_subgraphs(node):
-            used |= _captured_names(sub)
-        defined.update(node.output)
-    return frozenset(used - defined)
-
-
 @dataclass(frozen=True)
 class _Step:
     """One node, resolved to its kernel and decoded attributes."""
@@ -145,9 +131,9 @@ def _compile(nodes: Sequence[onnx.NodeProto], opsets: Mapping[str, int]) -> list
         registration = _registration(node, opsets)
         if registration is None:
             _raise_unsupported(missing_kernels([node], opsets))
-        captured: frozenset[str] = frozenset()
-        for graph in node_subgraphs(node):
-            captured |= _captured_names(graph)
+        captured = frozenset(
+            name for graph in node_subgraphs(node) for name in outer_references(graph)
+        )
         opset = opsets[_norm_domain(node.domain)]
         steps.append(
             _Step(

@@ -155,3 +155,13 @@ def test_loop_with_outer_weights_and_a_passed_through_input(tmp_path):
     plan = plan_pipeline(g, toy_target([100_000] * 2), PlanOptions(solver="uniform")).plan
     assert validate_plan(plan, g, g.sha256) == []
     assert verify_plan(g, plan, make_inputs(g)).ok
+
+
+def test_a_body_output_that_names_an_outer_value_is_an_outer_reference():
+    # an If branch may return an enclosing-scope tensor directly, with no node reading it
+    passthrough = helper.make_graph([], "then", [], [vi("h", [2, 4])])
+    assert outer_references(passthrough) == ("h",)
+    body = helper.make_graph(
+        [helper.make_node("Neg", ["h"], ["e"])], "else", [], [vi("e", [2, 4]), vi("k", [1])]
+    )
+    assert outer_references(body) == ("h", "k")
