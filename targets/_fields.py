@@ -15,10 +15,11 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cached_property
 from typing import Any, ClassVar, NoReturn, Self
 
+from targets._text import clip, preview
 from targets.errors import TargetError
 
 __all__ = [
@@ -61,9 +62,11 @@ class FieldError(TargetError):
         self.path = path
         self.problem = problem
         self.suggestion = suggestion
-        subject = f"field '{path}'" if path else "the target spec"
-        hint = f" (did you mean '{suggestion}'?)" if suggestion else ""
-        super().__init__(f"{subject} {problem}{hint}")
+        # Paths are built from the user's keys and problems may quote their values:
+        # clip both, so the message stays one line of bounded length whatever the file holds.
+        subject = f"field '{clip(path, _PATH_CHARS)}'" if path else "the target spec"
+        hint = f" (did you mean '{clip(suggestion, _PATH_CHARS)}'?)" if suggestion else ""
+        super().__init__(f"{subject} {clip(problem, _PROBLEM_CHARS)}{hint}")
 
     def under(self, prefix: str) -> FieldError:
         """The same error with ``prefix`` put in front of the field paths."""
@@ -72,6 +75,15 @@ class FieldError(TargetError):
             self.problem,
             None if self.suggestion is None else _join(prefix, self.suggestion),
         )
+
+
+#: Longest field path and problem a `FieldError` message shows; longer ones end in "...".
+#: Real paths are under 40 characters; the longest real problem, an unknown preset in
+#: ``extends`` followed by the list of presets, is about 410.
+_PATH_CHARS = 60
+_PROBLEM_CHARS = 600
+#: Integer fields are counts and byte sizes that the solvers hold in 64 bits.
+_MAX_INT = 2**63 - 1
 
 
 def _join(prefix: str, path: str) -> str:
@@ -168,15 +180,10 @@ def required_fields(cls: type) -> list[str]:
     ]
 
 
-def _show(value: Any) -> str:
-    shown = repr(value) if isinstance(value, str) else json.dumps(value, default=repr)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
 def require_mapping(value: Any, path: str) -> Mapping[str, Any]:
     """``value`` itself when it is a mapping, else a `FieldError`."""
     if not isinstance(value, Mapping):
-        raise FieldError(path, f"must be a mapping of fields, got {_show(value)}")
+        raise FieldError(path, f"must be a mapping of fields, got {preview(value)}")
     return value
 
 
@@ -205,17 +212,22 @@ def check_keys(data: Any, allowed: Sequence[str], required: Sequence[str], path:
 
 
 def _number(value: Any, path: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    number = math.nan
+    # bool is an int in Python, but `true` is no number of bytes.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        with suppress(OverflowError):  # an int beyond the float range, such as 10**400
+            number = float(value)
+    if not math.isfinite(number):
         hint = " (write numbers without quotes)" if isinstance(value, str) else ""
-        raise FieldError(path, f"must be {what}, got {_show(value)}{hint}")
-    return float(value)
+        raise FieldError(path, f"must be {what}, got {preview(value)}{hint}")
+    return number
 
 
 def positive_float(value: Any, path: str) -> float:
     """A finite number > 0, as float."""
     number = _number(value, path, "a positive number")
     if number <= 0:
-        raise FieldError(path, f"must be a positive number, got {_show(value)}")
+        raise FieldError(path, f"must be a positive number, got {preview(value)}")
     return number
 
 
@@ -223,7 +235,7 @@ def nonnegative_float(value: Any, path: str) -> float:
     """A finite number >= 0, as float."""
     number = _number(value, path, "a non-negative number")
     if number < 0:
-        raise FieldError(path, f"must be a non-negative number, got {_show(value)}")
+        raise FieldError(path, f"must be a non-negative number, got {preview(value)}")
     return number
 
 
@@ -236,30 +248,34 @@ def fraction(value: Any, path: str) -> float:
     """A number in (0, 1]: an achieved fraction of a datasheet figure."""
     number = _number(value, path, "a number in (0, 1]")
     if not 0 < number <= 1:
-        raise FieldError(path, f"must be a number in (0, 1], got {_show(value)}")
+        raise FieldError(path, f"must be a number in (0, 1], got {preview(value)}")
     return number
 
 
 def positive_int(value: Any, path: str) -> int:
-    """An integer > 0 (an integral float such as 1.0e9 from YAML is accepted)."""
-    number = _number(value, path, "a positive integer")
-    if number <= 0 or not number.is_integer():
-        raise FieldError(path, f"must be a positive integer, got {_show(value)}")
-    return int(value) if isinstance(value, int) else int(number)
+    """An integer in [1, 2**63) (an integral float such as 1.0e9 from YAML is accepted)."""
+    return _integer(value, path, "a positive integer", 1)
 
 
 def nonnegative_int(value: Any, path: str) -> int:
-    """An integer >= 0."""
-    number = _number(value, path, "a non-negative integer")
-    if number < 0 or not number.is_integer():
-        raise FieldError(path, f"must be a non-negative integer, got {_show(value)}")
-    return int(value) if isinstance(value, int) else int(number)
+    """An integer in [0, 2**63)."""
+    return _integer(value, path, "a non-negative integer", 0)
+
+
+def _integer(value: Any, path: str, what: str, minimum: int) -> int:
+    number = _number(value, path, what)
+    if number < minimum or not number.is_integer():
+        raise FieldError(path, f"must be {what}, got {preview(value)}")
+    integer = int(value) if isinstance(value, int) else int(number)
+    if integer > _MAX_INT:
+        raise FieldError(path, f"must be {what} below 2**63, got {preview(value)}")
+    return integer
 
 
 def text(value: Any, path: str, *, allow_empty: bool = False) -> str:
     """A string (non-empty unless ``allow_empty``)."""
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
-        raise FieldError(path, f"must be a non-empty string, got {_show(value)}")
+        raise FieldError(path, f"must be a non-empty string, got {preview(value)}")
     return value
 
 
@@ -322,5 +338,5 @@ class TargetSpec(Spec):
         """Validate and build from a canonical (or hand-written) mapping."""
         require_mapping(data, "")
         if data.get("kind", cls.kind) != cls.kind:
-            raise FieldError("kind", f"must be '{cls.kind}' here, got {data['kind']!r}")
+            raise FieldError("kind", f"must be '{cls.kind}' here, got {preview(data['kind'])}")
         return super().from_dict({k: v for k, v in data.items() if k != "kind"})
