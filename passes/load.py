@@ -2,21 +2,34 @@
 
 Planning never loads weights: initializers stored as external data keep their
 dims and type, so a 70B-class model is analysed from its graph alone. Only the
-commands that execute the model call `require_external_data`.
+commands that execute the model call `require_external_data`, which checks
+every external tensor with `passes.external.external_data_ref` (reads stay
+inside the model's folder) without opening a file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import networkx as nx
 import onnx
 from google.protobuf.message import DecodeError
 
-from passes.errors import ExternalDataError, ModelError
+from passes.errors import ModelError
+from passes.external import (
+    ExternalDataRef,
+    checked_location,
+    external_data_dir,
+    external_data_ref,
+    file_kind,
+    shown,
+)
 from passes.ir import INLINE_MARKER, Graph, build_graph
 from passes.pass_infra import PassManager
 from passes.transforms.dims import ResolveDims
@@ -29,6 +42,8 @@ __all__ = [
     "load",
     "require_external_data",
     "external_data_files",
+    "external_data_ref",
+    "ExternalDataRef",
     "is_stripped",
     "INLINE_MARKER",
 ]
@@ -73,6 +88,60 @@ def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _read_regular_file(p: Path) -> bytes:
+    """The bytes of ``p``, refusing FIFOs, devices, sockets and directories unopened.
+
+    Reading a FIFO or a terminal blocks forever and /dev/zero never ends, so the
+    file type is checked with stat first and again on the open descriptor (the
+    path could be swapped in between; O_NONBLOCK keeps that open from blocking).
+    """
+    try:
+        st = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise ModelError(f"model file '{p}' does not exist; check the path") from err
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
+        why = err.strerror if isinstance(err, OSError) else str(err)
+        raise ModelError(f"cannot read model file '{shown(str(p))}': {why}") from err
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelError(f"'{p}' is a directory; give the path of an .onnx file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(
+            f"'{p}' is {file_kind(st.st_mode)}, not a regular file; give the path of an .onnx file"
+        )
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ModelError(f"'{p}' is {file_kind(mode)}, not a regular file; try again")
+            return f.read()
+    except OSError as err:
+        raise ModelError(f"cannot read model file '{p}': {err.strerror}") from err
+
+
+def _check_versions(model: onnx.ModelProto, p: Path) -> None:
+    """Refuse a model newer than the installed onnx: its ops would be checked and
+    inferred against older schemas, silently."""
+    fix = "upgrade onnx (pip install -U onnx) or export"
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(
+            f"model '{p}' has IR version {model.ir_version}, newer than the {onnx.IR_VERSION} "
+            f"this onnx {onnx.__version__} knows; {fix} with IR version ≤ {onnx.IR_VERSION}"
+        )
+    known = {
+        "": ("the default ONNX domain", onnx.defs.onnx_opset_version()),
+        "ai.onnx": ("the default ONNX domain", onnx.defs.onnx_opset_version()),
+        "ai.onnx.ml": ("the ai.onnx.ml domain", onnx.defs.onnx_ml_opset_version()),
+    }
+    for opset in model.opset_import:
+        if opset.domain in known and opset.version > known[opset.domain][1]:
+            domain, newest = known[opset.domain]
+            raise ModelError(
+                f"model '{p}' uses opset {opset.version} of {domain}, newer than the {newest} "
+                f"this onnx {onnx.__version__} knows; {fix} at opset ≤ {newest}"
+            )
+
+
 def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
     """Parse an .onnx file without weights; return it with the file's sha256.
 
@@ -81,17 +150,11 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
     dims and type, plus the values of small constants.
 
     Raises:
-        ModelError: missing, unreadable, not ONNX, or truncated.
+        ModelError: missing, not a regular file, unreadable, not ONNX, truncated,
+            or newer (IR version, opset) than the installed onnx.
     """
     p = Path(path)
-    if not p.exists():
-        raise ModelError(f"model file '{p}' does not exist; check the path")
-    if p.is_dir():
-        raise ModelError(f"'{p}' is a directory; give the path of an .onnx file")
-    try:
-        data = p.read_bytes()
-    except OSError as err:
-        raise ModelError(f"cannot read model file '{p}': {err.strerror}") from err
+    data = _read_regular_file(p)
     if not data:
         raise ModelError(f"model file '{p}' is empty; re-export the model")
     # hashlib releases the GIL on large buffers: hash while protobuf parses.
@@ -111,6 +174,7 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
             )
         sha = digest.result()
     del data
+    _check_versions(model, p)
     _strip_inline_weights(model)
     return model, sha
 
@@ -139,55 +203,111 @@ def _without_external_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def _node_label(graph: onnx.GraphProto, index: int) -> str:
+    node = graph.node[index]
+    name = f"'{shown(node.name)}'" if node.name else f"#{index}"
+    return f"{name} ({shown(node.op_type)})"
+
+
+def _first_unavailable_input(graph: onnx.GraphProto) -> tuple[int, str] | None:
+    """(node index, input name) of the first input read before it is available."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    for index, node in enumerate(graph.node):
+        missing = next((t for t in node.input if t not in available), None)
+        if missing is not None:
+            return index, missing
+        available.update(node.output)
+    return None
+
+
+def _order_problem(graph: onnx.GraphProto) -> str | None:
+    """Why the top-level nodes are not topologically sorted, naming the node; None if they are.
+
+    onnx.checker reports a cycle and a merely unsorted graph alike (over several
+    lines); the fix differs, so the producer -> consumer graph tells them apart.
+    """
+    first = _first_unavailable_input(graph)
+    if first is None:
+        return None  # the complaint is about a subgraph: the checker's words stand
+    index, missing = first
+    producer: dict[str, int] = {}
+    for i, n in enumerate(graph.node):
+        for out in n.output:
+            producer.setdefault(out, i)
+    reads = f"node {_node_label(graph, index)} reads '{shown(missing)}'"
+    if missing not in producer:
+        return f"{reads}, which no node, graph input or initializer produces"
+    deps = nx.DiGraph()
+    deps.add_nodes_from(range(len(graph.node)))
+    deps.add_edges_from(
+        (producer[t], i) for i, n in enumerate(graph.node) for t in n.input if t in producer
+    )
+    if nx.has_path(deps, index, producer[missing]):
+        loop = [*nx.shortest_path(deps, index, producer[missing]), index]
+        why = f"{reads}, which is computed from its own output"
+    else:
+        try:
+            loop = [u for u, _ in nx.find_cycle(deps)]
+        except nx.NetworkXNoCycle:
+            return (
+                f"{reads} before node {_node_label(graph, producer[missing])} produces it: the "
+                "nodes are not in topological order; sort them topologically or re-export the model"
+            )
+        loop.append(loop[0])
+        why = f"{reads} too early, and the graph has a cycle elsewhere"
+    path = " -> ".join(_node_label(graph, i) for i in loop)
+    return f"{why}: a cycle {path}; ONNX graphs must be acyclic, so fix the exporter"
+
+
 def check_model(model: onnx.ModelProto, path: Path | None = None) -> None:
     """Run onnx.checker on the graph structure (external weights need not exist).
 
     Raises:
-        ModelError: the checker's first complaint, on one line.
+        ModelError: the checker's complaint, on one line.
     """
     try:
         onnx.checker.check_model(_without_external_initializers(model))
     except (onnx.checker.ValidationError, ValueError) as err:
-        first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), str(err))
+        text = " ".join(str(err).split())  # the checker's message spans lines
+        if "topologically sorted" in text:
+            text = _order_problem(model.graph) or text
+        if len(text) > 400:
+            text = text[:399] + "…"
         where = f"'{path}' " if path else ""
-        raise ModelError(f"model {where}fails onnx.checker: {first}") from err
+        raise ModelError(f"model {where}fails onnx.checker: {text}") from err
 
 
 def external_data_files(graph: Graph) -> dict[str, list[str]]:
-    """External data file (as written in the model) -> names of the tensors stored in it."""
+    """External data file (as written in the model) -> names of the tensors stored in it.
+
+    Raises:
+        ExternalDataError: a location leaves the model's folder (files need not exist).
+    """
+    base = external_data_dir(graph)
     files: dict[str, list[str]] = {}
     for init in graph.model.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL and not is_stripped(init):
-            info = {e.key: e.value for e in init.external_data}
-            files.setdefault(info.get("location", ""), []).append(init.name)
+            location = next((e.value for e in init.external_data if e.key == "location"), "")
+            checked_location(base, init.name, location)
+            files.setdefault(location, []).append(init.name)
     return files
 
 
-def require_external_data(graph: Graph) -> None:
-    """Check that every external weight is on disk, for commands that execute the model.
+def require_external_data(graph: Graph) -> dict[str, ExternalDataRef]:
+    """Check every external weight before a command executes the model; nothing is opened.
+
+    Returns:
+        Tensor name -> where its bytes are (see `passes.external.external_data_ref`).
 
     Raises:
-        ExternalDataError: names the missing or short file and a tensor stored in it.
+        ExternalDataError: the first tensor whose file is missing, short, not a
+            regular file, outside the model's folder, or whose metadata is malformed.
     """
-    base = graph.path.parent if graph.path else Path.cwd()
-    for init in graph.model.graph.initializer:
-        if init.data_location != onnx.TensorProto.EXTERNAL or is_stripped(init):
-            continue
-        info = {e.key: e.value for e in init.external_data}
-        location = info.get("location", "")
-        file = base / location
-        if not location or not file.is_file():
-            raise ExternalDataError(
-                f"weights of tensor '{init.name}' are stored in external file '{location}', "
-                f"which is missing next to the model (looked in {base}); copy it there, or use "
-                "a model with weights (planning and `analyze` do not need them)"
-            )
-        end = int(info.get("offset", 0)) + int(info.get("length", 0))
-        if file.stat().st_size < end:
-            raise ExternalDataError(
-                f"external file '{location}' is too short for tensor '{init.name}' "
-                f"(needs {end} bytes, has {file.stat().st_size}); the file is truncated"
-            )
+    return {
+        init.name: external_data_ref(graph, init)
+        for init in graph.model.graph.initializer
+        if init.data_location == onnx.TensorProto.EXTERNAL and not is_stripped(init)
+    }
 
 
 def load(path: str | Path, dims: Mapping[str, int] | None = None, *, check: bool = True) -> Graph:

@@ -4,15 +4,15 @@ Planning never holds weights (`passes.load` drops large inline ones after
 parsing and never reads external files). To execute, a `WeightStore` fetches:
 
 - external data by memory-mapping its file at the recorded offset, so a
-  tensor costs no RAM until its pages are touched;
+  tensor costs no RAM until its pages are touched; the location, offset and
+  length are checked first by `passes.load.external_data_ref` (reads stay in
+  the model's folder, no FIFOs, no reads past the end);
 - large inline weights by parsing the model file once more (they live inside it);
 - small inline constants straight from the graph.
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from onnx import numpy_helper
 from partitioner.executor.errors import ExecutorError
 from passes.dtypes import dtype_bits, numpy_dtype
 from passes.ir import INLINE_MARKER, Graph
-from passes.load import require_external_data
+from passes.load import external_data_ref, require_external_data
 
 __all__ = ["WeightStore"]
 
@@ -69,31 +69,25 @@ class WeightStore:
 
     def _memmap(self, proto: onnx.TensorProto) -> np.ndarray:
         if not self._checked_external:
-            require_external_data(self.graph)  # one clear error if a file is missing
+            require_external_data(self.graph)  # one clear error for the first bad tensor
             self._checked_external = True
-        info = {e.key: e.value for e in proto.external_data}
-        base = self.graph.path.parent if self.graph.path else Path.cwd()
+        ref = external_data_ref(self.graph, proto)  # refuses before anything is opened
         dtype = numpy_dtype(proto.data_type)
         shape = tuple(int(d) for d in proto.dims)
-        offset = int(info.get("offset", 0))
-        count = math.prod(shape)
-        if count == 0:
+        if ref.length == 0:
             return np.zeros(shape, dtype)
-        path = base / info["location"]
-        if dtype_bits(proto.data_type) % 8:
-            # Packed sub-byte types: let onnx unpack the raw bytes.
-            nbytes = math.ceil(count * dtype_bits(proto.data_type) / 8)
-            with open(path, "rb") as f:
-                f.seek(offset)
+        with ref.open() as f:
+            if dtype_bits(proto.data_type) % 8:
+                # Packed sub-byte types: let onnx unpack the raw bytes.
+                f.seek(ref.offset)
                 raw = onnx.TensorProto()
                 raw.CopyFrom(proto)
                 raw.ClearField("external_data")
                 raw.data_location = onnx.TensorProto.DEFAULT
-                raw.raw_data = f.read(nbytes)
-            return numpy_helper.to_array(raw)
-        data = np.memmap(
-            path, dtype=np.uint8, mode="r", offset=offset, shape=(count * dtype.itemsize,)
-        )
+                raw.raw_data = f.read(ref.length)
+                return numpy_helper.to_array(raw)
+            # The map holds its own reference to the file, so closing ``f`` is fine.
+            data = np.memmap(f, dtype=np.uint8, mode="r", offset=ref.offset, shape=(ref.length,))
         return data.view(dtype).reshape(shape)
 
     def as_dict(self, names: Any) -> dict[str, np.ndarray]:
