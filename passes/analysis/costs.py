@@ -11,7 +11,6 @@ constants they produce are parameters of the nodes that use them.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,9 +65,13 @@ class CostReport:
     Attributes:
         param_bytes: resident parameter memory, every copy counted (a folded
             transpose of a tied embedding is a second copy in memory).
-        param_count: parameters as a model's author counts them: elements of the
-            float initializers and of float tensors computed from no weight, without
-            folded copies of weights and without Constant-node literals.
+        param_count: parameters as a model's author counts them, from the same
+            tensors as ``param_bytes``: elements of the float weights its float
+            parameters come from, each once. A weight is a float initializer or a
+            float tensor computed from no weight (ConstantOfShape, ...); a folded copy
+            (Transpose, Cast, Reshape, ...) stands for the weights it was computed
+            from, which need not be resident themselves. Constant-node literals are
+            not weights.
         constant_bytes: the non-float part of ``param_bytes`` (shapes, indices, masks).
     """
 
@@ -86,6 +89,13 @@ class CostReport:
 
 def _nbytes(t: Tensor) -> int | None:
     return t.nbytes if t.is_static else None
+
+
+def _unused_untyped(t: Tensor) -> bool:
+    """An output nothing reads or returns and no inference could type (an optional
+    output the schema leaves untyped): it weighs nothing in the node's cost, and must
+    not make a node whose other tensors are known "unknown cost"."""
+    return not t.elem_type and not t.consumers and not t.is_graph_output
 
 
 def _static_shape(t: Tensor | None) -> tuple[int, ...] | None:
@@ -161,7 +171,8 @@ def _node_cost(graph: Graph, node: Node) -> NodeCost:
     for t in outputs:
         size = _nbytes(t)
         if size is None:
-            unknown.append(t.name)
+            if not _unused_untyped(t):
+                unknown.append(t.name)
         else:
             written += size
     dtype = _compute_dtype(graph, node)
@@ -255,15 +266,42 @@ def resident_params(graph: Graph) -> list[Tensor]:
     ]
 
 
-def _derived_from_weights(graph: Graph, t: Tensor) -> bool:
-    """A folded copy of a float weight (Transpose, Cast, ...): memory, but no new parameters."""
+def _float_sources(graph: Graph, t: Tensor) -> list[str]:
+    """The float parameters a folded constant was computed from (none for others)."""
     if t.kind != "constant" or t.producer is None:
-        return False
-    return any(
-        graph.tensors[i].is_param and graph.tensors[i].is_float
+        return []
+    return [
+        i
         for i in graph.nodes[t.producer].present_inputs
-        if i in graph.tensors
-    )
+        if i in graph.tensors and graph.tensors[i].is_param and graph.tensors[i].is_float
+    ]
+
+
+def _weights_of(graph: Graph, params: list[Tensor]) -> dict[str, Tensor]:
+    """The float weights behind the float tensors of ``params``, each once, by name.
+
+    A folded constant computed from float parameters (a Transpose, Cast, Reshape or
+    Unsqueeze of a weight) stands for those, followed back through folded nodes: a
+    weight read only through a folded copy is not resident itself (ConstantOfShape ->
+    Reshape keeps only the reshaped copy) but is what its author counts. A float
+    tensor computed from no float parameter is a weight itself, except the literal
+    of a Constant node (eps, scales, RoPE frequencies).
+    """
+    weights: dict[str, Tensor] = {}
+    seen: set[str] = set()
+    stack = [t.name for t in params if t.is_float]
+    while stack:  # a stack, not recursion: folded chains can be thousands of nodes long
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        t = graph.tensors[name]
+        sources = _float_sources(graph, t)
+        if sources:
+            stack.extend(sources)
+        elif t.producer is None or graph.nodes[t.producer].op_type != "Constant":
+            weights[name] = t
+    return weights
 
 
 def node_costs(graph: Graph) -> CostReport:
@@ -276,30 +314,14 @@ def node_costs(graph: Graph) -> CostReport:
             key = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
             unknown[key].append(node.name)
     params = resident_params(graph)
-    # Weights as their author counts them: every used float initializer (also one
-    # only read through a folded Transpose/Cast), and float tensors the graph
-    # computes from no weight (e.g. by ConstantOfShape); not folded copies of other
-    # weights, and not the literals of Constant nodes (eps, scales, RoPE frequencies).
-    weights = {
-        t.name: t
-        for t in graph.iter_tensors()
-        if t.kind == "initializer"
-        and t.is_float
-        and t.is_static
-        and (t.consumers or t.is_graph_output)
-    }
-    for t in params:
-        if t.kind != "constant" or not (t.is_float and t.is_static) or t.producer is None:
-            continue
-        literal = graph.nodes[t.producer].op_type == "Constant"
-        if not literal and not _derived_from_weights(graph, t):
-            weights[t.name] = t
-    float_params = list(weights.values())
+    # Both totals come from the resident parameters: bytes count every copy in
+    # memory, the count the float weights those copies stand for.
+    weights = _weights_of(graph, params)
     return CostReport(
         nodes=costs,
         total_flops=sum(c.flops for c in costs),
         param_bytes=sum(t.nbytes for t in params if t.is_static),
-        param_count=sum(math.prod(t.shape) for t in float_params),  # type: ignore[arg-type]
+        param_count=sum(t.numel for t in weights.values() if t.is_static),
         constant_bytes=sum(t.nbytes for t in params if t.is_static and not t.is_float),
         unknown={k: tuple(v) for k, v in sorted(unknown.items())},
     )

@@ -5,8 +5,11 @@ Order of attempts, each only for what the previous one left unknown:
 1. ``onnx.shape_inference`` with data propagation (handles most shape arithmetic);
 2. the same on a copy whose constant subgraphs onnxscript has folded, so that
    Reshape targets computed from ``Shape`` become initializers;
-3. onnxruntime's symbolic shape inference (``auto_merge``), which knows many
-   contrib ops and merges symbolic dims.
+3. our rules for outputs the ONNX schemas leave untyped (Dropout's mask below
+   opset 10), applied again after step 4;
+4. onnxruntime's symbolic shape inference (``auto_merge``), which knows many
+   contrib ops and merges symbolic dims. It runs on a copy whose out-of-proto
+   weights are graph inputs, and keeps what it found when it stops early.
 
 Shapes found by any of them are written into the model's ``value_info``;
 tensors none of them can size (outputs of unknown custom ops and what follows)
@@ -19,14 +22,16 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Callable
 
 import onnx
 
 from passes.errors import ModelError
 from passes.ir import Graph, build_graph
 from passes.pass_infra import Pass, PassResult
+from passes.transforms.fold_limits import fold_size_guard
 
-__all__ = ["InferShapes", "onnx_infer", "fold_copy"]
+__all__ = ["InferShapes", "onnx_infer", "fold_copy", "apply_shape_rules"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +63,19 @@ def _unresolved(model: onnx.ModelProto, known: dict[str, onnx.ValueInfoProto]) -
     ]
 
 
-def onnx_infer(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnx's shape inference with data propagation; lenient about ops it cannot type.
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def onnx_infer(model: onnx.ModelProto, *, data_prop: bool = True) -> onnx.ModelProto:
+    """onnx's shape inference, with data propagation by default; lenient about ops it cannot type.
 
     Raises:
         ModelError: the shapes contradict each other (often inconsistent ``--dim`` values).
     """
     try:
         return onnx.shape_inference.infer_shapes(
-            model, check_type=False, strict_mode=False, data_prop=True
+            model, check_type=False, strict_mode=False, data_prop=data_prop
         )
     except onnx.shape_inference.InferenceError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -89,7 +98,13 @@ def fold_copy(model: onnx.ModelProto) -> onnx.ModelProto | None:
         # onnxscript and onnx_ir warn about each weight that is not loaded; expected here.
         with _quiet():
             ir_model = ir.serde.deserialize_model(model)
-            fold_constants(ir_model, input_size_limit=1 << 16, output_size_limit=1 << 20)
+            limit = 1 << 20
+            fold_constants(
+                ir_model,
+                input_size_limit=1 << 16,
+                output_size_limit=limit,
+                should_fold=fold_size_guard(limit),
+            )
             return ir.serde.serialize_model(ir_model)
     except Exception as err:  # noqa: BLE001 - folding is an optimisation; fall back
         logger.debug("constant folding failed: %s", err)
@@ -115,17 +130,151 @@ def _quiet():
             lg.setLevel(level)
 
 
+# --- rules for what the schemas leave untyped -----------------------------------------
+
+_ShapeRule = Callable[
+    [onnx.NodeProto, int, dict[str, onnx.ValueInfoProto]], list[onnx.ValueInfoProto]
+]
+
+
+def _dropout_mask(
+    node: onnx.NodeProto, opset: int, known: dict[str, onnx.ValueInfoProto]
+) -> list[onnx.ValueInfoProto]:
+    """Dropout's mask has its input's shape; its type is the input's below opset 10
+    (schema 7: ``mask: T``) and bool from 10 on. onnx's inference before opset 10
+    types only the first output, which left the mask with no size at all."""
+    if len(node.output) < 2 or not node.output[1] or not node.input:
+        return []
+    src = known.get(node.input[0])
+    if src is None or not src.type.HasField("tensor_type") or not src.type.tensor_type.elem_type:
+        return []
+    mask = onnx.ValueInfoProto()
+    mask.name = node.output[1]
+    mask.type.CopyFrom(src.type)
+    if opset >= 10:
+        mask.type.tensor_type.elem_type = onnx.TensorProto.BOOL
+    return [mask]
+
+
+_SHAPE_RULES: dict[str, _ShapeRule] = {"Dropout": _dropout_mask}
+
+
+def apply_shape_rules(model: onnx.ModelProto, known: dict[str, onnx.ValueInfoProto]) -> int:
+    """Type the outputs our rules cover and ``known`` lacks, in place; returns how many."""
+    opset = _opset(model)
+    added = 0
+    for node in model.graph.node:
+        rule = _SHAPE_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is None or not _unresolved_outputs(node, known):
+            continue
+        for vi in rule(node, opset, known):
+            old = known.get(vi.name)
+            if old is None or (not _is_static(old) and _is_static(vi)):
+                known[vi.name] = vi
+                added += 1
+    return added
+
+
+def _unresolved_outputs(node: onnx.NodeProto, known: dict[str, onnx.ValueInfoProto]) -> bool:
+    return any(o and not (o in known and _is_static(known[o])) for o in node.output)
+
+
+# --- onnxruntime's symbolic inference ---------------------------------------------------
+
+
+def _ort_ready(model: onnx.ModelProto) -> tuple[onnx.ModelProto, frozenset[str]]:
+    """A copy onnxruntime's symbolic inference accepts, and the graph inputs added to it.
+
+    Weights stored outside the proto (external data, or inline data that passes.load
+    dropped, which looks like external data with no location) make it fail as soon
+    as it reads one ("Location of external TensorProto ... should not be empty").
+    Their values do not matter to shapes (passes.load strips only weights above
+    16 KB, never the small constants of shape arithmetic, and planning does not
+    read weight files, which onnxruntime would look for in the working directory),
+    so they become graph inputs of the same type and dims.
+    A Dropout mask that nothing reads is dropped: below opset 10 onnx leaves it
+    untyped, and onnxruntime would stop there and infer nothing after it.
+    """
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    g = copy.graph
+    external = [t for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    declared = {i.name for i in g.input}
+    added = frozenset(t.name for t in external if t.name not in declared)
+    if external:
+        names = {t.name for t in external}
+        keep = [t for t in g.initializer if t.name not in names]
+        del g.initializer[:]
+        g.initializer.extend(keep)
+        g.input.extend(
+            onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            for t in external
+            if t.name in added
+        )
+    read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    for n in g.node:
+        standard = n.domain in ("", "ai.onnx")
+        if standard and n.op_type == "Dropout" and len(n.output) > 1 and n.output[1] not in read:
+            del n.output[1:]
+    return copy, added
+
+
 def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """onnxruntime's symbolic inference: what it found, even where it stopped early.
+
+    ``SymbolicShapeInference.infer_shapes`` saves the model to
+    ``sym_shape_infer_temp.onnx`` (plus external data) in the working directory
+    whenever inference is incomplete, overwriting any user file of that name, and
+    then raises, discarding what it found. This runs the same steps as that
+    static method (preprocess, infer until done, copy outputs), minus the save.
+    Avoiding the save, rather than running it in a temporary working directory,
+    also leaves the process-wide working directory alone, which a chdir would
+    change under every other thread.
+    """
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
+    except ImportError:
+        return None
+    if _opset(model) < 7:  # the library's own floor
+        return None
+    ready, added = _ort_ready(model)
+    engine = SymbolicShapeInference(
+        int_max=2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0
+    )
+    try:
         with _quiet():
-            return SymbolicShapeInference.infer_shapes(
-                model, auto_merge=True, guess_output_rank=False
-            )
+            engine._preprocess(ready)
+            while engine.run_:
+                if not engine._infer_impl():
+                    logger.debug("onnxruntime symbolic inference stopped at an op it cannot type")
+            engine._update_output_from_vi()
     except Exception as err:  # noqa: BLE001 - a fallback; unknown shapes are reported later
         logger.debug("onnxruntime symbolic shape inference failed: %s", err)
-        return None
+        if not isinstance(getattr(engine, "out_mp_", None), onnx.ModelProto):
+            return None
+        _drop_last_node(engine.out_mp_)
+    out: onnx.ModelProto = engine.out_mp_
+    # The weights it saw as inputs are initializers of the model: give their names back.
+    keep = [i for i in out.graph.input if i.name not in added]
+    del out.graph.input[:]
+    out.graph.input.extend(keep)
+    return out
+
+
+def _drop_last_node(model: onnx.ModelProto) -> None:
+    """Forget the value infos of the node onnxruntime raised in (the last one it typed).
+
+    It infers nodes in order, appending each one's outputs before applying its own
+    rule, and raises from asserts in those rules: the nodes before are complete.
+    """
+    vis = model.graph.value_info
+    if not vis:
+        return
+    last = vis[-1].name
+    outputs = next((set(n.output) for n in model.graph.node if last in n.output), {last})
+    keep = [vi for vi in vis if vi.name not in outputs]
+    del vis[:]
+    vis.extend(keep)
 
 
 class InferShapes(Pass[Graph, Graph]):
@@ -138,12 +287,17 @@ class InferShapes(Pass[Graph, Graph]):
         if _unresolved(proto, known):
             folded = fold_copy(proto)
             if folded is not None:
+                # No data propagation here: folding has already turned shape arithmetic
+                # into constants, and onnx propagates a constant-bound Range element by
+                # element (a --dim seq=10**8 took over 4 GB).
                 with contextlib.suppress(Exception):
-                    _collect(onnx_infer(folded), known)
+                    _collect(onnx_infer(folded, data_prop=False), known)
+        apply_shape_rules(proto, known)
         if _unresolved(proto, known):
             ort = _ort_symbolic(proto)
             if ort is not None:
                 _collect(ort, known)
+                apply_shape_rules(proto, known)
         out = onnx.ModelProto()
         out.CopyFrom(proto)
         declared = {vi.name for vi in [*out.graph.input, *out.graph.output]}
