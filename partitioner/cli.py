@@ -9,12 +9,18 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
 
 from partitioner import __version__
+from partitioner.solvers.interrupt import StopSignal, exit_code
 from targets.errors import PartitionError
 
 __all__ = ["main", "build_parser"]
@@ -28,14 +34,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "targets": ("targets", "list the hardware presets with their key numbers"),
 }
 PLAN_VERB = ("plan", "plan MODEL onto target T and write the plan")
+VERB_ALIASES = {"analyse": "analyze"}
 
 EPILOG = """\
 commands:
-  partition MODEL --target T ...  plan MODEL onto target T and write the plan
+  partition [plan] MODEL --target T ...  plan MODEL onto target T and write the plan
 {verbs}
 
 Run `partition COMMAND --help` for each command's options.
-exit codes: 0 success, 1 validation/verification mismatch, 2 bad input or usage.
+exit codes: 0 success, 1 validation/verification mismatch, 2 bad input or usage,
+  130 (Ctrl-C) or 143 (SIGTERM) when interrupted; a plan search keeps its best plan.
 """
 
 
@@ -47,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _verbs_help() -> str:
-    return "\n".join(f"  partition {verb:<22}{help_}" for verb, (_, help_) in SUBCOMMANDS.items())
+    return "\n".join(f"  partition {verb:<29}{help_}" for verb, (_, help_) in SUBCOMMANDS.items())
 
 
 def build_parser(verb: str) -> argparse.ArgumentParser:
@@ -71,6 +79,35 @@ def _top_level_help() -> str:
     )
 
 
+def _verb(first: str) -> str:
+    """The subcommand ``first`` names; "plan" when it is a model path.
+
+    A word that is no verb and no existing file, but close to a verb, is a typo:
+    say so rather than report a missing model called "simulte".
+    """
+    verb = VERB_ALIASES.get(first, first)
+    if verb in SUBCOMMANDS or verb == "plan":
+        return verb
+    looks_like_path = first.startswith("-") or "." in first or "/" in first or Path(first).exists()
+    if not looks_like_path:
+        known = [*SUBCOMMANDS, "plan", *VERB_ALIASES]
+        close = difflib.get_close_matches(first, known, n=1, cutoff=0.6)
+        if close:
+            raise UnknownCommand(
+                f"unknown command {first[:40]!r}; did you mean `partition {VERB_ALIASES.get(close[0], close[0])}`? "
+                "(`partition --help` lists the commands)"
+            )
+    return "plan"
+
+
+class UnknownCommand(PartitionError):
+    """The first argument is neither a command nor a model path."""
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise StopSignal(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `partition` console script."""
     args_in = list(sys.argv[1:] if argv is None else argv)
@@ -81,20 +118,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_in[0] == "--version":
         print(f"partition {__version__}")
         return 0
-    verb = args_in[0] if args_in[0] in SUBCOMMANDS else "plan"
-    rest = args_in[1:] if verb != "plan" else args_in
-    parser = build_parser(verb)
-    args = parser.parse_args(rest)
-    args.argv = args_in
+    # SIGTERM unwinds like Ctrl-C (temporary files are removed); while planning,
+    # both only set a flag so that the best plan found so far is kept.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main else None
     try:
+        return _run(args_in)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args_in: list[str]) -> int:
+    try:
+        verb = _verb(args_in[0])
+        named = args_in[0] in (*SUBCOMMANDS, *VERB_ALIASES, "plan")
+        rest = args_in[1:] if named else args_in
+        parser = build_parser(verb)
+        args = parser.parse_args(rest)
+        args.argv = args_in
         return int(args.run(args))
     except PartitionError as err:
         print(f"partition: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(
             "partition: interrupted before a result was ready; nothing was written", file=sys.stderr
         )
-        return 130
+        return exit_code(stop.signum if isinstance(stop, StopSignal) else signal.SIGINT)
     except BrokenPipeError:
         return 0

@@ -248,18 +248,39 @@ def transfer_order(t: Transfer) -> tuple[int, int, str]:
     return (t.src, t.dst if t.dst != HOST else 1 << 30, t.tensor)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise PlanError(f"holds {name}; plans hold finite numbers only")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise PlanError(f"holds the number {text[:40]}, which overflows; plans hold finite numbers")
+    return value
+
+
 def parse_plan_json(text: str, *, source: str = "plan") -> Any:
     """The JSON document of a plan file, not yet schema-checked.
 
+    NaN, Infinity and numbers that overflow a double are refused (JSON has no
+    such values; Python's parser accepts them), as are documents nested too
+    deeply to walk.
+
     Raises:
-        PlanError: the text is not JSON.
+        PlanError: the text is not JSON, or not finite JSON.
     """
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except PlanError as err:
+        raise PlanError(f"{source} {err}") from None
     except json.JSONDecodeError as err:
         raise PlanError(
             f"{source} is not JSON ({err.msg} at line {err.lineno}); is it a plan file?"
         ) from err
+    except RecursionError:
+        raise PlanError(f"{source} is nested too deeply to be a plan file") from None
+    except ValueError as err:  # e.g. an integer literal longer than Python converts
+        raise PlanError(f"{source} is not a plan file: {str(err)[:120]}") from None
 
 
 def _plain(value: Any) -> Any:
@@ -289,12 +310,21 @@ def check_schema(doc: Any) -> list[str]:
             f"(this partition reads version {SCHEMA_VERSION}); upgrade partition"
         ]
     validator = jsonschema.Draft202012Validator(plan_schema())
-    errors = sorted(
-        validator.iter_errors(doc),
-        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
-    )
+    try:
+        errors = sorted(
+            validator.iter_errors(doc),
+            key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
+        )
+    except RecursionError:
+        return ["(top level): nested too deeply to be a plan"]
     out = []
     for e in errors:
-        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        out.append(f"{where}: {e.message}")
+        where = "/".join(str(p)[:60] for p in e.absolute_path) or "(top level)"
+        out.append(f"{where}: {_short(e.message)}")
     return out
+
+
+def _short(message: str, limit: int = 200) -> str:
+    """One line of at most ``limit`` characters: jsonschema quotes whole values in messages."""
+    line = " ".join(message.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

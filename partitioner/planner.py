@@ -174,6 +174,20 @@ def _fewest_devices(
     )
 
 
+def _no_answer(blocks: int, stages: int, status: str, options: PlanOptions) -> InfeasibleError:
+    """Tell a proof that no split fits apart from a search that ran out of time."""
+    if status == "INFEASIBLE":
+        return InfeasibleError(
+            f"proven infeasible: no split of the model's {blocks} blocks into {stages} stages fits "
+            "the devices' memory (parameters, activations and buffers); use smaller --dim values, "
+            "more devices, or devices with more memory"
+        )
+    return InfeasibleError(
+        f"no plan found within --time-limit {options.time_limit_s:g} s, and none is proven "
+        "impossible; give CP-SAT more time (e.g. --time-limit 120) or more devices"
+    )
+
+
 def plan_pipeline(
     graph: Graph,
     target: GpuTarget,
@@ -195,7 +209,7 @@ def plan_pipeline(
         raise UsageError(f"--solver {options.solver}: choose one of {', '.join(PIPELINE_SOLVERS)}")
     if options.time_limit_s is None:
         options = dataclasses.replace(options, time_limit_s=DEFAULT_TIME_LIMIT_S)
-    if options.time_limit_s <= 0:
+    if not (math.isfinite(options.time_limit_s) and options.time_limit_s > 0):
         raise UsageError(f"--time-limit {options.time_limit_s}: give a positive number of seconds")
     if options.microbatches_in_flight < 1:
         raise UsageError(f"--microbatches {options.microbatches_in_flight}: give at least 1")
@@ -233,10 +247,7 @@ def plan_pipeline(
             progress=progress,
         )
         if result.stage_of is None:
-            raise InfeasibleError(
-                f"no plan found within --time-limit {options.time_limit_s:g} s and no split contiguous in "
-                "topological order fits memory; give CP-SAT more time (e.g. --time-limit 120) or more devices"
-            )
+            raise _no_answer(problem.num_blocks, k, result.status, options)
         stage_of, status = list(result.stage_of), result.status
         bound_s, deterministic_s, interrupted = (
             result.bound_s,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,8 +30,8 @@ from partitioner.executor.errors import FeedError
 from partitioner.executor.graph_run import PlanRun, run_plan
 from partitioner.executor.weights import WeightStore
 from partitioner.plan import Plan
+from partitioner.reference import run_reference
 from passes.ir import Graph
-from targets.errors import PartitionError
 
 __all__ = [
     "Tolerance",
@@ -62,10 +61,6 @@ TOLERANCES: dict[str, Tolerance] = {
 EXACT = Tolerance(0.0, 0.0)
 
 
-class OnnxRuntimeError(PartitionError):
-    """onnxruntime cannot load or run the model on this machine."""
-
-
 @dataclass(frozen=True)
 class Comparison:
     name: str
@@ -83,10 +78,12 @@ class VerifyReport:
     first_divergent_partition: int | None
     divergent_tensor: str | None
     ok: bool
+    reference: str = "onnxruntime"
 
     def to_dict(self) -> dict:
         return {
             "ok": self.ok,
+            "reference": self.reference,
             "outputs": [
                 {
                     "name": c.name,
@@ -145,6 +142,22 @@ def make_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _check_index_range(graph: Graph, name: str, array: np.ndarray, source: str) -> None:
+    """Token ids must index their table: Gather accepts -rows..rows-1."""
+    if array.dtype.kind not in "iu" or array.size == 0:
+        return
+    rows = _index_range(graph, name)
+    if rows is None:
+        return
+    low, high = int(array.min()), int(array.max())
+    if low < -rows or high >= rows:
+        bad = high if high >= rows else low
+        raise FeedError(
+            f"{source}: input {name!r} holds {bad:,}, outside the {rows:,} rows of the table it "
+            f"indexes (valid: {-rows:,}..{rows - 1:,})"
+        )
+
+
 def check_inputs(graph: Graph, feeds: Mapping[str, np.ndarray], source: str) -> None:
     """Every runtime input present with the right shape and dtype (FeedError otherwise)."""
     for name in graph.inputs:
@@ -163,6 +176,7 @@ def check_inputs(graph: Graph, feeds: Mapping[str, np.ndarray], source: str) -> 
             raise FeedError(
                 f"{source}: input {name!r} has shape {list(array.shape)}, the model (with its dims) wants {list(t.shape)}"  # type: ignore[arg-type]
             )
+        _check_index_range(graph, name, array, source)
     unknown = sorted(set(feeds) - set(graph.inputs))
     if unknown:
         raise FeedError(
@@ -170,11 +184,15 @@ def check_inputs(graph: Graph, feeds: Mapping[str, np.ndarray], source: str) -> 
         )
 
 
-def _compare(name: str, ours: Any, ref: Any, override: Tolerance | None) -> Comparison:
+def _compare(
+    name: str, ours: Any, ref: Any, override: Tolerance | None, widened: bool = False
+) -> Comparison:
     ours_a, ref_a = np.asarray(ours), np.asarray(ref)
-    dtype = ref_a.dtype.name
+    # Against a float32 copy of a bfloat16 model, the model's own dtype sets the tolerance.
+    dtype = ours_a.dtype.name if widened else ref_a.dtype.name
+    kind = ours_a.dtype.kind if widened else ref_a.dtype.kind
     tol = override or (
-        TOLERANCES.get(dtype, EXACT) if ref_a.dtype.kind in "fc" or dtype == "bfloat16" else EXACT
+        TOLERANCES.get(dtype, EXACT) if kind in "fc" or dtype == "bfloat16" else EXACT
     )
     a = ours_a.astype(np.float64)
     b = ref_a.astype(np.float64)
@@ -188,37 +206,6 @@ def _compare(name: str, ours: Any, ref: Any, override: Tolerance | None) -> Comp
     nan_mismatch = bool(np.any(np.isnan(a) != np.isnan(b)))
     ok = not nan_mismatch and max_abs <= tol.atol + tol.rtol * scale
     return Comparison(name, dtype, max_abs, max_rel, tol, ok)
-
-
-def _onnxruntime(
-    path: Path,
-    feeds: Mapping[str, Any],
-    extra_outputs: list[tuple[str, onnx.TypeProto]] | None = None,
-) -> dict[str, Any]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        if extra_outputs:
-            model = onnx.load(str(path))  # with external data, to rewrite outputs
-            declared = {o.name for o in model.graph.output}
-            for name, type_proto in extra_outputs:
-                if name not in declared:
-                    model.graph.output.append(onnx.helper.make_value_info(name, type_proto))
-            session = ort.InferenceSession(
-                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-            )
-        else:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        values = session.run(names, dict(feeds))
-    except Exception as err:  # onnxruntime raises its own exception types for unsupported models
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise OnnxRuntimeError(
-            f"onnxruntime cannot run this model to compare against: {first[:300]}"
-        ) from err
-    return dict(zip(names, values, strict=True))
 
 
 def _tensor_type(graph: Graph, name: str) -> onnx.TypeProto:
@@ -237,16 +224,22 @@ def verify_plan(
     assert graph.path is not None
     weights = WeightStore(graph)
     ours: PlanRun = run_plan(graph, plan, feeds, weights)
-    reference = _onnxruntime(graph.path, feeds)
+    reference = run_reference(graph.path, feeds)
+    widened = reference.float32_copy
     comparisons = tuple(
-        _compare(name, ours.outputs[name], reference[name], tolerance) for name in graph.outputs
+        _compare(name, ours.outputs[name], reference.outputs[name], tolerance, widened)
+        for name in graph.outputs
     )
     ok = all(c.ok for c in comparisons)
     first, tensor = None, None
     if not ok:
         failing = [c.name for c in comparisons if not c.ok]
         first, tensor = _first_divergence(graph, plan, feeds, ours, tolerance, failing)
-    return VerifyReport(comparisons, ours.partitions, first, tensor, ok)
+    source = REFERENCE_FLOAT32 if widened else "onnxruntime"
+    return VerifyReport(comparisons, ours.partitions, first, tensor, ok, source)
+
+
+REFERENCE_FLOAT32 = "onnxruntime on a float32 copy (its CPU provider has no bfloat16 kernels)"
 
 
 def _first_divergence(
@@ -260,13 +253,14 @@ def _first_divergence(
     """The first partition (in plan order) one of whose outgoing tensors differs from onnxruntime's."""
     crossing = [t for t in plan.transfers if t.src >= 0 and t.tensor in ours.transferred]
     names = sorted({t.tensor for t in crossing})
-    reference = _onnxruntime(graph.path, feeds, [(n, _tensor_type(graph, n)) for n in names])  # type: ignore[arg-type]
+    run = run_reference(graph.path, feeds, [(n, _tensor_type(graph, n)) for n in names])  # type: ignore[arg-type]
+    reference, widened = run.outputs, run.float32_copy
     position = {p.id: k for k, p in enumerate(plan.partitions)}
     for t in sorted(crossing, key=lambda t: position[t.src]):
         if (
             t.tensor in reference
             and not _compare(
-                t.tensor, ours.transferred[t.tensor], reference[t.tensor], tolerance
+                t.tensor, ours.transferred[t.tensor], reference[t.tensor], tolerance, widened
             ).ok
         ):
             return t.src, t.tensor

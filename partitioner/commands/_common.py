@@ -9,14 +9,20 @@ from pathlib import Path
 from rich.console import Console
 
 from passes.ir import Graph
-from passes.load import load
+from passes.load import external_data_files, load
 from passes.transforms.dims import parse_dim_overrides
 
-__all__ = ["add_model_arguments", "load_graph", "console", "err_console"]
+__all__ = ["add_model_arguments", "load_graph", "console", "err_console", "external_data_paths"]
 
 # Rich assumes 80 columns when output is not a terminal; tables read better wider.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, highlight=False)
+# Text is never wrapped there (soft_wrap): a script greps whole lines, and an
+# error stays the one line it was written as.
+console = Console(
+    highlight=False,
+    width=None if sys.stdout.isatty() else 140,
+    soft_wrap=not sys.stdout.isatty(),
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +40,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_graph(args: argparse.Namespace) -> Graph:
     """Load ``args.model`` with ``args.dim`` applied (raises one-line PartitionErrors)."""
     return load(args.model, parse_dim_overrides(args.dim))
+
+
+def external_data_paths(graph: Graph) -> list[Path]:
+    """The files holding the model's external weights (inputs no output may replace)."""
+    base = graph.path.parent if graph.path else Path.cwd()
+    return [base / location for location in external_data_files(graph) if location]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from partitioner.commands._common import add_model_arguments, console, load_graph
+from partitioner.planner import UsageError
 from partitioner.units import human_bytes, human_count, human_flops
 from passes.analysis import activation_liveness, attention_patterns, node_costs
 from passes.ir import Graph
@@ -195,6 +196,8 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.top < 0:
+        raise UsageError(f"--top {args.top}: give a whole number of at least 0")
     graph = load_graph(args)
     doc = analysis_json(graph)
     if args.json:

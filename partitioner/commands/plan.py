@@ -23,26 +23,39 @@ Ctrl-C during the solve stops the search and writes the best plan found so far.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
-import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from partitioner.commands._common import add_model_arguments, console, err_console, load_graph
+from partitioner.commands._common import (
+    add_model_arguments,
+    console,
+    err_console,
+    external_data_paths,
+    load_graph,
+)
+from partitioner.commands.files import Outputs
 from partitioner.commands.summaries import print_summary, print_wafer_summary
 from partitioner.plan import Plan
 from partitioner.planner import (
     PIPELINE_SOLVERS,
     PlanOptions,
+    PlanOutcome,
     UsageError,
     plan_pipeline,
 )
+from partitioner.simulate import simulate_plan
+from partitioner.simulate.plot import render_png
+from partitioner.solvers.interrupt import Interrupt, exit_code
 from partitioner.units import human_seconds
 from partitioner.wafer.planner import WAFER_SOLVERS, plan_wafer
-from targets import WaferTarget, load_target
+from passes.ir import Graph
+from targets import Target, WaferTarget, load_target
 
-__all__ = ["add_arguments", "run", "write_atomic", "default_plan_path"]
+__all__ = ["add_arguments", "run", "default_plan_path"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,25 +150,6 @@ def default_plan_path(model: Path, target_name: str) -> Path:
     return model.with_name(f"{model.stem}.{target_name}.plan.json")
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write text (UTF-8) or bytes via a temp file in the same folder and rename, so no partial file is left."""
-    path = path.resolve()
-    if not path.parent.is_dir():
-        raise UsageError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if isinstance(text, bytes):
-            with os.fdopen(fd, "wb") as f:
-                f.write(text)
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _devices_option(value: str | None) -> int | str | None:
     if value is None or value in ("auto", "all"):
         return value
@@ -224,16 +218,6 @@ def reproducible_command(argv: list[str]) -> str:
     return shlex.join(["partition", *kept])
 
 
-def write_png(plan: Plan, path: Path) -> None:
-    """Draw the plan as the simulator sees it (floorplan and heatmaps on wafers)."""
-    from partitioner.simulate import simulate_plan
-    from partitioner.simulate.plot import render_png
-
-    write_atomic(
-        path, render_png(simulate_plan(plan), f"{Path(plan.model.path).name} on {plan.target.name}")
-    )
-
-
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse impossible option values before any work starts."""
     for flag, value in (
@@ -244,17 +228,29 @@ def _check_arguments(args: argparse.Namespace) -> None:
     ):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: give a whole number of at least 1")
-    if args.time_limit is not None and args.time_limit <= 0:
-        raise UsageError(f"--time-limit {args.time_limit:g}: give a positive number of seconds")
-    for path in (args.output, args.png):
-        if path is not None and not path.resolve().parent.is_dir():
-            raise UsageError(f"cannot write {path}: folder {path.resolve().parent} does not exist")
+    limit = args.time_limit
+    if limit is not None and not (math.isfinite(limit) and limit > 0):
+        raise UsageError(f"--time-limit {limit:g}: give a positive, finite number of seconds")
 
 
-def run(args: argparse.Namespace) -> int:
-    _check_arguments(args)
-    target = load_target(args.target)
-    graph = load_graph(args)
+def _declare_outputs(args: argparse.Namespace, target_name: str) -> tuple[Outputs, Path]:
+    """The plan (and picture) destinations, checked against the inputs before any work."""
+    inputs = [args.model] + [p for p in [Path(args.target)] if p.exists()]
+    outputs = Outputs(inputs)
+    plan_path = args.output or default_plan_path(args.model, target_name)
+    outputs.add("-o", plan_path)
+    if args.png is not None:
+        outputs.add("--png", args.png)
+    return outputs, plan_path
+
+
+def _with_model_path(plan: Plan, model: Path, plan_path: Path) -> Plan:
+    """Record the model's path relative to the plan's folder, so both can move together."""
+    relative = os.path.relpath(model.resolve(), plan_path.parent)
+    return replace(plan, model=replace(plan.model, path=Path(relative).as_posix()))
+
+
+def _plan(args: argparse.Namespace, target: Target, graph: Graph) -> PlanOutcome:
     options = PlanOptions(
         devices=_devices_option(args.devices),
         solver=args.solver,
@@ -268,42 +264,39 @@ def run(args: argparse.Namespace) -> int:
         regions_per_wafer=args.regions,
         tile_cores=args.tile,
     )
-    output = args.output or default_plan_path(args.model, target.name)
     display = SolveDisplay(enabled=not args.quiet)
     with display:
         if isinstance(target, WaferTarget):
-            outcome = plan_wafer(graph, target, options, display.announce)
-        else:
-            outcome = plan_pipeline(graph, target, options, display.progress, display.announce)
-    write_atomic(output, outcome.plan.to_json())
-    if args.png is not None:
-        write_png(outcome.plan, args.png)
+            return plan_wafer(graph, target, options, display.announce)
+        return plan_pipeline(graph, target, options, display.progress, display.announce)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
+    target = load_target(args.target)
+    outputs, plan_path = _declare_outputs(args, target.name)
+    with outputs:
+        graph = load_graph(args)
+        outputs.add_inputs(external_data_paths(graph))
+        # From here on Ctrl-C and SIGTERM stop the search and keep the best plan.
+        with Interrupt() as stop:
+            outcome = _plan(args, target, graph)
+            plan = _with_model_path(outcome.plan, args.model, plan_path.resolve())
+            outputs.stage(plan_path, plan.to_json())
+            if args.png is not None:
+                title = f"{args.model.name} on {plan.target.name}"
+                outputs.stage(args.png, render_png(simulate_plan(plan), title))
+            outputs.commit()
     if not args.quiet:
-        if isinstance(target, WaferTarget):
-            print_wafer_summary(outcome)
-        else:
-            print_summary(outcome)
-    if outcome.interrupted:
+        (print_wafer_summary if isinstance(target, WaferTarget) else print_summary)(outcome)
+    if outcome.interrupted or stop.hit:
         err_console.print(
-            f"interrupted: wrote the best plan found so far ({outcome.plan.solver.status}) to {output}"
+            f"interrupted: wrote the best plan found so far ({plan.solver.status}) to {plan_path}",
+            markup=False,
         )
-        return 130
-    console.print(f"plan written to {output}" + (f", picture in {args.png}" if args.png else ""))
+        return exit_code(stop.signum)
+    console.print(
+        f"plan written to {plan_path}" + (f", picture in {args.png}" if args.png else ""),
+        markup=False,
+    )
     return 0
-
-
-def read_plan_text(path: Path) -> str:
-    """The text of a plan file (one-line PlanError if missing or unreadable)."""
-    from partitioner.plan import PlanError
-
-    if not path.is_file():
-        raise PlanError(f"plan file '{path}' does not exist; check the path")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise PlanError(f"cannot read plan file '{path}': {err}") from err
-
-
-def load_plan(path: Path) -> Plan:
-    """Read a plan file (one-line PlanError if unreadable or invalid)."""
-    return Plan.from_json(read_plan_text(path), source=f"'{path}'")

@@ -6,6 +6,10 @@ compute, utilisation and SRAM per core, every fabric link's load (X-then-Y
 routes over parallel lanes), the busiest links, Σ bytes × hops and the
 critical path. The simulation is checked against the estimate the plan records.
 
+The plan is first checked against the rules that need no model (ids, devices,
+memory within capacity, wafer regions inside the grid and apart): exit 1 names
+the first violation, as `partition validate` does. Exit 2 for bad input.
+
 examples:
   partition simulate gpt2.h100x4.plan.json
   partition simulate llama.wse3.plan.json --png llama-floorplan.png
@@ -20,8 +24,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from partitioner.commands._common import console
-from partitioner.commands.plan import load_plan, write_atomic
+from partitioner.commands._common import console, err_console
+from partitioner.commands.files import Outputs, load_plan
 from partitioner.plan import HOST, Plan
 from partitioner.simulate import (
     FabricReport,
@@ -30,6 +34,7 @@ from partitioner.simulate import (
     simulate_plan,
 )
 from partitioner.units import human_bytes, human_seconds
+from partitioner.validate import validate_plan
 
 __all__ = ["add_arguments", "run"]
 
@@ -177,18 +182,44 @@ def _print_summary(
         console.print("matches the plan's estimate")
 
 
+def _violations(plan: Plan, args: argparse.Namespace) -> int | None:
+    """Exit 1 naming what is wrong when the plan breaks a rule checkable without its model."""
+    violations = validate_plan(plan)
+    if not violations:
+        return None
+    if args.json:
+        doc = {"plan": str(args.plan), "valid": False, "violations": [str(v) for v in violations]}
+        print(json.dumps(doc, indent=1))
+    else:
+        err_console.print(
+            f"invalid: {violations[0]} (simulating an invalid plan means nothing; "
+            f"`partition validate {args.plan} --all` lists every violation)",
+            markup=False,
+        )
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
+    outputs = Outputs([args.plan])
+    if args.png is not None:
+        outputs.add("--png", args.png)
     plan = load_plan(args.plan)
+    invalid = _violations(plan, args)
+    if invalid is not None:
+        return invalid
     report = simulate_plan(plan)
     differences = estimate_differences(report, plan)
     if args.png is not None:
         from partitioner.simulate.plot import render_png
 
         title = f"{Path(plan.model.path).name or 'model'} on {plan.target.name}"
-        write_atomic(args.png, render_png(report, title))
+        with outputs:
+            outputs.stage(args.png, render_png(report, title))
+            outputs.commit()
     if args.json:
         doc = {
             "plan": str(args.plan),
+            "valid": True,
             "report": report.to_dict(),
             "matches_plan_estimate": not differences,
             "differences": differences,
@@ -202,5 +233,5 @@ def run(args: argparse.Namespace) -> int:
         _print_gpu(plan, report)
     _print_summary(plan, report, differences)
     if args.png is not None:
-        console.print(f"picture written to {args.png}")
+        console.print(f"picture written to {args.png}", markup=False)
     return 0

@@ -1,8 +1,8 @@
 """Check a plan against the plan contract, independently of the solvers.
 
 Without MODEL, the checks that need no graph run (ids, devices, memory within
-capacity, wafer regions); the plan's recorded model path is used when that file
-exists. With the model: its sha256, node coverage, execution order, transfers
+capacity, wafer regions); the plan's recorded model path (relative to the
+plan's folder) is used when that file exists. With the model: its sha256, node coverage, execution order, transfers
 for every tensor that crosses partitions, and parameter memory.
 
 Exit 0 if the plan is valid, 1 naming the first violation, 2 for bad input.
@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 from partitioner.commands._common import console, err_console
-from partitioner.commands.plan import read_plan_text
+from partitioner.commands.files import read_plan_text
 from partitioner.plan import Plan, check_schema, parse_plan_json
 from partitioner.validate import validate_plan
 from passes.load import load
@@ -44,6 +44,15 @@ def _load(path: Path) -> tuple[Plan | None, list[str]]:
     return (None, problems) if problems else (Plan.from_dict(doc), [])
 
 
+def _recorded_model(plan: Plan, plan_path: Path) -> Path | None:
+    """The model the plan records, when it exists: its path is relative to the plan's folder."""
+    if not plan.model.path:
+        return None
+    recorded = Path(plan.model.path)
+    candidate = recorded if recorded.is_absolute() else plan_path.parent / recorded
+    return candidate if candidate.is_file() else None
+
+
 def run(args: argparse.Namespace) -> int:
     plan, problems = _load(args.plan)
     if plan is None:
@@ -51,9 +60,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in shown:
             err_console.print(f"invalid: [schema] {problem}", highlight=False, markup=False)
         return 1
-    model_path = args.model
-    if model_path is None and plan.model.path and Path(plan.model.path).is_file():
-        model_path = Path(plan.model.path)
+    model_path = args.model if args.model is not None else _recorded_model(plan, args.plan)
     graph = None
     if model_path is not None:
         dims = parse_dim_overrides(f"{k}={v}" for k, v in plan.model.dims.items())

@@ -21,20 +21,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
 from partitioner.commands._common import console, err_console
-from partitioner.commands.plan import load_plan
+from partitioner.commands.files import load_plan, regular_file_problem
 from partitioner.executor.errors import FeedError, UnsupportedOpError
 from partitioner.executor.runtime import missing_kernels
+from partitioner.plan import Plan
 from partitioner.planner import UsageError
 from partitioner.units import human_bytes
+from partitioner.validate import validate_plan
 from partitioner.verify import Tolerance, check_inputs, make_inputs, verify_plan
 from passes.functions import expand_nodes
+from passes.ir import Graph
 from passes.load import load, read_model, require_external_data
 from passes.transforms.dims import parse_dim_overrides
 
@@ -59,19 +64,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
+_NPZ_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive of .npy files
+
+
 def _load_inputs(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise FeedError(f"inputs file '{path}' does not exist; check the path")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise FeedError(f"inputs file '{path}' {problem}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != _NPZ_MAGIC:
+        hint = " (it is a single .npy array; save with numpy.savez)" if magic[:1] == b"\x93" else ""
+        raise FeedError(
+            f"inputs file '{path}' is not an .npz archive{hint}; write one array per model "
+            "input with numpy.savez(path, name=array, ...)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except (OSError, ValueError) as err:
-        raise FeedError(f"cannot read inputs file '{path}' as .npz: {err}") from err
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise FeedError(f"cannot read inputs file '{path}' as .npz: {reason}") from err
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_tolerances(args: argparse.Namespace) -> None:
     if (args.rtol is None) != (args.atol is None):
         raise UsageError("give --rtol and --atol together (or neither, for per-dtype defaults)")
+    for flag, value in (("--rtol", args.rtol), ("--atol", args.atol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{flag} {value:g}: give a finite number of at least 0")
+
+
+# Violations that mean the plan does not describe this model's graph at all: bad
+# input (exit 2). Others (transfers, order, memory) are plan faults that verify
+# exists to catch: exit 1, as `validate` gives.
+_WRONG_MODEL_RULES = ("model", "coverage")
+
+
+def _plan_for(args: argparse.Namespace) -> tuple[Plan, Graph, list[str]]:
+    """The plan, its model and the plan's contract violations against it.
+
+    Raises:
+        UsageError: the plan is for another model, or names nodes this model lacks.
+    """
     plan = load_plan(args.plan)
     _, sha = read_model(args.model)
     if sha != plan.model.sha256:
@@ -80,6 +115,26 @@ def run(args: argparse.Namespace) -> int:
             f"'{args.model}' has {sha[:12]}…; plan this model first"
         )
     graph = load(args.model, parse_dim_overrides(f"{k}={v}" for k, v in plan.model.dims.items()))
+    violations = validate_plan(plan, graph, sha)
+    wrong_model = [v for v in violations if v.rule in _WRONG_MODEL_RULES]
+    if wrong_model:
+        raise UsageError(
+            f"the plan does not fit this model: {wrong_model[0]}; "
+            f"`partition validate {args.plan} {args.model} --all` lists every violation"
+        )
+    return plan, graph, [str(v) for v in violations]
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_tolerances(args)
+    plan, graph, violations = _plan_for(args)
+    if violations:
+        err_console.print(
+            f"invalid: {violations[0]} (`partition validate {args.plan} {args.model} --all` "
+            "lists every violation)",
+            markup=False,
+        )
+        return 1
     missing = missing_kernels(
         expand_nodes(graph, range(graph.num_nodes)),
         {o.domain: o.version for o in graph.model.opset_import},
@@ -118,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
             f"{p.id}: {human_bytes(p.peak_bytes)} (plan {human_bytes(p.planned_bytes)})"
             for p in report.partitions
         )
-        console.print(f"activations held per partition: {held}")
-        console.print(f"verified in {wall:.1f} s")
+        console.print(f"activations held per partition: {held}", markup=False)
+        console.print(f"reference: {report.reference}; verified in {wall:.1f} s", markup=False)
     if not report.ok:
         where = (
             f"; first divergence: partition {report.first_divergent_partition} "

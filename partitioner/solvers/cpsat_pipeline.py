@@ -29,13 +29,14 @@ so the answer is a function of the input and seed, not of the machine's load.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from partitioner.solvers.interrupt import Interrupt, solve_interruptibly
+from partitioner.solvers.interrupt import Interrupt, StopSignal, solve_interruptibly
 from partitioner.solvers.problem import PipelineProblem, check_assignment, score
 
 __all__ = ["CpSatResult", "cpsat_partition", "solve_interruptibly", "NUM_WORKERS"]
@@ -53,7 +54,8 @@ class CpSatResult:
 
     Attributes:
         stage_of: the answer (the hint if CP-SAT found nothing better; None if neither).
-        status: "OPTIMAL" (primary objective proven), "FEASIBLE", or "HEURISTIC" (hint only).
+        status: "OPTIMAL" (primary objective proven), "FEASIBLE", or "HEURISTIC" (hint only);
+            without an answer, "INFEASIBLE" (proven that none exists) or "UNKNOWN".
         objective_s: the answer's objective, scored exactly.
         bound_s: proven lower bound on the objective.
         deterministic_s: solver effort in CP-SAT deterministic seconds.
@@ -281,10 +283,14 @@ def _effort(solver: cp_model.CpSolver) -> float:
 
 
 def _fallback(
-    problem: PipelineProblem, hint: Sequence[int] | None, unit_s: float, started: float
+    problem: PipelineProblem,
+    hint: Sequence[int] | None,
+    unit_s: float,
+    started: float,
+    signum: int | None,
 ) -> CpSatResult:
     if hint is None or check_assignment(problem, hint) is not None:
-        raise KeyboardInterrupt
+        raise StopSignal(signum if signum is not None else signal.SIGINT)
     objective = score(problem, hint).objective_s(problem.objective)
     return CpSatResult(
         tuple(hint), "HEURISTIC", objective, 0.0, 0.0, time.perf_counter() - started, True, unit_s
@@ -328,7 +334,7 @@ def _solve(
         _hint(built, problem, hint)
     if stop.hit:
         # Ctrl-C while the model was being built: the warm start is the best answer so far.
-        return _fallback(problem, hint, unit_s, started)
+        return _fallback(problem, hint, unit_s, started, stop.signum)
     throughput = problem.objective == "throughput"
     built.model.minimize(built.period if throughput else built.latency)
     solver = _solver(0.8 * time_limit_s if throughput else time_limit_s, seed)
@@ -354,8 +360,10 @@ def _solve(
     candidates = [a for a in candidates if check_assignment(problem, a) is None]
     wall_s = time.perf_counter() - started
     if not candidates:
+        # Without an answer, say whether none exists (proven) or none was found in time.
+        none_status = "INFEASIBLE" if status == cp_model.INFEASIBLE else "UNKNOWN"
         return CpSatResult(
-            None, "HEURISTIC", math.inf, bound_units * unit_s, effort, wall_s, interrupted, unit_s
+            None, none_status, math.inf, bound_units * unit_s, effort, wall_s, interrupted, unit_s
         )
     scored = [(score(problem, a), a) for a in candidates]
     fitting = [(s, a) for s, a in scored if s.fits] or scored

@@ -1,10 +1,12 @@
-"""Ctrl-C while a solver runs: a flag, and a solve that stops on it and keeps its best answer.
+"""Ctrl-C or SIGTERM while planning: a flag, and a solve that stops on it and keeps its best answer.
 
 A KeyboardInterrupt raised in the middle of OR-Tools' C++ calls (while a model
 is being built, say) can leave it in a state that aborts the process at exit.
-So while a solver phase runs, SIGINT only sets a flag; the solve runs in a
-worker thread and is told to stop when the flag is set, and model building
-checks the flag when it is done.
+So while planning runs, SIGINT and SIGTERM (what `timeout`, CI runners and
+Kubernetes send) only set a flag; the solve runs in a worker thread and is told
+to stop when the flag is set, and model building checks the flag when it is
+done. Contexts nest: the command opens one around the whole planning, the
+solvers open their own inside it, and all see the same flag.
 """
 
 from __future__ import annotations
@@ -16,30 +18,62 @@ from typing import Any
 
 from ortools.sat.python import cp_model
 
-__all__ = ["Interrupt", "solve_interruptibly"]
+__all__ = ["Interrupt", "StopSignal", "solve_interruptibly", "STOP_SIGNALS", "exit_code"]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM outside a planning phase: unwinds like Ctrl-C, so temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_code(signum: int | None) -> int:
+    """The shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + int(signum if signum is not None else signal.SIGINT)
 
 
 class Interrupt:
-    """Context in which Ctrl-C sets ``hit`` instead of raising (main thread only)."""
+    """Context in which SIGINT and SIGTERM set a shared flag instead of raising (main thread only)."""
 
-    def __init__(self) -> None:
-        self.hit = False
-        self._previous: Any = None
-        self._installed = False
+    _depth = 0
+    _signum: int | None = None
+    _previous: dict[int, Any] = {}
 
-    def _handler(self, signum: int, frame: FrameType | None) -> None:
-        self.hit = True
+    @property
+    def hit(self) -> bool:
+        return Interrupt._signum is not None
+
+    @property
+    def signum(self) -> int | None:
+        """The first stop signal received in the outermost context, if any."""
+        return Interrupt._signum
+
+    @staticmethod
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        if Interrupt._signum is None:
+            Interrupt._signum = signum
 
     def __enter__(self) -> Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        if Interrupt._depth == 0:
+            Interrupt._signum = None
+            Interrupt._previous = {s: signal.signal(s, Interrupt._handler) for s in STOP_SIGNALS}
+        Interrupt._depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        if threading.current_thread() is not threading.main_thread():
+            return
+        Interrupt._depth -= 1
+        if Interrupt._depth == 0:
+            for s, previous in Interrupt._previous.items():
+                signal.signal(s, previous)
+            Interrupt._previous = {}
 
 
 def solve_interruptibly(

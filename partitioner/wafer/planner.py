@@ -94,7 +94,9 @@ def plan_wafer(
         raise UsageError(
             f"--solver {options.solver}: on a wafer choose one of {', '.join(WAFER_SOLVERS)}"
         )
-    if options.time_limit_s is not None and options.time_limit_s <= 0:
+    if options.time_limit_s is not None and not (
+        math.isfinite(options.time_limit_s) and options.time_limit_s > 0
+    ):
         raise UsageError(f"--time-limit {options.time_limit_s}: give a positive number of seconds")
     started = time.perf_counter()
     cost = CostModel(target)

@@ -12,7 +12,11 @@ from passes.errors import DimError
 from passes.ir import Graph, build_graph
 from passes.pass_infra import Pass, PassResult
 
-__all__ = ["parse_dim_overrides", "symbolic_dims", "ResolveDims"]
+__all__ = ["parse_dim_overrides", "symbolic_dims", "ResolveDims", "MAX_DIM"]
+
+MAX_DIM = 1 << 40
+"""Largest --dim value: far beyond any real batch or sequence, and small enough that
+element and byte counts of every tensor stay within int64 for the libraries."""
 
 _DIM_SPEC = re.compile(r"^\s*([^=\s][^=]*?)\s*=\s*(-?\d+)\s*$")
 
@@ -28,12 +32,18 @@ def parse_dim_overrides(specs: Iterable[str]) -> dict[str, int]:
         m = _DIM_SPEC.match(spec)
         if not m:
             raise DimError(
-                f"--dim {spec!r} is malformed: write NAME=VALUE with a whole number, "
+                f"--dim {spec[:60]!r} is malformed: write NAME=VALUE with a whole number, "
                 "e.g. --dim batch=1 --dim seq=128"
             )
-        name, value = m.group(1), int(m.group(2))
+        name, digits = m.group(1), m.group(2)
+        value = int(digits) if len(digits) <= 20 else MAX_DIM + 1
         if value <= 0:
-            raise DimError(f"--dim {spec!r}: the value must be a positive whole number")
+            raise DimError(f"--dim {spec[:60]!r}: the value must be a positive whole number")
+        if value > MAX_DIM:
+            raise DimError(
+                f"--dim {name[:40]}={digits[:24]}{'…' if len(digits) > 24 else ''}: too large; "
+                f"a dimension is at most {MAX_DIM:,} (2^{MAX_DIM.bit_length() - 1})"
+            )
         if name in dims and dims[name] != value:
             raise DimError(f"--dim {name} is given twice ({dims[name]} and {value}); keep one")
         dims[name] = value

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from examples import llama
-from partitioner.commands.plan import load_plan
+from partitioner.commands.files import load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

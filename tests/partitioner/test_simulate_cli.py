@@ -118,10 +118,11 @@ def test_bad_plans_are_one_line_errors(tmp_path, wafer_plan) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(doc))
     result = run_cli("simulate", str(broken))
+    # a plan that breaks the contract is flagged like `validate` flags it: exit 1, one line
     assert (
-        result.code == 2
+        result.code == 1
         and result.err.count("\n") == 1
-        and "partition 1 has no region" in result.err
+        and "partition 1 on a wafer target has no region" in result.err
     )
     result = run_cli("simulate", str(wafer_plan), "--png", str(tmp_path / "no" / "such" / "x.png"))
     assert result.code == 2 and "does not exist" in result.err

@@ -1,0 +1,243 @@
+"""Files a command reads and writes, under the promise that the user's data is never lost.
+
+Every output a command writes (``-o``, ``--png``, later ``--trace`` and
+``export --out``) goes through one `Outputs` set:
+
+- before any work, each destination is checked: it is not one of the command's
+  inputs (compared by resolved path and by inode, so hard links and symlinks
+  count), not another output, not a folder, device, FIFO or socket, not under
+  /dev, /proc or /sys, and its folder accepts a new file (probed by creating one);
+- at the end, every file is first written in full to a temporary file beside
+  its destination, and only when all are written are they renamed into place,
+  so a failure leaves the old files as they were and no partial new ones;
+- new files get the permissions the user's umask gives (a replaced file keeps
+  its own), not the 0600 of a temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from partitioner.plan import Plan, PlanError
+from targets.errors import PartitionError
+
+__all__ = [
+    "OutputError",
+    "Outputs",
+    "read_plan_text",
+    "load_plan",
+    "regular_file_problem",
+    "write_atomic",
+    "MAX_PLAN_BYTES",
+]
+
+MAX_PLAN_BYTES = 256 << 20
+"""A 405B model's plan is a few MB; anything far larger is not a plan file."""
+
+_SPECIAL_ROOTS = (Path("/dev"), Path("/proc"), Path("/sys"))
+
+
+class OutputError(PartitionError):
+    """An output path would destroy an input or a special file, or cannot be written."""
+
+
+def _kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def regular_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a regular file (None when it can), without opening it.
+
+    A FIFO or a device would block or stream forever on read, so they are
+    refused from their metadata alone.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "does not exist; check the path"
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}"
+    if stat.S_ISREG(info.st_mode):
+        return None
+    return f"is {_kind(info.st_mode)}, not a file"
+
+
+def read_plan_text(path: Path) -> str:
+    """The text of a plan file (one-line PlanError if missing, special, huge or unreadable)."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise PlanError(f"plan file '{path}' {problem}")
+    size = path.stat().st_size
+    if size > MAX_PLAN_BYTES:
+        raise PlanError(
+            f"plan file '{path}' is {size:,} bytes, far more than any plan; is it a plan file?"
+        )
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PlanError(f"plan file '{path}' is not UTF-8 text; is it a plan file?") from None
+    except OSError as err:
+        raise PlanError(f"cannot read plan file '{path}': {err.strerror or err}") from err
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a plan file (one-line PlanError if unreadable or invalid)."""
+    return Plan.from_json(read_plan_text(path), source=f"'{path}'")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; the CLI is single-threaded here.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@dataclass(frozen=True)
+class _Output:
+    flag: str
+    given: Path
+    resolved: Path
+
+
+class Outputs:
+    """The files one command writes: checked before the work, written all or none after it."""
+
+    def __init__(self, inputs: Iterable[Path] = ()) -> None:
+        self._inputs: list[Path] = []
+        self._outputs: list[_Output] = []
+        self._staged: dict[Path, Path] = {}
+        self.add_inputs(inputs)
+
+    def add_inputs(self, paths: Iterable[Path]) -> None:
+        """Files the command reads; outputs declared before or after must differ from them."""
+        new = [Path(p) for p in paths]
+        self._inputs.extend(new)
+        for out in self._outputs:
+            self._check_not_input(out, new)
+
+    def add(self, flag: str, path: Path) -> Path:
+        """Declare an output; refuses it at once if it cannot be written safely."""
+        given = Path(path)
+        resolved = given.resolve()
+        out = _Output(flag, given, resolved)
+        for other in self._outputs:
+            if other.resolved == resolved:
+                raise OutputError(
+                    f"{flag} {given} is also given to {other.flag}; give each output its own file"
+                )
+        self._check_not_input(out, self._inputs)
+        self._check_destination(out)
+        self._outputs.append(out)
+        return resolved
+
+    def _check_not_input(self, out: _Output, inputs: Iterable[Path]) -> None:
+        out_id = _identity(out.resolved)
+        for src in inputs:
+            same_inode = out_id is not None and out_id == _identity(src)
+            if same_inode or Path(src).resolve() == out.resolved:
+                raise OutputError(
+                    f"{out.flag} {out.given} would overwrite the input '{src}'; "
+                    "write the output to another file"
+                )
+
+    def _check_destination(self, out: _Output) -> None:
+        where = f"{out.flag} {out.given}"
+        if any(out.resolved.is_relative_to(root) for root in _SPECIAL_ROOTS):
+            raise OutputError(
+                f"{where}: cannot write under {out.resolved.parts[1]!r}; give a file path"
+            )
+        if out.resolved.exists():
+            problem = regular_file_problem(out.resolved)
+            if problem is not None:
+                raise OutputError(f"{where} {problem}; give the path of a file to write")
+        folder = out.resolved.parent
+        if not folder.is_dir():
+            raise OutputError(f"cannot write {where}: folder {folder} does not exist")
+        try:  # the only reliable test of writability (root, read-only mounts, ACLs)
+            fd, probe = tempfile.mkstemp(
+                prefix=f".{out.resolved.name}.", suffix=".probe", dir=folder
+            )
+        except OSError as err:
+            raise OutputError(
+                f"cannot write {where}: folder {folder} is not writable ({err.strerror or err})"
+            ) from None
+        os.close(fd)
+        os.unlink(probe)
+
+    def stage(self, path: Path, data: str | bytes) -> None:
+        """Write the whole content of a declared output to a temporary file beside it."""
+        resolved = Path(path).resolve()
+        if resolved not in {o.resolved for o in self._outputs}:
+            raise AssertionError(f"{path} was not declared as an output")
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{resolved.name}.", suffix=".tmp", dir=resolved.parent
+            )
+        except OSError as err:
+            raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+        self._staged[resolved] = Path(tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                os.fchmod(f.fileno(), self._mode_for(resolved))
+        except OSError as err:
+            raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+    @staticmethod
+    def _mode_for(destination: Path) -> int:
+        try:
+            return stat.S_IMODE(destination.stat().st_mode)  # a replaced file keeps its mode
+        except OSError:
+            return 0o666 & ~_umask()
+
+    def commit(self) -> None:
+        """Rename every staged file into place (all are already written in full)."""
+        for destination, tmp in list(self._staged.items()):
+            try:
+                os.replace(tmp, destination)
+            except OSError as err:
+                raise OutputError(f"cannot write {destination}: {err.strerror or err}") from None
+            del self._staged[destination]
+
+    def discard(self) -> None:
+        """Remove staged temporary files (after a failure or an interruption)."""
+        for tmp in self._staged.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._staged.clear()
+
+    def __enter__(self) -> Outputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def write_atomic(path: Path, data: str | bytes, inputs: Iterable[Path] = ()) -> None:
+    """Write one output safely (checked, staged and renamed); see `Outputs`."""
+    with Outputs(inputs) as outputs:
+        outputs.add("output", path)
+        outputs.stage(path, data)
+        outputs.commit()
