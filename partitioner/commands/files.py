@@ -20,7 +20,7 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +113,22 @@ def _umask() -> int:
     return mask
 
 
+def _symlink_hops(path: Path) -> Iterator[Path]:
+    """``path`` made absolute, then each place its symlinks lead to, then the resolved path.
+
+    /dev/stdout resolves through /proc/self/fd/1 to whatever file the shell
+    redirected stdout to; only the hops show that it is a special path.
+    """
+    current = Path(os.path.abspath(path))
+    yield current
+    for _ in range(40):  # the kernel's own limit on symlink hops
+        if not current.is_symlink():
+            break
+        current = Path(os.path.abspath(current.parent / os.readlink(current)))
+        yield current
+    yield current.resolve()
+
+
 @dataclass(frozen=True)
 class _Output:
     flag: str
@@ -163,10 +179,12 @@ class Outputs:
 
     def _check_destination(self, out: _Output) -> None:
         where = f"{out.flag} {out.given}"
-        if any(out.resolved.is_relative_to(root) for root in _SPECIAL_ROOTS):
-            raise OutputError(
-                f"{where}: cannot write under {out.resolved.parts[1]!r}; give a file path"
-            )
+        for hop in _symlink_hops(out.given):
+            if any(hop.is_relative_to(root) for root in _SPECIAL_ROOTS):
+                raise OutputError(
+                    f"{where}: cannot write under {hop.parts[1]!r} (it leads to {hop}); "
+                    "give a file path"
+                )
         if out.resolved.exists():
             problem = regular_file_problem(out.resolved)
             if problem is not None:

@@ -1,4 +1,4 @@
-"""Ctrl-C during a solve writes the best plan found so far, and says so."""
+"""Ctrl-C or SIGTERM during a solve writes the best plan found so far, and says so."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from examples import llama
 from partitioner.commands.files import load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_ctrl_c_keeps_the_best_plan(tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_stop_signal_keeps_the_best_plan(tmp_path, signum, code):
+    """SIGTERM is what `timeout`, CI runners and Kubernetes send: it must act like Ctrl-C."""
     model = llama.build(tmp_path / "l405.onnx", "llama3.1-405b", kind="decode")
     out = tmp_path / "plan.json"
     proc = subprocess.Popen(
@@ -48,11 +54,12 @@ def test_ctrl_c_keeps_the_best_plan(tmp_path):
         line = proc.stderr.readline()
         assert line or proc.poll() is None, "the planner exited before solving"
     time.sleep(2.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "interrupted: wrote the best plan found so far" in stderr
     assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1].startswith("interrupted: wrote the best plan")  # the last word
     plan = load_plan(out)
     assert plan.solver.status in ("FEASIBLE", "HEURISTIC")
     assert len(plan.partitions) == 32
