@@ -37,6 +37,7 @@ __all__ = [
     "model_info",
     "target_info",
     "check_nodes_fit",
+    "check_runtime_work",
     "check_total_fits",
     "device_count",
 ]
@@ -98,6 +99,18 @@ def target_info(target) -> TargetInfo:  # noqa: ANN001 - GpuTarget | WaferTarget
     return TargetInfo(
         name=target.name, kind=target.kind, sha256=target.sha256, spec=target.to_dict()
     )
+
+
+def check_runtime_work(graph: Graph) -> None:
+    """Some node runs at inference time; a model that folds entirely into constants has no plan."""
+    if graph.num_nodes == 0:
+        raise InfeasibleError("the model has no nodes: there is nothing to plan")
+    if not any(not node.folded for node in graph.nodes):
+        raise InfeasibleError(
+            f"the model has nothing to run on devices: all {graph.num_nodes} of its nodes "
+            "compute constants, folded once at load time (its outputs do not depend on its "
+            "inputs); check that the export kept the model's inputs"
+        )
 
 
 def check_nodes_fit(graph: Graph, costs: CostReport, cost: CostModel, noun: str = "device") -> None:
@@ -216,6 +229,7 @@ def plan_pipeline(
     started = time.perf_counter()
     cost = CostModel(target)
     assert isinstance(cost, GpuCostModel)
+    check_runtime_work(graph)
     costs = node_costs(graph)
     check_nodes_fit(graph, costs, cost)
     k = device_count(options, target)

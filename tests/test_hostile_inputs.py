@@ -333,3 +333,20 @@ def test_messages_are_not_wrapped_off_a_terminal_and_the_error_comes_last(ws) ->
     assert lines[-1].startswith("partition: error: proven infeasible")
     assert any(line.startswith("solving with CP-SAT") and "Ctrl-C" in line for line in lines)
     assert all(len(line) > 40 for line in lines)  # nothing was cut at COLUMNS or 80
+
+
+def test_a_model_that_is_all_constants_has_no_plan(ws) -> None:
+    """Every node folds at load time: a clear error, not an infinite throughput in the plan."""
+    from tests.modelgen import init
+
+    nodes = [helper.make_node("Add", ["a", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    ones = np.ones((2, 4), np.float32)
+    model = save(
+        make_model(nodes, [], [vi("y", [2, 4])], [init("a", ones), init("b", ones)]),
+        ws.root / "constant.onnx",
+    )
+    for target in ("h100x1", "wse2"):
+        out = ws.root / f"constant.{target}.json"
+        result = run_cli(str(model), "--target", target, "-o", str(out), "-q")
+        assert_clean_error(result, 2, "nothing to run on devices")
+        assert not out.exists()

@@ -38,6 +38,7 @@ from partitioner.planner import (
     PlanOptions,
     UsageError,
     check_nodes_fit,
+    check_runtime_work,
     check_total_fits,
     device_count,
     model_info,
@@ -102,6 +103,7 @@ def plan_wafer(
     cost = CostModel(target)
     assert isinstance(cost, WaferCostModel)
     costs = node_costs(graph)
+    check_runtime_work(graph)
     check_nodes_fit(graph, costs, cost, noun="wafer")
     k = device_count(options, target)
     check_total_fits(costs, cost, target.num_devices if k is None else k, noun="wafer")

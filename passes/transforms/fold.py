@@ -54,18 +54,17 @@ def _library_folded(model: onnx.ModelProto) -> set[int]:
         return set()
     g = folded_model.graph
     constants = {init.name for init in g.initializer}
-    present = set(constants) | {i.name for i in g.input}
     for n in g.node:
-        present.update(o for o in n.output if o)
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
             constants.update(o for o in n.output if o)
-    graph_outputs = {o.name for o in model.graph.output}
+    # Only values that became constants count. A value that merely vanished may have
+    # been renamed (an Identity feeding a graph output is removed and its input takes
+    # the output's name), so it says nothing; intermediates of folded shape arithmetic
+    # are found by the closure in `folded_nodes` instead.
     result = set()
     for i, n in enumerate(model.graph.node):
         outs = [o for o in n.output if o]
-        if outs and all(
-            o in constants or (o not in present and o not in graph_outputs) for o in outs
-        ):
+        if outs and all(o in constants for o in outs):
             result.add(i)
     return result
 
