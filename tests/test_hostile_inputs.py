@@ -91,6 +91,13 @@ CASES: list[Case] = [
         2,
         "--atol",
     ),  # noqa: E501
+    ("seed-beyond-32-bits", lambda w: [str(w.model), *MODEL, "--seed", str(2**32)], 2, "--seed"),
+    (
+        "microbatches-huge",
+        lambda w: [str(w.model), *MODEL, "--microbatches", str(10**20)],
+        2,
+        "--microbatches",
+    ),  # noqa: E501
     ("top-negative", lambda w: ["analyze", str(w.model), "--top", "-1"], 2, "--top"),
     (
         "plan-nested-deep",

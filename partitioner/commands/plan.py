@@ -218,6 +218,10 @@ def reproducible_command(argv: list[str]) -> str:
     return shlex.join(["partition", *kept])
 
 
+MAX_MICROBATCHES = 1 << 16
+"""Far above any pipeline depth, and small enough that memory stays within CP-SAT's int64."""
+
+
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse impossible option values before any work starts."""
     for flag, value in (
@@ -228,6 +232,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
     ):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: give a whole number of at least 1")
+    if args.microbatches > MAX_MICROBATCHES:
+        raise UsageError(
+            f"--microbatches {str(args.microbatches)[:24]}: at most {MAX_MICROBATCHES:,} "
+            "micro-batches can be in flight per stage"
+        )
+    if not 0 <= args.seed < 2**31:  # CP-SAT's seed is a 32-bit integer
+        raise UsageError(f"--seed {str(args.seed)[:24]}: give a whole number from 0 to {2**31 - 1}")
     limit = args.time_limit
     if limit is not None and not (math.isfinite(limit) and limit > 0):
         raise UsageError(f"--time-limit {limit:g}: give a positive, finite number of seconds")
