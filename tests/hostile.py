@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +25,15 @@ from onnx import TensorProto, helper
 from tests.cli import CliResult, run_cli
 from tests.modelgen import init, make_model, save, vi
 
-__all__ = ["Workspace", "build_workspace", "snapshot", "assert_clean_error", "changed_files"]
+__all__ = [
+    "Workspace",
+    "build_workspace",
+    "snapshot",
+    "assert_clean_error",
+    "changed_files",
+    "copy_workspace",
+    "no_hang",
+]
 
 WIDTH = 96  # 96 x 96 float32 weights are 36 KB: stripped at load, read back to execute
 
@@ -129,3 +140,21 @@ def assert_clean_error(result: CliResult, code: int, needle: str) -> None:
 def mkfifo(path: Path) -> Path:
     os.mkfifo(path)
     return path
+
+
+class Hang(BaseException):
+    """Raised by the alarm: a command blocked (a BaseException, so no handler swallows it)."""
+
+
+@contextmanager
+def no_hang(seconds: int = 60) -> Iterator[None]:
+    def fire(signum, frame):
+        raise Hang(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -21,24 +21,12 @@ from tests.cli import run_cli
 from tests.hostile import (
     Workspace,
     assert_clean_error,
-    build_workspace,
     changed_files,
-    copy_workspace,
     mkfifo,
+    no_hang,
     snapshot,
 )
 from tests.modelgen import make_model, save, vi
-from tests.test_hostile_outputs import no_hang
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Workspace:
-    return build_workspace(tmp_path_factory.mktemp("pristine") / "ws")
-
-
-@pytest.fixture
-def ws(pristine, tmp_path) -> Workspace:
-    return copy_workspace(pristine, tmp_path / "ws")
 
 
 def _plan_doc(w: Workspace) -> dict:

@@ -8,9 +8,7 @@ changed.
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,41 +18,11 @@ from tests.cli import run_cli
 from tests.hostile import (
     Workspace,
     assert_clean_error,
-    build_workspace,
     changed_files,
-    copy_workspace,
     mkfifo,
+    no_hang,
     snapshot,
 )
-
-
-class Hang(BaseException):
-    """Raised by the alarm: a command blocked (a BaseException, so no handler swallows it)."""
-
-
-@contextmanager
-def no_hang(seconds: int = 60) -> Iterator[None]:
-    def fire(signum, frame):
-        raise Hang(f"blocked for {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Workspace:
-    return build_workspace(tmp_path_factory.mktemp("pristine") / "ws")
-
-
-@pytest.fixture
-def ws(pristine, tmp_path) -> Workspace:
-    return copy_workspace(pristine, tmp_path / "ws")
-
 
 PLAN_ARGS = ("--target", "h100x2", "-q")
 
