@@ -16,13 +16,14 @@ from partitioner.pipeline import PipelineSetup
 from partitioner.plan import Bottleneck, Estimate, Partition, Transfer, transfer_order
 from partitioner.simulate import decode_figures, pipeline_bottleneck_where, simulate_gpu
 from passes.analysis.costs import CostReport
+from passes.analysis.edges import transfer_bytes, unsized_tensors
 from passes.analysis.liveness import activation_liveness
 from passes.ir import Graph
 from targets import HOST
 from targets.cost import GpuCostModel, stage_memory_bytes
 from targets.pipeline import PipelineEstimate
 
-__all__ = ["PipelineLayout", "layout_pipeline", "llm_figures", "decode_batch"]
+__all__ = ["PipelineLayout", "layout_pipeline", "llm_figures", "decode_batch", "unsized_extra"]
 
 
 @dataclass(frozen=True)
@@ -48,30 +49,26 @@ def _transfers(
 ) -> list[Transfer]:
     out: list[Transfer] = []
     for t in graph.iter_tensors():
-        if t.is_param or not t.is_static:
+        if t.is_param:
             continue
+        # A tensor of unknown size moves all the same (see passes.analysis.edges).
+        size = transfer_bytes(t)
         readers = sorted({owner[c] for c in t.consumers if not graph.nodes[c].folded})
         if t.kind == "input":
             if t.is_kv_cache:
                 continue  # resident on the stage that reads it
             for s in readers:
-                out.append(
-                    Transfer(
-                        t.name, t.nbytes, HOST, s, cost.transfer_time_s(t.nbytes, HOST, devices[s])
-                    )
-                )
+                time_s = cost.transfer_time_s(size, HOST, devices[s])
+                out.append(Transfer(t.name, size, HOST, s, time_s))
             continue
         src = owner[t.producer]
         last = max([r for r in readers if r != src], default=src)
         for s in range(src, last):  # relayed stage to stage
-            time_s = cost.transfer_time_s(t.nbytes, devices[s], devices[s + 1])
-            out.append(Transfer(t.name, t.nbytes, s, s + 1, time_s))
+            time_s = cost.transfer_time_s(size, devices[s], devices[s + 1])
+            out.append(Transfer(t.name, size, s, s + 1, time_s))
         if t.is_graph_output and not t.is_kv_cache_output:
-            out.append(
-                Transfer(
-                    t.name, t.nbytes, src, HOST, cost.transfer_time_s(t.nbytes, devices[src], HOST)
-                )
-            )
+            time_s = cost.transfer_time_s(size, devices[src], HOST)
+            out.append(Transfer(t.name, size, src, HOST, time_s))
     return sorted(out, key=transfer_order)
 
 
@@ -167,6 +164,13 @@ def llm_figures(
     if batch is None:
         return {}
     return decode_figures(batch, estimate.latency_s, estimate.throughput_per_s, cost, devices)
+
+
+def unsized_extra(graph: Graph, transfers: Sequence[Transfer]) -> dict[str, list[str]]:
+    """``{"unsized_transfers": [...]}``: tensors whose transfers record 0 bytes because
+    their size is unknown, so their seconds count link latency only; empty if none."""
+    unsized = unsized_tensors(graph, (t.tensor for t in transfers))
+    return {"unsized_transfers": unsized} if unsized else {}
 
 
 def estimate_record(layout: PipelineLayout, extra: Mapping[str, object]) -> Estimate:

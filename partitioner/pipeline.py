@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from partitioner.solvers.problem import HostFlow, PipelineProblem, RelayFlow
 from passes.analysis.costs import CostReport
+from passes.analysis.edges import transfer_bytes
 from passes.ir import Graph
 from passes.transforms.coarsen import BlockGraph, Coarsen, target_block_count
 from targets import HOST
@@ -85,24 +86,27 @@ def stage_flows(graph: Graph, blocks: BlockGraph, transfer_s: TransferTime, devi
     host_in: list[HostFlow] = []
     host_out_tensors: list[list[int]] = [[] for _ in blocks.blocks]
     for t in graph.iter_tensors():
-        if t.is_param or not t.is_static:
+        if t.is_param:
             continue
+        # A tensor of unknown size still crosses (at 0 bytes: its link latency), as
+        # the plan's transfers will (see passes.analysis.edges).
+        size = transfer_bytes(t)
         readers = tuple(sorted({block_of[c] for c in t.consumers if not graph.nodes[c].folded}))
         if t.kind == "input":
             if t.is_kv_cache or not readers:
                 continue
-            stage_s = tuple(transfer_s(t.nbytes, HOST, d) for d in devices)
-            host_in.append(HostFlow(readers, t.nbytes, stage_s))
+            stage_s = tuple(transfer_s(size, HOST, d) for d in devices)
+            host_in.append(HostFlow(readers, size, stage_s))
             continue
         src = block_of[t.producer]
         later = tuple(b for b in readers if b != src)
         if later:
             grouped[src, later].append(t.name)
         if t.is_graph_output and not t.is_kv_cache_output:
-            host_out_tensors[src].append(t.nbytes)
+            host_out_tensors[src].append(size)
     relay = []
     for (src, dsts), names in sorted(grouped.items()):
-        sizes = [graph.tensors[n].nbytes for n in names]
+        sizes = [transfer_bytes(graph.tensors[n]) for n in names]
         boundary_s = tuple(
             sum(transfer_s(size, devices[k], devices[k + 1]) for size in sizes)
             for k in range(k_stages - 1)

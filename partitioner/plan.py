@@ -15,11 +15,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from targets.errors import PartitionError
+from partitioner.plan_json import (
+    SCHEMA_VERSION,
+    PlanError,
+    check_schema,
+    parse_plan_json,
+    plan_schema,
+)
+from targets.errors import TargetError
+from targets.loader import target_from_dict
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -36,19 +43,15 @@ __all__ = [
     "PlanError",
     "plan_schema",
     "parse_plan_json",
+    "spec_problem",
     "transfer_order",
     "HOST",
 ]
 
-SCHEMA_VERSION = 1
 HOST = -1
 """Partition id used by transfers from or to the host (model inputs and outputs)."""
 
 SOLVER_STATUSES = ("OPTIMAL", "FEASIBLE", "HEURISTIC")
-
-
-class PlanError(PartitionError):
-    """A plan file is unreadable, not JSON, or not a plan of a schema version we know."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,52 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class TargetInfo:
+    """The target a plan was made for; ``spec`` is the full canonical target spec.
+
+    Attributes:
+        problem: Set when the plan was read from JSON (`Plan.from_dict`) and its
+            spec does not rebuild into a target, or rebuilds into another kind or
+            sha256; `validate_plan` reports it. Not part of the JSON, nor of equality.
+    """
+
     name: str
     kind: str
     sha256: str
     spec: Mapping[str, Any]
+    problem: str | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "sha256": self.sha256, "spec": self.spec}
+
+    @staticmethod
+    def from_dict(doc: Mapping[str, Any]) -> TargetInfo:
+        """Read a schema-checked ``target`` section, rebuilding its spec with `targets.loader`."""
+        info = TargetInfo(doc["name"], doc["kind"], doc["sha256"], doc["spec"])
+        return replace(info, problem=spec_problem(info))
+
+
+def spec_problem(info: TargetInfo) -> str | None:
+    """What is wrong with a plan's target spec, as one line (None when nothing is).
+
+    The spec is rebuilt with `targets.loader.target_from_dict`, which checks
+    every field and its bounds, and must describe a target of the plan's kind
+    whose canonical sha256 is the plan's ``target.sha256``.
+    """
+    try:
+        target = target_from_dict(info.spec)
+    except TargetError as err:
+        return f"plan target spec: {err}; re-plan, or restore the spec the planner wrote"
+    if target.kind != info.kind:
+        return (
+            f"plan target kind is '{info.kind}' but its spec describes a '{target.kind}' "
+            "target; re-plan, or restore the kind the planner wrote"
+        )
+    if target.sha256 != info.sha256:
+        return (
+            f"plan target sha256 {info.sha256[:12]}… does not match its spec "
+            f"({target.sha256[:12]}…): the spec changed after planning; re-plan for this target"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -186,7 +231,7 @@ class Plan:
         return {
             "schema_version": self.schema_version,
             "model": {**asdict(self.model), "dims": dict(self.model.dims)},
-            "target": {**asdict(self.target), "spec": _plain(self.target.spec)},
+            "target": {**self.target.to_dict(), "spec": _plain(self.target.spec)},
             "solver": asdict(self.solver),
             "partitions": partitions,
             "transfers": transfers,
@@ -212,7 +257,7 @@ class Plan:
         return Plan(
             schema_version=doc["schema_version"],
             model=ModelInfo(**doc["model"]),
-            target=TargetInfo(**doc["target"]),
+            target=TargetInfo.from_dict(doc["target"]),
             solver=SolverInfo(**doc["solver"]),
             partitions=tuple(parts),
             transfers=tuple(Transfer(**t) for t in doc["transfers"]),
@@ -248,41 +293,6 @@ def transfer_order(t: Transfer) -> tuple[int, int, str]:
     return (t.src, t.dst if t.dst != HOST else 1 << 30, t.tensor)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise PlanError(f"holds {name}; plans hold finite numbers only")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise PlanError(f"holds the number {text[:40]}, which overflows; plans hold finite numbers")
-    return value
-
-
-def parse_plan_json(text: str, *, source: str = "plan") -> Any:
-    """The JSON document of a plan file, not yet schema-checked.
-
-    NaN, Infinity and numbers that overflow a double are refused (JSON has no
-    such values; Python's parser accepts them), as are documents nested too
-    deeply to walk.
-
-    Raises:
-        PlanError: the text is not JSON, or not finite JSON.
-    """
-    try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except PlanError as err:
-        raise PlanError(f"{source} {err}") from None
-    except json.JSONDecodeError as err:
-        raise PlanError(
-            f"{source} is not JSON ({err.msg} at line {err.lineno}); is it a plan file?"
-        ) from err
-    except RecursionError:
-        raise PlanError(f"{source} is nested too deeply to be a plan file") from None
-    except ValueError as err:  # e.g. an integer literal longer than Python converts
-        raise PlanError(f"{source} is not a plan file: {str(err)[:120]}") from None
-
-
 def _plain(value: Any) -> Any:
     """Mappings and tuples as JSON-ready dicts and lists; reject NaN/inf early."""
     if isinstance(value, Mapping):
@@ -292,39 +302,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("plans hold finite numbers only")
     return value
-
-
-def plan_schema() -> dict[str, Any]:
-    """The JSON Schema shipped in the package (partitioner/plan_schema.json)."""
-    text = resources.files("partitioner").joinpath("plan_schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def check_schema(doc: Any) -> list[str]:
-    """Schema violations of ``doc`` as one-line messages, first the most relevant."""
-    import jsonschema
-
-    if isinstance(doc, Mapping) and doc.get("schema_version") not in (None, SCHEMA_VERSION):
-        return [
-            f"schema_version {doc.get('schema_version')!r} is not supported "
-            f"(this partition reads version {SCHEMA_VERSION}); upgrade partition"
-        ]
-    validator = jsonschema.Draft202012Validator(plan_schema())
-    try:
-        errors = sorted(
-            validator.iter_errors(doc),
-            key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
-        )
-    except RecursionError:
-        return ["(top level): nested too deeply to be a plan"]
-    out = []
-    for e in errors:
-        where = "/".join(str(p)[:60] for p in e.absolute_path) or "(top level)"
-        out.append(f"{where}: {_short(e.message)}")
-    return out
-
-
-def _short(message: str, limit: int = 200) -> str:
-    """One line of at most ``limit`` characters: jsonschema quotes whole values in messages."""
-    line = " ".join(message.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"

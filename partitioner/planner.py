@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from partitioner import __version__
-from partitioner.gpu_plan import PipelineLayout, estimate_record, layout_pipeline, llm_figures
+from partitioner.gpu_plan import (
+    PipelineLayout,
+    estimate_record,
+    layout_pipeline,
+    llm_figures,
+    unsized_extra,
+)
 from partitioner.pipeline import PipelineSetup, build_pipeline_problem
 from partitioner.plan import ModelInfo, Plan, Provenance, SolverInfo, TargetInfo
 from partitioner.solvers.baselines import greedy_partition, params_partition, uniform_partition
@@ -22,7 +28,7 @@ from partitioner.solvers.dp import dp_partition
 from partitioner.solvers.problem import check_assignment, lower_bound_s, score
 from partitioner.units import human_bytes
 from passes.analysis.costs import CostReport, node_costs
-from passes.ir import Graph
+from passes.ir import Graph, Tensor
 from targets import GpuTarget, WaferTarget
 from targets.cost import CostModel, GpuCostModel
 from targets.errors import PartitionError
@@ -37,6 +43,7 @@ __all__ = [
     "model_info",
     "target_info",
     "check_nodes_fit",
+    "check_tensors_fit",
     "check_runtime_work",
     "check_total_fits",
     "device_count",
@@ -123,6 +130,30 @@ def check_nodes_fit(graph: Graph, costs: CostReport, cost: CostModel, noun: str 
                 f"of parameters, more than one {noun} holds ({human_bytes(largest_device)}); "
                 f"split that op in the model or use {noun}s with more memory"
             )
+
+
+def _runtime_tensors(graph: Graph) -> list[Tensor]:
+    """Inputs and activations some device must hold whole (parameters: `check_nodes_fit`)."""
+    return [
+        t
+        for t in graph.iter_tensors()
+        if t.is_static
+        and (t.kind == "input" or (t.kind == "activation" and not graph.nodes[t.producer].folded))
+    ]
+
+
+def check_tensors_fit(graph: Graph, cost: CostModel, noun: str = "device") -> None:
+    """No input or activation is larger than the largest device: a tensor is never split."""
+    largest_device = max(cost.capacity_bytes(d) for d in range(cost.target.num_devices))
+    biggest = max(_runtime_tensors(graph), key=lambda t: t.nbytes, default=None)
+    if biggest is not None and biggest.nbytes > largest_device:
+        shape = "×".join(str(d) for d in biggest.shape or ())  # type: ignore[union-attr]
+        raise InfeasibleError(
+            f"tensor '{biggest.name}' ({biggest.dtype or 'unknown type'} [{shape}]) alone needs "
+            f"{human_bytes(biggest.nbytes)}, more than one {noun} holds "
+            f"({human_bytes(largest_device)}); check the model's declared shapes, or give "
+            "smaller --dim values"
+        )
 
 
 def check_total_fits(
@@ -232,6 +263,7 @@ def plan_pipeline(
     check_runtime_work(graph)
     costs = node_costs(graph)
     check_nodes_fit(graph, costs, cost)
+    check_tensors_fit(graph, cost)
     k = device_count(options, target)
     auto = k is None
     check_total_fits(costs, cost, target.num_devices if k is None else k)
@@ -312,6 +344,7 @@ def plan_pipeline(
         time_limit_s=options.time_limit_s,
     )
     extra = llm_figures(graph, layout.estimate, cost, setup.devices)
+    extra.update(unsized_extra(graph, layout.transfers))
     extra["devices_used"] = k
     extra["overlap_transfers"] = options.overlap_transfers
     extra["microbatches_in_flight"] = options.microbatches_in_flight

@@ -17,8 +17,9 @@ Semantics it relies on (also documented in the README):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from partitioner.plan import HOST, Plan
 from passes.ir import Graph
@@ -55,10 +56,13 @@ def validate_plan(
             )
         )
         return found  # nothing else is meaningful against the wrong model
-    found += _check_ids_and_devices(plan)
+    if plan.target.problem is not None:
+        found.append(Violation("target", plan.target.problem))
+    facts = _TargetFacts.of(plan)
+    found += _check_ids_and_devices(plan, facts)
     found += _check_memory(plan)
     if plan.target.kind == "wafer":
-        found += _check_regions(plan)
+        found += _check_regions(plan, facts)
     if graph is not None:
         if graph.num_nodes != plan.model.num_nodes:
             found.append(
@@ -74,7 +78,50 @@ def validate_plan(
     return found
 
 
-def _check_ids_and_devices(plan: Plan) -> Iterator[Violation]:
+@dataclass(frozen=True)
+class _TargetFacts:
+    """What the rules need from the target spec; None where the spec does not say (well).
+
+    Read from the spec itself, not from a rebuilt target: plans made in code may
+    carry a partial spec. A spec read from a file was rebuilt by `Plan.from_dict`,
+    which names any bad field (``plan.target.problem``); here a bad field only
+    skips the rules that need it.
+    """
+
+    devices: int | None = None
+    width: int | None = None
+    height: int | None = None
+    usable_sram: int | None = None
+
+    @staticmethod
+    def of(plan: Plan) -> _TargetFacts:
+        spec = plan.target.spec
+        if plan.target.kind == "gpu":
+            devices = spec.get("devices")
+            return _TargetFacts(devices=len(devices) if isinstance(devices, list) else None)
+        wafer = spec.get("wafer")
+        wafer = wafer if isinstance(wafer, Mapping) else {}
+        sram = _count(wafer.get("sram_bytes_per_core"))
+        reserve = _count(wafer.get("sram_reserve_bytes_per_core", 0))
+        usable = sram - reserve if sram is not None and reserve is not None else None
+        return _TargetFacts(
+            devices=_count(spec.get("num_wafers")),
+            width=_count(wafer.get("width_cores")),
+            height=_count(wafer.get("height_cores")),
+            usable_sram=usable if usable is not None and usable > 0 else None,
+        )
+
+
+def _count(value: Any) -> int | None:
+    """A whole number >= 0 (an integral float, as target files allow), else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _check_ids_and_devices(plan: Plan, facts: _TargetFacts) -> Iterator[Violation]:
     ids = [p.id for p in plan.partitions]
     if len(set(ids)) != len(ids):
         yield Violation("ids", f"partition ids repeat: {sorted(ids)}")
@@ -90,13 +137,8 @@ def _check_ids_and_devices(plan: Plan) -> Iterator[Violation]:
             yield Violation(
                 "transfers", f"transfer of {t.tensor!r} goes from partition {t.src} to itself"
             )
-    spec = plan.target.spec
-    if plan.target.kind == "gpu":
-        devices = spec.get("devices")
-        count = len(devices) if isinstance(devices, list) else None
-    else:
-        count = spec.get("num_wafers")
-    if isinstance(count, int):
+    count = facts.devices
+    if count is not None:
         for p in plan.partitions:
             if not 0 <= p.device < count:
                 yield Violation(
@@ -113,11 +155,8 @@ def _check_memory(plan: Plan) -> Iterator[Violation]:
             )
 
 
-def _check_regions(plan: Plan) -> Iterator[Violation]:
-    wafer = plan.target.spec.get("wafer", {})
-    width, height = wafer.get("width_cores"), wafer.get("height_cores")
-    sram = wafer.get("sram_bytes_per_core")
-    reserve = wafer.get("sram_reserve_bytes_per_core", 0)
+def _check_regions(plan: Plan, facts: _TargetFacts) -> Iterator[Violation]:
+    width, height, usable = facts.width, facts.height, facts.usable_sram
     by_wafer: dict[int, list] = defaultdict(list)
     for p in plan.partitions:
         r = p.region
@@ -129,21 +168,17 @@ def _check_regions(plan: Plan) -> Iterator[Violation]:
                 "regions",
                 f"partition {p.id} is on device {p.device} but its region is on wafer {r.wafer}",
             )
-        if (
-            isinstance(width, int)
-            and isinstance(height, int)
-            and (r.x + r.w > width or r.y + r.h > height)
-        ):
+        if width is not None and height is not None and (r.x + r.w > width or r.y + r.h > height):
             yield Violation(
                 "regions",
                 f"partition {p.id} region x={r.x} y={r.y} w={r.w} h={r.h} leaves the {width}x{height} grid",
             )
-        if isinstance(sram, int) and p.memory_bytes > r.cores * (sram - reserve):
+        if usable is not None and p.memory_bytes > r.cores * usable:
             per_core = p.memory_bytes / r.cores
             yield Violation(
                 "regions",
                 f"partition {p.id} needs {per_core:.0f} bytes per core, more than the "
-                f"{sram - reserve} usable bytes of SRAM per core",
+                f"{usable} usable bytes of SRAM per core",
             )
         by_wafer[r.wafer].append(p)
     for parts in by_wafer.values():

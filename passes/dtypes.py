@@ -70,4 +70,4 @@ def dtype_bits(elem_type: int) -> int:
 
 def tensor_nbytes(elem_type: int, shape: tuple[int, ...]) -> int:
     """Bytes a tensor of this type and static shape occupies (packed types round up)."""
-    return math.ceil(math.prod(shape) * dtype_bits(elem_type) / 8)
+    return -(-math.prod(shape) * dtype_bits(elem_type) // 8)  # integers: exact for huge shapes

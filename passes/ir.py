@@ -89,7 +89,7 @@ class Tensor:
     @property
     def nbytes(self) -> int:
         """Bytes of the tensor (packed sub-byte types round up)."""
-        return math.ceil(self.numel * dtype_bits(self.elem_type) / 8)
+        return -(-self.numel * dtype_bits(self.elem_type) // 8)  # exact for huge shapes
 
     @property
     def is_param(self) -> bool:

@@ -31,6 +31,7 @@ from passes.external import (
     shown,
 )
 from passes.ir import INLINE_MARKER, Graph, build_graph
+from passes.model_checks import check_contents, check_sizes
 from passes.pass_infra import PassManager
 from passes.transforms.dims import ResolveDims
 from passes.transforms.fold import FoldConstants
@@ -316,7 +317,8 @@ def load(path: str | Path, dims: Mapping[str, int] | None = None, *, check: bool
     Args:
         path: the .onnx file.
         dims: symbolic-dim overrides, name -> value.
-        check: run onnx.checker first.
+        check: run onnx.checker and `passes.model_checks.check_contents` first (names
+            that are not UTF-8, unknown element types, mis-sized tensor data).
 
     Returns:
         A Graph with every resolvable shape inferred and constants folded.
@@ -327,9 +329,11 @@ def load(path: str | Path, dims: Mapping[str, int] | None = None, *, check: bool
     p = Path(path)
     model, sha = read_model(p)
     if check:
+        check_contents(model, p)
         check_model(model, p)
     graph = build_graph(model, path=p, sha256=sha)
     pipeline = PassManager([ResolveDims(dims or {}), InferShapes(), FoldConstants()])
     graph = pipeline(graph).model
+    check_sizes(graph)  # shapes the passes inferred count too
     logger.debug("loaded %s: %d nodes", p, graph.num_nodes)
     return graph

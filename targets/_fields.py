@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import cached_property
-from typing import Any, ClassVar, NoReturn, Self
+from typing import Any, ClassVar, NoReturn, Self, TypeVar
 
 from targets._text import clip, preview
 from targets.errors import TargetError
@@ -26,6 +26,7 @@ __all__ = [
     "FieldError",
     "FrozenDict",
     "Spec",
+    "bounded",
     "TargetSpec",
     "canonical_sha256",
     "check_fields",
@@ -84,6 +85,8 @@ _PATH_CHARS = 60
 _PROBLEM_CHARS = 600
 #: Integer fields are counts and byte sizes that the solvers hold in 64 bits.
 _MAX_INT = 2**63 - 1
+
+NumberT = TypeVar("NumberT", int, float)
 
 
 def _join(prefix: str, path: str) -> str:
@@ -270,6 +273,45 @@ def _integer(value: Any, path: str, what: str, minimum: int) -> int:
     if integer > _MAX_INT:
         raise FieldError(path, f"must be {what} below 2**63, got {preview(value)}")
     return integer
+
+
+def bounded(
+    check: Callable[[Any, str], NumberT],
+    low: float | None = None,
+    high: float | None = None,
+    unit: str = "",
+) -> Callable[[Any, str], NumberT]:
+    """``check`` (type and sign of the value), then the bounds ``low <= value <= high``.
+
+    Bounds sit orders of magnitude beyond any real hardware. They keep every
+    figure computed from a spec finite and within 64 bits: a subnormal clock
+    would make a transfer last forever, a 2**31-core-wide grid would ask the
+    fabric simulator for terabytes.
+    """
+
+    def check_bounds(value: Any, path: str) -> NumberT:
+        number = check(value, path)
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise FieldError(path, f"must be {_range_text(low, high, unit)}, got {preview(value)}")
+        return number
+
+    return check_bounds
+
+
+def _range_text(low: float | None, high: float | None, unit: str) -> str:
+    unit = f" {unit}" if unit else ""
+    if low is None:
+        return f"at most {_bound(high)}{unit}"
+    if high is None:
+        return f"at least {_bound(low)}{unit}"
+    return f"between {_bound(low)} and {_bound(high)}{unit}"
+
+
+def _bound(value: float | None) -> str:
+    """A bound as people write it: 16,384 and 4,294,967,296, but 1e-06 and 1e+06."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,g}"
 
 
 def text(value: Any, path: str, *, allow_empty: bool = False) -> str:

@@ -279,11 +279,29 @@ class MeshLinkLoads:
 def _leg(
     shape: tuple[int, int], at_start: tuple, at_end: tuple, nbytes: np.ndarray, axis: int
 ) -> np.ndarray:
-    """Interval adds as a difference array, summed along ``axis``."""
+    """Interval adds as a difference array, summed along ``axis``.
+
+    The sum runs in place: one grid-sized array per leg, so memory is 8 bytes
+    per core per direction, whatever the flows.
+    """
     diff = np.zeros(shape, dtype=np.int64)
     np.add.at(diff, at_start, nbytes)
     np.add.at(diff, at_end, -nbytes)
-    return np.cumsum(diff, axis=axis)
+    return np.cumsum(diff, axis=axis, out=diff)
+
+
+def _flow_bytes(nbytes: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Bytes per flow as int64, refusing sizes whose sum a 64-bit link load cannot hold."""
+    try:
+        load = np.asarray(nbytes, dtype=np.int64).reshape(-1)
+    except OverflowError:
+        raise ValueError("a flow carries 2**63 bytes or more; link loads are 64-bit") from None
+    if (load < 0).any():
+        raise ValueError("flows must carry >= 0 bytes")
+    # Every link load is at most the total, so a total below 2**63 cannot overflow int64.
+    if sum(load.tolist()) > np.iinfo(np.int64).max:
+        raise ValueError("the flows carry 2**63 bytes or more in all; link loads are 64-bit")
+    return load
 
 
 def mesh_link_loads(
@@ -301,11 +319,11 @@ def mesh_link_loads(
     grid plus one step per flow, never one per link.
 
     Raises:
-        ValueError: A core outside the grid, or negative bytes.
+        ValueError: A core outside the grid, negative bytes, or 2**63 bytes or more in all.
     """
     src_xy = np.asarray(src, dtype=np.int64).reshape(-1, 2)
     dst_xy = np.asarray(dst, dtype=np.int64).reshape(-1, 2)
-    load = np.asarray(nbytes, dtype=np.int64).reshape(-1)
+    load = _flow_bytes(nbytes)
     if not len(src_xy) == len(dst_xy) == len(load):
         raise ValueError(
             f"need one src, dst and size per flow, got {len(src_xy)}, {len(dst_xy)}, {len(load)}"
@@ -315,8 +333,6 @@ def mesh_link_loads(
         if outside.any():
             core = tuple(int(v) for v in xy[np.argmax(outside)])
             raise ValueError(f"{name} core {core} is outside the {width}x{height} grid")
-    if (load < 0).any():
-        raise ValueError("flows must carry >= 0 bytes")
     sx, sy, tx, ty = src_xy[:, 0], src_xy[:, 1], dst_xy[:, 0], dst_xy[:, 1]
     grid = (height, width)
     # X leg on row sy from sx to tx, then Y leg on column tx from sy to ty.

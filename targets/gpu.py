@@ -16,6 +16,7 @@ from targets._fields import (
     FieldError,
     Spec,
     TargetSpec,
+    bounded,
     check_fields,
     fraction,
     nonnegative_float,
@@ -34,21 +35,33 @@ __all__ = ["GpuDevice", "GpuTarget", "Link", "HOST"]
 HOST = -1
 _LINK_FIELDS = ("intra_node_link", "inter_node_link", "host_link")
 
+# Physical bounds, far beyond any real hardware (a slow link moves 1e8 B/s, a latency is
+# microseconds). They keep every time computed from a spec finite: bytes over a bandwidth
+# of 1e-320 B/s, or a sum of latencies of 1e308 s, would be infinite.
+MIN_BANDWIDTH_BYTES_PER_S = 1.0
+MIN_FLOPS_PER_S = 1.0
+MIN_EFFICIENCY = 1e-6
+MAX_LATENCY_S = 3600.0
+
+_bandwidth = bounded(positive_float, MIN_BANDWIDTH_BYTES_PER_S, unit="B/s")
+_efficiency = bounded(fraction, MIN_EFFICIENCY)
+_latency = bounded(nonnegative_float, high=MAX_LATENCY_S, unit="s")
+_flops = bounded(positive_float, MIN_FLOPS_PER_S, unit="FLOP/s")
 
 _LINK_CHECKS = {
     "name": text,
-    "bandwidth_bytes_per_s": positive_float,
-    "efficiency": fraction,
-    "latency_s": nonnegative_float,
+    "bandwidth_bytes_per_s": _bandwidth,
+    "efficiency": _efficiency,
+    "latency_s": _latency,
 }
 _DEVICE_CHECKS = {
     "name": text,
     "hbm_bytes": positive_int,
-    "hbm_bandwidth_bytes_per_s": positive_float,
-    "peak_flops_per_s": lambda value, path: check_rate_table(value, path, positive_float),
-    "eta_compute": fraction,
-    "eta_memory": fraction,
-    "launch_overhead_s": nonnegative_float,
+    "hbm_bandwidth_bytes_per_s": _bandwidth,
+    "peak_flops_per_s": lambda value, path: check_rate_table(value, path, _flops),
+    "eta_compute": _efficiency,
+    "eta_memory": _efficiency,
+    "launch_overhead_s": _latency,
     "power_w": optional_positive_float,
     "usd_per_hour": optional_positive_float,
 }

@@ -18,6 +18,7 @@ from targets._fields import (
     FieldError,
     Spec,
     TargetSpec,
+    bounded,
     check_fields,
     fraction,
     nonnegative_float,
@@ -30,24 +31,34 @@ from targets._fields import (
     text,
 )
 from targets.dtypes import check_fallback_dtype, check_rate_table, rate_for_dtype
-from targets.gpu import Link
+from targets.gpu import MIN_EFFICIENCY, Link
 
-__all__ = ["WaferSpec", "WaferTarget"]
+__all__ = ["MAX_SIDE_CORES", "MAX_WAFER_CORES", "MAX_WAFERS", "WaferSpec", "WaferTarget"]
 
 _LINK_FIELDS = ("inter_wafer_link", "host_link")
 
+# Bounds far beyond real wafers (WSE-3: 762 x 1176 cores of 48 KiB at about 1 GHz, 4 B/cycle
+# links, a hop per cycle). The fabric simulator holds a few 64-bit numbers per core, so
+# the grid caps bound its memory (2**24 cores: about 512 MiB); the floors keep times finite.
+MAX_SIDE_CORES = 16_384
+MAX_WAFER_CORES = 2**24
+MAX_WAFERS = 4096
+_MAX_SRAM_BYTES_PER_CORE = 2**32
+_MIN_CLOCK_HZ = 1e3
+_MIN_LINK_BYTES_PER_CYCLE = 1e-3
+_MAX_HOP_LATENCY_CYCLES = 1e6
 
 _WAFER_CHECKS = {
     "name": text,
-    "width_cores": positive_int,
-    "height_cores": positive_int,
-    "sram_bytes_per_core": positive_int,
+    "width_cores": bounded(positive_int, high=MAX_SIDE_CORES),
+    "height_cores": bounded(positive_int, high=MAX_SIDE_CORES),
+    "sram_bytes_per_core": bounded(positive_int, high=_MAX_SRAM_BYTES_PER_CORE, unit="bytes"),
     "sram_reserve_bytes_per_core": nonnegative_int,
     "fmac_lanes_per_cycle": lambda value, path: check_rate_table(value, path, positive_int),
-    "clock_hz": positive_float,
-    "link_bytes_per_cycle": positive_float,
-    "hop_latency_cycles": nonnegative_float,
-    "eta_compute": fraction,
+    "clock_hz": bounded(positive_float, _MIN_CLOCK_HZ, unit="Hz"),
+    "link_bytes_per_cycle": bounded(positive_float, _MIN_LINK_BYTES_PER_CYCLE, unit="bytes"),
+    "hop_latency_cycles": bounded(nonnegative_float, high=_MAX_HOP_LATENCY_CYCLES, unit="cycles"),
+    "eta_compute": bounded(fraction, MIN_EFFICIENCY),
     "power_w": optional_positive_float,
     "usd_per_hour": optional_positive_float,
 }
@@ -90,6 +101,13 @@ class WaferSpec(Spec):
 
     def __post_init__(self) -> None:
         check_fields(self, _WAFER_CHECKS)
+        cores = self.width_cores * self.height_cores
+        if cores > MAX_WAFER_CORES:
+            raise FieldError(
+                "width_cores",
+                f"times height_cores is {cores:,} cores; a wafer has at most {MAX_WAFER_CORES:,} "
+                "(2**24; WSE-3 has 896,112)",
+            )
         sram, reserve = self.sram_bytes_per_core, self.sram_reserve_bytes_per_core
         if reserve >= sram:
             raise FieldError(
@@ -160,7 +178,8 @@ class WaferTarget(TargetSpec):
     def __post_init__(self) -> None:
         set_field(self, "name", text(self.name, "name"))
         require_instance(self, ("wafer",), WaferSpec)
-        set_field(self, "num_wafers", positive_int(self.num_wafers, "num_wafers"))
+        num_wafers = bounded(positive_int, high=MAX_WAFERS)(self.num_wafers, "num_wafers")
+        set_field(self, "num_wafers", num_wafers)
         require_instance(self, _LINK_FIELDS, Link)
         set_field(self, "description", text(self.description, "description", allow_empty=True))
 

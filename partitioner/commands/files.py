@@ -24,7 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from partitioner.plan import Plan, PlanError
+from partitioner.plan import Plan
+from partitioner.plan_json import PlanError
 from targets.errors import PartitionError
 
 __all__ = [

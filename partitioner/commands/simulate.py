@@ -6,9 +6,10 @@ compute, utilisation and SRAM per core, every fabric link's load (X-then-Y
 routes over parallel lanes), the busiest links, Σ bytes × hops and the
 critical path. The simulation is checked against the estimate the plan records.
 
-The plan is first checked against the rules that need no model (ids, devices,
-memory within capacity, wafer regions inside the grid and apart): exit 1 names
-the first violation, as `partition validate` does. Exit 2 for bad input.
+The plan is first checked against the rules that need no model (the target
+spec and its sha256, ids, devices, memory within capacity, wafer regions inside
+the grid and apart): exit 1 names the first violation, as `partition validate`
+does. Exit 2 for bad input, a plan that fails its schema included.
 
 examples:
   partition simulate gpt2.h100x4.plan.json
@@ -22,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from partitioner.commands._common import console, err_console
@@ -61,7 +63,8 @@ def _device(device: int) -> str:
 def _print_gpu(plan: Plan, report: PipelineReport) -> None:
     overlap = "transfers overlap compute" if report.overlap_transfers else "blocking transfers"
     table = Table(
-        title=f"{plan.target.name}: {len(report.stages)} stages, {overlap}", title_justify="left"
+        title=f"{escape(plan.target.name)}: {len(report.stages)} stages, {overlap}",
+        title_justify="left",
     )
     for col in ("stage", "device", "compute", "recv", "send", "host I/O", "period", "busy", ""):
         table.add_column(col, justify="right")
@@ -88,7 +91,7 @@ def _print_gpu(plan: Plan, report: PipelineReport) -> None:
             links.add_row(
                 _device(link.src_device),
                 _device(link.dst_device),
-                f"{link.link_class} ({link.link_name})",
+                escape(f"{link.link_class} ({link.link_name})"),
                 human_bytes(link.bytes),
                 human_seconds(link.busy_s),
                 f"{100 * link.utilisation:.0f}%",
@@ -116,7 +119,10 @@ def _print_wafer(plan: Plan, report: FabricReport) -> None:
     shown = _shown_regions(report)
     more = len(report.regions) - len(shown)
     width, height = report.grid
-    title = f"{plan.target.name}: {len(report.regions)} regions on {width}x{height}-core wafers"
+    # Names come from the plan: escaped, so that rich does not read them as markup.
+    title = (
+        f"{escape(plan.target.name)}: {len(report.regions)} regions on {width}x{height}-core wafers"
+    )
     if more:
         title += f" (the {len(shown)} busiest; --json lists all)"
     table = Table(title=title, title_justify="left")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from partitioner.commands._common import console
@@ -19,7 +20,8 @@ def print_summary(outcome: PlanOutcome) -> None:
     worst = e.bottleneck.index if e.bottleneck.kind in ("compute", "transfer", "host") else -1
     fewest = " (the fewest that fit: --devices auto)" if outcome.devices_auto else ""
     table = Table(
-        title=f"{plan.target.name}: {len(plan.partitions)} stages{fewest}", title_justify="left"
+        title=f"{escape(plan.target.name)}: {len(plan.partitions)} stages{fewest}",
+        title_justify="left",
     )
     for col in (
         "stage",
@@ -57,12 +59,27 @@ def print_summary(outcome: PlanOutcome) -> None:
         f"bottleneck: {e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
     )
     _decode_line(extra)
+    _unsized_line(extra)
     console.print(
         f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
         f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
         f"{plan.model.num_nodes:,} nodes in {extra['coarsening']['blocks']} blocks, "
         f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
     )
+
+
+def _unsized_line(extra: dict) -> None:
+    """Name the tensors whose size nobody could infer: their transfers count latency only."""
+    unsized = extra.get("unsized_transfers") or []
+    if unsized:
+        shown = ", ".join(unsized[:5]) + (
+            f" and {len(unsized) - 5} more" if len(unsized) > 5 else ""
+        )
+        console.print(
+            f"note: {len(unsized)} tensor(s) crossing partitions have no inferred size, so their "
+            f"transfers count link latency only: {shown}",
+            markup=False,
+        )
 
 
 def _decode_line(extra: dict) -> None:
@@ -82,7 +99,8 @@ def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
     cores = spec["width_cores"] * spec["height_cores"]
     usable = spec["sram_bytes_per_core"] - spec["sram_reserve_bytes_per_core"]
     table = Table(
-        title=f"{plan.target.name}: {len(plan.partitions)} regions on {plan.estimate.extra['devices_used']} wafer(s)",
+        title=f"{escape(plan.target.name)}: {len(plan.partitions)} regions on "
+        f"{plan.estimate.extra['devices_used']} wafer(s)",
         title_justify="left",
     )
     for col in (
@@ -135,6 +153,7 @@ def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
         f"bottleneck: {e.bottleneck.kind} ({e.bottleneck.where})"
     )
     _decode_line(extra)
+    _unsized_line(extra)
     console.print(
         f"solver {s.name}: {s.status}; period {human_seconds(s.objective_s)} against a compute bound of "
         f"{human_seconds(s.bound_s)}; {outcome.wall_s:.1f} s wall; {plan.model.num_nodes:,} nodes, "

@@ -1,9 +1,10 @@
 """Check a plan against the plan contract, independently of the solvers.
 
-Without MODEL, the checks that need no graph run (ids, devices, memory within
-capacity, wafer regions); the plan's recorded model path (relative to the
-plan's folder) is used when that file exists. With the model: its sha256, node coverage, execution order, transfers
-for every tensor that crosses partitions, and parameter memory.
+Without MODEL, the checks that need no graph run (the schema, the target spec
+and its sha256, ids, devices, memory within capacity, wafer regions); the
+plan's recorded model path (relative to the plan's folder) is used when that
+file exists. With the model: its sha256, node coverage, execution order,
+transfers for every tensor that crosses partitions, and parameter memory.
 
 Exit 0 if the plan is valid, 1 naming the first violation, 2 for bad input.
 
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from partitioner.commands._common import console, err_console
 from partitioner.commands.files import read_plan_text
-from partitioner.plan import Plan, check_schema, parse_plan_json
+from partitioner.plan import Plan
+from partitioner.plan_json import check_schema, parse_plan_json
 from partitioner.validate import validate_plan
 from passes.load import load
 from passes.transforms.dims import parse_dim_overrides
@@ -50,7 +52,10 @@ def _recorded_model(plan: Plan, plan_path: Path) -> Path | None:
         return None
     recorded = Path(plan.model.path)
     candidate = recorded if recorded.is_absolute() else plan_path.parent / recorded
-    return candidate if candidate.is_file() else None
+    try:
+        return candidate if candidate.is_file() else None
+    except OSError:  # a path the system cannot look up (too long, ...) names no model here
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         f"against {model_path}" if graph is not None else "(no model given: graph checks skipped)"
     )
     console.print(
-        f"valid: {len(plan.partitions)} partitions, {len(plan.transfers)} transfers {scope}"
+        f"valid: {len(plan.partitions)} partitions, {len(plan.transfers)} transfers {scope}",
+        markup=False,  # the model path is the user's text, not rich markup
     )
     return 0

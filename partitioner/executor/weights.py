@@ -21,8 +21,10 @@ from onnx import numpy_helper
 
 from partitioner.executor.errors import ExecutorError
 from passes.dtypes import dtype_bits, numpy_dtype
+from passes.external import shown
 from passes.ir import INLINE_MARKER, Graph
 from passes.load import external_data_ref, require_external_data
+from passes.model_checks import tensor_data_problem
 
 __all__ = ["WeightStore"]
 
@@ -48,9 +50,9 @@ class WeightStore:
         if name not in self._cache:
             proto = self._protos[name]
             if proto.data_location != onnx.TensorProto.EXTERNAL:
-                array = numpy_helper.to_array(proto)
+                array = _to_array(proto)
             elif any(e.key == INLINE_MARKER for e in proto.external_data):
-                array = numpy_helper.to_array(self._inline_proto(name))
+                array = _to_array(self._inline_proto(name))
             else:
                 array = self._memmap(proto)
             array.flags.writeable = False
@@ -92,3 +94,15 @@ class WeightStore:
 
     def as_dict(self, names: Any) -> dict[str, np.ndarray]:
         return {n: self.get(n) for n in names}
+
+
+def _to_array(proto: onnx.TensorProto) -> np.ndarray:
+    """The value of an inline tensor, once its data is known to fit its dims and type.
+
+    passes.load sizes only small raw data (large weights are not read to plan), so
+    the bytes of a large weight read back from the model file are sized here.
+    """
+    problem = tensor_data_problem(proto, f"initializer '{shown(proto.name)}'")
+    if problem is not None:
+        raise ExecutorError(f"{problem}; re-export the model")
+    return numpy_helper.to_array(proto)

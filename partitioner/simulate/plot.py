@@ -30,6 +30,10 @@ from partitioner.simulate.wafer import FabricReport  # noqa: E402
 __all__ = ["MAX_PIXELS", "gantt_schedule", "max_pool", "render_png"]
 
 MAX_PIXELS = 400
+# A figure grows a row per stage or wafer; past these it would take minutes to draw and
+# tens of thousands of pixels. Plans that big get their first rows, and the title says so.
+MAX_STAGES_DRAWN = 64
+MAX_WAFERS_DRAWN = 8
 _PHASES = ("recv", "compute", "send", "host")
 _PHASE_COLOURS = {"recv": "#9ecae1", "compute": "#3182bd", "send": "#fdae6b", "host": "#a1d99b"}
 
@@ -134,12 +138,20 @@ def _region_panels(report: FabricReport, wafer: int, axes: Sequence[plt.Axes]) -
         ax.tick_params(labelsize=6)
 
 
+def _suptitle(figure: plt.Figure, title: str, shown: int, total: int, what: str) -> None:
+    if shown < total:
+        title += f" (the first {shown} of {total} {what})"
+    # The title holds the plan's model path and target name: text, never TeX math.
+    figure.suptitle(title, fontsize=10, parse_math=False)
+
+
 def _wafer_figure(report: FabricReport, title: str) -> plt.Figure:
-    wafers = sorted({r.wafer for r in report.regions})
+    used = sorted({r.wafer for r in report.regions})
+    wafers = used[:MAX_WAFERS_DRAWN]
     width, height = report.grid
     panel_h = 4.2 * min(2.0, max(0.6, height / width))
     figure = plt.figure(figsize=(15, panel_h * len(wafers) + 0.6), layout="constrained")
-    figure.suptitle(title, fontsize=10)
+    _suptitle(figure, title, len(wafers), len(used), "wafers")
     rows = figure.subfigures(len(wafers), 1, squeeze=False)[:, 0]
     for wafer, row in zip(wafers, rows, strict=True):
         row.suptitle(f"wafer {wafer}", fontsize=9)
@@ -148,14 +160,15 @@ def _wafer_figure(report: FabricReport, title: str) -> plt.Figure:
 
 
 def _gpu_figure(report: PipelineReport, title: str, items: int = 4) -> plt.Figure:
+    stages = report.stages[:MAX_STAGES_DRAWN]
     figure, (bars, gantt) = plt.subplots(
-        1, 2, figsize=(13, 1.6 + 0.45 * len(report.stages)), layout="constrained"
+        1, 2, figsize=(13, 1.6 + 0.45 * len(stages)), layout="constrained"
     )
-    figure.suptitle(title, fontsize=10)
-    names = [f"stage {i}" for i in range(len(report.stages))]
-    left = np.zeros(len(report.stages))
+    _suptitle(figure, title, len(stages), len(report.stages), "stages")
+    names = [f"stage {i}" for i in range(len(stages))]
+    left = np.zeros(len(stages))
     for phase in _PHASES:
-        values = np.array([getattr(s, f"{phase}_s") for s in report.stages]) * 1e3
+        values = np.array([getattr(s, f"{phase}_s") for s in stages]) * 1e3
         bars.barh(names, values, left=left, color=_PHASE_COLOURS[phase], label=phase)
         left += values
     bars.axvline(report.period_s * 1e3, color="red", lw=1, ls="--", label="period")
@@ -163,9 +176,7 @@ def _gpu_figure(report: PipelineReport, title: str, items: int = 4) -> plt.Figur
     bars.invert_yaxis()
     bars.legend(fontsize=7, ncols=5, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     bars.set_title("time per item by stage", fontsize=9)
-    for index, item, phase, start, duration in gantt_schedule(
-        report.stages, report.period_s, items
-    ):
+    for index, item, phase, start, duration in gantt_schedule(stages, report.period_s, items):
         gantt.broken_barh(
             [(start * 1e3, duration * 1e3)], (index - 0.4, 0.8), color=_PHASE_COLOURS[phase]
         )

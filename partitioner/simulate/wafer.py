@@ -50,6 +50,8 @@ from targets.wafer import WaferTarget
 __all__ = ["FabricReport", "LinkLoad", "RegionLoad", "estimate_fields", "simulate_wafer"]
 
 TOP_LINKS = 5
+_MAX_LINK_BYTES = 2**63 - 1
+"""Link loads are int64: every load is at most the sum over a wafer's flows, which stays below."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,19 @@ def _gather(
     return traffic
 
 
+def _mesh(target: WaferTarget, wafer: int, flows: tuple[list, list, list]) -> MeshLinkLoads:
+    """The load on every link of one wafer (its flows' bytes must add up to less than 2**63)."""
+    src, dst, shares = flows
+    total = sum(shares)
+    if total > _MAX_LINK_BYTES:
+        raise SimulateError(
+            f"the transfers on wafer {wafer} move {total:,} bytes per item in all, more than "
+            "link loads hold (2**63 - 1); check the bytes of the plan's transfers"
+        )
+    spec = target.wafer
+    return mesh_link_loads(spec.width_cores, spec.height_cores, src, dst, shares)
+
+
 def _link_loads(
     mesh: Mapping[int, MeshLinkLoads], traffic: _Traffic, cost: WaferCostModel
 ) -> tuple[list[LinkLoad], list[LinkLoad]]:
@@ -314,10 +329,7 @@ def simulate_wafer(
     regions = _regions(partitions, target)
     traffic = _gather(transfers, regions, position, cost)
     latency_s, critical = critical_path(partitions, transfers, position)
-    mesh = {
-        w: mesh_link_loads(spec.width_cores, spec.height_cores, *traffic.flows[w])
-        for w in sorted(traffic.flows)
-    }
+    mesh = {w: _mesh(target, w, traffic.flows[w]) for w in sorted(traffic.flows)}
     fabric, off = _link_loads(mesh, traffic, cost)
     # Only each wafer's busiest fabric link can bound throughput, so only those
     # (with the off-wafer links) enter pipeline_estimate as shared links.

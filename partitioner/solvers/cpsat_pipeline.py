@@ -11,8 +11,9 @@ Variables (dicts keyed by tuples, as in OR-Tools' examples):
 
 Units are integers, and said: time in ``unit_s`` (a power of ten chosen so the
 whole graph is ~1e6 units), memory in ``unit_bytes`` (1 B, KiB, MiB, ... the
-smallest that keeps capacities below 2**31). Times are rounded *down* and
-memory *up*, so the model is a relaxation in time (its bound is a true lower
+smallest that keeps capacities below 2**31; a larger amount is capped just above
+the largest capacity, which rules out the same stages). Times are rounded *down*
+and memory *up*, so the model is a relaxation in time (its bound is a true lower
 bound) and conservative in memory (its answers fit).
 
 Objective "throughput" minimises the bottleneck period P (a stage's recv +
@@ -108,9 +109,13 @@ class _Units:
             return int(seconds / unit_s)
 
         memory_unit = _memory_unit(problem)
+        # Every memory term is >= 0, so one above the largest capacity rules its stage
+        # out whatever its size: capping it there keeps the model exact and its integers
+        # far inside int64 (a declared 2**31 x 2**62 tensor overflowed CP-SAT's domains).
+        over = max(problem.capacity_bytes) // memory_unit + 1
 
         def mem(nbytes: int) -> int:
-            return math.ceil(nbytes / memory_unit)
+            return min(-(-nbytes // memory_unit), over)
 
         return _Units(
             memory_unit=memory_unit,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from partitioner import __version__
-from partitioner.gpu_plan import decode_batch
+from partitioner.gpu_plan import decode_batch, unsized_extra
 from partitioner.plan import (
     Bottleneck,
     Estimate,
@@ -289,6 +289,7 @@ def _assemble(
         report = dataclasses.replace(report, decode=figures)
     fields = estimate_fields(report)
     extra = dict(fields["extra"])
+    extra.update(unsized_extra(graph, transfers))
     extra["devices_used"] = wafers
     extra["floorplan"] = list(summaries)
     extra["coarsening"] = {

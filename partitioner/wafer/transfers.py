@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from partitioner.plan import Partition, Transfer, transfer_order
+from passes.analysis.edges import transfer_bytes
 from passes.ir import Graph
 from targets import HOST
 from targets.cost import WaferCostModel
@@ -48,8 +49,10 @@ def wafer_transfers(
         return Transfer(name, nbytes, src, dst, cost.fabric_transfer_s(nbytes, hops, lanes), hops)
 
     for t in graph.iter_tensors():
-        if t.is_param or not t.is_static or (t.kind == "input" and t.is_kv_cache):
+        if t.is_param or (t.kind == "input" and t.is_kv_cache):
             continue
+        # A tensor of unknown size moves all the same (see passes.analysis.edges).
+        nbytes = transfer_bytes(t)
         readers = sorted({owner[c] for c in t.consumers if not graph.nodes[c].folded})
         source = HOST if t.kind == "input" else owner[t.producer]
         by_wafer: dict[int, list[int]] = defaultdict(list)
@@ -58,16 +61,16 @@ def wafer_transfers(
                 by_wafer[wafer[r]].append(r)
         for w, targets_on_w in sorted(by_wafer.items()):
             if source != HOST and w == wafer[source]:
-                out += [fabric(t.name, t.nbytes, source, r) for r in targets_on_w]
+                out += [fabric(t.name, nbytes, source, r) for r in targets_on_w]
                 continue
             entry, rest = targets_on_w[0], targets_on_w[1:]
             cross_s = (
-                cost.host_transfer_s(t.nbytes)
+                cost.host_transfer_s(nbytes)
                 if source == HOST
-                else cost.inter_wafer_transfer_s(t.nbytes)
+                else cost.inter_wafer_transfer_s(nbytes)
             )
-            out.append(Transfer(t.name, t.nbytes, source, entry, cross_s))
-            out += [fabric(t.name, t.nbytes, entry, r) for r in rest]
+            out.append(Transfer(t.name, nbytes, source, entry, cross_s))
+            out += [fabric(t.name, nbytes, entry, r) for r in rest]
         if t.is_graph_output and not t.is_kv_cache_output and source != HOST:
-            out.append(Transfer(t.name, t.nbytes, source, HOST, cost.host_transfer_s(t.nbytes)))
+            out.append(Transfer(t.name, nbytes, source, HOST, cost.host_transfer_s(nbytes)))
     return sorted(out, key=transfer_order)

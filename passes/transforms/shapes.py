@@ -2,7 +2,9 @@
 
 Order of attempts, each only for what the previous one left unknown:
 
-1. ``onnx.shape_inference`` with data propagation (handles most shape arithmetic);
+1. ``onnx.shape_inference`` with data propagation (handles most shape arithmetic),
+   strict first so that a model contradicting itself is refused (see
+   `passes.transforms.consistency`), lenient where strict fails for other reasons;
 2. the same on a copy whose constant subgraphs onnxscript has folded, so that
    Reshape targets computed from ``Shape`` become initializers;
 3. our rules for outputs the ONNX schemas leave untyped (Dropout's mask below
@@ -29,6 +31,7 @@ import onnx
 from passes.errors import ModelError
 from passes.ir import Graph, build_graph
 from passes.pass_infra import Pass, PassResult
+from passes.transforms.consistency import infer_checked
 from passes.transforms.fold_limits import fold_size_guard
 
 __all__ = ["InferShapes", "onnx_infer", "fold_copy", "apply_shape_rules"]
@@ -235,7 +238,7 @@ def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
     except ImportError:
         return None
-    if _opset(model) < 7:  # the library's own floor
+    if _opset(model) < 7 or _untyped_inputs(model):  # the library's floor; see _untyped_inputs
         return None
     ready, added = _ort_ready(model)
     engine = SymbolicShapeInference(
@@ -244,9 +247,7 @@ def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
     try:
         with _quiet():
             engine._preprocess(ready)
-            while engine.run_:
-                if not engine._infer_impl():
-                    logger.debug("onnxruntime symbolic inference stopped at an op it cannot type")
+            _run_passes(engine)
             engine._update_output_from_vi()
     except Exception as err:  # noqa: BLE001 - a fallback; unknown shapes are reported later
         logger.debug("onnxruntime symbolic shape inference failed: %s", err)
@@ -259,6 +260,37 @@ def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
     del out.graph.input[:]
     out.graph.input.extend(keep)
     return out
+
+
+_ORT_MAX_PASSES = 64
+"""Passes of onnxruntime's inference at most; each one that stops early merges dims."""
+
+
+def _untyped_inputs(model: onnx.ModelProto) -> bool:
+    """A graph input without an element type: onnxruntime's inference then repeats a
+    pass that changes nothing, forever (passes.load refuses such models; this keeps
+    the pass safe for graphs built in memory)."""
+    for i in model.graph.input:
+        kind = i.type.WhichOneof("value")
+        if kind is None or (kind == "tensor_type" and not i.type.tensor_type.elem_type):
+            return True
+    return False
+
+
+def _run_passes(engine) -> None:  # noqa: ANN001 - onnxruntime's SymbolicShapeInference
+    """The library's ``while run_: _infer_impl()`` loop, stopped when a pass makes no progress.
+
+    A pass that stops early asks for another after suggesting dim merges; one that
+    suggests no new merge would run identically again, so it is the last.
+    """
+    for _ in range(_ORT_MAX_PASSES):
+        merges = dict(engine.suggested_merge_)
+        if engine._infer_impl():
+            return
+        logger.debug("onnxruntime symbolic inference stopped at an op it cannot type")
+        if not engine.run_ or engine.suggested_merge_ == merges:
+            return
+    logger.debug("onnxruntime symbolic inference still merging after %d passes", _ORT_MAX_PASSES)
 
 
 def _drop_last_node(model: onnx.ModelProto) -> None:
@@ -283,7 +315,9 @@ class InferShapes(Pass[Graph, Graph]):
     def call(self, model: Graph) -> PassResult[Graph]:
         proto = model.model
         known: dict[str, onnx.ValueInfoProto] = {}
-        _collect(onnx_infer(proto), known)
+        where = f"model '{model.path}'" if model.path else "the model"
+        checked = infer_checked(proto, dims_given=bool(model.dims), where=where)
+        _collect(checked if checked is not None else onnx_infer(proto), known)
         if _unresolved(proto, known):
             folded = fold_copy(proto)
             if folded is not None:
