@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from partitioner import __version__
+from partitioner.errors import UsageError
 from partitioner.gpu_plan import (
     PipelineLayout,
     estimate_record,
@@ -56,10 +57,6 @@ DEFAULT_TIME_LIMIT_S = 30.0
 
 class InfeasibleError(PartitionError):
     """The model cannot be placed on the devices given."""
-
-
-class UsageError(PartitionError):
-    """An option is out of range or inconsistent."""
 
 
 Progress = Callable[[float, float], None]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from partitioner.commands._common import add_model_arguments, console, load_graph
-from partitioner.planner import UsageError
+from partitioner.errors import UsageError
 from partitioner.units import human_bytes, human_count, human_flops
 from passes.analysis import activation_liveness, attention_patterns, node_costs
 from passes.ir import Graph

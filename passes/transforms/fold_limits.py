@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx_ir as ir
+
+if TYPE_CHECKING:  # onnx_ir (with sympy) loads only when folding runs
+    import onnx_ir as ir
 
 __all__ = ["fold_size_guard"]
 

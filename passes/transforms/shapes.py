@@ -21,10 +21,13 @@ stay unknown and are reported as such by the analyses.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import io
 import logging
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import onnx
 
@@ -48,10 +51,22 @@ def _is_static(vi: onnx.ValueInfoProto) -> bool:
     return all(d.HasField("dim_value") for d in t.tensor_type.shape.dim)
 
 
-def _collect(model: onnx.ModelProto, into: dict[str, onnx.ValueInfoProto]) -> None:
-    """Add the static value infos of ``model`` that ``into`` lacks (or has non-static)."""
+def _collect(
+    model: onnx.ModelProto, into: dict[str, onnx.ValueInfoProto], *, folded: bool = False
+) -> None:
+    """Add the static value infos of ``model`` that ``into`` lacks (or has non-static).
+
+    With ``folded``, ``model`` is a constant-folded copy: a value folded into a
+    constant has no value_info there, but its initializer has the type and shape.
+    Without them a folded Range looked unresolved, and onnxruntime's fallback ran
+    (a second on a 70B graph) to type what was already known.
+    """
     g = model.graph
-    for vi in [*g.value_info, *g.output, *g.input]:
+    constants = [
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in (g.initializer if folded else ())
+    ]
+    for vi in [*g.value_info, *g.output, *g.input, *constants]:
         old = into.get(vi.name)
         if (old is None or not _is_static(old)) and (_is_static(vi) or old is None):
             into[vi.name] = vi
@@ -222,6 +237,30 @@ def _ort_ready(model: onnx.ModelProto) -> tuple[onnx.ModelProto, frozenset[str]]
     return copy, added
 
 
+@functools.cache
+def _symbolic_shape_inference() -> type | None:
+    """onnxruntime's ``SymbolicShapeInference`` class, or None where it cannot be loaded.
+
+    ``onnxruntime.tools/__init__`` imports torch whenever torch is installed
+    (1.7 s here, and the planner must never import torch), so the one module
+    needed, which imports only numpy, onnx, sympy and packaging, is loaded from
+    its file on its own.
+    """
+    import onnxruntime
+
+    path = Path(onnxruntime.__file__).parent / "tools" / "symbolic_shape_infer.py"
+    spec = importlib.util.spec_from_file_location("_partition_ort_symbolic_shape_infer", path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except (ImportError, OSError) as err:  # an onnxruntime without it, or without sympy
+        logger.debug("onnxruntime symbolic shape inference unavailable: %s", err)
+        return None
+    return getattr(module, "SymbolicShapeInference", None)
+
+
 def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """onnxruntime's symbolic inference: what it found, even where it stopped early.
 
@@ -234,11 +273,10 @@ def _ort_symbolic(model: onnx.ModelProto) -> onnx.ModelProto | None:
     also leaves the process-wide working directory alone, which a chdir would
     change under every other thread.
     """
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    except ImportError:
-        return None
     if _opset(model) < 7 or _untyped_inputs(model):  # the library's floor; see _untyped_inputs
+        return None
+    SymbolicShapeInference = _symbolic_shape_inference()
+    if SymbolicShapeInference is None:
         return None
     ready, added = _ort_ready(model)
     engine = SymbolicShapeInference(
@@ -325,7 +363,7 @@ class InferShapes(Pass[Graph, Graph]):
                 # into constants, and onnx propagates a constant-bound Range element by
                 # element (a --dim seq=10**8 took over 4 GB).
                 with contextlib.suppress(Exception):
-                    _collect(onnx_infer(folded, data_prop=False), known)
+                    _collect(onnx_infer(folded, data_prop=False), known, folded=True)
         apply_shape_rules(proto, known)
         if _unresolved(proto, known):
             ort = _ort_symbolic(proto)
@@ -334,7 +372,7 @@ class InferShapes(Pass[Graph, Graph]):
                 apply_shape_rules(proto, known)
         out = onnx.ModelProto()
         out.CopyFrom(proto)
-        declared = {vi.name for vi in [*out.graph.input, *out.graph.output]}
+        declared = {vi.name for vi in [*out.graph.input, *out.graph.output, *out.graph.initializer]}
         del out.graph.value_info[:]
         out.graph.value_info.extend(vi for name, vi in known.items() if name not in declared)
         for vi in out.graph.output:
