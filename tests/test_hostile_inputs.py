@@ -351,3 +351,19 @@ def test_a_model_that_is_all_constants_has_no_plan(ws) -> None:
         result = run_cli(str(model), "--target", target, "-o", str(out), "-q")
         assert_clean_error(result, 2, "nothing to run on devices")
         assert not out.exists()
+
+
+def test_names_that_look_like_markup_are_printed_as_they_are(ws) -> None:
+    """ "[/]" is a valid ONNX name; rich must not read it as markup (it raised MarkupError)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["[/]y"], name="[/]"),
+        helper.make_node("Relu", ["[/]y"], ["y"], name="[bold]r"),
+    ]
+    model = save(make_model(nodes, [vi("x", [2, 4])], [vi("y", [2, 4])]), ws.root / "[red].onnx")
+    analyzed = run_cli("analyze", str(model))
+    assert analyzed.code == 0 and "[/]" in analyzed.out and "[bold]r" in analyzed.out
+    plan = ws.root / "[/]plan.json".replace("/", "_")
+    assert run_cli(str(model), "--target", "h100x2", "-o", str(plan)).code == 0
+    for argv in (("verify", str(model), str(plan)), ("simulate", str(plan))):
+        result = run_cli(*argv)
+        assert result.code == 0 and "Traceback" not in result.err, result.err

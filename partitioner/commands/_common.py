@@ -16,13 +16,16 @@ __all__ = ["add_model_arguments", "load_graph", "console", "err_console", "exter
 
 # Rich assumes 80 columns when output is not a terminal; tables read better wider.
 # Text is never wrapped there (soft_wrap): a script greps whole lines, and an
-# error stays the one line it was written as.
+# error stays the one line it was written as. Markup is off: names and paths come
+# from the user's files ("[/]" is a valid ONNX node name), so styles are given as
+# rich Text styles, never as markup in strings.
 console = Console(
     highlight=False,
+    markup=False,
     width=None if sys.stdout.isatty() else 140,
     soft_wrap=not sys.stdout.isatty(),
 )
-err_console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+err_console = Console(stderr=True, highlight=False, markup=False, soft_wrap=not sys.stderr.isatty())
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from rich.table import Table
+from rich.text import Text
 
 from partitioner.commands._common import add_model_arguments, console, load_graph
 from partitioner.errors import UsageError
@@ -126,8 +127,10 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
     dims = " ".join(f"{k}={v}" for k, v in doc["model"]["dims"].items()) or "(none)"
     folded = t["folded_nodes"]
     console.print(
-        f"[bold]{graph.path}[/bold]  opset {graph.opset}, {t['num_nodes']:,} nodes "
-        f"({folded:,} folded into constants)"
+        Text.assemble(
+            (str(graph.path), "bold"),
+            f"  opset {graph.opset}, {t['num_nodes']:,} nodes ({folded:,} folded into constants)",
+        )
     )
     console.print(f"  sha256       {graph.sha256}")
     console.print(f"  dims         {dims}")
@@ -157,8 +160,11 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
     if t["unknown_cost_nodes"]:
         ops = ", ".join(f"{op} ×{len(names)}" for op, names in doc["unknown_cost"].items())
         console.print(
-            f"  [yellow]unknown cost[/yellow] {t['unknown_cost_nodes']} nodes: {ops} "
-            "(not counted in the totals)"
+            Text.assemble(
+                "  ",
+                ("unknown cost", "yellow"),
+                f" {t['unknown_cost_nodes']} nodes: {ops} (not counted in the totals)",
+            )
         )
 
     table = Table(title="Per op type", title_justify="left")
@@ -166,7 +172,7 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
         table.add_column(col, justify="left" if col == "op type" else "right")
     total = max(t["flops"], 1)
     for r in _by_op_type(doc):
-        name = r.op_type + (" [yellow](unknown cost)[/yellow]" if r.unknown else "")
+        name = Text.assemble(r.op_type, (" (unknown cost)", "yellow") if r.unknown else "")
         table.add_row(
             name,
             str(r.count),

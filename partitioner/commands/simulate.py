@@ -23,7 +23,6 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from partitioner.commands._common import console, err_console
@@ -63,7 +62,7 @@ def _device(device: int) -> str:
 def _print_gpu(plan: Plan, report: PipelineReport) -> None:
     overlap = "transfers overlap compute" if report.overlap_transfers else "blocking transfers"
     table = Table(
-        title=f"{escape(plan.target.name)}: {len(report.stages)} stages, {overlap}",
+        title=f"{plan.target.name}: {len(report.stages)} stages, {overlap}",
         title_justify="left",
     )
     for col in ("stage", "device", "compute", "recv", "send", "host I/O", "period", "busy", ""):
@@ -91,7 +90,7 @@ def _print_gpu(plan: Plan, report: PipelineReport) -> None:
             links.add_row(
                 _device(link.src_device),
                 _device(link.dst_device),
-                escape(f"{link.link_class} ({link.link_name})"),
+                f"{link.link_class} ({link.link_name})",
                 human_bytes(link.bytes),
                 human_seconds(link.busy_s),
                 f"{100 * link.utilisation:.0f}%",
@@ -119,10 +118,7 @@ def _print_wafer(plan: Plan, report: FabricReport) -> None:
     shown = _shown_regions(report)
     more = len(report.regions) - len(shown)
     width, height = report.grid
-    # Names come from the plan: escaped, so that rich does not read them as markup.
-    title = (
-        f"{escape(plan.target.name)}: {len(report.regions)} regions on {width}x{height}-core wafers"
-    )
+    title = f"{plan.target.name}: {len(report.regions)} regions on {width}x{height}-core wafers"
     if more:
         title += f" (the {len(shown)} busiest; --json lists all)"
     table = Table(title=title, title_justify="left")

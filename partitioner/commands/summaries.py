@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.table import Table
 
 from partitioner.commands._common import console
@@ -20,7 +19,7 @@ def print_summary(outcome: PlanOutcome) -> None:
     worst = e.bottleneck.index if e.bottleneck.kind in ("compute", "transfer", "host") else -1
     fewest = " (the fewest that fit: --devices auto)" if outcome.devices_auto else ""
     table = Table(
-        title=f"{escape(plan.target.name)}: {len(plan.partitions)} stages{fewest}",
+        title=f"{plan.target.name}: {len(plan.partitions)} stages{fewest}",
         title_justify="left",
     )
     for col in (
@@ -99,7 +98,7 @@ def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
     cores = spec["width_cores"] * spec["height_cores"]
     usable = spec["sram_bytes_per_core"] - spec["sram_reserve_bytes_per_core"]
     table = Table(
-        title=f"{escape(plan.target.name)}: {len(plan.partitions)} regions on "
+        title=f"{plan.target.name}: {len(plan.partitions)} regions on "
         f"{plan.estimate.extra['devices_used']} wafer(s)",
         title_justify="left",
     )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.table import Table
+from rich.text import Text
 
 from partitioner.commands._common import console, err_console
 from partitioner.commands.files import load_plan, regular_file_problem
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{c.max_rel:.3g}",
                 f"{c.tolerance.rtol:g}",
                 f"{c.tolerance.atol:g}",
-                "ok" if c.ok else "[red]MISMATCH[/red]",
+                "ok" if c.ok else Text("MISMATCH", style="red"),
             )
         console.print(table)
         held = ", ".join(

@@ -192,6 +192,9 @@ _STRINGS = [
     "\x00",
     "\ud800",
     "é∂ 🚀",
+    "[/]",  # rich markup: must print as text
+    "[bold]x",
+    "$x^2$",  # matplotlib mathtext in --png titles
     "../../../etc/passwd",
     "/",
     ".",
