@@ -17,3 +17,12 @@ def pristine(tmp_path_factory) -> Workspace:
 def ws(pristine, tmp_path) -> Workspace:
     """A fresh copy of the workspace for one test, so nothing leaks between cases."""
     return copy_workspace(pristine, tmp_path / "ws")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.plan.json from today's planner output (review the diff)",
+    )
