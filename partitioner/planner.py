@@ -43,9 +43,7 @@ __all__ = [
     "plan_pipeline",
     "model_info",
     "target_info",
-    "check_nodes_fit",
-    "check_tensors_fit",
-    "check_runtime_work",
+    "check_model_fits",
     "check_total_fits",
     "device_count",
 ]
@@ -153,6 +151,13 @@ def check_tensors_fit(graph: Graph, cost: CostModel, noun: str = "device") -> No
         )
 
 
+def check_model_fits(graph: Graph, costs: CostReport, cost: CostModel, noun: str) -> None:
+    """The checks before any split: runtime work exists, and no node or tensor outgrows a device."""
+    check_runtime_work(graph)
+    check_nodes_fit(graph, costs, cost, noun)
+    check_tensors_fit(graph, cost, noun)
+
+
 def check_total_fits(
     costs: CostReport, cost: CostModel, devices: int, noun: str = "device"
 ) -> None:
@@ -257,10 +262,8 @@ def plan_pipeline(
     started = time.perf_counter()
     cost = CostModel(target)
     assert isinstance(cost, GpuCostModel)
-    check_runtime_work(graph)
     costs = node_costs(graph)
-    check_nodes_fit(graph, costs, cost)
-    check_tensors_fit(graph, cost)
+    check_model_fits(graph, costs, cost, "device")
     k = device_count(options, target)
     auto = k is None
     check_total_fits(costs, cost, target.num_devices if k is None else k)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import BinaryIO
 
+import onnx
 from onnx import TensorProto
 
 from passes.dtypes import dtype_bits
@@ -37,6 +38,7 @@ __all__ = [
     "external_data_dir",
     "checked_location",
     "file_kind",
+    "weights_as_inputs",
     "shown",
 ]
 
@@ -58,7 +60,7 @@ def shown(text: str | bytes, limit: int | None = _SHOWN_CHARS) -> str:
 def file_kind(mode: int) -> str:
     """What a non-regular file is, in words, for error messages."""
     for test, kind in (
-        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISDIR, "a folder"),
         (stat.S_ISFIFO, "a FIFO (named pipe)"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
@@ -245,3 +247,30 @@ def external_data_ref(
             f"{length}), has {st.st_size}; the file is truncated or the offset is wrong"
         )
     return ExternalDataRef(tensor.name, location, path, offset, need, (st.st_dev, st.st_ino))
+
+
+def weights_as_inputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, frozenset[str]]:
+    """A copy whose weights stored outside the proto are graph inputs instead, and their names.
+
+    External data (and inline data passes.load dropped, which looks like external
+    data with no location) makes onnx.checker and onnxruntime's symbolic inference
+    look for files, relative to the working directory for an in-memory model.
+    Neither needs the values (only their type and dims), so they become inputs.
+    """
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    g = copy.graph
+    external = [t for t in g.initializer if t.data_location == TensorProto.EXTERNAL]
+    declared = {i.name for i in g.input}
+    added = frozenset(t.name for t in external if t.name not in declared)
+    if external:
+        names = {t.name for t in external}
+        keep = [t for t in g.initializer if t.name not in names]
+        del g.initializer[:]
+        g.initializer.extend(keep)
+        g.input.extend(
+            onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            for t in external
+            if t.name in added
+        )
+    return copy, added

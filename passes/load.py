@@ -29,6 +29,7 @@ from passes.external import (
     external_data_ref,
     file_kind,
     shown,
+    weights_as_inputs,
 )
 from passes.ir import INLINE_MARKER, Graph, build_graph
 from passes.model_checks import check_contents, check_sizes
@@ -180,30 +181,6 @@ def read_model(path: str | Path) -> tuple[onnx.ModelProto, str]:
     return model, sha
 
 
-def _without_external_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose external-data initializers are graph inputs instead.
-
-    onnx.checker insists that external files exist (relative to the working
-    directory for an in-memory model); planning never needs them, so the
-    structural check runs on this copy.
-    """
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    g = copy.graph
-    external = [t for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if not external:
-        return copy
-    names = {t.name for t in external}
-    declared = {i.name for i in g.input}
-    keep = [t for t in g.initializer if t.name not in names]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    for t in external:
-        if t.name not in declared:
-            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    return copy
-
-
 def _node_label(graph: onnx.GraphProto, index: int) -> str:
     node = graph.node[index]
     name = f"'{shown(node.name)}'" if node.name else f"#{index}"
@@ -267,7 +244,7 @@ def check_model(model: onnx.ModelProto, path: Path | None = None) -> None:
         ModelError: the checker's complaint, on one line.
     """
     try:
-        onnx.checker.check_model(_without_external_initializers(model))
+        onnx.checker.check_model(weights_as_inputs(model)[0])
     except (onnx.checker.ValidationError, ValueError) as err:
         text = " ".join(str(err).split())  # the checker's message spans lines
         if "topologically sorted" in text:

@@ -33,6 +33,7 @@ from passes.load import load
 from passes.transforms.consistency import first_contradiction
 from passes.transforms.shapes import InferShapes
 from tests.cli import CliResult, run_cli
+from tests.fuzz.harness import corpus_model
 from tests.fuzz.mutations import apply_bytes, apply_proto
 from tests.hostile import assert_clean_error, no_hang
 from tests.modelgen import external_init, init, make_model, save, vi
@@ -42,21 +43,8 @@ HANG_S = 30
 
 
 def fixture_model() -> onnx.ModelProto:
-    """the fuzz corpus model (tests/fuzz/harness.py), node for node (its byte 45 is the 'a' of 'add1')."""
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
-        helper.make_node("Add", ["h", "b1"], ["hb"], name="add1"),
-        helper.make_node("Relu", ["hb"], ["a"], name="relu"),
-        helper.make_node("MatMul", ["a", "w2"], ["m"], name="fc2"),
-        helper.make_node("Add", ["m", "x2"], ["y"], name="add2"),
-    ]
-    rng = np.random.default_rng(0)
-    inits = [
-        init("w1", rng.standard_normal((4, 6)).astype(np.float32)),
-        init("b1", rng.standard_normal((6,)).astype(np.float32)),
-        init("w2", rng.standard_normal((6, 4)).astype(np.float32)),
-    ]
-    return make_model(nodes, [vi("x", [2, 4]), vi("x2", [2, 4])], [vi("y", [2, 4])], inits)
+    """The fuzz corpus model (its byte 45 is the 'a' of 'add1')."""
+    return corpus_model()
 
 
 @dataclass(frozen=True)

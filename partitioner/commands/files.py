@@ -26,6 +26,7 @@ from pathlib import Path
 
 from partitioner.plan import Plan
 from partitioner.plan_json import PlanError
+from passes.external import file_kind
 from targets.errors import PartitionError
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "read_plan_text",
     "load_plan",
     "regular_file_problem",
-    "write_atomic",
     "MAX_PLAN_BYTES",
 ]
 
@@ -46,17 +46,6 @@ _SPECIAL_ROOTS = (Path("/dev"), Path("/proc"), Path("/sys"))
 
 class OutputError(PartitionError):
     """An output path would destroy an input or a special file, or cannot be written."""
-
-
-def _kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def regular_file_problem(path: Path) -> str | None:
@@ -73,7 +62,7 @@ def regular_file_problem(path: Path) -> str | None:
         return f"cannot be read: {err.strerror or err}"
     if stat.S_ISREG(info.st_mode):
         return None
-    return f"is {_kind(info.st_mode)}, not a file"
+    return f"is {file_kind(info.st_mode)}, not a file"
 
 
 def read_plan_text(path: Path) -> str:
@@ -153,7 +142,7 @@ class Outputs:
         for out in self._outputs:
             self._check_not_input(out, new)
 
-    def add(self, flag: str, path: Path) -> Path:
+    def add(self, flag: str, path: Path) -> None:
         """Declare an output; refuses it at once if it cannot be written safely."""
         given = Path(path)
         resolved = given.resolve()
@@ -166,7 +155,6 @@ class Outputs:
         self._check_not_input(out, self._inputs)
         self._check_destination(out)
         self._outputs.append(out)
-        return resolved
 
     def _check_not_input(self, out: _Output, inputs: Iterable[Path]) -> None:
         out_id = _identity(out.resolved)
@@ -252,11 +240,3 @@ class Outputs:
 
     def __exit__(self, *exc: object) -> None:
         self.discard()
-
-
-def write_atomic(path: Path, data: str | bytes, inputs: Iterable[Path] = ()) -> None:
-    """Write one output safely (checked, staged and renamed); see `Outputs`."""
-    with Outputs(inputs) as outputs:
-        outputs.add("output", path)
-        outputs.stage(path, data)
-        outputs.commit()

@@ -37,8 +37,7 @@ from partitioner.planner import (
     InfeasibleError,
     PlanOptions,
     UsageError,
-    check_nodes_fit,
-    check_runtime_work,
+    check_model_fits,
     check_total_fits,
     device_count,
     model_info,
@@ -103,8 +102,7 @@ def plan_wafer(
     cost = CostModel(target)
     assert isinstance(cost, WaferCostModel)
     costs = node_costs(graph)
-    check_runtime_work(graph)
-    check_nodes_fit(graph, costs, cost, noun="wafer")
+    check_model_fits(graph, costs, cost, "wafer")
     k = device_count(options, target)
     check_total_fits(costs, cost, target.num_devices if k is None else k, noun="wafer")
     node_s = node_wafer_times(graph, costs, cost)

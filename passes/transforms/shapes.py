@@ -32,6 +32,7 @@ from pathlib import Path
 import onnx
 
 from passes.errors import ModelError
+from passes.external import weights_as_inputs
 from passes.ir import Graph, build_graph
 from passes.pass_infra import Pass, PassResult
 from passes.transforms.consistency import infer_checked
@@ -203,32 +204,15 @@ def _unresolved_outputs(node: onnx.NodeProto, known: dict[str, onnx.ValueInfoPro
 def _ort_ready(model: onnx.ModelProto) -> tuple[onnx.ModelProto, frozenset[str]]:
     """A copy onnxruntime's symbolic inference accepts, and the graph inputs added to it.
 
-    Weights stored outside the proto (external data, or inline data that passes.load
-    dropped, which looks like external data with no location) make it fail as soon
-    as it reads one ("Location of external TensorProto ... should not be empty").
-    Their values do not matter to shapes (passes.load strips only weights above
-    16 KB, never the small constants of shape arithmetic, and planning does not
-    read weight files, which onnxruntime would look for in the working directory),
-    so they become graph inputs of the same type and dims.
-    A Dropout mask that nothing reads is dropped: below opset 10 onnx leaves it
-    untyped, and onnxruntime would stop there and infer nothing after it.
+    Weights stored outside the proto make it fail as soon as it reads one
+    ("Location of external TensorProto ... should not be empty"), so they become
+    graph inputs (`weights_as_inputs`; passes.load strips only weights above
+    16 KB, never the small constants of shape arithmetic). A Dropout mask that
+    nothing reads is dropped: below opset 10 onnx leaves it untyped, and
+    onnxruntime would stop there and infer nothing after it.
     """
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    copy, added = weights_as_inputs(model)
     g = copy.graph
-    external = [t for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    declared = {i.name for i in g.input}
-    added = frozenset(t.name for t in external if t.name not in declared)
-    if external:
-        names = {t.name for t in external}
-        keep = [t for t in g.initializer if t.name not in names]
-        del g.initializer[:]
-        g.initializer.extend(keep)
-        g.input.extend(
-            onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-            for t in external
-            if t.name in added
-        )
     read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     for n in g.node:
         standard = n.domain in ("", "ai.onnx")

@@ -30,7 +30,17 @@ from onnx import helper
 from tests.cli import CliResult, run_cli
 from tests.modelgen import init, make_model, save, vi
 
-__all__ = ["FUZZ", "TIMEOUT_S", "Corpus", "build_corpus", "cli", "check", "run_checked", "files"]
+__all__ = [
+    "FUZZ",
+    "TIMEOUT_S",
+    "Corpus",
+    "build_corpus",
+    "corpus_model",
+    "cli",
+    "check",
+    "run_checked",
+    "files",
+]
 
 TIMEOUT_S = 20
 """A single CLI call on these tiny inputs takes well under a second; 20 s is a hang."""
@@ -148,8 +158,8 @@ class Corpus(dict):
         return "<corpus: m.onnx, m.plan.json>"
 
 
-def build_corpus(folder: Path) -> Corpus:
-    """A small static-shape model (MatMul/Add/Relu, float32 weights), a GPU and a wafer plan."""
+def corpus_model() -> onnx.ModelProto:
+    """A small static-shape model: fc1 MatMul, add1 Add, relu, fc2 MatMul, add2 Add(m, x2)."""
     nodes = [
         helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
         helper.make_node("Add", ["h", "b1"], ["hb"], name="add1"),
@@ -163,10 +173,12 @@ def build_corpus(folder: Path) -> Corpus:
         init("b1", rng.standard_normal((6,)).astype(np.float32)),
         init("w2", rng.standard_normal((6, 4)).astype(np.float32)),
     ]
-    model = save(
-        make_model(nodes, [vi("x", [2, 4]), vi("x2", [2, 4])], [vi("y", [2, 4])], inits),
-        folder / "m.onnx",
-    )
+    return make_model(nodes, [vi("x", [2, 4]), vi("x2", [2, 4])], [vi("y", [2, 4])], inits)
+
+
+def build_corpus(folder: Path) -> Corpus:
+    """The corpus model (MatMul/Add/Relu, float32 weights), a GPU and a wafer plan for it."""
+    model = save(corpus_model(), folder / "m.onnx")
     plan = folder / "m.plan.json"
     res = run_cli(str(model), "--target", "h100x2", "-o", str(plan), "-q")
     assert res.code == 0, res
