@@ -24,68 +24,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from partitioner.plan import Plan
-from partitioner.plan_json import PlanError
-from passes.external import file_kind
+from partitioner.plan.io import regular_file_problem
 from targets.errors import PartitionError
 
-__all__ = [
-    "OutputError",
-    "Outputs",
-    "read_plan_text",
-    "load_plan",
-    "regular_file_problem",
-    "MAX_PLAN_BYTES",
-]
-
-MAX_PLAN_BYTES = 256 << 20
-"""A 405B model's plan is a few MB; anything far larger is not a plan file."""
+__all__ = ["OutputError", "Outputs"]
 
 _SPECIAL_ROOTS = (Path("/dev"), Path("/proc"), Path("/sys"))
 
 
 class OutputError(PartitionError):
     """An output path would destroy an input or a special file, or cannot be written."""
-
-
-def regular_file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be read as a regular file (None when it can), without opening it.
-
-    A FIFO or a device would block or stream forever on read, so they are
-    refused from their metadata alone.
-    """
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return "does not exist; check the path"
-    except OSError as err:
-        return f"cannot be read: {err.strerror or err}"
-    if stat.S_ISREG(info.st_mode):
-        return None
-    return f"is {file_kind(info.st_mode)}, not a file"
-
-
-def read_plan_text(path: Path) -> str:
-    """The text of a plan file (one-line PlanError if missing, special, huge or unreadable)."""
-    problem = regular_file_problem(path)
-    if problem is not None:
-        raise PlanError(f"plan file '{path}' {problem}")
-    size = path.stat().st_size
-    if size > MAX_PLAN_BYTES:
-        raise PlanError(
-            f"plan file '{path}' is {size:,} bytes, far more than any plan; is it a plan file?"
-        )
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise PlanError(f"plan file '{path}' is not UTF-8 text; is it a plan file?") from None
-    except OSError as err:
-        raise PlanError(f"cannot read plan file '{path}': {err.strerror or err}") from err
-
-
-def load_plan(path: Path) -> Plan:
-    """Read a plan file (one-line PlanError if unreadable or invalid)."""
-    return Plan.from_json(read_plan_text(path), source=f"'{path}'")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

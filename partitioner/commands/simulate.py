@@ -26,8 +26,10 @@ from pathlib import Path
 from rich.table import Table
 
 from partitioner.commands._common import console, err_console
-from partitioner.commands.files import Outputs, load_plan
+from partitioner.commands.files import Outputs
 from partitioner.plan import HOST, Plan
+from partitioner.plan.io import load_plan
+from partitioner.plan.validate import validate_plan
 from partitioner.simulate import (
     FabricReport,
     PipelineReport,
@@ -35,7 +37,6 @@ from partitioner.simulate import (
     simulate_plan,
 )
 from partitioner.units import human_bytes, human_seconds
-from partitioner.validate import validate_plan
 
 __all__ = ["add_arguments", "run"]
 

@@ -19,10 +19,10 @@ import argparse
 from pathlib import Path
 
 from partitioner.commands._common import console, err_console
-from partitioner.commands.files import read_plan_text
 from partitioner.plan import Plan
-from partitioner.plan_json import check_schema, parse_plan_json
-from partitioner.validate import validate_plan
+from partitioner.plan.io import read_plan_text
+from partitioner.plan.schema import check_schema, parse_plan_json
+from partitioner.plan.validate import validate_plan
 from passes.load import load
 from passes.transforms.dims import parse_dim_overrides
 

@@ -31,13 +31,13 @@ from rich.table import Table
 from rich.text import Text
 
 from partitioner.commands._common import console, err_console
-from partitioner.commands.files import load_plan, regular_file_problem
 from partitioner.errors import UsageError
 from partitioner.executor.errors import FeedError, UnsupportedOpError
 from partitioner.executor.runtime import missing_kernels
 from partitioner.plan import Plan
+from partitioner.plan.io import load_plan, regular_file_problem
+from partitioner.plan.validate import validate_plan
 from partitioner.units import human_bytes
-from partitioner.validate import validate_plan
 from partitioner.verify import Tolerance, check_inputs, make_inputs, verify_plan
 from passes.functions import expand_nodes
 from passes.ir import Graph

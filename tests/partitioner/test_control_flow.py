@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from partitioner.plan.validate import validate_plan
 from partitioner.planner import PlanOptions, plan_pipeline
-from partitioner.validate import validate_plan
 from partitioner.verify import make_inputs, verify_plan
 from passes.ir import outer_references
 from passes.load import load

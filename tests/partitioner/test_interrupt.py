@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from examples import llama
-from partitioner.commands.files import load_plan
+from partitioner.plan.io import load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from partitioner.plan import Plan
+from partitioner.plan.validate import validate_plan
 from partitioner.planner import InfeasibleError, PlanOptions, UsageError, plan_pipeline
-from partitioner.validate import validate_plan
 from passes.load import load
 from tests.modelgen import random_dag, save
 from tests.partitioner.gpu_targets import toy_target

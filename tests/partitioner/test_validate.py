@@ -23,7 +23,7 @@ from partitioner.plan import (
     Transfer,
     check_schema,
 )
-from partitioner.validate import validate_plan
+from partitioner.plan.validate import validate_plan
 from passes.load import load
 from tests.modelgen import init, make_model, save, vi
 

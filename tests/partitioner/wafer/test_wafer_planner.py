@@ -9,9 +9,9 @@ import pytest
 from onnx import helper
 
 from examples import llama
+from partitioner.plan.validate import validate_plan
 from partitioner.planner import InfeasibleError, PlanOptions, UsageError
 from partitioner.simulate import estimate_differences, simulate_plan
-from partitioner.validate import validate_plan
 from partitioner.verify import make_inputs, verify_plan
 from partitioner.wafer.planner import plan_wafer
 from passes.load import load

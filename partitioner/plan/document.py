@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from partitioner.plan_json import (
+from partitioner.plan.schema import (
     SCHEMA_VERSION,
     PlanError,
     check_schema,

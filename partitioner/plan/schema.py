@@ -62,8 +62,10 @@ def parse_plan_json(text: str, *, source: str = "plan") -> Any:
 
 
 def plan_schema() -> dict[str, Any]:
-    """The JSON Schema shipped in the package (partitioner/plan_schema.json)."""
-    text = resources.files("partitioner").joinpath("plan_schema.json").read_text(encoding="utf-8")
+    """The JSON Schema shipped in the package (partitioner/plan/plan_schema.json)."""
+    text = (
+        resources.files("partitioner.plan").joinpath("plan_schema.json").read_text(encoding="utf-8")
+    )
     return json.loads(text)
 
 

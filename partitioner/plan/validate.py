@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from partitioner.plan import HOST, Plan
+from partitioner.plan.document import HOST, Plan
 from passes.ir import Graph
 
 __all__ = ["Violation", "validate_plan"]
