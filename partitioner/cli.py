@@ -12,6 +12,7 @@ import argparse
 import difflib
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -112,24 +113,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `partition` console script."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not args_in or args_in[0] in ("-h", "--help"):
-        print(_top_level_help())
-        return 0 if args_in else 2
-    if args_in[0] == "--version":
-        print(f"partition {__version__}")
-        return 0
     # SIGTERM unwinds like Ctrl-C (temporary files are removed); while planning,
     # both only set a flag so that the best plan found so far is kept.
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main else None
     try:
         return _run(args_in)
+    except BrokenPipeError:  # e.g. `partition --help | head`: the reader has what it wanted
+        _silence_stdout()
+        return 0
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def _run(args_in: list[str]) -> int:
+    if not args_in or args_in[0] in ("-h", "--help"):
+        print(_top_level_help())
+        return 0 if args_in else 2
+    if args_in[0] == "--version":
+        print(f"partition {__version__}")
+        return 0
     try:
         verb = _verb(args_in[0])
         named = args_in[0] in (*SUBCOMMANDS, *VERB_ALIASES, "plan")
@@ -147,4 +160,5 @@ def _run(args_in: list[str]) -> int:
         )
         return exit_code(stop.signum if isinstance(stop, StopSignal) else signal.SIGINT)
     except BrokenPipeError:
+        _silence_stdout()
         return 0
