@@ -22,9 +22,9 @@ import numpy as np
 from _common import DIMS, best_of, console, machine, model, print_table, timed
 
 from partitioner.executor.graph_run import constant_values, run_graph, run_plan
+from partitioner.executor.verify import make_inputs
 from partitioner.executor.weights import WeightStore
-from partitioner.planner import PlanOptions, plan_pipeline
-from partitioner.verify import make_inputs
+from partitioner.planning import GpuOptions, plan_pipeline
 from passes.load import load
 from targets import load_target
 
@@ -41,7 +41,7 @@ def bench_model(name: str, runs: int, skip_reference: bool) -> list[object]:
     constant_values(graph, weights)  # decode every weight before timing
     output = graph.outputs[0]
     ours_s, ours = best_of(runs, lambda: run_graph(graph, feeds, weights)[output])
-    plan = plan_pipeline(graph, load_target("h100x4"), PlanOptions(time_limit_s=10)).plan
+    plan = plan_pipeline(graph, load_target("h100x4"), GpuOptions(time_limit_s=10)).plan
     plan_s, split = best_of(runs, lambda: run_plan(graph, plan, feeds, weights).outputs[output])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ort_s, theirs = best_of(runs, lambda: session.run([output], feeds)[0])

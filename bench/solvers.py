@@ -18,7 +18,7 @@ import time
 
 from _common import DIMS, console, machine, model, print_table
 
-from partitioner.planner import PIPELINE_SOLVERS, InfeasibleError, PlanOptions, plan_pipeline
+from partitioner.planning import GPU_SOLVERS, GpuOptions, InfeasibleError, plan_pipeline
 from partitioner.units import human_seconds
 from passes.load import load
 from targets import load_target
@@ -39,11 +39,11 @@ def run_case(name: str, target_name: str, time_limit_s: float) -> dict[str, floa
     graph = load(model(name), DIMS[name])
     target = load_target(target_name)
     results: dict[str, tuple] = {}
-    for solver in PIPELINE_SOLVERS:
+    for solver in GPU_SOLVERS:
         start = time.perf_counter()
         try:
             outcome = plan_pipeline(
-                graph, target, PlanOptions(solver=solver, time_limit_s=time_limit_s)
+                graph, target, GpuOptions(solver=solver, time_limit_s=time_limit_s)
             )
         except InfeasibleError as err:
             results[solver] = (None, None, "does not fit", time.perf_counter() - start, str(err))

@@ -22,9 +22,9 @@ import json
 from _common import DIMS, console, dim_args, machine, model, print_table, timed
 
 from partitioner.plan import Plan
-from partitioner.planner import PlanOptions
+from partitioner.planning import WaferOptions
+from partitioner.planning.wafer.planner import plan_wafer
 from partitioner.units import human_bytes, human_seconds
-from partitioner.wafer.planner import plan_wafer
 from passes.load import load
 from targets import load_target
 from targets.cost import CostModel
@@ -97,7 +97,7 @@ def fabric_cost(names: list[str]) -> None:
         target = load_target("wse3")
         costs = {}
         for solver in ("cpsat", "snake", "blind"):
-            plan = plan_wafer(graph, target, PlanOptions(solver=solver)).plan
+            plan = plan_wafer(graph, target, WaferOptions(solver=solver)).plan
             costs[solver] = plan.estimate.extra["floorplan"][0]
         c = costs["cpsat"]
         rows.append(
@@ -148,7 +148,7 @@ def decode_speed() -> None:
     rows = []
     for name, target, published, source in PUBLISHED:
         graph = load(model(name), DIMS[name])
-        plan = plan_wafer(graph, load_target(target), PlanOptions()).plan
+        plan = plan_wafer(graph, load_target(target), WaferOptions()).plan
         extra = plan.estimate.extra
         per_stream = extra["tokens_per_s_per_stream"]
         fmac, mesh, moved = breakdown(plan)

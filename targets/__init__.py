@@ -19,6 +19,7 @@ from targets.cost import (
     WaferCostModel,
     joules_per_token,
     link_transfer_s,
+    pipelined_tokens_per_s,
     stage_memory_bytes,
     to_int_units,
     tokens_per_s,
@@ -35,7 +36,7 @@ from targets.fabric import (
 )
 from targets.gpu import HOST, GpuDevice, GpuTarget, Link
 from targets.loader import Target, load_target, target_from_dict
-from targets.pipeline import Bottleneck, PipelineEstimate, pipeline_estimate
+from targets.pipeline import PipelineEstimate, StageBottleneck, pipeline_estimate
 from targets.presets import ALIASES, PresetInfo, get_preset, list_presets, preset_names
 from targets.wafer import WaferSpec, WaferTarget
 
@@ -43,7 +44,6 @@ __all__ = [
     "ALIASES",
     "HOST",
     "KNOWN_DTYPES",
-    "Bottleneck",
     "CostModel",
     "GpuCostModel",
     "GpuDevice",
@@ -52,6 +52,7 @@ __all__ = [
     "PartitionError",
     "PipelineEstimate",
     "PresetInfo",
+    "StageBottleneck",
     "Target",
     "TargetError",
     "WaferCostModel",
@@ -65,6 +66,7 @@ __all__ = [
     "load_target",
     "manhattan_hops",
     "pipeline_estimate",
+    "pipelined_tokens_per_s",
     "preset_names",
     "region_hops",
     "route_link_loads",

@@ -26,12 +26,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bottleneck", "PipelineEstimate", "pipeline_estimate", "stage_recv_s"]
+__all__ = ["PipelineEstimate", "StageBottleneck", "pipeline_estimate", "stage_recv_s"]
 
 
 @dataclass(frozen=True)
-class Bottleneck:
-    """What limits throughput.
+class StageBottleneck:
+    """What limits a stage chain's throughput, by stage or link index.
+
+    A plan records its bottleneck as a kind and a readable place; this is the
+    cost model's form, with the index and the seconds the place is named from.
 
     Attributes:
         kind: ``"compute"`` (a stage's compute), ``"transfer"`` (a stage's
@@ -67,7 +70,7 @@ class PipelineEstimate:
     throughput_per_s: float
     period_s: float
     stage_period_s: tuple[float, ...]
-    bottleneck: Bottleneck
+    bottleneck: StageBottleneck
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready dict; an infinite throughput is written as null."""
@@ -152,11 +155,11 @@ def pipeline_estimate(
             _argmax(host),
         )
         if compute[worst_compute] >= max(transfers[worst_transfer], host[worst_host]):
-            bottleneck = Bottleneck("compute", worst_compute, compute[worst_compute])
+            bottleneck = StageBottleneck("compute", worst_compute, compute[worst_compute])
         elif transfers[worst_transfer] >= host[worst_host]:
-            bottleneck = Bottleneck("transfer", worst_transfer - 1, transfers[worst_transfer])
+            bottleneck = StageBottleneck("transfer", worst_transfer - 1, transfers[worst_transfer])
         else:
-            bottleneck = Bottleneck("host", worst_host, host[worst_host])
+            bottleneck = StageBottleneck("host", worst_host, host[worst_host])
     else:
         stage_period = [r + c + s + h for r, c, s, h in zip(recv, compute, send, host, strict=True)]
         worst = _argmax(stage_period)
@@ -165,11 +168,11 @@ def pipeline_estimate(
             kind = "compute"
         else:
             kind = "transfer" if moved >= host[worst] else "host"
-        bottleneck = Bottleneck(kind, worst, stage_period[worst])
+        bottleneck = StageBottleneck(kind, worst, stage_period[worst])
     if links:
         busiest = _argmax(links)
         if links[busiest] > bottleneck.time_s:
-            bottleneck = Bottleneck("link", busiest, links[busiest])
+            bottleneck = StageBottleneck("link", busiest, links[busiest])
     period_s = bottleneck.time_s
     throughput = 1.0 / period_s if period_s > 0 else math.inf
     return PipelineEstimate(latency_s, throughput, period_s, tuple(stage_period), bottleneck)

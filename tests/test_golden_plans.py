@@ -13,6 +13,8 @@ the command.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import onnx
 import pytest
 
 from examples import llama
+from partitioner.plan import Plan, PlanError
 from tests.cli import run_cli
 from tests.hostile import mlp
 
@@ -73,3 +76,69 @@ def test_plan_matches_its_golden_file(name, build, options, tmp_path, monkeypatc
         "`python -m pytest tests/test_golden_plans.py --update-golden`"
     )
     assert run_cli("validate", "plan.json", "model.onnx").code == 0
+
+
+V1_NAMES = sorted(p.name.removesuffix(".plan.json") for p in (GOLDEN / "v1").glob("*.plan.json"))
+"""Version 1 plans, as the planner wrote them before schema version 2: stored, never rewritten."""
+
+
+def _differences(a: object, b: object, path: str = "") -> list[str]:
+    """JSON paths where two documents differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for k in sorted(set(a) | set(b))
+            for d in _differences(a.get(k), b.get(k), f"{path}/{k}")
+        ]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _differences(x, y, f"{path}/{i}")
+        ]
+    return [] if a == b else [path]
+
+
+def test_every_case_has_a_stored_v1_plan():
+    assert sorted(c[0] for c in CASES) == V1_NAMES
+
+
+@pytest.mark.parametrize("name", V1_NAMES)
+def test_a_v1_plan_reads_as_the_v2_plan(name):
+    """Upgraded, a v1 plan is today's plan but for what v1 never recorded."""
+    old = Plan.from_json((GOLDEN / "v1" / f"{name}.plan.json").read_text())
+    new = Plan.from_json((GOLDEN / f"{name}.plan.json").read_text())
+    assert old.schema_version == new.schema_version == 2
+    unrecorded = [
+        d
+        for d in _differences(old.to_dict(), new.to_dict())
+        if not (d == "/solver/candidates" or d.endswith("/kv_cache_bytes"))
+    ]
+    assert unrecorded == []
+    assert old.parallelism == new.parallelism
+
+
+@pytest.mark.parametrize("name", V1_NAMES)
+def test_validate_simulate_and_verify_read_v1_plans(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    build = {c[0]: c[1] for c in CASES}[name]
+    build(Path("model.onnx"))
+    shutil.copy(GOLDEN / "v1" / f"{name}.plan.json", "v1.plan.json")
+    shutil.copy(GOLDEN / f"{name}.plan.json", "v2.plan.json")
+    assert json.loads(Path("v1.plan.json").read_text())["schema_version"] == 1
+    result = run_cli("validate", "v1.plan.json", "model.onnx")
+    assert result.code == 0, result.err
+    simulated = [run_cli("simulate", f"{v}.plan.json", "--json") for v in ("v1", "v2")]
+    assert [r.code for r in simulated] == [0, 0]
+    reports = [{**json.loads(r.out), "plan": None} for r in simulated]
+    assert reports[0] == reports[1]
+    if name.startswith("mlp"):  # the Llama graphs are weightless: nothing to run
+        result = run_cli("verify", "model.onnx", "v1.plan.json")
+        assert result.code == 0, result.err
+
+
+def test_an_unknown_schema_version_is_one_line():
+    doc = json.loads((GOLDEN / "mlp.h100x2.plan.json").read_text())
+    doc["schema_version"] = 3
+    with pytest.raises(PlanError, match="schema_version 3 is not supported .*versions 1 and 2"):
+        Plan.from_json(json.dumps(doc))

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from partitioner.planner import PlanOptions, plan_pipeline
+from partitioner.planning import GpuOptions, plan_pipeline
 from passes.load import load
 from targets import load_target
 from tests.cli import run_cli
@@ -236,7 +236,7 @@ def test_verify_never_opens_external_data_outside_the_folder(ws, tmp_path, monke
     assert run_cli(str(model), "--target", "h100x2", "-o", str(plan), "-q").code == 2
     graph = load(model)
     plan.write_text(
-        plan_pipeline(graph, load_target("h100x2"), PlanOptions(solver="dp")).plan.to_json()
+        plan_pipeline(graph, load_target("h100x2"), GpuOptions(solver="dp")).plan.to_json()
     )
     opened: list[str] = []
     real_open, real_os_open = builtins.open, os.open

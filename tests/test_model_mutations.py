@@ -24,10 +24,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from partitioner.executor.errors import ExecutorError
+from partitioner.executor.verify import make_inputs
 from partitioner.executor.weights import WeightStore
 from partitioner.solvers.cpsat_pipeline import cpsat_partition
 from partitioner.solvers.problem import PipelineProblem
-from partitioner.verify import make_inputs
 from passes.ir import build_graph
 from passes.load import load
 from passes.transforms.consistency import first_contradiction

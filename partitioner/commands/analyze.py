@@ -122,7 +122,8 @@ def _by_op_type(doc: dict) -> list[_OpTypeRow]:
     return sorted(rows, key=lambda r: (-r.flops, -r.count, r.op_type))
 
 
-def _print_report(graph: Graph, doc: dict, top: int) -> None:
+def _print_totals(graph: Graph, doc: dict) -> None:
+    """The model line, then its dims, parameters, compute and peak activation."""
     t = doc["totals"]
     dims = " ".join(f"{k}={v}" for k, v in doc["model"]["dims"].items()) or "(none)"
     folded = t["folded_nodes"]
@@ -144,33 +145,47 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
         f"  peak activation  {human_bytes(t['peak_activation_bytes'])} "
         "(topological order, weights and KV cache excluded)"
     )
-    if doc["attention"]:
-        att = doc["attention"]
-        flops = sum(a["flops"] for a in att)
-        lengths = {(a["q_len"], a["kv_len"]) for a in att}
-        shape = (
-            ", ".join(f"{q}x{k}" for q, k in sorted(lengths, key=str))
-            if len(lengths) <= 3
-            else "various"
-        )
-        console.print(
-            f"  attention    {len(att)} subgraphs (Q·Kᵀ → softmax → ·V; scores {shape}), "
-            f"{human_flops(flops)} ({100 * flops / max(t['flops'], 1):.1f}% of the FLOPs)"
-        )
-    if t["unknown_cost_nodes"]:
-        ops = ", ".join(f"{op} ×{len(names)}" for op, names in doc["unknown_cost"].items())
-        console.print(
-            Text.assemble(
-                "  ",
-                ("unknown cost", "yellow"),
-                f" {t['unknown_cost_nodes']} nodes: {ops} (not counted in the totals)",
-            )
-        )
 
+
+def _print_attention(doc: dict) -> None:
+    """One line on the attention subgraphs found, if any: count, score shapes, FLOPs."""
+    att = doc["attention"]
+    if not att:
+        return
+    flops = sum(a["flops"] for a in att)
+    lengths = {(a["q_len"], a["kv_len"]) for a in att}
+    shape = (
+        ", ".join(f"{q}x{k}" for q, k in sorted(lengths, key=str))
+        if len(lengths) <= 3
+        else "various"
+    )
+    console.print(
+        f"  attention    {len(att)} subgraphs (Q·Kᵀ → softmax → ·V; scores {shape}), "
+        f"{human_flops(flops)} ({100 * flops / max(doc['totals']['flops'], 1):.1f}% of the FLOPs)"
+    )
+
+
+def _print_unknown_cost(doc: dict) -> None:
+    """One line on the nodes whose cost is unknown, if any, per op type."""
+    t = doc["totals"]
+    if not t["unknown_cost_nodes"]:
+        return
+    ops = ", ".join(f"{op} ×{len(names)}" for op, names in doc["unknown_cost"].items())
+    console.print(
+        Text.assemble(
+            "  ",
+            ("unknown cost", "yellow"),
+            f" {t['unknown_cost_nodes']} nodes: {ops} (not counted in the totals)",
+        )
+    )
+
+
+def _op_type_table(doc: dict) -> Table:
+    """Nodes, FLOPs, parameters and output bytes per op type, most FLOPs first."""
     table = Table(title="Per op type", title_justify="left")
     for col in ("op type", "nodes", "FLOPs", "% FLOPs", "params", "output bytes"):
         table.add_column(col, justify="left" if col == "op type" else "right")
-    total = max(t["flops"], 1)
+    total = max(doc["totals"]["flops"], 1)
     for r in _by_op_type(doc):
         name = Text.assemble(r.op_type, (" (unknown cost)", "yellow") if r.unknown else "")
         table.add_row(
@@ -181,8 +196,11 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
             human_bytes(r.param_bytes),
             human_bytes(r.output_bytes),
         )
-    console.print(table)
+    return table
 
+
+def _top_nodes_table(doc: dict, top: int) -> Table:
+    """The ``top`` nodes with the most FLOPs (ties by index)."""
     ranked = sorted(
         (n for n in doc["nodes"] if n["flops"]), key=lambda n: (-n["flops"], n["index"])
     )
@@ -198,7 +216,15 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
             human_bytes(n["param_bytes"]),
             human_bytes(n["output_bytes"]),
         )
-    console.print(table)
+    return table
+
+
+def _print_report(graph: Graph, doc: dict, top: int) -> None:
+    _print_totals(graph, doc)
+    _print_attention(doc)
+    _print_unknown_cost(doc)
+    console.print(_op_type_table(doc))
+    console.print(_top_nodes_table(doc, top))
 
 
 def run(args: argparse.Namespace) -> int:

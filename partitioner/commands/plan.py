@@ -1,4 +1,4 @@
-"""Plan MODEL onto a target and write the placement plan (JSON, schema_version 1).
+"""Plan MODEL onto a target and write the placement plan (JSON, schema_version 2).
 
 The model is analysed (FLOPs, bytes, parameters, activation liveness) and
 coarsened into blocks. On GPU targets the blocks are split into pipeline stages
@@ -23,7 +23,6 @@ Ctrl-C during the solve stops the search and writes the best plan found so far.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
 import time
@@ -39,19 +38,22 @@ from partitioner.commands._common import (
 )
 from partitioner.commands.files import Outputs
 from partitioner.commands.summaries import print_summary, print_wafer_summary
+from partitioner.errors import UsageError
 from partitioner.plan import Plan
-from partitioner.planner import (
-    PIPELINE_SOLVERS,
-    PlanOptions,
+from partitioner.planning import (
+    GPU_SOLVERS,
+    OBJECTIVES,
+    WAFER_SOLVERS,
+    GpuOptions,
     PlanOutcome,
-    UsageError,
-    plan_pipeline,
+    WaferOptions,
+    WaferOutcome,
+    plan_model,
 )
 from partitioner.simulate import simulate_plan
 from partitioner.simulate.plot import render_png
 from partitioner.solvers.interrupt import Interrupt, exit_code
 from partitioner.units import human_seconds
-from partitioner.wafer.planner import WAFER_SOLVERS, plan_wafer
 from passes.ir import Graph
 from targets import Target, WaferTarget, load_target
 
@@ -60,6 +62,13 @@ __all__ = ["add_arguments", "run", "default_plan_path"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    _add_target_arguments(parser)
+    _add_solver_arguments(parser.add_argument_group("solver"))
+    _add_gpu_arguments(parser.add_argument_group("GPU targets only (refused on wafers)"))
+    _add_wafer_arguments(parser.add_argument_group("wafer targets only (refused on GPUs)"))
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         "-t",
@@ -81,21 +90,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to write the plan (default: next to the model)",
     )
     parser.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also draw the plan (floorplan and heatmaps on wafers)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the plan path")
+
+
+def _add_solver_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--solver",
         default="cpsat",
-        choices=sorted(set(PIPELINE_SOLVERS) | set(WAFER_SOLVERS)),
+        choices=sorted(set(GPU_SOLVERS) | set(WAFER_SOLVERS)),
         help="GPU targets: cpsat (default; DP warm start, proven bound), dp (exact over one topological "
         "order), greedy, params (DeepSpeed parameter-balanced), uniform (equal node counts). "
         "Wafer targets: cpsat (floorplan warm-started from the snake), snake (serpentine layout), "
         "blind (packing that ignores the graph)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--objective",
         default="throughput",
-        choices=("throughput", "latency"),
+        choices=OBJECTIVES,
         help="throughput: minimise the slowest stage, then latency (default); latency: minimise end-to-end time",
     )
-    parser.add_argument(
+    group.add_argument(
         "--time-limit",
         type=float,
         default=None,
@@ -104,46 +124,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "targets; on wafers 5 for the split across wafers and 3 per wafer's floorplan. A deterministic "
         "budget keeps plans reproducible",
     )
-    parser.add_argument("--seed", type=int, default=0, help="CP-SAT random seed (default 0)")
-    parser.add_argument(
+    group.add_argument("--seed", type=int, default=0, help="CP-SAT random seed (default 0)")
+
+
+def _add_gpu_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--microbatches",
         type=int,
-        default=1,
+        default=None,
         metavar="M",
         help="micro-batches in flight per stage: activation memory is counted M times (default 1)",
     )
-    parser.add_argument(
-        "--overlap", action="store_true", help="transfers overlap compute (period = max, not sum)"
+    group.add_argument(
+        "--overlap",
+        action="store_true",
+        help="transfers overlap compute (period = max, not sum)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--blocks",
         type=int,
         default=None,
         metavar="N",
         help="coarsen to about N blocks (default: 32 per device, 64..512)",
     )
-    parser.add_argument(
+
+
+def _add_wafer_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--regions",
         type=int,
         default=None,
         metavar="N",
-        help="wafer targets: regions (rectangles) per wafer (default 48)",
+        help="regions (rectangles) per wafer (default 48)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--tile",
         type=int,
         default=None,
         metavar="CORES",
-        help="wafer targets: floorplan in tiles of CORES x CORES cores (default: about 3000 tiles a wafer)",
+        help="floorplan in tiles of CORES x CORES cores (default: about 3000 tiles a wafer)",
     )
-    parser.add_argument(
-        "--png",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="also draw the plan (floorplan and heatmaps on wafers)",
-    )
-    parser.add_argument("--quiet", "-q", action="store_true", help="print only the plan path")
 
 
 def default_plan_path(model: Path, target_name: str) -> Path:
@@ -218,30 +238,41 @@ def reproducible_command(argv: list[str]) -> str:
     return shlex.join(["partition", *kept])
 
 
-MAX_MICROBATCHES = 1 << 16
-"""Far above any pipeline depth, and small enough that memory stays within CP-SAT's int64."""
+_GPU_ONLY = {"--microbatches": "microbatches", "--overlap": "overlap", "--blocks": "blocks"}
+_WAFER_ONLY = {"--regions": "regions", "--tile": "tile"}
+"""Flags of one target kind, by argparse destination; given for the other kind, they are refused."""
 
 
-def _check_arguments(args: argparse.Namespace) -> None:
-    """Refuse impossible option values before any work starts."""
-    for flag, value in (
-        ("--microbatches", args.microbatches),
-        ("--blocks", args.blocks),
-        ("--regions", args.regions),
-        ("--tile", args.tile),
-    ):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} {value}: give a whole number of at least 1")
-    if args.microbatches > MAX_MICROBATCHES:
-        raise UsageError(
-            f"--microbatches {str(args.microbatches)[:24]}: at most {MAX_MICROBATCHES:,} "
-            "micro-batches can be in flight per stage"
-        )
-    if not 0 <= args.seed < 2**31:  # CP-SAT's seed is a 32-bit integer
-        raise UsageError(f"--seed {str(args.seed)[:24]}: give a whole number from 0 to {2**31 - 1}")
-    limit = args.time_limit
-    if limit is not None and not (math.isfinite(limit) and limit > 0):
-        raise UsageError(f"--time-limit {limit:g}: give a positive, finite number of seconds")
+def _refuse_other_kind(args: argparse.Namespace, target: Target) -> None:
+    """A flag that does not apply to the target is an error, never silently ignored."""
+    wafer = isinstance(target, WaferTarget)
+    for flag, dest in (_GPU_ONLY if wafer else _WAFER_ONLY).items():
+        if getattr(args, dest) not in (None, False):
+            kind, other = ("a wafer", "GPU") if wafer else ("a GPU", "wafer")
+            raise UsageError(
+                f"{flag} applies to {other} targets only, and {target.name} is {kind} target; drop it"
+            )
+
+
+def plan_options(args: argparse.Namespace, target: Target) -> GpuOptions | WaferOptions:
+    """The typed options for ``target``'s kind, checked (UsageError) before any work."""
+    _refuse_other_kind(args, target)
+    common = {
+        "devices": _devices_option(args.devices),
+        "solver": args.solver,
+        "objective": args.objective,
+        "time_limit_s": args.time_limit,
+        "seed": args.seed,
+        "command": reproducible_command(args.argv),
+    }
+    if isinstance(target, WaferTarget):
+        return WaferOptions(**common, regions_per_wafer=args.regions, tile_cores=args.tile)
+    return GpuOptions(
+        **common,
+        microbatches_in_flight=1 if args.microbatches is None else args.microbatches,
+        overlap_transfers=args.overlap,
+        target_blocks=args.blocks,
+    )
 
 
 def _declare_outputs(args: argparse.Namespace, target_name: str) -> tuple[Outputs, Path]:
@@ -261,37 +292,26 @@ def _with_model_path(plan: Plan, model: Path, plan_path: Path) -> Plan:
     return replace(plan, model=replace(plan.model, path=Path(relative).as_posix()))
 
 
-def _plan(args: argparse.Namespace, target: Target, graph: Graph) -> PlanOutcome:
-    options = PlanOptions(
-        devices=_devices_option(args.devices),
-        solver=args.solver,
-        objective=args.objective,
-        time_limit_s=args.time_limit,
-        seed=args.seed,
-        microbatches_in_flight=args.microbatches,
-        overlap_transfers=args.overlap,
-        target_blocks=args.blocks,
-        command=reproducible_command(args.argv),
-        regions_per_wafer=args.regions,
-        tile_cores=args.tile,
-    )
+def _plan(
+    args: argparse.Namespace, target: Target, graph: Graph, options: GpuOptions | WaferOptions
+) -> PlanOutcome | WaferOutcome:
     display = SolveDisplay(enabled=not args.quiet)
     with display:
-        if isinstance(target, WaferTarget):
-            return plan_wafer(graph, target, options, display.announce)
-        return plan_pipeline(graph, target, options, display.progress, display.announce)
+        return plan_model(
+            graph, target, options, progress=display.progress, announce=display.announce
+        )
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_arguments(args)
     target = load_target(args.target)
+    options = plan_options(args, target)
     outputs, plan_path = _declare_outputs(args, target.name)
     with outputs:
         graph = load_graph(args)
         outputs.add_inputs(external_data_paths(graph))
         # From here on Ctrl-C and SIGTERM stop the search and keep the best plan.
         with Interrupt() as stop:
-            outcome = _plan(args, target, graph)
+            outcome = _plan(args, target, graph, options)
             plan = _with_model_path(outcome.plan, args.model, plan_path.resolve())
             outputs.stage(plan_path, plan.to_json())
             if args.png is not None:

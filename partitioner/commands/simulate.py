@@ -33,6 +33,7 @@ from partitioner.plan.validate import validate_plan
 from partitioner.simulate import (
     FabricReport,
     PipelineReport,
+    SimulationReport,
     estimate_differences,
     simulate_plan,
 )
@@ -125,7 +126,7 @@ def _print_wafer(plan: Plan, report: FabricReport) -> None:
     table = Table(title=title, title_justify="left")
     for col in ("region", "wafer", "x", "y", "w×h", "cores", "compute", "busy", "SRAM/core", ""):
         table.add_column(col, justify="right")
-    where = report.bottleneck_where
+    where = report.bottleneck.where
     for i in shown:
         r = report.regions[i]
         mark = "◀ bottleneck" if where == f"region {r.partition} on wafer {r.wafer}" else ""
@@ -142,6 +143,10 @@ def _print_wafer(plan: Plan, report: FabricReport) -> None:
             mark,
         )
     console.print(table)
+    _print_wafer_links(report)
+
+
+def _print_wafer_links(report: FabricReport) -> None:
     if report.busiest_links:
         links = Table(title="busiest links", title_justify="left")
         for col in ("link", "bytes", "busy", "of period"):
@@ -162,13 +167,21 @@ def _print_wafer(plan: Plan, report: FabricReport) -> None:
     )
 
 
-def _print_summary(
-    plan: Plan, report: PipelineReport | FabricReport, differences: list[str]
-) -> None:
+def _print_details(plan: Plan, report: SimulationReport) -> None:
+    """The tables of the report's kind: stages and device links, or regions and fabric links."""
+    if isinstance(report, PipelineReport):
+        _print_gpu(plan, report)
+    elif isinstance(report, FabricReport):
+        _print_wafer(plan, report)
+    else:
+        raise TypeError(f"no tables for a {report.kind} report")
+
+
+def _print_summary(report: SimulationReport, differences: list[str]) -> None:
+    b = report.bottleneck
     console.print(
         f"latency {human_seconds(report.latency_s)}   throughput {report.throughput_per_s:,.1f}/s   "
-        f"period {human_seconds(report.period_s)}   "
-        f"bottleneck: {report.bottleneck_kind} ({report.bottleneck_where})",
+        f"period {human_seconds(report.period_s)}   bottleneck: {b.kind} ({b.where})",
         markup=False,
     )
     decode = report.decode
@@ -230,11 +243,8 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=1))
         return 0
-    if isinstance(report, FabricReport):
-        _print_wafer(plan, report)
-    else:
-        _print_gpu(plan, report)
-    _print_summary(plan, report, differences)
+    _print_details(plan, report)
+    _print_summary(report, differences)
     if args.png is not None:
         console.print(f"picture written to {args.png}", markup=False)
     return 0

@@ -5,15 +5,57 @@ from __future__ import annotations
 from rich.table import Table
 
 from partitioner.commands._common import console
-from partitioner.planner import PlanOutcome
+from partitioner.plan import Plan
+from partitioner.planning import PlanOutcome, WaferOutcome
 from partitioner.units import human_bytes, human_flops, human_seconds
-from partitioner.wafer.planner import WaferOutcome
 
 __all__ = ["print_summary", "print_wafer_summary"]
 
 
+_STAGE_COLUMNS = (
+    "stage",
+    "device",
+    "nodes",
+    "params",
+    "memory",
+    "of cap.",
+    "compute",
+    "send",
+    "period",
+    "",
+)
+_WAFER_COLUMNS = (
+    "wafer",
+    "regions",
+    "cores used",
+    "SRAM used",
+    "slowest region",
+    "bytes×hops",
+    "vs snake",
+    "floorplan",
+)
+_REGION_COLUMNS = ("region", "wafer", "x,y", "w x h", "params", "SRAM/core", "compute", "nodes")
+
+
 def print_summary(outcome: PlanOutcome) -> None:
     """Per-stage table with the bottleneck marked, then the figures that matter."""
+    plan = outcome.plan
+    e = outcome.layout.estimate
+    console.print(_stage_table(outcome))
+    s = plan.solver
+    extra = plan.estimate.extra
+    bottleneck = f"{e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
+    _print_figures(e.latency_s, e.throughput_per_s, bottleneck, extra)
+    console.print(
+        f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
+        f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
+        f"{plan.model.num_nodes:,} nodes in {extra['coarsening']['blocks']} blocks, "
+        f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
+    )
+
+
+def _stage_table(outcome: PlanOutcome) -> Table:
+    """One row per stage: its devices, size, memory, times; the bottleneck stage marked."""
     plan = outcome.plan
     e = outcome.layout.estimate
     worst = e.bottleneck.index if e.bottleneck.kind in ("compute", "transfer", "host") else -1
@@ -22,25 +64,14 @@ def print_summary(outcome: PlanOutcome) -> None:
         title=f"{plan.target.name}: {len(plan.partitions)} stages{fewest}",
         title_justify="left",
     )
-    for col in (
-        "stage",
-        "device",
-        "nodes",
-        "params",
-        "memory",
-        "of cap.",
-        "compute",
-        "send",
-        "period",
-        "",
-    ):
+    for col in _STAGE_COLUMNS:
         table.add_column(col, justify="right")
     for p in plan.partitions:
         period = e.stage_period_s[p.stage]
         mark = "◀ bottleneck" if p.stage == worst else ""
         table.add_row(
             str(p.stage),
-            str(p.device),
+            ",".join(map(str, p.devices)),
             f"{len(p.nodes):,}",
             human_bytes(p.param_bytes),
             human_bytes(p.memory_bytes),
@@ -50,21 +81,17 @@ def print_summary(outcome: PlanOutcome) -> None:
             human_seconds(period),
             mark,
         )
-    console.print(table)
-    s = plan.solver
-    extra = plan.estimate.extra
+    return table
+
+
+def _print_figures(latency_s: float, throughput_per_s: float, bottleneck: str, extra: dict) -> None:
+    """Latency, throughput and the bottleneck, then the decode and unsized-transfer notes."""
     console.print(
-        f"latency {human_seconds(e.latency_s)}   throughput {e.throughput_per_s:,.1f}/s   "
-        f"bottleneck: {e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
+        f"latency {human_seconds(latency_s)}   throughput {throughput_per_s:,.1f}/s   "
+        f"bottleneck: {bottleneck}"
     )
     _decode_line(extra)
     _unsized_line(extra)
-    console.print(
-        f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
-        f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
-        f"{plan.model.num_nodes:,} nodes in {extra['coarsening']['blocks']} blocks, "
-        f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
-    )
 
 
 def _unsized_line(extra: dict) -> None:
@@ -94,27 +121,38 @@ def _decode_line(extra: dict) -> None:
 def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
     """Per wafer: regions, cores and SRAM used, Σ bytes×hops against the snake; then the slowest regions."""
     plan = outcome.plan
+    console.print(_wafer_table(plan))
+    console.print(_slowest_regions_table(plan, slowest))
+    e, s, extra = plan.estimate, plan.solver, plan.estimate.extra
+    bottleneck = f"{e.bottleneck.kind} ({e.bottleneck.where})"
+    _print_figures(e.latency_s, e.throughput_per_s, bottleneck, extra)
+    console.print(
+        f"solver {s.name}: {s.status}; period {human_seconds(s.objective_s)} against a compute bound of "
+        f"{human_seconds(s.bound_s)}; {outcome.wall_s:.1f} s wall; {plan.model.num_nodes:,} nodes, "
+        f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
+    )
+
+
+def _wafer_size(plan: Plan) -> tuple[int, int]:
+    """Cores per wafer, and the SRAM bytes per core left for the plan (after the reserve)."""
     spec = plan.target.spec["wafer"]
     cores = spec["width_cores"] * spec["height_cores"]
     usable = spec["sram_bytes_per_core"] - spec["sram_reserve_bytes_per_core"]
+    return cores, usable
+
+
+def _wafer_table(plan: Plan) -> Table:
+    """One row per wafer: regions, cores and SRAM used, slowest region, floorplan cost."""
+    cores, usable = _wafer_size(plan)
     table = Table(
         title=f"{plan.target.name}: {len(plan.partitions)} regions on "
         f"{plan.estimate.extra['devices_used']} wafer(s)",
         title_justify="left",
     )
-    for col in (
-        "wafer",
-        "regions",
-        "cores used",
-        "SRAM used",
-        "slowest region",
-        "bytes×hops",
-        "vs snake",
-        "floorplan",
-    ):
+    for col in _WAFER_COLUMNS:
         table.add_column(col, justify="right")
     for f in plan.estimate.extra["floorplan"]:
-        parts = [p for p in plan.partitions if p.device == f["wafer"]]
+        parts = [p for p in plan.partitions if f["wafer"] in p.devices]
         used = sum(p.region.w * p.region.h for p in parts)  # type: ignore[union-attr]
         memory = sum(p.memory_bytes for p in parts)
         ratio = f["byte_hops"] / f["snake_byte_hops"] if f["snake_byte_hops"] else 1.0
@@ -128,16 +166,21 @@ def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
             f"{ratio:.3f}x",
             f["status"],
         )
-    console.print(table)
+    return table
+
+
+def _slowest_regions_table(plan: Plan, slowest: int) -> Table:
+    """The ``slowest`` regions by compute time: place, shape, parameters, SRAM per core."""
+    _, usable = _wafer_size(plan)
     worst = sorted(plan.partitions, key=lambda p: -p.compute_s)[:slowest]
     table = Table(title=f"Slowest {len(worst)} regions", title_justify="left")
-    for col in ("region", "wafer", "x,y", "w x h", "params", "SRAM/core", "compute", "nodes"):
+    for col in _REGION_COLUMNS:
         table.add_column(col, justify="right")
     for p in worst:
         r = p.region
         table.add_row(
             str(p.id),
-            str(p.device),
+            ",".join(map(str, p.devices)),
             f"{r.x},{r.y}",
             f"{r.w}x{r.h}",
             human_bytes(p.param_bytes),  # type: ignore[union-attr]
@@ -145,16 +188,4 @@ def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
             human_seconds(p.compute_s),
             str(len(p.nodes)),  # type: ignore[union-attr]
         )
-    console.print(table)
-    e, s, extra = plan.estimate, plan.solver, plan.estimate.extra
-    console.print(
-        f"latency {human_seconds(e.latency_s)}   throughput {e.throughput_per_s:,.1f}/s   "
-        f"bottleneck: {e.bottleneck.kind} ({e.bottleneck.where})"
-    )
-    _decode_line(extra)
-    _unsized_line(extra)
-    console.print(
-        f"solver {s.name}: {s.status}; period {human_seconds(s.objective_s)} against a compute bound of "
-        f"{human_seconds(s.bound_s)}; {outcome.wall_s:.1f} s wall; {plan.model.num_nodes:,} nodes, "
-        f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
-    )
+    return table

@@ -34,11 +34,17 @@ from partitioner.commands._common import console, err_console
 from partitioner.errors import UsageError
 from partitioner.executor.errors import FeedError, UnsupportedOpError
 from partitioner.executor.runtime import missing_kernels
+from partitioner.executor.verify import (
+    Tolerance,
+    VerifyReport,
+    check_inputs,
+    make_inputs,
+    verify_plan,
+)
 from partitioner.plan import Plan
 from partitioner.plan.io import load_plan, regular_file_problem
 from partitioner.plan.validate import validate_plan
 from partitioner.units import human_bytes
-from partitioner.verify import Tolerance, check_inputs, make_inputs, verify_plan
 from passes.functions import expand_nodes
 from passes.ir import Graph
 from passes.load import load, read_model, require_external_data
@@ -136,6 +142,29 @@ def run(args: argparse.Namespace) -> int:
             markup=False,
         )
         return 1
+    _require_kernels(graph)
+    require_external_data(graph)
+    feeds = _feeds(args, graph)
+    tolerance = Tolerance(args.rtol, args.atol) if args.rtol is not None else None
+    started = time.perf_counter()
+    report = verify_plan(graph, plan, feeds, tolerance=tolerance)
+    wall = time.perf_counter() - started
+    if args.json:
+        print(json.dumps({**report.to_dict(), "wall_s": wall}, indent=1))
+    else:
+        _print_report(report, len(plan.partitions), wall)
+    if not report.ok:
+        _print_mismatch(report)
+        return 1
+    return 0
+
+
+def _require_kernels(graph: Graph) -> None:
+    """Refuse a graph with ops the executor cannot run, naming the first eight.
+
+    Raises:
+        UnsupportedOpError: the executor has no kernel for some of the graph's ops.
+    """
     missing = missing_kernels(
         expand_nodes(graph, range(graph.num_nodes)),
         {o.domain: o.version for o in graph.model.opset_import},
@@ -144,47 +173,47 @@ def run(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{op} (node {name})" for name, op in missing[:8])
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
         raise UnsupportedOpError(f"the executor has no kernel for: {listed}{more}")
-    require_external_data(graph)
+
+
+def _feeds(args: argparse.Namespace, graph: Graph) -> dict[str, np.ndarray]:
+    """The model's inputs, from --inputs or generated (seeded), checked against the graph."""
     feeds = _load_inputs(args.inputs) if args.inputs else make_inputs(graph, args.seed)
     check_inputs(graph, feeds, f"'{args.inputs}'" if args.inputs else "generated inputs")
-    tolerance = Tolerance(args.rtol, args.atol) if args.rtol is not None else None
-    started = time.perf_counter()
-    report = verify_plan(graph, plan, feeds, tolerance=tolerance)
-    wall = time.perf_counter() - started
-    if args.json:
-        print(json.dumps({**report.to_dict(), "wall_s": wall}, indent=1))
-    else:
-        table = Table(
-            title=f"{len(plan.partitions)} partitions vs onnxruntime", title_justify="left"
+    return feeds
+
+
+def _print_report(report: VerifyReport, num_partitions: int, wall: float) -> None:
+    """Per output: the largest errors against the tolerances; then the activations held."""
+    table = Table(title=f"{num_partitions} partitions vs onnxruntime", title_justify="left")
+    for col in ("output", "dtype", "max abs", "max rel", "rtol", "atol", ""):
+        table.add_column(col, justify="left" if col in ("output", "dtype") else "right")
+    for c in report.outputs:
+        table.add_row(
+            c.name,
+            c.dtype,
+            f"{c.max_abs:.3g}",
+            f"{c.max_rel:.3g}",
+            f"{c.tolerance.rtol:g}",
+            f"{c.tolerance.atol:g}",
+            "ok" if c.ok else Text("MISMATCH", style="red"),
         )
-        for col in ("output", "dtype", "max abs", "max rel", "rtol", "atol", ""):
-            table.add_column(col, justify="left" if col in ("output", "dtype") else "right")
-        for c in report.outputs:
-            table.add_row(
-                c.name,
-                c.dtype,
-                f"{c.max_abs:.3g}",
-                f"{c.max_rel:.3g}",
-                f"{c.tolerance.rtol:g}",
-                f"{c.tolerance.atol:g}",
-                "ok" if c.ok else Text("MISMATCH", style="red"),
-            )
-        console.print(table)
-        held = ", ".join(
-            f"{p.id}: {human_bytes(p.peak_bytes)} (plan {human_bytes(p.planned_bytes)})"
-            for p in report.partitions
-        )
-        console.print(f"activations held per partition: {held}", markup=False)
-        console.print(f"reference: {report.reference}; verified in {wall:.1f} s", markup=False)
-    if not report.ok:
-        where = (
-            f"; first divergence: partition {report.first_divergent_partition} "
-            f"(tensor {report.divergent_tensor!r})"
-            if report.first_divergent_partition is not None
-            else ""
-        )
-        err_console.print(
-            f"mismatch: the partitioned run differs from onnxruntime{where}", markup=False
-        )
-        return 1
-    return 0
+    console.print(table)
+    held = ", ".join(
+        f"{p.id}: {human_bytes(p.peak_bytes)} (plan {human_bytes(p.planned_bytes)})"
+        for p in report.partitions
+    )
+    console.print(f"activations held per partition: {held}", markup=False)
+    console.print(f"reference: {report.reference}; verified in {wall:.1f} s", markup=False)
+
+
+def _print_mismatch(report: VerifyReport) -> None:
+    """Say that the run differs, naming the first partition that diverges when known."""
+    where = (
+        f"; first divergence: partition {report.first_divergent_partition} "
+        f"(tensor {report.divergent_tensor!r})"
+        if report.first_divergent_partition is not None
+        else ""
+    )
+    err_console.print(
+        f"mismatch: the partitioned run differs from onnxruntime{where}", markup=False
+    )

@@ -1,8 +1,11 @@
 """Running a whole graph, or a plan partition by partition, with the NumPy kernels.
 
 `run_graph` executes the model in topological order, dropping every tensor
-after its last use. `run_plan` executes the plan's partitions in plan order;
-each partition starts empty and gets values only from:
+after its last use. `run_partition` runs one partition on its own, given only
+what was sent to it (what a device of a distributed runtime would do).
+`run_plan` runs the plan's partitions in plan order with `run_partition`,
+handing values over only through the plan's transfers; each partition starts
+empty and gets values only from:
 
 - its resident parameters (initializers, and constants computed once at load
   time by the folded nodes) and the KV-cache inputs it reads;
@@ -15,7 +18,7 @@ transfer list is complete.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,15 +28,19 @@ import onnx
 from partitioner.executor.errors import ExecutorError
 from partitioner.executor.runtime import run_nodes
 from partitioner.executor.weights import WeightStore
-from partitioner.plan import HOST, Plan
+from partitioner.plan import HOST, Partition, Plan
+from passes.analysis.partition_io import PartitionIO, partition_io
 from passes.functions import expand_nodes
 from passes.ir import Graph
 
 __all__ = [
     "PlanExecutionError",
+    "MissingInputError",
+    "PartitionResult",
     "PartitionRun",
     "PlanRun",
     "run_graph",
+    "run_partition",
     "run_plan",
     "constant_values",
 ]
@@ -43,6 +50,21 @@ class PlanExecutionError(ExecutorError):
     """The plan cannot be executed as written (a transfer is missing or comes from the wrong place)."""
 
     exit_code = 1
+
+
+class MissingInputError(PlanExecutionError):
+    """A partition reads a value it neither received nor holds resident.
+
+    `run_plan` turns it into a message naming the partition that should have sent it.
+    """
+
+    def __init__(self, partition_id: int, tensor: str) -> None:
+        super().__init__(
+            f"partition {partition_id} needs tensor {tensor!r}, which it neither received "
+            "nor holds resident"
+        )
+        self.partition_id = partition_id
+        self.tensor = tensor
 
 
 @dataclass(frozen=True)
@@ -117,17 +139,122 @@ def run_graph(
     return {name: env[name] for name in graph.outputs}
 
 
-def _external_inputs(graph: Graph, nodes: list[int]) -> list[str]:
-    """Values the nodes read that none of them produces, in first-use order."""
-    produced: set[str] = set()
-    needed: dict[str, None] = {}
-    for i in nodes:
-        node = graph.nodes[i]
-        for name in node.present_inputs:
-            if name not in produced:
-                needed.setdefault(name)
-        produced.update(node.present_outputs)
-    return list(needed)
+@dataclass(frozen=True)
+class PartitionResult:
+    """What running one partition gave.
+
+    Attributes:
+        outbox: the values it was asked to keep, by name: those it produced, and
+            those it received and passes on (a relay); everything else was dropped
+            after its last use.
+        peak_bytes: bytes it held at once while running, parameters excluded
+            (activations, received values and KV-cache inputs count).
+    """
+
+    outbox: dict[str, Any]
+    peak_bytes: int
+
+
+def _partition_env(
+    partition_id: int,
+    io: PartitionIO,
+    inbox: Mapping[str, Any],
+    params: Mapping[str, Any],
+    kv_cache: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The values a partition starts with: what it received, then what it holds resident."""
+    env = dict(inbox)
+    param_names, kv_names = set(io.params), set(io.kv_cache)
+    for name in io.inputs:
+        if name in env:
+            continue
+        if name in param_names:
+            if name not in params:
+                raise PlanExecutionError(
+                    f"partition {partition_id} reads parameter {name!r}, but no value was given for it"
+                )
+            env[name] = params[name]
+        elif name in kv_names and name in kv_cache:
+            env[name] = kv_cache[name]  # resident on the stage that reads it
+        else:
+            raise MissingInputError(partition_id, name)
+    return env
+
+
+def run_partition(
+    graph: Graph,
+    partition: Partition,
+    inbox: Mapping[str, Any],
+    params: Mapping[str, Any],
+    kv_cache: Mapping[str, Any],
+    *,
+    keep: Collection[str],
+    opsets: Mapping[str, int] | None = None,
+) -> PartitionResult:
+    """Run one partition's runtime nodes on their own, as one device would.
+
+    Needs nothing of the rest of the plan, so a runtime can run each partition in
+    its own process given what was sent to it.
+
+    Args:
+        graph: the IR.
+        partition: the plan's partition (its ``nodes`` in an order that executes).
+        inbox: the values transferred to it (model inputs from the host included).
+        params: parameter values by name (`constant_values`); a superset is fine.
+        kv_cache: KV-cache graph inputs by name; those it reads are resident here.
+        keep: names to return in the outbox: what it sends on and the graph outputs it makes.
+        opsets: domain -> opset version; the graph's own by default.
+
+    Raises:
+        MissingInputError: it reads a value it neither received nor holds resident.
+    """
+    io = partition_io(graph, partition.nodes)
+    env = _partition_env(partition.id, io, inbox, params, kv_cache)
+    resident = {name for name in env if name in graph.tensors and graph.tensors[name].is_param}
+    peak = 0
+
+    def observe(local: Mapping[str, Any]) -> None:
+        nonlocal peak
+        peak = max(peak, sum(_nbytes(v) for k, v in local.items() if k not in resident))
+
+    outbox = run_nodes(
+        expand_nodes(graph, list(io.nodes)),
+        env,
+        _opsets(graph) if opsets is None else opsets,
+        keep=keep,
+        observe=observe,
+    )
+    return PartitionResult(outbox, peak)
+
+
+def _no_transfer(graph: Graph, owner: Mapping[int, int], error: MissingInputError) -> str:
+    """The plan-level message for a value a partition lacks: who should have sent it."""
+    tensor = graph.tensors.get(error.tensor)
+    producer = tensor.producer if tensor is not None else None
+    where = "the host" if producer is None else f"partition {owner.get(producer)}"
+    return (
+        f"partition {error.partition_id} needs tensor {error.tensor!r} from {where}, but the plan "
+        f"has no transfer bringing it to partition {error.partition_id}"
+    )
+
+
+def _inbox(
+    plan: Plan, partition_id: int, outbox: Mapping[int, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The values the plan's transfers bring to a partition, from the outboxes of those that ran."""
+    inbox: dict[str, Any] = {}
+    for t in plan.transfers:
+        if t.dst != partition_id:
+            continue
+        source = outbox.get(t.src)
+        if source is None or t.tensor not in source:
+            where = "the host" if t.src == HOST else f"partition {t.src}"
+            raise PlanExecutionError(
+                f"transfer of {t.tensor!r} from {where} to partition {partition_id}: {where} does not hold it "
+                "(it runs later, or neither produced nor received it)"
+            )
+        inbox[t.tensor] = source[t.tensor]
+    return inbox
 
 
 def run_plan(
@@ -141,8 +268,7 @@ def run_plan(
     params = constant_values(graph, weights)
     opsets = _opsets(graph)
     owner = {n: p.id for p in plan.partitions for n in p.nodes}
-    host: dict[str, Any] = dict(feeds)
-    outbox: dict[int, dict[str, Any]] = {HOST: host}
+    outbox: dict[int, Mapping[str, Any]] = {HOST: dict(feeds)}
     leaving: dict[int, set[str]] = {}
     for t in plan.transfers:
         leaving.setdefault(t.src, set()).add(t.tensor)
@@ -150,53 +276,19 @@ def run_plan(
     transferred: dict[str, Any] = {}
     runs = []
     for p in plan.partitions:
-        env: dict[str, Any] = {}
-        for t in plan.transfers:
-            if t.dst != p.id:
-                continue
-            source = outbox.get(t.src)
-            if source is None or t.tensor not in source:
-                where = "the host" if t.src == HOST else f"partition {t.src}"
-                raise PlanExecutionError(
-                    f"transfer of {t.tensor!r} from {where} to partition {p.id}: {where} does not hold it "
-                    "(it runs later, or neither produced nor received it)"
-                )
-            env[t.tensor] = source[t.tensor]
-            transferred[t.tensor] = source[t.tensor]
-        runtime = [n for n in p.nodes if not graph.nodes[n].folded]
-        for name in _external_inputs(graph, runtime):
-            tensor = graph.tensors.get(name)
-            if name in env:
-                continue
-            if tensor is not None and tensor.is_param:
-                env[name] = params[name]
-            elif tensor is not None and tensor.is_kv_cache and name in feeds:
-                env[name] = feeds[name]  # resident on the stage that reads it
-            else:
-                producer = tensor.producer if tensor is not None else None
-                where = "the host" if producer is None else f"partition {owner.get(producer)}"
-                raise PlanExecutionError(
-                    f"partition {p.id} needs tensor {name!r} from {where}, but the plan has no transfer "
-                    f"bringing it to partition {p.id}"
-                )
-        resident = {
-            name
-            for name in env
-            if graph.tensors.get(name) is not None and graph.tensors[name].is_param
-        }
-        keep = leaving.get(p.id, set()) | {
-            o for o in graph.outputs if any(o in graph.nodes[n].outputs for n in runtime)
-        }
-        peak = 0
-
-        def observe(local: Mapping[str, Any], resident: set[str] = resident) -> None:
-            nonlocal peak
-            peak = max(peak, sum(_nbytes(v) for k, v in local.items() if k not in resident))
-
-        result = run_nodes(expand_nodes(graph, runtime), env, opsets, keep=keep, observe=observe)
-        outbox[p.id] = result
-        outputs.update({o: result[o] for o in graph.outputs if o in result})
-        runs.append(PartitionRun(p.id, peak, p.activation_bytes))
+        inbox = _inbox(plan, p.id, outbox)
+        transferred.update(inbox)
+        io = partition_io(graph, p.nodes)
+        made = {o for o in io.outputs if graph.tensors[o].is_graph_output}  # the run returns them
+        try:
+            result = run_partition(
+                graph, p, inbox, params, feeds, opsets=opsets, keep=leaving.get(p.id, set()) | made
+            )
+        except MissingInputError as error:
+            raise PlanExecutionError(_no_transfer(graph, owner, error)) from None
+        outbox[p.id] = result.outbox
+        outputs.update({o: result.outbox[o] for o in graph.outputs if o in result.outbox})
+        runs.append(PartitionRun(p.id, result.peak_bytes, p.activation_bytes))
     for name in graph.outputs:
         # Outputs no partition makes: parameters, or model inputs passed straight through.
         if name not in outputs and name in params:

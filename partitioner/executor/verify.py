@@ -28,9 +28,9 @@ import onnx
 
 from partitioner.executor.errors import FeedError
 from partitioner.executor.graph_run import PlanRun, run_plan
+from partitioner.executor.reference import run_reference
 from partitioner.executor.weights import WeightStore
 from partitioner.plan import Plan
-from partitioner.reference import run_reference
 from passes.ir import Graph
 
 __all__ = [

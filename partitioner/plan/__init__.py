@@ -15,12 +15,16 @@ simulator, executor, export, runtime) can read plans without the planner.
 from partitioner.plan.document import (
     HOST,
     Bottleneck,
+    Candidate,
+    Collective,
     Estimate,
     ModelInfo,
+    Parallelism,
     Partition,
     Plan,
     Provenance,
     Region,
+    Shard,
     SolverInfo,
     TargetInfo,
     Transfer,
@@ -29,6 +33,7 @@ from partitioner.plan.document import (
 )
 from partitioner.plan.io import load_plan, read_plan_text
 from partitioner.plan.schema import (
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     PlanError,
     check_schema,
@@ -39,15 +44,20 @@ from partitioner.plan.validate import validate_plan
 
 __all__ = [
     "SCHEMA_VERSION",
+    "READABLE_VERSIONS",
     "HOST",
     "Bottleneck",
+    "Candidate",
+    "Collective",
     "Estimate",
     "ModelInfo",
+    "Parallelism",
     "Partition",
     "Plan",
     "PlanError",
     "Provenance",
     "Region",
+    "Shard",
     "SolverInfo",
     "TargetInfo",
     "Transfer",

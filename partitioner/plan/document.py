@@ -1,13 +1,15 @@
-"""The placement plan (schema_version 1): a public, versioned JSON contract.
+"""The placement plan (schema_version 2): a public, versioned JSON contract.
 
 Serving stacks and CI read plans, so the field names and meanings here are
 fixed by ../shared/DESIGN.md and by ``plan_schema.json`` shipped beside this
 module. Changing them means a new ``schema_version``.
 
 The JSON is deterministic: the same model, target, options and seed give
-byte-identical bytes. There are no timestamps in the plan, and ``solver.wall_s``
+byte-identical bytes. There are no timestamps in the plan, and ``solver.effort_s``
 holds solver effort measured in CP-SAT's *deterministic* seconds (0 for the
 closed-form baselines); the measured wall-clock time is printed by the CLI.
+
+Version 1 plans are still read: `Plan.from_dict` upgrades them (`plan.v1`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from partitioner.plan.schema import (
@@ -25,15 +27,20 @@ from partitioner.plan.schema import (
     parse_plan_json,
     plan_schema,
 )
-from targets.errors import TargetError
-from targets.loader import target_from_dict
+from partitioner.plan.target import TargetInfo, spec_problem
+from partitioner.plan.v1 import upgrade_v1
+from targets.gpu import HOST
 
 __all__ = [
     "SCHEMA_VERSION",
     "ModelInfo",
     "TargetInfo",
     "SolverInfo",
+    "Candidate",
+    "Parallelism",
     "Region",
+    "Shard",
+    "Collective",
     "Partition",
     "Transfer",
     "Bottleneck",
@@ -48,8 +55,8 @@ __all__ = [
     "HOST",
 ]
 
-HOST = -1
-"""Partition id used by transfers from or to the host (model inputs and outputs)."""
+# HOST (-1) is the partition id of transfers from or to the host (model inputs
+# and outputs); it is the cost model's host device id too.
 
 SOLVER_STATUSES = ("OPTIMAL", "FEASIBLE", "HEURISTIC")
 
@@ -66,65 +73,57 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
-class TargetInfo:
-    """The target a plan was made for; ``spec`` is the full canonical target spec.
+class Candidate:
+    """One parallelism the search tried; objective and bound are None without a plan."""
 
-    Attributes:
-        problem: Set when the plan was read from JSON (`Plan.from_dict`) and its
-            spec does not rebuild into a target, or rebuilds into another kind or
-            sha256; `validate_plan` reports it. Not part of the JSON, nor of equality.
-    """
-
-    name: str
-    kind: str
-    sha256: str
-    spec: Mapping[str, Any]
-    problem: str | None = field(default=None, compare=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "sha256": self.sha256, "spec": self.spec}
-
-    @staticmethod
-    def from_dict(doc: Mapping[str, Any]) -> TargetInfo:
-        """Read a schema-checked ``target`` section, rebuilding its spec with `targets.loader`."""
-        info = TargetInfo(doc["name"], doc["kind"], doc["sha256"], doc["spec"])
-        return replace(info, problem=spec_problem(info))
-
-
-def spec_problem(info: TargetInfo) -> str | None:
-    """What is wrong with a plan's target spec, as one line (None when nothing is).
-
-    The spec is rebuilt with `targets.loader.target_from_dict`, which checks
-    every field and its bounds, and must describe a target of the plan's kind
-    whose canonical sha256 is the plan's ``target.sha256``.
-    """
-    try:
-        target = target_from_dict(info.spec)
-    except TargetError as err:
-        return f"plan target spec: {err}; re-plan, or restore the spec the planner wrote"
-    if target.kind != info.kind:
-        return (
-            f"plan target kind is '{info.kind}' but its spec describes a '{target.kind}' "
-            "target; re-plan, or restore the kind the planner wrote"
-        )
-    if target.sha256 != info.sha256:
-        return (
-            f"plan target sha256 {info.sha256[:12]}… does not match its spec "
-            f"({target.sha256[:12]}…): the spec changed after planning; re-plan for this target"
-        )
-    return None
+    tp: int
+    pp: int
+    dp: int
+    status: str
+    objective_s: float | None
+    bound_s: float | None
 
 
 @dataclass(frozen=True)
 class SolverInfo:
+    """What the solver proved: status, objective, bound and gap, and its effort.
+
+    Attributes:
+        effort_s: solver effort in CP-SAT's deterministic seconds (machine
+            independent, so plans stay byte-identical; 0 for closed forms).
+        candidates: every parallelism tried, the chosen one included.
+    """
+
     name: str
     status: str
     objective_s: float
     bound_s: float
     gap: float
-    wall_s: float
+    effort_s: float
     seed: int
     time_limit_s: float
+    candidates: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How the model is parallelised.
+
+    Attributes:
+        tp: devices per stage (tensor parallel).
+        pp: pipeline stages (GPU: tp groups in a chain; wafer: wafers).
+        dp: replicas of the whole pipeline.
+        microbatches: micro-batches in flight per stage.
+        overlap_transfers: transfers overlap compute (period = max, not sum).
+        objective: what the solver minimised ("throughput" or "latency").
+    """
+
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    microbatches: int = 1
+    overlap_transfers: bool = False
+    objective: str = "throughput"
 
 
 @dataclass(frozen=True)
@@ -144,17 +143,48 @@ class Region:
 
 @dataclass(frozen=True)
 class Partition:
+    """Nodes that run together on one stage's devices; sizes are per device.
+
+    Attributes:
+        stage: the pipeline stage (GPU: one per tp group; wafer: the wafer index).
+        devices: the stage's tensor-parallel group (GPU indices, or the wafer).
+        kv_cache_bytes: KV-cache inputs resident here (part of memory_bytes).
+        region: wafer targets only, in core units.
+    """
+
     id: int
-    device: int
     stage: int
+    devices: tuple[int, ...]
     nodes: tuple[int, ...]
     param_bytes: int
     activation_bytes: int
+    kv_cache_bytes: int
     memory_bytes: int
     capacity_bytes: int
     flops: int
     compute_s: float
     region: Region | None = None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A tensor split ``parts`` ways along ``axis`` across a partition's devices."""
+
+    tensor: str
+    partition: int
+    axis: int
+    parts: int
+
+
+@dataclass(frozen=True)
+class Collective:
+    """A collective over a partition's devices; ``bytes`` is the payload per device."""
+
+    kind: str
+    tensor: str
+    partition: int
+    bytes: int
+    time_s: float
 
 
 @dataclass(frozen=True)
@@ -181,6 +211,7 @@ class Estimate:
     throughput_per_s: float
     bottleneck: Bottleneck
     extra: Mapping[str, Any] = field(default_factory=dict)
+    comm_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -195,10 +226,13 @@ class Plan:
     model: ModelInfo
     target: TargetInfo
     solver: SolverInfo
+    parallelism: Parallelism
     partitions: tuple[Partition, ...]
     transfers: tuple[Transfer, ...]
     estimate: Estimate
     provenance: Provenance
+    shards: tuple[Shard, ...] = ()
+    collectives: tuple[Collective, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def partition(self, partition_id: int) -> Partition:
@@ -212,6 +246,7 @@ class Plan:
         partitions = []
         for p in self.partitions:
             d = asdict(p)
+            d["devices"] = list(p.devices)
             d["nodes"] = list(p.nodes)
             if p.region is None:
                 del d["region"]
@@ -226,14 +261,21 @@ class Plan:
             "latency_s": self.estimate.latency_s,
             "throughput_per_s": self.estimate.throughput_per_s,
             "bottleneck": asdict(self.estimate.bottleneck),
+            "comm_s": self.estimate.comm_s,
             **dict(self.estimate.extra),
         }
         return {
             "schema_version": self.schema_version,
             "model": {**asdict(self.model), "dims": dict(self.model.dims)},
             "target": {**self.target.to_dict(), "spec": _plain(self.target.spec)},
-            "solver": asdict(self.solver),
+            "solver": {
+                **asdict(self.solver),
+                "candidates": [asdict(c) for c in self.solver.candidates],
+            },
+            "parallelism": asdict(self.parallelism),
             "partitions": partitions,
+            "shards": [asdict(x) for x in self.shards],
+            "collectives": [asdict(x) for x in self.collectives],
             "transfers": transfers,
             "estimate": _plain(estimate),
             "provenance": asdict(self.provenance),
@@ -245,26 +287,35 @@ class Plan:
 
     @staticmethod
     def from_dict(doc: Mapping[str, Any]) -> Plan:
-        """Build a Plan from a document that already passed `check_schema`."""
+        """Build a Plan from a document that already passed `check_schema` (v1 is upgraded)."""
+        if doc["schema_version"] == 1:
+            doc = upgrade_v1(doc)
         parts = []
         for p in doc["partitions"]:
             region = Region(**p["region"]) if p.get("region") is not None else None
             fields = {k: v for k, v in p.items() if k != "region"}
             fields["nodes"] = tuple(fields["nodes"])
+            fields["devices"] = tuple(fields["devices"])
             parts.append(Partition(region=region, **fields))
         est = dict(doc["estimate"])
-        core = {k: est.pop(k) for k in ("latency_s", "throughput_per_s", "bottleneck")}
+        core = {k: est.pop(k) for k in ("latency_s", "throughput_per_s", "bottleneck", "comm_s")}
+        solver = dict(doc["solver"])
+        candidates = tuple(Candidate(**c) for c in solver.pop("candidates"))
         return Plan(
             schema_version=doc["schema_version"],
             model=ModelInfo(**doc["model"]),
             target=TargetInfo.from_dict(doc["target"]),
-            solver=SolverInfo(**doc["solver"]),
+            solver=SolverInfo(**solver, candidates=candidates),
+            parallelism=Parallelism(**doc["parallelism"]),
             partitions=tuple(parts),
+            shards=tuple(Shard(**x) for x in doc["shards"]),
+            collectives=tuple(Collective(**x) for x in doc["collectives"]),
             transfers=tuple(Transfer(**t) for t in doc["transfers"]),
             estimate=Estimate(
                 latency_s=core["latency_s"],
                 throughput_per_s=core["throughput_per_s"],
                 bottleneck=Bottleneck(**core["bottleneck"]),
+                comm_s=core["comm_s"],
                 extra=est,
             ),
             provenance=Provenance(**doc["provenance"]),
@@ -275,7 +326,8 @@ class Plan:
         """Parse and schema-check plan JSON.
 
         Raises:
-            PlanError: not JSON, or not a schema_version 1 plan (names the first problem).
+            PlanError: not JSON, or not a plan of a schema version this reads (names the
+                first problem).
         """
         doc = parse_plan_json(text, source=source)
         problems = check_schema(doc)

@@ -17,9 +17,22 @@ from typing import Any
 
 from targets.errors import PartitionError
 
-__all__ = ["PlanError", "SCHEMA_VERSION", "parse_plan_json", "plan_schema", "check_schema"]
+__all__ = [
+    "PlanError",
+    "SCHEMA_VERSION",
+    "READABLE_VERSIONS",
+    "parse_plan_json",
+    "plan_schema",
+    "check_schema",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The version this partition writes."""
+
+READABLE_VERSIONS = (1, 2)
+"""The versions it reads: version 1 plans are upgraded when read (`plan.v1`)."""
+
+_SCHEMA_FILES = {1: "plan_schema_v1.json", 2: "plan_schema.json"}
 
 
 class PlanError(PartitionError):
@@ -61,16 +74,14 @@ def parse_plan_json(text: str, *, source: str = "plan") -> Any:
         raise PlanError(f"{source} is not a plan file: {str(err)[:120]}") from None
 
 
-def plan_schema() -> dict[str, Any]:
-    """The JSON Schema shipped in the package (partitioner/plan/plan_schema.json)."""
-    text = (
-        resources.files("partitioner.plan").joinpath("plan_schema.json").read_text(encoding="utf-8")
-    )
-    return json.loads(text)
+def plan_schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The JSON Schema of a plan version, shipped in the package (partitioner/plan/)."""
+    folder = resources.files("partitioner.plan")
+    return json.loads(folder.joinpath(_SCHEMA_FILES[version]).read_text(encoding="utf-8"))
 
 
 @cache
-def _validator() -> Any:
+def _validator(version: int) -> Any:
     """The plan schema's validator, where "integer" means a JSON number written without a fraction.
 
     JSON Schema counts 4.0 as an integer; the plan contract does not (the
@@ -84,7 +95,7 @@ def _validator() -> Any:
 
     base = jsonschema.Draft202012Validator
     types = base.TYPE_CHECKER.redefine("integer", is_integer)
-    return jsonschema.validators.extend(base, type_checker=types)(plan_schema())
+    return jsonschema.validators.extend(base, type_checker=types)(plan_schema(version))
 
 
 _PATTERNS = {
@@ -106,12 +117,14 @@ def _message(error: Any) -> str:
 
 def check_schema(doc: Any) -> list[str]:
     """Schema violations of ``doc`` as one-line messages, first the most relevant."""
-    if isinstance(doc, Mapping) and doc.get("schema_version") not in (None, SCHEMA_VERSION):
+    version = doc.get("schema_version") if isinstance(doc, Mapping) else None
+    if version is not None and version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
         return [
-            f"schema_version {doc.get('schema_version')!r} is not supported "
-            f"(this partition reads version {SCHEMA_VERSION}); upgrade partition"
+            f"schema_version {version!r} is not supported "
+            f"(this partition reads versions {readable}); upgrade partition"
         ]
-    validator = _validator()
+    validator = _validator(version if version in READABLE_VERSIONS else SCHEMA_VERSION)
     try:
         errors = sorted(
             validator.iter_errors(doc),

@@ -21,7 +21,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from partitioner.plan.document import HOST, Plan
+from partitioner.plan.document import HOST, Partition, Plan
+from partitioner.plan.validate_parallel import (
+    check_collectives,
+    check_groups,
+    check_shards,
+    shard_parts,
+)
 from passes.ir import Graph
 
 __all__ = ["Violation", "validate_plan"]
@@ -60,6 +66,9 @@ def validate_plan(
         found.append(Violation("target", plan.target.problem))
     facts = _TargetFacts.of(plan)
     found += _check_ids_and_devices(plan, facts)
+    found += [Violation(*v) for v in check_groups(plan)]
+    found += [Violation(*v) for v in check_shards(plan, graph)]
+    found += [Violation(*v) for v in check_collectives(plan, graph)]
     found += _check_memory(plan)
     if plan.target.kind == "wafer":
         found += _check_regions(plan, facts)
@@ -137,12 +146,26 @@ def _check_ids_and_devices(plan: Plan, facts: _TargetFacts) -> Iterator[Violatio
             yield Violation(
                 "transfers", f"transfer of {t.tensor!r} goes from partition {t.src} to itself"
             )
+    yield from _check_devices(plan, facts)
+
+
+def _check_devices(plan: Plan, facts: _TargetFacts) -> Iterator[Violation]:
+    """Devices exist, repeat in no group, and (on GPUs) serve one stage each."""
     count = facts.devices
-    if count is not None:
-        for p in plan.partitions:
-            if not 0 <= p.device < count:
+    owner: dict[int, int] = {}
+    for p in plan.partitions:
+        if len(set(p.devices)) != len(p.devices):
+            yield Violation("devices", f"partition {p.id} lists a device twice: {list(p.devices)}")
+        for d in p.devices:
+            if count is not None and not 0 <= d < count:
                 yield Violation(
-                    "devices", f"partition {p.id} is on device {p.device}; the target has {count}"
+                    "devices", f"partition {p.id} is on device {d}; the target has {count}"
+                )
+            # A wafer holds many regions; a GPU runs one stage.
+            elif plan.target.kind == "gpu" and owner.setdefault(d, p.stage) != p.stage:
+                yield Violation(
+                    "devices",
+                    f"device {d} serves stages {owner[d]} and {p.stage}; a GPU runs one stage",
                 )
 
 
@@ -163,10 +186,10 @@ def _check_regions(plan: Plan, facts: _TargetFacts) -> Iterator[Violation]:
         if r is None:
             yield Violation("regions", f"partition {p.id} on a wafer target has no region")
             continue
-        if r.wafer != p.device:
+        if p.devices != (r.wafer,):
             yield Violation(
                 "regions",
-                f"partition {p.id} is on device {p.device} but its region is on wafer {r.wafer}",
+                f"partition {p.id} is on devices {list(p.devices)} but its region is on wafer {r.wafer}",
             )
         if width is not None and height is not None and (r.x + r.w > width or r.y + r.h > height):
             yield Violation(
@@ -217,11 +240,20 @@ def _check_coverage(plan: Plan, graph: Graph) -> Iterator[Violation]:
         yield Violation("coverage", f"nodes in no partition: {names}{more}")
 
 
+@dataclass(frozen=True)
+class _Flow:
+    """Where each node runs and each tensor is held, derived from the plan alone."""
+
+    position: Mapping[int, int]
+    owner: Mapping[int, int]
+    resident: frozenset[str]
+    held: dict[str, set[int]]
+
+
 def _check_order_and_transfers(plan: Plan, graph: Graph) -> Iterator[Violation]:
-    position = {p.id: k for k, p in enumerate(plan.partitions)}
     owner = {n: p.id for p in plan.partitions for n in p.nodes}
     # KV-cache inputs live on the stage that consumes them, like parameters.
-    resident = {t.name for t in graph.iter_tensors() if t.is_param or t.is_kv_cache}
+    resident = frozenset(t.name for t in graph.iter_tensors() if t.is_param or t.is_kv_cache)
     # Where each runtime tensor is available: its producer, plus transfer destinations.
     held: dict[str, set[int]] = defaultdict(set)
     for name in graph.inputs:
@@ -229,7 +261,16 @@ def _check_order_and_transfers(plan: Plan, graph: Graph) -> Iterator[Violation]:
     for t in graph.iter_tensors():
         if t.producer is not None and t.name not in resident:
             held[t.name].add(owner[t.producer])
-    # Transfers in listed order; a relay needs its source to hold the tensor already.
+    position = {p.id: k for k, p in enumerate(plan.partitions)}
+    flow = _Flow(position, owner, resident, held)
+    yield from _check_transfers(plan, graph, flow)
+    for p in plan.partitions:
+        yield from _check_reads(p, graph, flow)
+
+
+def _check_transfers(plan: Plan, graph: Graph, flow: _Flow) -> Iterator[Violation]:
+    """Transfers in listed order; a relay needs its source to hold the tensor already."""
+    position, resident, held = flow.position, flow.resident, flow.held
     for tr in plan.transfers:
         if tr.tensor not in graph.tensors:
             yield Violation(
@@ -259,40 +300,46 @@ def _check_order_and_transfers(plan: Plan, graph: Graph) -> Iterator[Violation]:
                 f"tensor {tr.tensor!r} flows from partition {tr.src} back to earlier partition {tr.dst}",
             )
         held[tr.tensor].add(tr.dst)
-    for p in plan.partitions:
-        produced_here: set[str] = set()
-        for n in p.nodes:
-            node = graph.nodes[n]
-            if node.folded:
-                continue  # computed once at load time; reads only constants and static shapes
-            for name in node.present_inputs:
-                t = graph.tensors.get(name)
-                if t is None or name in resident:
-                    continue
-                if t.producer is not None and owner[t.producer] == p.id:
-                    if name not in produced_here:
-                        yield Violation(
-                            "order",
-                            f"in partition {p.id}, node {n} ({node.name}) uses {name!r} before node "
-                            f"{t.producer} produces it",
-                        )
-                    continue
-                source = owner[t.producer] if t.producer is not None else HOST
-                if source != HOST and position[source] > position[p.id]:
+
+
+def _check_reads(p: Partition, graph: Graph, flow: _Flow) -> Iterator[Violation]:
+    """Every value a partition reads is made earlier in it, or brought to it in time."""
+    position, owner, resident, held = flow.position, flow.owner, flow.resident, flow.held
+    produced_here: set[str] = set()
+    for n in p.nodes:
+        node = graph.nodes[n]
+        if node.folded:
+            continue  # computed once at load time; reads only constants and static shapes
+        for name in node.present_inputs:
+            t = graph.tensors.get(name)
+            if t is None or name in resident:
+                continue
+            if t.producer is not None and owner[t.producer] == p.id:
+                if name not in produced_here:
                     yield Violation(
                         "order",
-                        f"partition {p.id} uses {name!r} from partition {source}, which runs later",
+                        f"in partition {p.id}, node {n} ({node.name}) uses {name!r} before node "
+                        f"{t.producer} produces it",
                     )
-                elif p.id not in held[name]:
-                    where = "the host" if source == HOST else f"partition {source}"
-                    yield Violation(
-                        "transfers",
-                        f"partition {p.id} uses {name!r} from {where} but no transfer brings it there",
-                    )
-            produced_here.update(node.present_outputs)
+                continue
+            source = owner[t.producer] if t.producer is not None else HOST
+            if source != HOST and position[source] > position[p.id]:
+                yield Violation(
+                    "order",
+                    f"partition {p.id} uses {name!r} from partition {source}, which runs later",
+                )
+            elif p.id not in held[name]:
+                where = "the host" if source == HOST else f"partition {source}"
+                yield Violation(
+                    "transfers",
+                    f"partition {p.id} uses {name!r} from {where} but no transfer brings it there",
+                )
+        produced_here.update(node.present_outputs)
 
 
 def _check_param_memory(plan: Plan, graph: Graph) -> Iterator[Violation]:
+    """Memory per device covers the parameters read there; a sharded one counts 1/parts."""
+    parts = shard_parts(plan)
     for p in plan.partitions:
         used: dict[str, int] = {}
         for n in p.nodes:
@@ -302,7 +349,7 @@ def _check_param_memory(plan: Plan, graph: Graph) -> Iterator[Violation]:
             for name in node.present_inputs:
                 t = graph.tensors.get(name)
                 if t is not None and t.is_param and t.is_static:
-                    used[name] = t.nbytes
+                    used[name] = t.nbytes // parts.get((p.id, name), 1)
         need = sum(used.values())
         if p.memory_bytes < need:
             yield Violation(

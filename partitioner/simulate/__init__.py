@@ -1,21 +1,35 @@
-"""Simulate a plan: latency, throughput, bottleneck and link loads from the same cost model.
+"""Simulate a plan: latency, throughput, bottleneck and link loads from the one cost model.
 
-The simulator reads a plan and its target spec, never the model: each
+What it reads: the plan and its ``target.spec``, never the model. Each
 partition's ``compute_s`` and each transfer's ``time_s`` were made by the
-target's `CostModel` at planning time, and `targets` adds them up
-(`pipeline_estimate`, fabric geometry), so ``partition simulate`` on a plan
-reproduces the estimate the planner wrote.
+target's `targets.cost.CostModel` at planning time; the simulators add them up
+with the same `targets` formulas the planners use, so simulating a plan
+reproduces the ``estimate`` it records (`estimate_differences` lists where not).
+
+- GPU plans (`simulate_gpu` -> `PipelineReport`): partitions are pipeline
+  stages in plan order, run with the plan's ``parallelism.overlap_transfers``;
+  `targets.pipeline.pipeline_estimate` gives latency, period and bottleneck,
+  and the transfers give each device-to-device link's load.
+- Wafer plans (`simulate_wafer` -> `FabricReport`): partitions are regions of
+  cores (``region``); transfers load fabric, inter-wafer and host links
+  (`wafer_links`), the busiest links and the regions' compute set the period,
+  and latency is the critical path through the partition DAG.
+- LLM decode steps (``estimate.extra`` with ``llm_decode_step`` and
+  ``batch``): tokens/s, seconds per token and $/token (`decode_figures`, from
+  `targets.cost`) in ``report.decode``.
+
+Both reports are a `SimulationReport`: what the plan's estimate records, and
+``to_dict()`` for ``--json``.
 
 Typical use::
 
     from partitioner.simulate import simulate_plan
-    report = simulate_plan(plan)        # PipelineReport (GPU) or FabricReport (wafer)
-    report.latency_s, report.throughput_per_s, report.bottleneck_where
+    report = simulate_plan(plan)
+    report.latency_s, report.throughput_per_s, report.bottleneck.where
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from partitioner.plan import Plan
@@ -28,13 +42,9 @@ from partitioner.simulate.gpu import (
     pipeline_bottleneck_where,
     simulate_gpu,
 )
-from partitioner.simulate.wafer import (
-    FabricReport,
-    LinkLoad,
-    RegionLoad,
-    estimate_fields,
-    simulate_wafer,
-)
+from partitioner.simulate.report import SimulationReport
+from partitioner.simulate.wafer import FabricReport, RegionLoad, estimate_fields, simulate_wafer
+from partitioner.simulate.wafer_links import LinkLoad
 from targets.cost import CostModel
 from targets.errors import TargetError
 from targets.gpu import GpuTarget
@@ -48,6 +58,7 @@ __all__ = [
     "PipelineReport",
     "RegionLoad",
     "SimulateError",
+    "SimulationReport",
     "StageLoad",
     "decode_figures",
     "estimate_differences",
@@ -59,13 +70,8 @@ __all__ = [
 ]
 
 
-def simulate_plan(plan: Plan) -> PipelineReport | FabricReport:
-    """Simulate a plan on the target its ``target.spec`` describes.
-
-    GPU plans run with the ``overlap_transfers`` the plan records (default
-    False). Plans of LLM decode steps (``estimate.llm_decode_step`` with
-    ``batch``) also get tokens/s, seconds per token and $/token when the
-    target has prices, in ``report.decode``.
+def simulate_plan(plan: Plan) -> SimulationReport:
+    """Simulate a plan on the target its ``target.spec`` describes (rules in the module doc).
 
     Raises:
         SimulateError: The target spec is invalid, or the plan is inconsistent.
@@ -74,23 +80,24 @@ def simulate_plan(plan: Plan) -> PipelineReport | FabricReport:
         target = target_from_dict(plan.target.spec)
     except TargetError as err:
         raise SimulateError(f"the plan's target spec is invalid: {err}") from None
+    report: SimulationReport
     if isinstance(target, GpuTarget):
-        overlap = bool(plan.estimate.extra.get("overlap_transfers", False))
-        report: PipelineReport | FabricReport = simulate_gpu(
-            plan.partitions, plan.transfers, target, overlap_transfers=overlap
+        report = simulate_gpu(
+            plan.partitions,
+            plan.transfers,
+            target,
+            overlap_transfers=plan.parallelism.overlap_transfers,
         )
     else:
         report = simulate_wafer(plan.partitions, plan.transfers, target)
     extra = plan.estimate.extra
-    if extra.get("llm_decode_step") and isinstance(extra.get("batch"), int):
-        figures = decode_figures(
-            extra["batch"],
-            report.latency_s,
-            report.throughput_per_s,
-            CostModel(target),
-            devices_in_use(plan.partitions),
-        )
-        report = dataclasses.replace(report, decode=figures)
+    batch = extra.get("batch")
+    # A batch is a count of tokens; a hand-edited plan's negative one gets no figures.
+    if extra.get("llm_decode_step") and isinstance(batch, int) and batch >= 0:
+        devices = devices_in_use(plan.partitions)
+        cost = CostModel(target)
+        figures = decode_figures(batch, report.latency_s, report.throughput_per_s, cost, devices)
+        report = report.with_decode(figures)
     return report
 
 
@@ -98,7 +105,7 @@ def _same(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
 
 
-def estimate_differences(report: PipelineReport | FabricReport, plan: Plan) -> list[str]:
+def estimate_differences(report: SimulationReport, plan: Plan) -> list[str]:
     """Where the simulation and the plan's recorded estimate disagree (empty when they agree)."""
     recorded = plan.estimate
     out = []
@@ -109,10 +116,10 @@ def estimate_differences(report: PipelineReport | FabricReport, plan: Plan) -> l
             f"throughput {report.throughput_per_s:.6g}/s, "
             f"the plan says {recorded.throughput_per_s:.6g}/s"
         )
-    simulated = (report.bottleneck_kind, report.bottleneck_where)
-    if simulated != (recorded.bottleneck.kind, recorded.bottleneck.where):
+    simulated, said = report.bottleneck, recorded.bottleneck
+    if (simulated.kind, simulated.where) != (said.kind, said.where):
         out.append(
-            f"bottleneck {simulated[0]} ({simulated[1]}), the plan says "
-            f"{recorded.bottleneck.kind} ({recorded.bottleneck.where})"
+            f"bottleneck {simulated.kind} ({simulated.where}), "
+            f"the plan says {said.kind} ({said.where})"
         )
     return out

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import networkx as nx
 
 from partitioner.plan import HOST, Partition, Transfer
-from targets.cost import CostModel
+from targets.cost import CostModel, pipelined_tokens_per_s, tokens_per_s
 from targets.errors import PartitionError
 
 __all__ = [
@@ -91,7 +91,7 @@ def critical_path(
 
 def devices_in_use(partitions: Iterable[Partition]) -> list[int]:
     """The devices (GPUs or wafers) the partitions use, in order of first use."""
-    return list(dict.fromkeys(p.device for p in partitions))
+    return list(dict.fromkeys(d for p in partitions for d in p.devices))
 
 
 def utilisation(busy_s: float, period_s: float) -> float:
@@ -106,25 +106,24 @@ def decode_figures(
     cost: CostModel,
     devices: Sequence[int],
 ) -> dict[str, object]:
-    """Figures of an LLM decode step that makes ``batch`` tokens per run.
+    """Figures of an LLM decode step that makes ``batch`` tokens per run, from the cost model.
 
-    With one batch in flight a request waits a whole pass per token
-    (``s_per_token`` = latency); with the pipeline full it makes ``batch ×
-    throughput`` tokens per second. ``usd_per_token`` appears only when every
-    device used has a price.
+    With one batch in flight a request gets one token per pass, so it waits
+    ``s_per_token`` = the latency and streams `tokens_per_s` (1, latency); with
+    the pipeline full the plan makes `pipelined_tokens_per_s` (batch,
+    throughput). ``usd_per_token`` (`CostModel.usd_per_token`) appears only
+    when tokens are made and every device used has a price. Energy per token
+    is not among them: plans have never recorded it.
     """
+    made_per_s = pipelined_tokens_per_s(batch, throughput_per_s) if throughput_per_s > 0 else 0.0
     figures: dict[str, object] = {
         "llm_decode_step": True,
         "batch": batch,
         "s_per_token": latency_s,
-        "tokens_per_s_per_stream": 1.0 / latency_s if latency_s > 0 else 0.0,
-        "tokens_per_s": batch * throughput_per_s,
+        "tokens_per_s_per_stream": tokens_per_s(1, latency_s) if latency_s > 0 else 0.0,
+        "tokens_per_s": made_per_s,
     }
-    usd = (
-        cost.usd_per_token(figures["tokens_per_s"], list(devices))  # type: ignore[arg-type]
-        if throughput_per_s > 0
-        else None
-    )
+    usd = cost.usd_per_token(made_per_s, list(devices)) if made_per_s > 0 else None
     if usd is not None:
         figures["usd_per_token"] = usd
     return figures

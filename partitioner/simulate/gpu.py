@@ -8,20 +8,20 @@ plan's recorded estimate and this simulation agree exactly.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from partitioner.plan import HOST, Partition, Transfer
+from partitioner.plan import HOST, Bottleneck, Partition, Transfer
 from partitioner.simulate.common import (
     SimulateError,
     check_transfer_ends,
     partition_positions,
     utilisation,
 )
+from partitioner.simulate.report import report_dict
 from targets.gpu import GpuTarget
-from targets.pipeline import Bottleneck, PipelineEstimate, pipeline_estimate, stage_recv_s
+from targets.pipeline import PipelineEstimate, StageBottleneck, pipeline_estimate, stage_recv_s
 
 __all__ = [
     "DeviceLinkLoad",
@@ -83,15 +83,15 @@ class LinkClassLoad:
 
 @dataclass(frozen=True)
 class PipelineReport:
-    """A simulated GPU pipeline.
+    """A simulated GPU pipeline (a `SimulationReport`).
 
     Attributes:
         stages: One entry per partition, in plan order.
-        estimate: Latency, throughput, period and bottleneck (`pipeline_estimate`).
+        estimate: Latency, throughput, period and the stage bottleneck (`pipeline_estimate`).
         overlap_transfers: Whether transfers overlap compute.
         links: Directed device pairs that carry traffic, busiest first.
         link_classes: The same traffic per link class.
-        bottleneck_where: Where the bottleneck is, as the plan writes it.
+        bottleneck: The estimate's bottleneck as the plan records it ("stage 2", ...).
         decode: LLM decode-step figures, for plans of decode steps.
     """
 
@@ -100,7 +100,7 @@ class PipelineReport:
     overlap_transfers: bool
     links: tuple[DeviceLinkLoad, ...]
     link_classes: tuple[LinkClassLoad, ...]
-    bottleneck_where: str
+    bottleneck: Bottleneck
     decode: Mapping[str, Any] | None = field(default=None)
 
     kind = "gpu"
@@ -117,28 +117,21 @@ class PipelineReport:
     def period_s(self) -> float:
         return self.estimate.period_s
 
-    @property
-    def bottleneck_kind(self) -> str:
-        return self.estimate.bottleneck.kind
+    def with_decode(self, figures: Mapping[str, Any]) -> PipelineReport:
+        return replace(self, decode=figures)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (an infinite throughput is null)."""
-        throughput = self.throughput_per_s if math.isfinite(self.throughput_per_s) else None
-        return {
-            "kind": self.kind,
-            "latency_s": self.latency_s,
-            "throughput_per_s": throughput,
-            "period_s": self.period_s,
-            "bottleneck": {"kind": self.bottleneck_kind, "where": self.bottleneck_where},
+        details = {
             "overlap_transfers": self.overlap_transfers,
             "stages": [asdict(s) for s in self.stages],
             "links": [asdict(link) for link in self.links],
             "link_classes": [asdict(c) for c in self.link_classes],
-            "decode": dict(self.decode) if self.decode is not None else None,
         }
+        return report_dict(self, details)
 
 
-def pipeline_bottleneck_where(bottleneck: Bottleneck) -> str:
+def pipeline_bottleneck_where(bottleneck: StageBottleneck) -> str:
     """A readable place for a pipeline bottleneck ("stage 2", "host input", ...)."""
     b = bottleneck
     return {
@@ -158,8 +151,8 @@ def _link_loads(
 ) -> tuple[tuple[DeviceLinkLoad, ...], tuple[LinkClassLoad, ...]]:
     pairs: dict[tuple[int, int], list] = {}  # (src, dst) -> [class, name, bytes, busy, count]
     for t in transfers:
-        a = HOST if t.src == HOST else partitions[position[t.src]].device
-        b = HOST if t.dst == HOST else partitions[position[t.dst]].device
+        a = HOST if t.src == HOST else partitions[position[t.src]].devices[0]
+        b = HOST if t.dst == HOST else partitions[position[t.dst]].devices[0]
         try:
             link = target.link_between(a, b)
         except ValueError as err:
@@ -225,7 +218,7 @@ def simulate_gpu(
     estimate = pipeline_estimate(compute_s, send_s, overlap_transfers, stage_host_s=host_s)
     recv_s = stage_recv_s(send_s)
     stages = tuple(
-        StageLoad(p.id, p.device, p.compute_s, r, s, h, period)
+        StageLoad(p.id, p.devices[0], p.compute_s, r, s, h, period)
         for p, r, s, h, period in zip(
             partitions, recv_s, send_s, host_s, estimate.stage_period_s, strict=True
         )
@@ -237,5 +230,7 @@ def simulate_gpu(
         overlap_transfers=overlap_transfers,
         links=links,
         link_classes=classes,
-        bottleneck_where=pipeline_bottleneck_where(estimate.bottleneck),
+        bottleneck=Bottleneck(
+            estimate.bottleneck.kind, pipeline_bottleneck_where(estimate.bottleneck)
+        ),
     )

@@ -25,6 +25,7 @@ from matplotlib import colors  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from partitioner.simulate.gpu import PipelineReport, StageLoad  # noqa: E402
+from partitioner.simulate.report import SimulationReport  # noqa: E402
 from partitioner.simulate.wafer import FabricReport  # noqa: E402
 
 __all__ = ["MAX_PIXELS", "gantt_schedule", "max_pool", "render_png"]
@@ -82,8 +83,8 @@ def gantt_schedule(
     return out
 
 
-def _region_panels(report: FabricReport, wafer: int, axes: Sequence[plt.Axes]) -> None:
-    width, height = report.grid
+def _draw_regions(report: FabricReport, wafer: int, axes: Sequence[plt.Axes]) -> None:
+    """Each region on the three panels: coloured by partition, by utilisation, and outlined."""
     regions = [r for r in report.regions if r.wafer == wafer]
     palette = plt.get_cmap("tab20")
     util_map = plt.get_cmap("viridis")
@@ -101,32 +102,35 @@ def _region_panels(report: FabricReport, wafer: int, axes: Sequence[plt.Axes]) -
             va="center",
             fontsize=label_size,
         )
+        busy_colour = util_map(min(r.utilisation, 1.0))
         axes[1].add_patch(
-            Rectangle(
-                (r.x, r.y),
-                r.w,
-                r.h,
-                facecolor=util_map(min(r.utilisation, 1.0)),
-                edgecolor="black",
-                lw=0.3,
-            )
+            Rectangle((r.x, r.y), r.w, r.h, facecolor=busy_colour, edgecolor="black", lw=0.3)
         )
         axes[2].add_patch(Rectangle((r.x, r.y), r.w, r.h, fill=False, edgecolor="white", lw=0.3))
-    figure = axes[1].figure
     mappable = plt.cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=util_map)
-    figure.colorbar(mappable, ax=axes[1], label="compute / period", shrink=0.8)
+    axes[1].figure.colorbar(mappable, ax=axes[1], label="compute / period", shrink=0.8)
+
+
+def _draw_link_load(report: FabricReport, wafer: int, ax: plt.Axes) -> None:
+    """Per core, the bytes on its busiest outgoing link (log scale; nothing for a quiet wafer)."""
     loads = report.mesh_loads.get(wafer)
-    if loads is not None and loads.max_bytes() > 0:
-        pooled, factor = max_pool(loads.core_max())
-        shown = np.ma.masked_equal(pooled, 0)
-        norm = colors.LogNorm(vmin=max(1, shown.min()), vmax=max(2, shown.max()))
-        image = axes[2].imshow(
-            shown, extent=(0, width, height, 0), norm=norm, cmap="inferno", interpolation="nearest"
-        )
-        note = f" (max of {factor}x{factor} cores)" if factor > 1 else ""
-        figure.colorbar(
-            image, ax=axes[2], label=f"bytes per item on the busiest link{note}", shrink=0.8
-        )
+    if loads is None or loads.max_bytes() == 0:
+        return
+    width, height = report.grid
+    pooled, factor = max_pool(loads.core_max())
+    shown = np.ma.masked_equal(pooled, 0)
+    norm = colors.LogNorm(vmin=max(1, shown.min()), vmax=max(2, shown.max()))
+    image = ax.imshow(
+        shown, extent=(0, width, height, 0), norm=norm, cmap="inferno", interpolation="nearest"
+    )
+    note = f" (max of {factor}x{factor} cores)" if factor > 1 else ""
+    ax.figure.colorbar(image, ax=ax, label=f"bytes per item on the busiest link{note}", shrink=0.8)
+
+
+def _region_panels(report: FabricReport, wafer: int, axes: Sequence[plt.Axes]) -> None:
+    _draw_regions(report, wafer, axes)
+    _draw_link_load(report, wafer, axes[2])
+    width, height = report.grid
     for ax, title in zip(axes, ("floorplan", "utilisation", "link load"), strict=True):
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
@@ -191,12 +195,18 @@ def _gpu_figure(report: PipelineReport, title: str, items: int = 4) -> plt.Figur
     return figure
 
 
-def render_png(report: PipelineReport | FabricReport, title: str) -> bytes:
-    """The report's picture as PNG bytes."""
+def _figure(report: SimulationReport, title: str) -> plt.Figure:
+    """The picture of the report's kind."""
+    if isinstance(report, PipelineReport):
+        return _gpu_figure(report, title)
     if isinstance(report, FabricReport):
-        figure = _wafer_figure(report, title)
-    else:
-        figure = _gpu_figure(report, title)
+        return _wafer_figure(report, title)
+    raise TypeError(f"no picture for a {report.kind} report")
+
+
+def render_png(report: SimulationReport, title: str) -> bytes:
+    """The report's picture as PNG bytes."""
+    figure = _figure(report, title)
     buffer = io.BytesIO()
     try:
         figure.savefig(buffer, format="png", dpi=110)

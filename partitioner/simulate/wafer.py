@@ -6,14 +6,7 @@ overlap. Every second comes from `targets`:
 
 - region compute is the plan's ``compute_s`` (`WaferCostModel.region_compute_s`
   at planning time);
-- an on-wafer transfer is spread over `targets.fabric.transfer_paths`, each
-  path carrying a whole-byte share (`split_bytes`) routed X then Y;
-  per-link bytes add up (`mesh_link_loads`) and a link is busy
-  `WaferCostModel.link_time_s` per item;
-- a transfer between wafers keeps the sending wafer's inter-wafer link busy
-  `inter_wafer_busy_s`, host I/O the wafer's host link `host_busy_s` (bytes over
-  bandwidth: a transfer's latency delays it but does not occupy the link)
-  (one link per direction);
+- the transfers load fabric, inter-wafer and host links (`wafer_links` says how);
 - the period is `pipeline_estimate` over the regions' compute with the busy
   links as shared links, and latency is the critical path through the
   partition DAG (compute plus each transfer's plan ``time_s``).
@@ -21,37 +14,33 @@ overlap. Every second comes from `targets`:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from partitioner.plan import HOST, Partition, Region, Transfer
+from partitioner.plan import Bottleneck, Partition, Region, Transfer
 from partitioner.simulate.common import (
     SimulateError,
-    check_transfer_ends,
     critical_path,
     partition_positions,
     utilisation,
 )
-from targets.cost import WaferCostModel
-from targets.fabric import (
-    Coord,
-    MeshLinkLoads,
-    Rect,
-    center_hops,
-    mesh_link_loads,
-    split_bytes,
-    transfer_paths,
+from partitioner.simulate.report import report_dict
+from partitioner.simulate.wafer_links import (
+    TOP_LINKS,
+    LinkLoad,
+    bounding_links,
+    gather_traffic,
+    link_loads,
+    mesh_loads,
+    with_utilisation,
 )
-from targets.pipeline import PipelineEstimate, pipeline_estimate
+from targets.cost import WaferCostModel
+from targets.fabric import MeshLinkLoads
+from targets.pipeline import PipelineEstimate, StageBottleneck, pipeline_estimate
 from targets.wafer import WaferTarget
 
-__all__ = ["FabricReport", "LinkLoad", "RegionLoad", "estimate_fields", "simulate_wafer"]
-
-TOP_LINKS = 5
-_MAX_LINK_BYTES = 2**63 - 1
-"""Link loads are int64: every load is at most the sum over a wafer's flows, which stays below."""
+__all__ = ["FabricReport", "RegionLoad", "estimate_fields", "simulate_wafer"]
 
 
 @dataclass(frozen=True)
@@ -81,48 +70,9 @@ class RegionLoad:
         return self.w * self.h
 
 
-@dataclass(frozen=True)
-class LinkLoad:
-    """Bytes and busy seconds per item of one link.
-
-    Attributes:
-        kind: ``"fabric"`` (a link between two cores), ``"inter-wafer"`` (the
-            sending wafer's link to the others), ``"host-in"`` or ``"host-out"``.
-        wafer: The wafer the link belongs to.
-        src: For a fabric link, the core it leaves.
-        dst: For a fabric link, the core it enters.
-    """
-
-    kind: str
-    wafer: int
-    bytes: int
-    busy_s: float
-    utilisation: float
-    src: Coord | None = None
-    dst: Coord | None = None
-
-    @property
-    def where(self) -> str:
-        """Readable name: ``"link (300,41)->(301,41) on wafer 0"``."""
-        if self.kind == "fabric" and self.src is not None and self.dst is not None:
-            (x0, y0), (x1, y1) = self.src, self.dst
-            return f"link ({x0},{y0})->({x1},{y1}) on wafer {self.wafer}"
-        return {
-            "inter-wafer": f"inter-wafer link from wafer {self.wafer}",
-            "host-in": f"host link to wafer {self.wafer}",
-            "host-out": f"host link from wafer {self.wafer}",
-        }[self.kind]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["src"] = list(self.src) if self.src is not None else None
-        d["dst"] = list(self.dst) if self.dst is not None else None
-        return {"where": self.where, **d}
-
-
 @dataclass(frozen=True, eq=False)
 class FabricReport:
-    """A simulated wafer plan.
+    """A simulated wafer plan (a `SimulationReport`).
 
     Attributes:
         regions: One entry per partition, in plan order.
@@ -136,8 +86,8 @@ class FabricReport:
         latency_s: Critical path through the partition DAG.
         critical_path: Partition ids along it.
         estimate: `pipeline_estimate` of the regions with the links as shared links.
-        bottleneck_kind: ``"compute"`` or ``"link"``.
-        bottleneck_where: ``"region 12 on wafer 0"``, ``"link (300,41)->(301,41) on wafer 0"``, ...
+        bottleneck: Kind ``"compute"`` or ``"link"``, where ``"region 12 on wafer 0"``,
+            ``"link (300,41)->(301,41) on wafer 0"``, ..., as the plan records it.
         decode: LLM decode-step figures, for plans of decode steps.
     """
 
@@ -152,8 +102,7 @@ class FabricReport:
     latency_s: float
     critical_path: tuple[int, ...]
     estimate: PipelineEstimate
-    bottleneck_kind: str
-    bottleneck_where: str
+    bottleneck: Bottleneck
     decode: Mapping[str, Any] | None = field(default=None)
 
     kind = "wafer"
@@ -174,15 +123,12 @@ class FabricReport:
     def max_sram_bytes_per_core(self) -> float:
         return max(r.sram_bytes_per_core for r in self.regions)
 
+    def with_decode(self, figures: Mapping[str, Any]) -> FabricReport:
+        return replace(self, decode=figures)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (an infinite throughput is null)."""
-        throughput = self.throughput_per_s if math.isfinite(self.throughput_per_s) else None
-        return {
-            "kind": self.kind,
-            "latency_s": self.latency_s,
-            "throughput_per_s": throughput,
-            "period_s": self.period_s,
-            "bottleneck": {"kind": self.bottleneck_kind, "where": self.bottleneck_where},
+        details = {
             "critical_path": list(self.critical_path),
             "byte_hops": self.byte_hops,
             "grid": list(self.grid),
@@ -191,8 +137,8 @@ class FabricReport:
             "regions": [asdict(r) for r in self.regions],
             "busiest_links": [link.to_dict() for link in self.busiest_links],
             "off_wafer_links": [link.to_dict() for link in self.off_wafer_links],
-            "decode": dict(self.decode) if self.decode is not None else None,
         }
+        return report_dict(self, details)
 
 
 def _regions(partitions: Sequence[Partition], target: WaferTarget) -> list[Region]:
@@ -217,86 +163,6 @@ def _regions(partitions: Sequence[Partition], target: WaferTarget) -> list[Regio
     return out
 
 
-def _rect(r: Region) -> Rect:
-    return (r.x, r.y, r.w, r.h)
-
-
-@dataclass
-class _Traffic:
-    """Per-item traffic gathered from the transfers (mutable while it is being gathered)."""
-
-    flows: dict[int, tuple[list, list, list]] = field(default_factory=dict)
-    off_wafer: dict[tuple[str, int], list] = field(default_factory=dict)  # -> [bytes, busy_s]
-    byte_hops: int = 0
-
-
-def _gather(
-    transfers: Sequence[Transfer],
-    regions: Sequence[Region],
-    position: Mapping[int, int],
-    cost: WaferCostModel,
-) -> _Traffic:
-    traffic = _Traffic()
-
-    def off_wafer(kind: str, wafer: int, nbytes: int, busy_s: float) -> None:
-        entry = traffic.off_wafer.setdefault((kind, wafer), [0, 0.0])
-        entry[0] += nbytes
-        entry[1] += busy_s
-
-    for t in transfers:
-        check_transfer_ends(t, position)
-        if t.src == HOST:
-            off_wafer("host-in", regions[position[t.dst]].wafer, t.bytes, cost.host_busy_s(t.bytes))
-            continue
-        a = regions[position[t.src]]
-        if t.dst == HOST:
-            off_wafer("host-out", a.wafer, t.bytes, cost.host_busy_s(t.bytes))
-            continue
-        b = regions[position[t.dst]]
-        if a.wafer != b.wafer:
-            off_wafer("inter-wafer", a.wafer, t.bytes, cost.inter_wafer_busy_s(t.bytes))
-            continue
-        paths = transfer_paths(_rect(a), _rect(b))
-        src, dst, shares = traffic.flows.setdefault(a.wafer, ([], [], []))
-        src.extend(s for s, _ in paths)
-        dst.extend(d for _, d in paths)
-        shares.extend(split_bytes(t.bytes, len(paths)))
-        hops = t.hops if t.hops is not None else center_hops(_rect(a), _rect(b))
-        traffic.byte_hops += t.bytes * hops
-    return traffic
-
-
-def _mesh(target: WaferTarget, wafer: int, flows: tuple[list, list, list]) -> MeshLinkLoads:
-    """The load on every link of one wafer (its flows' bytes must add up to less than 2**63)."""
-    src, dst, shares = flows
-    total = sum(shares)
-    if total > _MAX_LINK_BYTES:
-        raise SimulateError(
-            f"the transfers on wafer {wafer} move {total:,} bytes per item in all, more than "
-            "link loads hold (2**63 - 1); check the bytes of the plan's transfers"
-        )
-    spec = target.wafer
-    return mesh_link_loads(spec.width_cores, spec.height_cores, src, dst, shares)
-
-
-def _link_loads(
-    mesh: Mapping[int, MeshLinkLoads], traffic: _Traffic, cost: WaferCostModel
-) -> tuple[list[LinkLoad], list[LinkLoad]]:
-    """Each wafer's busiest fabric links, then the off-wafer links (utilisation not yet known)."""
-    fabric = [
-        LinkLoad("fabric", w, nbytes, cost.link_time_s(nbytes), 0.0, src, dst)
-        for w, loads in mesh.items()
-        for (src, dst), nbytes in loads.busiest(TOP_LINKS)
-    ]
-    off = [
-        LinkLoad(kind, w, nbytes, busy_s, 0.0)
-        for (kind, w), (nbytes, busy_s) in sorted(
-            traffic.off_wafer.items(), key=lambda item: (item[0][1], item[0][0])
-        )
-    ]
-    return fabric, off
-
-
 def _region_loads(
     partitions: Sequence[Partition], regions: Sequence[Region], period_s: float, usable: int
 ) -> tuple[RegionLoad, ...]:
@@ -310,6 +176,20 @@ def _region_loads(
             )
         )  # fmt: skip
     return tuple(out)
+
+
+def _bottleneck(
+    b: StageBottleneck,
+    bounding: Sequence[LinkLoad],
+    partitions: Sequence[Partition],
+    regions: Sequence[Region],
+) -> Bottleneck:
+    """The estimate's bottleneck as the plan records it: a busy link, or a region's compute."""
+    if b.kind == "link":
+        return Bottleneck("link", bounding[b.index].where)
+    return Bottleneck(
+        "compute", f"region {partitions[b.index].id} on wafer {regions[b.index].wafer}"
+    )
 
 
 def simulate_wafer(
@@ -327,47 +207,32 @@ def simulate_wafer(
     spec = target.wafer
     position = partition_positions(partitions)
     regions = _regions(partitions, target)
-    traffic = _gather(transfers, regions, position, cost)
+    traffic = gather_traffic(transfers, regions, position, cost)
     latency_s, critical = critical_path(partitions, transfers, position)
-    mesh = {w: _mesh(target, w, traffic.flows[w]) for w in sorted(traffic.flows)}
-    fabric, off = _link_loads(mesh, traffic, cost)
-    # Only each wafer's busiest fabric link can bound throughput, so only those
-    # (with the off-wafer links) enter pipeline_estimate as shared links.
-    heads = [next(link for link in fabric if link.wafer == w) for w in mesh if mesh[w].max_bytes()]
-    bounding = heads + off
+    mesh = {w: mesh_loads(target, w, traffic.flows[w]) for w in sorted(traffic.flows)}
+    fabric, off = link_loads(mesh, traffic, cost)
+    bounding = bounding_links(mesh, fabric, off)
     estimate = pipeline_estimate(
         [p.compute_s for p in partitions],
         [0.0] * len(partitions),
         True,
         link_busy_s=[link.busy_s for link in bounding],
     )
-    b, period = estimate.bottleneck, estimate.period_s
-    if b.kind == "link":
-        kind, where = "link", bounding[b.index].where
-    else:
-        kind, where = (
-            "compute",
-            f"region {partitions[b.index].id} on wafer {regions[b.index].wafer}",
-        )
-
-    def settled(links: list[LinkLoad]) -> list[LinkLoad]:
-        return [replace(link, utilisation=utilisation(link.busy_s, period)) for link in links]
-
-    busiest = sorted(settled(fabric + off), key=lambda link: -link.busy_s)[:TOP_LINKS]
+    period = estimate.period_s
+    busiest = sorted(with_utilisation(fabric + off, period), key=lambda link: -link.busy_s)
     return FabricReport(
         regions=_region_loads(partitions, regions, period, spec.usable_sram_bytes_per_core),
         usable_sram_bytes_per_core=spec.usable_sram_bytes_per_core,
         grid=(spec.width_cores, spec.height_cores),
         num_wafers=target.num_wafers,
         mesh_loads=mesh,
-        busiest_links=tuple(busiest),
-        off_wafer_links=tuple(settled(off)),
+        busiest_links=tuple(busiest[:TOP_LINKS]),
+        off_wafer_links=tuple(with_utilisation(off, period)),
         byte_hops=traffic.byte_hops,
         latency_s=latency_s,
         critical_path=critical,
         estimate=estimate,
-        bottleneck_kind=kind,
-        bottleneck_where=where,
+        bottleneck=_bottleneck(estimate.bottleneck, bounding, partitions, regions),
     )
 
 
@@ -379,7 +244,7 @@ def estimate_fields(report: FabricReport) -> dict[str, Any]:
         "extra": {...}}``; ``extra`` holds the period, critical path, busiest
         link, Σ bytes × hops, SRAM per core and off-wafer link loads, all
         JSON-ready, plus ``report.decode`` when set (for decode steps, set it
-        with ``dataclasses.replace(report, decode=decode_figures(...))``).
+        with ``report.with_decode(decode_figures(...))``).
         ``Estimate(bottleneck=Bottleneck(**f["bottleneck"]), ...)`` builds the
         plan's record from it.
     """
@@ -398,6 +263,6 @@ def estimate_fields(report: FabricReport) -> dict[str, Any]:
     return {
         "latency_s": report.latency_s,
         "throughput_per_s": report.throughput_per_s,
-        "bottleneck": {"kind": report.bottleneck_kind, "where": report.bottleneck_where},
+        "bottleneck": asdict(report.bottleneck),
         "extra": extra,
     }

@@ -3,6 +3,14 @@
 from passes.analysis.costs import CostReport, NodeCost, node_costs, resident_params
 from passes.analysis.edges import EdgeBytes, cut_bytes
 from passes.analysis.liveness import LivenessReport, activation_liveness
+from passes.analysis.partition_io import (
+    PartitionIO,
+    Residency,
+    TensorFlow,
+    partition_io,
+    residency,
+    tensor_flows,
+)
 from passes.analysis.patterns import AttentionPattern, attention_patterns
 
 __all__ = [
@@ -14,6 +22,12 @@ __all__ = [
     "cut_bytes",
     "LivenessReport",
     "activation_liveness",
+    "Residency",
+    "residency",
+    "PartitionIO",
+    "partition_io",
+    "TensorFlow",
+    "tensor_flows",
     "AttentionPattern",
     "attention_patterns",
 ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from passes.analysis.costs import CostReport
 from passes.analysis.liveness import activation_liveness
+from passes.analysis.partition_io import residency
 from passes.ir import Graph
 from passes.pass_infra import Pass, PassResult
 
@@ -163,67 +164,23 @@ def coarsen(
     """
     order = graph.topological_order()
     runtime = [i for i in order if not graph.nodes[i].folded]
-    param_bytes_of: list[dict[str, int]] = []
-    for node in graph.nodes:
-        used = {}
-        if not node.folded:
-            for name in node.present_inputs:
-                t = graph.tensors.get(name)
-                if t is not None and t.is_param and t.is_static:
-                    used[name] = t.nbytes
-        param_bytes_of.append(used)
+    # Per node, so a segment can be cut before its distinct parameters pass the budget.
+    param_bytes_of = [dict(residency(graph, [n.index]).params) for n in graph.nodes]
     segments = _segments(
         runtime, weights, param_bytes_of, max(1, target_blocks), max_block_param_bytes
     )
     if not segments:
         segments = [[]]
-    block_of = [-1] * graph.num_nodes
-    for b, seg in enumerate(segments):
-        for i in seg:
-            block_of[i] = b
-    # Folded nodes join their first runtime consumer's block (reverse order resolves chains).
-    for i in reversed(order):
-        if graph.nodes[i].folded:
-            consumers = [
-                block_of[c]
-                for o in graph.nodes[i].present_outputs
-                for c in graph.tensors[o].consumers
-                if block_of[c] >= 0
-            ]
-            block_of[i] = min(consumers) if consumers else 0
+    block_of = _block_of(graph, order, segments)
     members: list[list[int]] = [[] for _ in segments]
     folded_members: list[list[int]] = [[] for _ in segments]
     for i in order:
         (folded_members if graph.nodes[i].folded else members)[block_of[i]].append(i)
 
-    blocks = []
-    for b in range(len(segments)):
-        nodes = tuple(folded_members[b] + members[b])
-        params: dict[str, int] = {}
-        kv = {}
-        for i in members[b]:
-            params.update(param_bytes_of[i])
-            for name in graph.nodes[i].present_inputs:
-                t = graph.tensors.get(name)
-                if t is not None and t.is_kv_cache and t.is_static:
-                    kv[name] = t.nbytes
-        node_costs = [costs.nodes[i] for i in members[b]]
-        blocks.append(
-            Block(
-                id=b,
-                nodes=nodes,
-                weight=sum(weights[i] for i in members[b]),
-                flops=sum(c.flops for c in node_costs),
-                bytes_moved=sum(c.bytes_moved for c in node_costs),
-                matmuls=sum(c.matmuls for c in node_costs),
-                params=frozenset(params),
-                param_bytes=sum(params.values()),
-                kv_cache_bytes=sum(kv.values()),
-                activation_peak_bytes=activation_liveness(graph, members[b]).peak_bytes
-                if members[b]
-                else 0,
-            )
-        )
+    blocks = [
+        _block(graph, costs, weights, b, folded_members[b], members[b])
+        for b in range(len(segments))
+    ]
     edges = _block_edges(graph, block_of)
     total_weight = sum(b.weight for b in blocks) or 1.0
     report = CoarsenReport(
@@ -235,6 +192,50 @@ def coarsen(
         heaviest_block_share=max((b.weight for b in blocks), default=0.0) / total_weight,
     )
     return BlockGraph(tuple(blocks), edges, tuple(block_of), report)
+
+
+def _block_of(graph: Graph, order: Sequence[int], segments: Sequence[list[int]]) -> list[int]:
+    """Node -> block: runtime nodes by segment; folded nodes join their first runtime
+    consumer's block (visiting in reverse order resolves chains of folded nodes)."""
+    block_of = [-1] * graph.num_nodes
+    for b, seg in enumerate(segments):
+        for i in seg:
+            block_of[i] = b
+    for i in reversed(order):
+        if graph.nodes[i].folded:
+            consumers = [
+                block_of[c]
+                for o in graph.nodes[i].present_outputs
+                for c in graph.tensors[o].consumers
+                if block_of[c] >= 0
+            ]
+            block_of[i] = min(consumers) if consumers else 0
+    return block_of
+
+
+def _block(
+    graph: Graph,
+    costs: CostReport,
+    weights: Sequence[float],
+    b: int,
+    folded: Sequence[int],
+    runtime: Sequence[int],
+) -> Block:
+    """Block ``b``: its folded nodes first (they run at load time), then its runtime nodes."""
+    held = residency(graph, runtime)
+    node_costs = [costs.nodes[i] for i in runtime]
+    return Block(
+        id=b,
+        nodes=(*folded, *runtime),
+        weight=sum(weights[i] for i in runtime),
+        flops=sum(c.flops for c in node_costs),
+        bytes_moved=sum(c.bytes_moved for c in node_costs),
+        matmuls=sum(c.matmuls for c in node_costs),
+        params=frozenset(held.params),
+        param_bytes=held.param_bytes,
+        kv_cache_bytes=held.kv_cache_bytes,
+        activation_peak_bytes=activation_liveness(graph, runtime).peak_bytes if runtime else 0,
+    )
 
 
 def _block_edges(graph: Graph, block_of: Sequence[int]) -> tuple[BlockEdge, ...]:

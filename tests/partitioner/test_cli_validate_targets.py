@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from partitioner.planner import PlanOptions, plan_pipeline
+from partitioner.planning import GpuOptions, plan_pipeline
 from passes.load import load
 from tests.cli import run_cli
 from tests.modelgen import init, make_model, save, vi
@@ -26,7 +26,7 @@ def planned(tmp_path):
     model = save(
         make_model(nodes, [vi("x", [2, 8])], [vi("y", [2, 4])], inits), tmp_path / "m.onnx"
     )
-    plan = plan_pipeline(load(model), toy_target([100_000] * 2), PlanOptions(solver="dp")).plan
+    plan = plan_pipeline(load(model), toy_target([100_000] * 2), GpuOptions(solver="dp")).plan
     path = tmp_path / "m.plan.json"
     path.write_text(plan.to_json())
     return model, path

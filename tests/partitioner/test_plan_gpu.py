@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from partitioner.plan import Plan
 from partitioner.plan.validate import validate_plan
-from partitioner.planner import InfeasibleError, PlanOptions, UsageError, plan_pipeline
+from partitioner.planning import GpuOptions, InfeasibleError, UsageError, plan_pipeline
 from passes.load import load
 from tests.modelgen import random_dag, save
 from tests.partitioner.gpu_targets import toy_target
@@ -33,7 +33,7 @@ def test_random_dags_on_random_targets_always_validate(tmp_path_factory, data):
     solver = data.draw(st.sampled_from(["cpsat", "dp", "greedy", "uniform"]))
     try:
         outcome = plan_pipeline(
-            graph, toy_target(capacities), PlanOptions(solver=solver, time_limit_s=2)
+            graph, toy_target(capacities), GpuOptions(solver=solver, time_limit_s=2)
         )
     except (InfeasibleError, UsageError):
         return  # a clear refusal is a valid answer (too little memory, too few blocks)
@@ -52,15 +52,15 @@ def dag(tmp_path):
 
 def test_same_input_and_seed_give_identical_bytes(dag):
     target = toy_target([50_000] * 4)
-    a = plan_pipeline(dag, target, PlanOptions(time_limit_s=5, command="x")).plan.to_json()
-    b = plan_pipeline(dag, target, PlanOptions(time_limit_s=5, command="x")).plan.to_json()
+    a = plan_pipeline(dag, target, GpuOptions(time_limit_s=5, command="x")).plan.to_json()
+    b = plan_pipeline(dag, target, GpuOptions(time_limit_s=5, command="x")).plan.to_json()
     assert a == b
 
 
 def test_cpsat_never_worse_than_baselines(dag):
     target = toy_target([50_000] * 4)
     objective = {
-        s: plan_pipeline(dag, target, PlanOptions(solver=s, time_limit_s=5)).plan.solver.objective_s
+        s: plan_pipeline(dag, target, GpuOptions(solver=s, time_limit_s=5)).plan.solver.objective_s
         for s in ("cpsat", "dp", "greedy", "params", "uniform")
     }
     assert all(objective["cpsat"] <= v + 1e-12 for v in objective.values()), objective
@@ -69,7 +69,7 @@ def test_cpsat_never_worse_than_baselines(dag):
 def test_model_too_big_reports_bytes_and_minimum_devices(dag):
     # 16 MatMul-ish weights of 8*8*4 = 256 B... far more than 2 x 300 B
     with pytest.raises(InfeasibleError, match=r"needs at least \d+ devices"):
-        plan_pipeline(dag, toy_target([300, 300]), PlanOptions())
+        plan_pipeline(dag, toy_target([300, 300]), GpuOptions())
 
 
 def test_single_node_larger_than_a_device(tmp_path):
@@ -83,18 +83,18 @@ def test_single_node_larger_than_a_device(tmp_path):
     )
     graph = load(save(model, tmp_path / "giant.onnx"))
     with pytest.raises(InfeasibleError, match="node 0 'giant' .* alone needs 16.4 kB"):
-        plan_pipeline(graph, toy_target([10_000, 10_000]), PlanOptions())
+        plan_pipeline(graph, toy_target([10_000, 10_000]), GpuOptions())
 
 
 @pytest.mark.parametrize("devices", [0, 5, -1])
 def test_devices_out_of_range(dag, devices):
     with pytest.raises(UsageError, match="has 4 devices"):
-        plan_pipeline(dag, toy_target([50_000] * 4), PlanOptions(devices=devices))
+        plan_pipeline(dag, toy_target([50_000] * 4), GpuOptions(devices=devices))
 
 
 def test_devices_auto_finds_the_fewest_that_fit(dag):
     outcome = plan_pipeline(
-        dag, toy_target([3_000] * 8, gpus_per_node=8), PlanOptions(devices="auto", time_limit_s=5)
+        dag, toy_target([3_000] * 8, gpus_per_node=8), GpuOptions(devices="auto", time_limit_s=5)
     )
     used = outcome.plan.estimate.extra["devices_used"]
     assert outcome.devices_auto and len(outcome.plan.partitions) == used
@@ -102,58 +102,93 @@ def test_devices_auto_finds_the_fewest_that_fit(dag):
         plan_pipeline(
             dag,
             toy_target([3_000] * 8, gpus_per_node=8),
-            PlanOptions(devices=used - 1, solver="dp"),
+            GpuOptions(devices=used - 1, solver="dp"),
         )
 
 
 def test_heterogeneous_memory_is_respected(dag):
-    outcome = plan_pipeline(dag, toy_target([2_500, 60_000, 60_000]), PlanOptions(time_limit_s=5))
+    outcome = plan_pipeline(dag, toy_target([2_500, 60_000, 60_000]), GpuOptions(time_limit_s=5))
     small = outcome.plan.partitions[0]
     assert small.capacity_bytes == 2_500 and small.memory_bytes <= 2_500
 
 
 def test_bad_time_limit(dag):
     with pytest.raises(UsageError, match="positive"):
-        plan_pipeline(dag, toy_target([50_000] * 2), PlanOptions(time_limit_s=0))
+        plan_pipeline(dag, toy_target([50_000] * 2), GpuOptions(time_limit_s=0))
 
 
 def test_plan_json_has_every_contract_field(dag):
     doc = json.loads(
-        plan_pipeline(dag, toy_target([50_000] * 2), PlanOptions(time_limit_s=2)).plan.to_json()
+        plan_pipeline(dag, toy_target([50_000] * 2), GpuOptions(time_limit_s=2)).plan.to_json()
     )
+    # The order DESIGN.md lists the plan contract (schema_version 2) in.
     assert list(doc) == [
         "schema_version",
         "model",
         "target",
         "solver",
+        "parallelism",
         "partitions",
+        "shards",
+        "collectives",
         "transfers",
         "estimate",
         "provenance",
     ]
-    assert set(doc["solver"]) == {
+    assert list(doc["solver"]) == [
         "name",
         "status",
         "objective_s",
         "bound_s",
         "gap",
-        "wall_s",
+        "effort_s",
         "seed",
         "time_limit_s",
-    }
+        "candidates",
+    ]
+
     for p in doc["partitions"]:
-        assert set(p) == {
+        assert list(p) == [
             "id",
-            "device",
             "stage",
+            "devices",
             "nodes",
             "param_bytes",
             "activation_bytes",
+            "kv_cache_bytes",
             "memory_bytes",
             "capacity_bytes",
             "flops",
             "compute_s",
+        ]
+        assert p["devices"] == [p["stage"]]
+
+
+def test_plan_json_v2_sections(dag):
+    doc = json.loads(
+        plan_pipeline(dag, toy_target([50_000] * 2), GpuOptions(time_limit_s=2)).plan.to_json()
+    )
+    assert doc["solver"]["candidates"] == [
+        {
+            "tp": 1,
+            "pp": 2,
+            "dp": 1,
+            "status": doc["solver"]["status"],
+            "objective_s": doc["solver"]["objective_s"],
+            "bound_s": doc["solver"]["bound_s"],
         }
+    ]
+    assert doc["parallelism"] == {
+        "tp": 1,
+        "pp": 2,
+        "dp": 1,
+        "microbatches": 1,
+        "overlap_transfers": False,
+        "objective": "throughput",
+    }
+    assert doc["shards"] == [] and doc["collectives"] == []
+    assert list(doc["estimate"])[:4] == ["latency_s", "throughput_per_s", "bottleneck", "comm_s"]
+    assert doc["estimate"]["comm_s"] == pytest.approx(sum(t["time_s"] for t in doc["transfers"]))
 
 
 def test_recorded_command_leaves_out_output_options():
@@ -164,7 +199,7 @@ def test_recorded_command_leaves_out_output_options():
 
 
 def test_time_limit_too_short_says_so(dag, monkeypatch):
-    import partitioner.planner as planner
+    import partitioner.planning.gpu.planner as planner
     from partitioner.solvers.cpsat_pipeline import CpSatResult
 
     # No split contiguous in topological order fits (the DP finds none), and CP-SAT,
@@ -175,7 +210,7 @@ def test_time_limit_too_short_says_so(dag, monkeypatch):
     with pytest.raises(
         InfeasibleError, match=r"no plan found within --time-limit 0.01 s.*--time-limit 120"
     ):
-        plan_pipeline(dag, toy_target([50_000] * 4), PlanOptions(time_limit_s=0.01))
+        plan_pipeline(dag, toy_target([50_000] * 4), GpuOptions(time_limit_s=0.01))
 
 
 @pytest.mark.parametrize(
@@ -183,9 +218,10 @@ def test_time_limit_too_short_says_so(dag, monkeypatch):
     [
         (["--microbatches", "0"], "--microbatches 0"),
         (["--blocks", "0"], "--blocks 0"),
-        (["--regions", "0"], "--regions 0"),
-        (["--tile", "-2"], "--tile -2"),
+        (["--target", "wse2", "--regions", "0"], "--regions 0"),
+        (["--target", "wse2", "--tile", "-2"], "--tile -2"),
         (["--time-limit", "0"], "--time-limit 0"),
+        (["--seed", "-1"], "--seed -1"),
         (["-o", "/nonexistent/dir/plan.json"], "folder /nonexistent/dir does not exist"),
     ],
 )
@@ -194,3 +230,41 @@ def test_impossible_options_are_refused_before_any_work(dag, extra, needle):
 
     result = run_cli(str(dag.path), "--target", "h100x4", *extra)
     assert result.code == 2 and needle in result.err and result.err.count("\n") == 1
+    assert not list(dag.path.parent.glob("*.plan.json"))
+
+
+@pytest.mark.parametrize(
+    "target,extra,needle",
+    [
+        ("wse2", ["--microbatches", "4"], "--microbatches applies to GPU targets only"),
+        ("wse2", ["--overlap"], "--overlap applies to GPU targets only"),
+        ("wse2", ["--blocks", "64"], "--blocks applies to GPU targets only"),
+        ("h100x4", ["--regions", "12"], "--regions applies to wafer targets only"),
+        ("h100x4", ["--tile", "8"], "--tile applies to wafer targets only"),
+        ("h100x4", ["--solver", "snake"], "--solver snake: on gpu targets choose one of"),
+        ("wse2", ["--solver", "dp"], "--solver dp: on wafer targets choose one of"),
+    ],
+)
+def test_flags_of_the_other_target_kind_are_refused(dag, target, extra, needle):
+    """A flag that does not apply is exit 2 with one line, not silently ignored."""
+    from tests.cli import run_cli
+
+    result = run_cli(str(dag.path), "--target", target, *extra)
+    assert result.code == 2 and needle in result.err and result.err.count("\n") == 1
+    assert not list(dag.path.parent.glob("*.plan.json"))
+
+
+def test_plan_model_refuses_options_of_the_other_kind(dag):
+    from partitioner.planning import WaferOptions, plan_model
+
+    with pytest.raises(UsageError, match="WaferOptions are for wafer targets.*use GpuOptions"):
+        plan_model(dag, toy_target([50_000] * 2), WaferOptions())
+
+
+def test_options_are_checked_when_built():
+    with pytest.raises(UsageError, match="--microbatches 0"):
+        GpuOptions(microbatches_in_flight=0)
+    with pytest.raises(UsageError, match="--time-limit nan"):
+        GpuOptions(time_limit_s=float("nan"))
+    with pytest.raises(UsageError, match="--objective speed"):
+        GpuOptions(objective="speed")

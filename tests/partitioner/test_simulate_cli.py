@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from partitioner.plan import Bottleneck, Estimate, Transfer
-from partitioner.planner import PlanOptions, plan_pipeline
+from partitioner.planning import GpuOptions, plan_pipeline
 from partitioner.simulate import estimate_fields, simulate_wafer
 from partitioner.simulate.gpu import StageLoad
 from partitioner.simulate.plot import gantt_schedule, max_pool
@@ -46,7 +46,7 @@ def gpu_plan(tmp_path):
     )
     path = tmp_path / "gpu.plan.json"
     path.write_text(
-        plan_pipeline(graph, toy_target([50_000] * 3), PlanOptions(solver="dp")).plan.to_json()
+        plan_pipeline(graph, toy_target([50_000] * 3), GpuOptions(solver="dp")).plan.to_json()
     )
     return path
 

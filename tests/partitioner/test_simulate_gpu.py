@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from partitioner.plan import HOST, Partition, Plan, Transfer
-from partitioner.planner import PlanOptions, plan_pipeline
+from partitioner.plan import HOST, Bottleneck, Partition, Plan, Transfer
+from partitioner.planning import GpuOptions, plan_pipeline
 from partitioner.simulate import estimate_differences, simulate_gpu, simulate_plan
 from passes.load import load
 from targets import GpuTarget, Link
@@ -18,7 +18,7 @@ from tests.partitioner.gpu_targets import toy_gpu, toy_target
 
 
 def stage(pid: int, device: int, compute_s: float) -> Partition:
-    return Partition(pid, device, pid, (pid,), 0, 0, 0, 1, 0, compute_s)
+    return Partition(pid, pid, (device,), (pid,), 0, 0, 0, 0, 1, 0, compute_s)
 
 
 def test_stage_times_and_link_classes_by_hand() -> None:
@@ -44,7 +44,7 @@ def test_stage_times_and_link_classes_by_hand() -> None:
     assert report.period_s == pytest.approx(2.7)
     # latency: 4.5 compute + 0.7 send + 0.35 host = 5.55
     assert report.latency_s == pytest.approx(5.55)
-    assert (report.bottleneck_kind, report.bottleneck_where) == ("compute", "stage 1")
+    assert report.bottleneck == Bottleneck("compute", "stage 1")
     links = {(link.src_device, link.dst_device): link for link in report.links}
     assert links[1, 2].link_class == "inter-node" and links[1, 2].link_name == "net"
     assert (links[1, 2].bytes, links[1, 2].transfers) == (250, 2)
@@ -67,13 +67,12 @@ def dag(tmp_path_factory):
 @pytest.mark.parametrize("overlap", [False, True])
 def test_simulating_a_planned_pipeline_reproduces_its_estimate(dag, overlap) -> None:
     target = toy_target([50_000] * 4)
-    outcome = plan_pipeline(dag, target, PlanOptions(solver="dp", overlap_transfers=overlap))
+    outcome = plan_pipeline(dag, target, GpuOptions(solver="dp", overlap_transfers=overlap))
     plan = Plan.from_json(outcome.plan.to_json())
     report = simulate_plan(plan)
     assert report.latency_s == plan.estimate.latency_s
     assert report.throughput_per_s == plan.estimate.throughput_per_s
-    assert report.bottleneck_kind == plan.estimate.bottleneck.kind
-    assert report.bottleneck_where == plan.estimate.bottleneck.where
+    assert report.bottleneck == plan.estimate.bottleneck
     assert report.period_s == plan.estimate.extra["period_s"]
     assert [s.period_s for s in report.stages] == plan.estimate.extra["stage_period_s"]
     assert estimate_differences(report, plan) == []
@@ -81,7 +80,7 @@ def test_simulating_a_planned_pipeline_reproduces_its_estimate(dag, overlap) -> 
 
 
 def test_a_changed_plan_is_reported_as_different(dag) -> None:
-    plan = plan_pipeline(dag, toy_target([50_000] * 4), PlanOptions(solver="dp")).plan
+    plan = plan_pipeline(dag, toy_target([50_000] * 4), GpuOptions(solver="dp")).plan
     slower = dataclasses.replace(
         plan,
         partitions=tuple(
@@ -116,7 +115,7 @@ def test_decode_step_figures_match_the_plan(tmp_path) -> None:
         Link("n", 1e8, 1.0, 1e-5),
         Link("h", 1e9, 1.0, 1e-6),
     )
-    plan = plan_pipeline(graph, target, PlanOptions(solver="dp")).plan
+    plan = plan_pipeline(graph, target, GpuOptions(solver="dp")).plan
     extra = plan.estimate.extra
     assert extra["llm_decode_step"] and extra["batch"] == 2
     report = simulate_plan(plan)

@@ -38,7 +38,7 @@ def test_two_regions_side_by_side_one_transfer() -> None:
     # period: compute 2 µs of region 0 beats the links' 1000 / 4e9 = 0.25 µs
     assert report.period_s == pytest.approx(2e-6)
     assert report.throughput_per_s == pytest.approx(5e5)
-    assert (report.bottleneck_kind, report.bottleneck_where) == ("compute", "region 0 on wafer 0")
+    assert report.bottleneck == Bottleneck("compute", "region 0 on wafer 0")
     link = report.busiest_link
     assert (link.kind, link.wafer, link.src, link.dst, link.bytes) == (
         "fabric",
@@ -68,10 +68,7 @@ def test_a_busy_link_becomes_the_bottleneck() -> None:
     report = simulate_wafer(parts, transfers, target)
     # 10_000 B per lane: busy 2.5 µs > 2 µs of compute
     assert report.period_s == pytest.approx(2.5e-6)
-    assert (report.bottleneck_kind, report.bottleneck_where) == (
-        "link",
-        "link (2,0)->(3,0) on wafer 0",
-    )
+    assert report.bottleneck == Bottleneck("link", "link (2,0)->(3,0) on wafer 0")
     assert report.busiest_link.utilisation == pytest.approx(1.0)
     assert report.regions[0].utilisation == pytest.approx(0.8)  # 2 / 2.5
 
@@ -97,7 +94,7 @@ def test_transfer_across_wafers_and_host_io() -> None:
     }
     # wafer 0's 2 µs of compute ties the inter-wafer link's 2 µs; ties go to compute
     assert report.period_s == pytest.approx(2e-6)
-    assert report.bottleneck_where == "region 0 on wafer 0"
+    assert report.bottleneck.where == "region 0 on wafer 0"
     # latency: 1 (host) + 2 (compute) + 3 (inter-wafer) + 1 (compute) + 0.5 (host) = 7.5 µs
     assert report.latency_s == pytest.approx(7.5e-6)
     assert report.busiest_link.where == "inter-wafer link from wafer 0"

@@ -11,13 +11,16 @@ from onnx import helper
 
 from partitioner.plan import (
     Bottleneck,
+    Collective,
     Estimate,
     ModelInfo,
+    Parallelism,
     Partition,
     Plan,
     PlanError,
     Provenance,
     Region,
+    Shard,
     SolverInfo,
     TargetInfo,
     Transfer,
@@ -43,8 +46,8 @@ def graph(tmp_path):
 
 def _plan(graph, **changes) -> Plan:
     parts = (
-        Partition(0, 0, 0, (0, 1), 512, 256, 1024, 4096, 544, 1e-6),
-        Partition(1, 1, 1, (2,), 256, 160, 512, 4096, 256, 1e-6),
+        Partition(0, 0, (0,), (0, 1), 512, 256, 0, 1024, 4096, 544, 1e-6),
+        Partition(1, 1, (1,), (2,), 256, 160, 0, 512, 4096, 256, 1e-6),
     )
     transfers = (
         Transfer("x", 64, -1, 0, 1e-7),
@@ -55,6 +58,7 @@ def _plan(graph, **changes) -> Plan:
         model=ModelInfo(str(graph.path), graph.sha256, 18, 3, 768, 800, {}),
         target=TargetInfo("toy", "gpu", "0" * 64, {"devices": [{}, {}]}),
         solver=SolverInfo("dp", "OPTIMAL", 1e-6, 1e-6, 0.0, 0.0, 0, 10.0),
+        parallelism=Parallelism(pp=2),
         partitions=parts,
         transfers=transfers,
         estimate=Estimate(2e-6, 1e6, Bottleneck("compute", "stage 0")),
@@ -139,8 +143,10 @@ def test_wafer_regions(graph):
     target = TargetInfo("grid", "wafer", "0" * 64, spec)
     p0, p1 = _plan(graph).partitions
     ok = (
-        dataclasses.replace(p0, device=0, region=Region(0, 0, 0, 4, 4), capacity_bytes=1024),
-        dataclasses.replace(p1, device=0, region=Region(0, 4, 0, 4, 4), capacity_bytes=1024),
+        dataclasses.replace(p0, devices=(0,), region=Region(0, 0, 0, 4, 4), capacity_bytes=1024),
+        dataclasses.replace(
+            p1, stage=0, devices=(0,), region=Region(0, 4, 0, 4, 4), capacity_bytes=1024
+        ),
     )
     assert validate_plan(_plan(graph, target=target, partitions=ok), graph) == []
     overlap = (ok[0], dataclasses.replace(ok[1], region=Region(0, 3, 3, 4, 4)))
@@ -162,7 +168,93 @@ def test_schema_rejects_malformed_plans(graph):
     del doc["solver"]["gap"]
     assert any("gap" in p for p in check_schema(doc))
     doc = _plan(graph).to_dict()
-    doc["schema_version"] = 2
+    doc["schema_version"] = 3
     assert "not supported" in check_schema(doc)[0]
+    doc = _plan(graph).to_dict()
+    doc["schema_version"] = 1  # a version 2 document is not a valid version 1 plan
+    assert any("devices" in p or "wall_s" in p for p in check_schema(doc))
     with pytest.raises(PlanError, match="not JSON"):
         Plan.from_json("{nope", source="x.json")
+
+
+def _tp_target(devices: int = 4, per_node: int = 2) -> TargetInfo:
+    return TargetInfo(
+        "toy", "gpu", "0" * 64, {"devices": [{}] * devices, "gpus_per_node": per_node}
+    )
+
+
+def _messages(plan, graph):
+    return [str(v) for v in validate_plan(plan, graph)]
+
+
+def test_device_groups(graph):
+    p0, p1 = _plan(graph).partitions
+    twice = (dataclasses.replace(p0, devices=(0, 0)), p1)
+    assert any(
+        "lists a device twice" in m for m in _messages(_plan(graph, partitions=twice), graph)
+    )
+    shared = (p0, dataclasses.replace(p1, devices=(0,)))
+    assert any(
+        "device 0 serves stages 0 and 1" in m
+        for m in _messages(_plan(graph, partitions=shared), graph)
+    )
+    # GPUs 1 and 2 sit in different nodes of two GPUs each
+    spans = (p0, dataclasses.replace(p1, devices=(1, 2)))
+    plan = _plan(graph, partitions=spans, target=_tp_target())
+    assert _messages(plan, graph) == [
+        "[devices] partition 1's tensor-parallel group [1, 2] spans nodes [0, 1] (2 GPUs a node); "
+        "a group stays inside one node"
+    ]
+    inside = (p0, dataclasses.replace(p1, devices=(2, 3)))
+    assert _messages(_plan(graph, partitions=inside, target=_tp_target()), graph) == []
+
+
+def test_shards_and_sharded_parameter_memory(graph):
+    p0, p1 = _plan(graph).partitions
+    # w1 is 8x16 float32 = 512 bytes; split 2 ways along axis 1, each GPU holds 256
+    group = (
+        dataclasses.replace(p0, devices=(0, 1), memory_bytes=300),
+        dataclasses.replace(p1, devices=(2,)),
+    )
+    good = _plan(graph, partitions=group, target=_tp_target(), shards=(Shard("w1", 0, 1, 2),))
+    assert _messages(good, graph) == []
+    assert Plan.from_json(good.to_json()) == good
+    unsplit = dataclasses.replace(good, shards=())
+    assert _messages(unsplit, graph) == [
+        "[memory] partition 0 declares 300 bytes of memory but its nodes use 512 bytes of parameters"
+    ]
+    cases = {
+        Shard("w1", 0, 1, 3): "3 parts, but the partition has 2 devices",
+        Shard("w1", 0, 2, 2): "axis 2 does not exist in a tensor of rank 2",
+        Shard("nope", 0, 0, 2): "the model has no such tensor",
+        Shard("w1", 7, 0, 2): "partition 7: the partition does not exist",
+    }
+    for shard, needle in cases.items():
+        messages = _messages(dataclasses.replace(good, shards=(shard,)), graph)
+        assert (messages == []) if not needle else any(needle in m for m in messages), (
+            shard,
+            messages,
+        )
+    odd = (
+        dataclasses.replace(p0, devices=(0, 1, 2), memory_bytes=600),
+        dataclasses.replace(p1, devices=(3,)),
+    )
+    plan = _plan(graph, partitions=odd, target=_tp_target(4, 4), shards=(Shard("w1", 0, 0, 3),))
+    assert any("axis 0 of size 8 does not split into 3 parts" in m for m in _messages(plan, graph))
+
+
+def test_collectives(graph):
+    p0, p1 = _plan(graph).partitions
+    single = _plan(graph, collectives=(Collective("all_reduce", "h", 0, 128, 1e-6),))
+    assert any("the partition has one device" in m for m in _messages(single, graph))
+    group = (dataclasses.replace(p0, devices=(0, 1)), dataclasses.replace(p1, devices=(2,)))
+    plan = _plan(
+        graph,
+        partitions=group,
+        target=_tp_target(),
+        collectives=(Collective("all_reduce", "h", 0, 128, 1e-6),),
+    )
+    assert _messages(plan, graph) == []
+    assert Plan.from_json(plan.to_json()) == plan
+    missing = dataclasses.replace(plan, collectives=(Collective("all_gather", "zz", 0, 8, 0.0),))
+    assert any("the model has no such tensor" in m for m in _messages(missing, graph))

@@ -11,9 +11,9 @@ from onnx import helper
 
 from examples import llama
 from partitioner.executor.graph_run import PlanExecutionError, run_graph, run_plan
+from partitioner.executor.verify import make_inputs, verify_plan
 from partitioner.plan import Plan
-from partitioner.planner import PlanOptions, plan_pipeline
-from partitioner.verify import make_inputs, verify_plan
+from partitioner.planning import GpuOptions, plan_pipeline
 from passes.load import load
 from tests.cli import run_cli
 from tests.modelgen import init, make_model, save, vi
@@ -26,7 +26,7 @@ def tiny_llama(tmp_path_factory):
     path = llama.build(folder / "tiny.onnx", "tiny", kind="prefill", weights="random")
     graph = load(path, {"batch": 2, "seq": 5})
     plan = plan_pipeline(
-        graph, toy_target([400_000] * 3), PlanOptions(time_limit_s=5, command="t")
+        graph, toy_target([400_000] * 3), GpuOptions(time_limit_s=5, command="t")
     ).plan
     plan_path = folder / "tiny.plan.json"
     plan_path.write_text(plan.to_json())
@@ -123,7 +123,7 @@ def test_cli_verify_plan_for_another_model(tiny_llama, tmp_path):
 def test_cli_verify_needs_weights(tmp_path):
     path = llama.build(tmp_path / "weightless.onnx", "tiny", kind="prefill", weights="none")
     graph = load(path, {"batch": 1, "seq": 4})
-    plan = plan_pipeline(graph, toy_target([400_000] * 2), PlanOptions(solver="dp")).plan
+    plan = plan_pipeline(graph, toy_target([400_000] * 2), GpuOptions(solver="dp")).plan
     (tmp_path / "p.json").write_text(plan.to_json())
     result = run_cli("verify", str(path), str(tmp_path / "p.json"))
     assert result.code == 2 and "weightless.onnx.data" in result.err
@@ -142,7 +142,7 @@ def test_cli_verify_lists_unsupported_ops(tmp_path):
         extra_opsets={"com.example": 1},
     )
     path = save(model, tmp_path / "custom.onnx")
-    plan = plan_pipeline(load(path), toy_target([100_000]), PlanOptions(solver="dp")).plan
+    plan = plan_pipeline(load(path), toy_target([100_000]), GpuOptions(solver="dp")).plan
     (tmp_path / "p.json").write_text(plan.to_json())
     result = run_cli("verify", str(path), str(tmp_path / "p.json"))
     assert result.code == 2 and "com.example::Fancy (node fancy_node)" in result.err
@@ -150,9 +150,9 @@ def test_cli_verify_lists_unsupported_ops(tmp_path):
 
 def test_mismatch_names_the_first_divergent_partition(tiny_llama, monkeypatch):
     _, graph, plan, _ = tiny_llama
-    import partitioner.executor.runtime as runtime
+    import partitioner.executor.interpreter as interpreter
 
-    real_lookup = runtime.lookup
+    real_lookup = interpreter.lookup
 
     def broken_lookup(op_type, domain, opset):
         reg = real_lookup(op_type, domain, opset)
@@ -160,7 +160,7 @@ def test_mismatch_names_the_first_divergent_partition(tiny_llama, monkeypatch):
             return reg
         return dataclasses.replace(reg, fn=lambda x: (np.zeros_like(x),))  # a wrong SiLU gate
 
-    monkeypatch.setattr(runtime, "lookup", broken_lookup)
+    monkeypatch.setattr(interpreter, "lookup", broken_lookup)
     report = verify_plan(graph, plan, make_inputs(graph))
     assert not report.ok
     first_sigmoid = min(n.index for n in graph.nodes if n.op_type == "Sigmoid")
@@ -179,7 +179,7 @@ def test_float16_model_verifies_with_half_precision_tolerances(tmp_path):
         tmp_path / "half.onnx", "tiny", kind="prefill", dtype="float16", weights="random"
     )
     graph = load(path, {"batch": 1, "seq": 5})
-    plan = plan_pipeline(graph, toy_target([400_000] * 2), PlanOptions(time_limit_s=3)).plan
+    plan = plan_pipeline(graph, toy_target([400_000] * 2), GpuOptions(time_limit_s=3)).plan
     report = verify_plan(graph, plan, make_inputs(graph))
     assert report.ok
     (logits,) = [c for c in report.outputs if c.name == "logits"]
@@ -191,7 +191,7 @@ def test_bfloat16_model_is_verified_against_a_float32_copy(tmp_path):
         tmp_path / "bf16.onnx", "tiny", kind="prefill", dtype="bfloat16", weights="random"
     )
     graph = load(path, {"batch": 1, "seq": 5})
-    plan = plan_pipeline(graph, toy_target([400_000] * 2), PlanOptions(solver="dp")).plan
+    plan = plan_pipeline(graph, toy_target([400_000] * 2), GpuOptions(solver="dp")).plan
     (tmp_path / "p.json").write_text(plan.to_json())
     result = run_cli("verify", str(path), str(tmp_path / "p.json"), "--json")
     assert result.code == 0, result.err
@@ -210,12 +210,12 @@ def test_bfloat16_mismatch_is_still_caught(tmp_path):
         tmp_path / "bf16.onnx", "tiny", kind="prefill", dtype="bfloat16", weights="random"
     )
     graph = load(path, {"batch": 1, "seq": 5})
-    plan = plan_pipeline(graph, toy_target([400_000] * 2), PlanOptions(solver="dp")).plan
+    plan = plan_pipeline(graph, toy_target([400_000] * 2), GpuOptions(solver="dp")).plan
     feeds = make_inputs(graph)
     feeds["position_ids"] = feeds["position_ids"][:, ::-1].copy()  # valid ids, other numbers
     good = verify_plan(graph, plan, feeds)
     assert good.ok
-    from partitioner.reference import run_reference
+    from partitioner.executor.reference import run_reference
 
     reference = run_reference(path, make_inputs(graph))
     assert reference.float32_copy
@@ -223,7 +223,7 @@ def test_bfloat16_mismatch_is_still_caught(tmp_path):
     ours = good.outputs[0]
     assert ours.name == "logits" and logits.dtype == np.float32
     # outputs for other inputs differ beyond the bfloat16 tolerance, so a comparison can fail
-    from partitioner.verify import _compare
+    from partitioner.executor.verify import _compare
 
     shuffled = run_plan(graph, plan, feeds).outputs["logits"]
     assert not _compare("logits", shuffled, logits, None, widened=True).ok

@@ -13,6 +13,7 @@ from targets import (
     WaferCostModel,
     get_preset,
     joules_per_token,
+    pipelined_tokens_per_s,
     stage_memory_bytes,
     to_int_units,
     tokens_per_s,
@@ -156,6 +157,20 @@ def test_llm_figures() -> None:
     assert joules_per_token(400.0, 5600.0) == pytest.approx(14.0)
     with pytest.raises(ValueError):
         tokens_per_s(8, 0.0)
+
+
+def test_pipelined_decode_throughput() -> None:
+    # a full pipeline finishing 50 steps/s of 8 tokens each makes 8 x 50 = 400 tokens/s
+    assert pipelined_tokens_per_s(8, 50.0) == 400.0
+    # one step every 0.3 s: the pipeline's throughput is 1/0.3 = 3.333... steps/s, and 3 tokens
+    # a step make 3 x 3.3333333333333335 = 10.0 tokens/s, exactly what the plans record
+    assert pipelined_tokens_per_s(3, 1 / 0.3) == 10.0
+    # nothing finishes, nothing is made; a zero-period pipeline (inf steps/s) stays inf
+    assert pipelined_tokens_per_s(8, 0.0) == 0.0
+    assert pipelined_tokens_per_s(8, float("inf")) == float("inf")
+    for batch, steps_per_s in ((-1, 1.0), (1, -1.0), (1, float("nan"))):
+        with pytest.raises(ValueError):
+            pipelined_tokens_per_s(batch, steps_per_s)
 
 
 def test_price_and_power_of_devices(gpu4: GpuTarget) -> None:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from targets import Bottleneck, pipeline_estimate
+from targets import StageBottleneck, pipeline_estimate
 
 # Three stages; stage 0 receives its input from the host in 0.3 s.
 COMPUTE = [1.0, 2.0, 1.5]
@@ -30,7 +30,7 @@ def test_without_overlap_a_stage_receives_computes_and_sends_in_turn() -> None:
     assert estimate.period_s == pytest.approx(2.7)
     assert estimate.throughput_per_s == pytest.approx(1 / 2.7)
     # stage 1 computes 2.0 s against 0.7 s of transfers
-    assert estimate.bottleneck == Bottleneck("compute", 1, pytest.approx(2.7))
+    assert estimate.bottleneck == StageBottleneck("compute", 1, pytest.approx(2.7))
 
 
 def test_with_overlap_the_slowest_step_sets_the_pace() -> None:
@@ -38,7 +38,7 @@ def test_with_overlap_the_slowest_step_sets_the_pace() -> None:
     # periods: max(0.3, 1.0, 0.2) = 1.0, max(0.2, 2.0, 0.5) = 2.0, max(0.5, 1.5, 0.1) = 1.5
     assert estimate.stage_period_s == pytest.approx((1.0, 2.0, 1.5))
     assert estimate.throughput_per_s == pytest.approx(0.5)
-    assert estimate.bottleneck == Bottleneck("compute", 1, 2.0)
+    assert estimate.bottleneck == StageBottleneck("compute", 1, 2.0)
 
 
 def test_transfer_bottleneck() -> None:
@@ -46,28 +46,28 @@ def test_transfer_bottleneck() -> None:
     blocking = pipeline_estimate([1.0, 1.0], [3.0, 0.0], False)
     # periods: 0+1+3 = 4 and 3+1+0 = 4; the tie goes to stage 0, whose transfers dominate
     assert blocking.stage_period_s == (4.0, 4.0)
-    assert blocking.bottleneck == Bottleneck("transfer", 0, 4.0)
+    assert blocking.bottleneck == StageBottleneck("transfer", 0, 4.0)
     assert blocking.throughput_per_s == pytest.approx(0.25)
     overlapped = pipeline_estimate([1.0, 1.0], [3.0, 0.0], True)
     # the 3 s send of stage 0 is the slowest step
-    assert overlapped.bottleneck == Bottleneck("transfer", 0, 3.0)
+    assert overlapped.bottleneck == StageBottleneck("transfer", 0, 3.0)
     assert overlapped.throughput_per_s == pytest.approx(1 / 3)
 
 
 def test_host_input_bottleneck_is_reported_as_stage_minus_one() -> None:
     estimate = pipeline_estimate([1.0], [0.0], True, input_s=2.0)
-    assert estimate.bottleneck == Bottleneck("transfer", -1, 2.0)
+    assert estimate.bottleneck == StageBottleneck("transfer", -1, 2.0)
     assert estimate.latency_s == pytest.approx(3.0)
 
 
 def test_busiest_shared_link_can_bound_throughput() -> None:
     # stages need 1 s each, but link 1 is busy 1.5 s per item
     estimate = pipeline_estimate([1.0, 1.0], [0.1, 0.0], True, link_busy_s=[0.5, 1.5])
-    assert estimate.bottleneck == Bottleneck("link", 1, 1.5)
+    assert estimate.bottleneck == StageBottleneck("link", 1, 1.5)
     assert estimate.throughput_per_s == pytest.approx(1 / 1.5)
     # a link below the slowest stage changes nothing
     calm = pipeline_estimate([1.0, 1.0], [0.1, 0.0], True, link_busy_s=[0.5])
-    assert calm.bottleneck == Bottleneck("compute", 0, 1.0)
+    assert calm.bottleneck == StageBottleneck("compute", 0, 1.0)
 
 
 def test_ties_go_to_the_earliest_stage_and_to_compute() -> None:
@@ -105,7 +105,7 @@ def test_host_io_adds_to_period_and_latency() -> None:
 def test_host_io_bottleneck() -> None:
     # one stage: compute 1, host 3 -> blocking period 4, host-bound; overlapped period 3
     blocking = pipeline_estimate([1.0], [0.0], False, stage_host_s=[3.0])
-    assert blocking.bottleneck == Bottleneck("host", 0, 4.0)
+    assert blocking.bottleneck == StageBottleneck("host", 0, 4.0)
     overlapped = pipeline_estimate([1.0], [0.0], True, stage_host_s=[3.0])
-    assert overlapped.bottleneck == Bottleneck("host", 0, 3.0)
+    assert overlapped.bottleneck == StageBottleneck("host", 0, 3.0)
     assert overlapped.throughput_per_s == pytest.approx(1 / 3)

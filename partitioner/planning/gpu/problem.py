@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from partitioner.solvers.problem import HostFlow, PipelineProblem, RelayFlow
 from passes.analysis.costs import CostReport
-from passes.analysis.edges import transfer_bytes
+from passes.analysis.partition_io import tensor_flows
 from passes.ir import Graph
 from passes.transforms.coarsen import BlockGraph, Coarsen, target_block_count
 from targets import HOST
@@ -42,7 +42,7 @@ class PipelineSetup:
 
 
 def node_times_s(
-    graph: Graph, costs: CostReport, cost: GpuCostModel, device: int
+    graph: Graph, costs: CostReport, cost_model: GpuCostModel, device: int
 ) -> tuple[float, ...]:
     """Seconds of every node on one device (0 for folded nodes; views launch nothing)."""
     times = []
@@ -52,20 +52,22 @@ def node_times_s(
             continue
         kernels = 0 if c.is_view else 1
         times.append(
-            cost.op_time_s(c.flops, c.bytes_moved, c.dtype or "float32", device, kernels=kernels)
+            cost_model.op_time_s(
+                c.flops, c.bytes_moved, c.dtype or "float32", device, kernels=kernels
+            )
         )
     return tuple(times)
 
 
 def _per_stage_node_times(
-    graph: Graph, costs: CostReport, cost: GpuCostModel, devices: Sequence[int]
+    graph: Graph, costs: CostReport, cost_model: GpuCostModel, devices: Sequence[int]
 ) -> tuple[tuple[float, ...], ...]:
     by_spec: dict[object, tuple[float, ...]] = {}
     out = []
     for d in devices:
-        spec = cost.target.devices[d]
+        spec = cost_model.target.devices[d]
         if spec not in by_spec:
-            by_spec[spec] = node_times_s(graph, costs, cost, d)
+            by_spec[spec] = node_times_s(graph, costs, cost_model, d)
         out.append(by_spec[spec])
     return tuple(out)
 
@@ -81,32 +83,22 @@ def stage_flows(graph: Graph, blocks: BlockGraph, transfer_s: TransferTime, devi
         (relay flows, host input flows, [block][stage] host-output seconds).
     """
     k_stages = len(devices)
-    block_of = blocks.block_of
-    grouped: dict[tuple[int, tuple[int, ...]], list[str]] = defaultdict(list)
+    grouped: dict[tuple[int, tuple[int, ...]], list[int]] = defaultdict(list)
     host_in: list[HostFlow] = []
     host_out_tensors: list[list[int]] = [[] for _ in blocks.blocks]
-    for t in graph.iter_tensors():
-        if t.is_param:
+    # A tensor of unknown size still crosses (at 0 bytes: its link latency), as
+    # the plan's transfers will (see passes.analysis.edges).
+    for f in tensor_flows(graph, blocks.block_of):
+        if f.src == HOST:
+            stage_s = tuple(transfer_s(f.bytes, HOST, d) for d in devices)
+            host_in.append(HostFlow(f.readers, f.bytes, stage_s))
             continue
-        # A tensor of unknown size still crosses (at 0 bytes: its link latency), as
-        # the plan's transfers will (see passes.analysis.edges).
-        size = transfer_bytes(t)
-        readers = tuple(sorted({block_of[c] for c in t.consumers if not graph.nodes[c].folded}))
-        if t.kind == "input":
-            if t.is_kv_cache or not readers:
-                continue
-            stage_s = tuple(transfer_s(size, HOST, d) for d in devices)
-            host_in.append(HostFlow(readers, size, stage_s))
-            continue
-        src = block_of[t.producer]
-        later = tuple(b for b in readers if b != src)
-        if later:
-            grouped[src, later].append(t.name)
-        if t.is_graph_output and not t.is_kv_cache_output:
-            host_out_tensors[src].append(size)
+        if f.readers:
+            grouped[f.src, f.readers].append(f.bytes)
+        if f.to_host:
+            host_out_tensors[f.src].append(f.bytes)
     relay = []
-    for (src, dsts), names in sorted(grouped.items()):
-        sizes = [transfer_bytes(graph.tensors[n]) for n in names]
+    for (src, dsts), sizes in sorted(grouped.items()):
         boundary_s = tuple(
             sum(transfer_s(size, devices[k], devices[k + 1]) for size in sizes)
             for k in range(k_stages - 1)
@@ -138,7 +130,7 @@ def conservative_activation(blocks: BlockGraph, relay: Sequence[RelayFlow]) -> t
 def build_pipeline_problem(
     graph: Graph,
     costs: CostReport,
-    cost: GpuCostModel,
+    cost_model: GpuCostModel,
     devices: Sequence[int],
     *,
     objective: str = "throughput",
@@ -147,14 +139,14 @@ def build_pipeline_problem(
     target_blocks: int | None = None,
 ) -> PipelineSetup:
     """Coarsen ``graph`` for ``len(devices)`` stages and express the problem in numbers."""
-    stage_times = _per_stage_node_times(graph, costs, cost, devices)
+    stage_times = _per_stage_node_times(graph, costs, cost_model, devices)
     runtime_nodes = sum(1 for n in graph.nodes if not n.folded)
     wanted = target_blocks or target_block_count(len(devices), runtime_nodes)
-    smallest = min(cost.capacity_bytes(d) for d in devices)
+    smallest = min(cost_model.capacity_bytes(d) for d in devices)
     blocks = Coarsen(costs, stage_times[0], wanted, max_block_param_bytes=smallest // 4)(
         graph
     ).model
-    relay, host_in, host_out_s = stage_flows(graph, blocks, cost.transfer_time_s, devices)
+    relay, host_in, host_out_s = stage_flows(graph, blocks, cost_model.transfer_time_s, devices)
     block_time = tuple(
         tuple(sum(stage_times[k][i] for i in b.nodes) for k in range(len(devices)))
         for b in blocks.blocks
@@ -168,7 +160,7 @@ def build_pipeline_problem(
         edges=tuple((e.src, e.dst) for e in blocks.edges),
         relay_flows=relay,
         host_flows=host_in,
-        capacity_bytes=tuple(cost.capacity_bytes(d) for d in devices),
+        capacity_bytes=tuple(cost_model.capacity_bytes(d) for d in devices),
         microbatches_in_flight=microbatches_in_flight,
         overlap_transfers=overlap_transfers,
         objective=objective,

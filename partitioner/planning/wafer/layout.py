@@ -6,21 +6,22 @@ import functools
 import math
 from collections.abc import Sequence
 
-from partitioner.planner import InfeasibleError, PlanOptions, UsageError
-from partitioner.units import human_bytes
-from partitioner.wafer.floorplan import (
+from partitioner.errors import InfeasibleError, UsageError
+from partitioner.planning.options import WaferOptions
+from partitioner.planning.wafer.regions import BlockRegion
+from partitioner.solvers.floorplan import (
     FloorplanProblem,
     FloorplanResult,
     TileRect,
     blind_layout,
     cost_lower_bound,
-    cpsat_floorplan,
     layout_cost,
     snake_layout,
     with_shapes,
 )
-from partitioner.wafer.regions import BlockRegion, region_compute_s
-from partitioner.wafer.sizing import SizingError, shape_options, size_regions
+from partitioner.solvers.floorplan_cpsat import cpsat_floorplan
+from partitioner.solvers.sizing import SizingError, shape_options, size_regions
+from partitioner.units import human_bytes
 from targets.cost import WaferCostModel
 from targets.fabric import center_hops
 
@@ -49,7 +50,7 @@ SPLIT_BUDGET_S = 5.0
 FLOORPLAN_BUDGET_S = 3.0
 
 
-def budget(options: PlanOptions, wafers: int) -> tuple[float, float, float]:
+def budget(options: WaferOptions, wafers: int) -> tuple[float, float, float]:
     """(split, per-wafer floorplan, total) budgets; --time-limit is shared 20/80."""
     if options.time_limit_s is None:
         split = SPLIT_BUDGET_S if wafers > 1 else 0.0
@@ -58,8 +59,8 @@ def budget(options: PlanOptions, wafers: int) -> tuple[float, float, float]:
     return split, (options.time_limit_s - split) / wafers, options.time_limit_s
 
 
-def tile_size(options: PlanOptions, cost: WaferCostModel, num_regions: int) -> int:
-    w = cost.target.wafer
+def tile_size(options: WaferOptions, cost_model: WaferCostModel, num_regions: int) -> int:
+    w = cost_model.target.wafer
     if options.tile_cores is not None:
         t = options.tile_cores
         if t < 1 or t > min(w.width_cores, w.height_cores):
@@ -81,55 +82,82 @@ def tile_size(options: PlanOptions, cost: WaferCostModel, num_regions: int) -> i
     return t
 
 
+def _region_time_s(cost_model: WaferCostModel, region: BlockRegion, tiles: int, t: int) -> float:
+    """A region's compute seconds on ``tiles`` tiles of ``t``×``t`` cores, laid out near square."""
+    w = cost_model.target.wafer
+    side = max(1, min(w.width_cores, math.ceil(math.sqrt(tiles) * t)))
+    other = max(1, min(w.height_cores, math.ceil(tiles * t * t / side)))
+    return cost_model.block_compute_s(region.flops_by_dtype, side, other, region.matmuls)
+
+
+def _sized_problem(
+    regions: Sequence[BlockRegion],
+    flows: dict[tuple[int, int], int],
+    cost_model: WaferCostModel,
+    t: int,
+    fill: float,
+    wafer: int,
+) -> FloorplanProblem | None:
+    """Region sizes for ``fill`` of the wafer's tiles, with their shapes; None to retry fuller.
+
+    Raises:
+        InfeasibleError: the regions' SRAM does not fit the wafer at all.
+    """
+    w = cost_model.target.wafer
+    gw, gh = w.width_cores // t, w.height_cores // t
+    min_tiles = [
+        max(1, math.ceil(cost_model.cores_needed(r.memory_bytes) / (t * t))) for r in regions
+    ]
+    try:
+        sized = size_regions(
+            min_tiles,
+            int(gw * gh * fill),
+            lambda i, n: _region_time_s(cost_model, regions[i], n, t),
+        )
+    except SizingError as err:
+        if fill == FILLS[-1] or sum(min_tiles) > gw * gh:
+            raise InfeasibleError(
+                f"wafer {wafer}: its regions need {human_bytes(sum(r.memory_bytes for r in regions))} of SRAM, "
+                f"more than the wafer's {human_bytes(cost_model.capacity_bytes(wafer))} can hold once packed "
+                f"({err}); use more wafers"
+            ) from err
+        return None
+    shapes = tuple(tuple(shape_options(s.tiles, gw, gh)) for s in sized)
+    if any(not options_ for options_ in shapes):
+        return None
+    flow_list = tuple((i, j, b) for (i, j), b in sorted(flows.items()))
+    return FloorplanProblem(gw, gh, shapes, flow_list, tuple(s.tiles for s in sized))
+
+
 def floorplan_wafer(
     wafer: int,
     regions: Sequence[BlockRegion],
     flows: dict[tuple[int, int], int],
-    cost: WaferCostModel,
+    cost_model: WaferCostModel,
     t: int,
-    options: PlanOptions,
+    options: WaferOptions,
     time_limit_s: float,
 ) -> tuple[FloorplanProblem, FloorplanResult, list[TileRect]]:
-    """Size and place one wafer's regions; returns the problem, the result and the snake layout."""
-    w = cost.target.wafer
-    gw, gh = w.width_cores // t, w.height_cores // t
-    min_tiles = [max(1, math.ceil(cost.cores_needed(r.memory_bytes) / (t * t))) for r in regions]
+    """Size and place one wafer's regions; returns the problem, the result and the snake layout.
 
-    def time_s(i: int, tiles: int) -> float:
-        side = max(1, min(w.width_cores, math.ceil(math.sqrt(tiles) * t)))
-        other = max(1, min(w.height_cores, math.ceil(tiles * t * t / side)))
-        return region_compute_s(cost, regions[i], side, other)
-
+    Sizes start at 99 % of the wafer's tiles and shrink (`FILLS`) until the
+    shelves pack.
+    """
     for fill in FILLS:
-        try:
-            sized = size_regions(min_tiles, int(gw * gh * fill), time_s)
-        except SizingError as err:
-            if fill == FILLS[-1] or sum(min_tiles) > gw * gh:
-                raise InfeasibleError(
-                    f"wafer {wafer}: its regions need {human_bytes(sum(r.memory_bytes for r in regions))} of SRAM, "
-                    f"more than the wafer's {human_bytes(cost.capacity_bytes(wafer))} can hold once packed "
-                    f"({err}); use more wafers"
-                ) from err
+        problem = _sized_problem(regions, flows, cost_model, t, fill, wafer)
+        if problem is None:
             continue
-        shapes = tuple(tuple(shape_options(s.tiles, gw, gh)) for s in sized)
-        if any(not options_ for options_ in shapes):
-            continue
-        problem = FloorplanProblem(
-            gw,
-            gh,
-            shapes,
-            tuple((i, j, b) for (i, j), b in sorted(flows.items())),
-            tuple(s.tiles for s in sized),
+        reference_s = max(
+            _region_time_s(cost_model, r, tiles, t)
+            for r, tiles in zip(regions, problem.areas, strict=True)
         )
-
-        reference_s = max(time_s(i, s.tiles) for i, s in enumerate(sized)) or 1.0
         rank = functools.partial(
             slowest_then_cost,
             problem=problem,
             regions=regions,
-            cost=cost,
+            cost_model=cost_model,
             t=t,
-            reference_s=reference_s,
+            reference_s=reference_s or 1.0,
         )
         snake = snake_layout(problem, rank)
         if snake is None:
@@ -145,6 +173,7 @@ def floorplan_wafer(
             return problem, heuristic_result(problem, blind), snake
         result = cpsat_floorplan(problem, hint=snake, time_limit_s=time_limit_s, seed=options.seed)
         return problem, result, snake
+    w = cost_model.target.wafer
     raise InfeasibleError(
         f"wafer {wafer}: the {len(regions)} regions cannot be packed on the {w.width_cores}x{w.height_cores} grid "
         f"even at {int(100 * FILLS[-1])}% fill; use more wafers or fewer --regions"
@@ -156,7 +185,7 @@ def slowest_then_cost(
     *,
     problem: FloorplanProblem,
     regions: Sequence[BlockRegion],
-    cost: WaferCostModel,
+    cost_model: WaferCostModel,
     t: int,
     reference_s: float,
 ) -> tuple[int, int]:
@@ -166,7 +195,7 @@ def slowest_then_cost(
     long and thin lengthens their mesh reductions.
     """
     slowest = max(
-        region_compute_s(cost, r, rect.w * t, rect.h * t)
+        cost_model.block_compute_s(r.flops_by_dtype, rect.w * t, rect.h * t, r.matmuls)
         for r, rect in zip(regions, rects, strict=True)
     )
     return (math.ceil(slowest / reference_s * 100), layout_cost(problem, rects))

@@ -8,7 +8,7 @@
 3. On each wafer, size every region (`sizing`: enough SRAM, balanced compute)
    in tiles of ``t x t`` cores, and floorplan the rectangles (`floorplan`:
    CP-SAT warm-started from the serpentine layout, or a baseline).
-4. Lay the plan out exactly: region compute from `WaferCostModel.region_compute_s`,
+4. Lay the plan out exactly: region compute from `WaferCostModel.block_compute_s`,
    transfers between regions over the fabric (hops = centre distance), across
    wafers over the system link, and the estimate from the fabric simulator.
 """
@@ -16,39 +16,34 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from partitioner import __version__
-from partitioner.gpu_plan import decode_batch, unsized_extra
+from partitioner.errors import InfeasibleError
 from partitioner.plan import (
     Bottleneck,
+    Candidate,
     Estimate,
+    Parallelism,
     Partition,
     Plan,
-    Provenance,
     Region,
     SolverInfo,
     Transfer,
 )
-from partitioner.planner import (
-    InfeasibleError,
-    PlanOptions,
-    UsageError,
+from partitioner.planning.common import (
+    assemble_plan,
     check_model_fits,
     check_total_fits,
+    decode_batch,
     device_count,
-    model_info,
-    target_info,
+    unsized_extra,
 )
-from partitioner.simulate import decode_figures, estimate_fields, simulate_wafer
-from partitioner.units import human_bytes
-from partitioner.wafer.floorplan import (
-    FloorplanResult,
-)
-from partitioner.wafer.layout import (
+from partitioner.planning.options import WAFER_SOLVERS, WaferOptions
+from partitioner.planning.wafer.layout import (
     bound_in_cores,
     budget,
     byte_hops,
@@ -56,9 +51,12 @@ from partitioner.wafer.layout import (
     tile_size,
     to_cores,
 )
-from partitioner.wafer.regions import BlockRegion, block_regions, node_wafer_times, region_compute_s
-from partitioner.wafer.split import split_across_wafers
-from partitioner.wafer.transfers import wafer_flows, wafer_transfers
+from partitioner.planning.wafer.regions import BlockRegion, block_regions, node_wafer_times
+from partitioner.planning.wafer.split import split_across_wafers
+from partitioner.planning.wafer.transfers import wafer_flows, wafer_transfers
+from partitioner.simulate import decode_figures, estimate_fields, simulate_wafer
+from partitioner.solvers.floorplan import FloorplanResult
+from partitioner.units import human_bytes
 from passes.analysis.costs import CostReport, node_costs
 from passes.ir import Graph
 from passes.transforms.coarsen import BlockGraph, Coarsen
@@ -67,10 +65,13 @@ from targets.cost import CostModel, WaferCostModel
 
 __all__ = ["WAFER_SOLVERS", "WaferOutcome", "plan_wafer", "REGIONS_PER_WAFER"]
 
-WAFER_SOLVERS = ("cpsat", "snake", "blind")
+log = logging.getLogger(__name__)
+
 REGIONS_PER_WAFER = 48
 """Default regions per wafer: finer than a layer for 8B-class models, coarse enough
 for CP-SAT to place in seconds."""
+
+Announce = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -82,119 +83,130 @@ class WaferOutcome:
     interrupted: bool
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One attempt at a wafer count: the model, its regions, and the split across wafers."""
+
+    graph: Graph
+    costs: CostReport
+    cost_model: WaferCostModel
+    options: WaferOptions
+    blocks: BlockGraph
+    regions: Sequence[BlockRegion]
+    wafers: int
+    wafer_of: Sequence[int]
+    split_status: str
+    split_effort_s: float
+    stopped: bool
+
+
+@dataclass(frozen=True)
+class _Floorplans:
+    """Every wafer's floorplan: each block's rectangle in cores, the results, their summaries."""
+
+    rects: dict[int, tuple[int, int, int, int]]
+    results: tuple[FloorplanResult, ...]
+    summaries: tuple[dict, ...]
+    stopped: bool
+
+
 def plan_wafer(
     graph: Graph,
     target: WaferTarget,
-    options: PlanOptions,
-    announce: Callable[[str], None] | None = None,
+    options: WaferOptions | None = None,
+    announce: Announce | None = None,
 ) -> WaferOutcome:
     """Map ``graph`` onto the target's wafers (see the module docstring)."""
     say = announce or (lambda message: None)
-    if options.solver not in WAFER_SOLVERS:
-        raise UsageError(
-            f"--solver {options.solver}: on a wafer choose one of {', '.join(WAFER_SOLVERS)}"
-        )
-    if options.time_limit_s is not None and not (
-        math.isfinite(options.time_limit_s) and options.time_limit_s > 0
-    ):
-        raise UsageError(f"--time-limit {options.time_limit_s}: give a positive number of seconds")
+    options = options or WaferOptions()
     started = time.perf_counter()
-    cost = CostModel(target)
-    assert isinstance(cost, WaferCostModel)
+    cost_model = CostModel(target)
+    assert isinstance(cost_model, WaferCostModel)
     costs = node_costs(graph)
-    check_model_fits(graph, costs, cost, "wafer")
+    check_model_fits(graph, costs, cost_model, "wafer")
     k = device_count(options, target)
-    check_total_fits(costs, cost, target.num_devices if k is None else k, noun="wafer")
-    node_s = node_wafer_times(graph, costs, cost)
-    per_wafer = options.regions_per_wafer or REGIONS_PER_WAFER
-    candidates = (
-        [k]
-        if k is not None
-        else list(
-            range(
-                max(1, math.ceil(costs.param_bytes / cost.capacity_bytes(0))),
-                target.num_devices + 1,
-            )
-        )
-    )
+    check_total_fits(costs, cost_model, target.num_devices if k is None else k, noun="wafer")
+    if k is not None:
+        candidates = [k]
+    else:
+        fewest = max(1, math.ceil(costs.param_bytes / cost_model.capacity_bytes(0)))
+        candidates = list(range(fewest, target.num_devices + 1))
     last_error: InfeasibleError | None = None
     for wafers in candidates:
-        runtime = sum(1 for n in graph.nodes if not n.folded)
-        coarsening = Coarsen(
-            costs,
-            node_s,
-            min(runtime, per_wafer * wafers),
-            max_block_param_bytes=cost.capacity_bytes(0) // 8,
-        )
-        blocks = coarsening(graph).model
-        regions = block_regions(graph, costs, blocks)
-        too_big = [r for r in regions if r.memory_bytes > cost.capacity_bytes(0)]
-        if too_big:
-            r = too_big[0]
-            first = graph.nodes[r.runtime[0]].name if r.runtime else str(r.block)
-            raise InfeasibleError(
-                f"block {r.block} (from node '{first}') needs {human_bytes(r.memory_bytes)}, more than a whole wafer "
-                f"holds ({human_bytes(cost.capacity_bytes(0))}); split its ops in the model"
-            )
         try:
-            say(f"splitting {len(regions)} regions across {wafers} wafer(s)")
-            wafer_of, split_status, split_effort, stopped = split_across_wafers(
-                graph, blocks, regions, node_s, cost, wafers, options
-            )
-            return _layout(
-                graph,
-                costs,
-                cost,
-                target,
-                options,
-                blocks,
-                regions,
-                wafer_of,
-                wafers,
-                split_status,
-                split_effort,
-                started,
-                say,
-                stopped=stopped,
-            )
+            job = _split(graph, costs, cost_model, options, wafers, say)
+            return _layout(job, target, started, say)
         except InfeasibleError as err:
             if k is not None:
                 raise
+            log.info("%d wafer(s) do not fit: %s", wafers, err)
             last_error = err
     raise last_error or InfeasibleError("no wafer count fits the model")
 
 
-def _layout(
+def _split(
     graph: Graph,
     costs: CostReport,
-    cost: WaferCostModel,
-    target: WaferTarget,
-    options: PlanOptions,
-    blocks: BlockGraph,
-    regions: Sequence[BlockRegion],
-    wafer_of: Sequence[int],
+    cost_model: WaferCostModel,
+    options: WaferOptions,
     wafers: int,
-    split_status: str,
-    split_effort: float,
-    started: float,
-    say: Callable[[str], None],
-    *,
-    stopped: bool,
-) -> WaferOutcome:
-    owner = {n: blocks.block_of[n] for n in range(graph.num_nodes)}
-    flows = wafer_flows(graph, owner, wafer_of)
+    say: Announce,
+) -> _Job:
+    """Coarsen into about ``regions`` blocks a wafer and split them across ``wafers``."""
+    node_s = node_wafer_times(graph, costs, cost_model)
+    per_wafer = options.regions_per_wafer or REGIONS_PER_WAFER
+    runtime = sum(1 for n in graph.nodes if not n.folded)
+    coarsening = Coarsen(
+        costs,
+        node_s,
+        min(runtime, per_wafer * wafers),
+        max_block_param_bytes=cost_model.capacity_bytes(0) // 8,
+    )
+    blocks = coarsening(graph).model
+    regions = block_regions(graph, costs, blocks)
+    too_big = [r for r in regions if r.memory_bytes > cost_model.capacity_bytes(0)]
+    if too_big:
+        r = too_big[0]
+        first = graph.nodes[r.runtime[0]].name if r.runtime else str(r.block)
+        raise InfeasibleError(
+            f"block {r.block} (from node '{first}') needs {human_bytes(r.memory_bytes)}, more than a whole wafer "
+            f"holds ({human_bytes(cost_model.capacity_bytes(0))}); split its ops in the model"
+        )
+    say(f"splitting {len(regions)} regions across {wafers} wafer(s)")
+    wafer_of, status, effort_s, stopped = split_across_wafers(
+        graph, blocks, regions, node_s, cost_model, wafers, options
+    )
+    return _Job(
+        graph,
+        costs,
+        cost_model,
+        options,
+        blocks,
+        regions,
+        wafers,
+        wafer_of,
+        status,
+        effort_s,
+        stopped,
+    )
+
+
+def _floorplan_wafers(job: _Job, flows: dict, say: Announce) -> _Floorplans:
+    """Size and place each wafer's regions in turn."""
+    cost_model, options = job.cost_model, job.options
     rects: dict[int, tuple[int, int, int, int]] = {}
     results, summaries = [], []
-    for w in range(wafers):
-        on_wafer = [r for r in regions if wafer_of[r.block] == w]
+    stopped = job.stopped
+    for w in range(job.wafers):
+        on_wafer = [r for r in job.regions if job.wafer_of[r.block] == w]
         if not on_wafer:
             continue
-        t = tile_size(options, cost, len(on_wafer))
+        t = tile_size(options, cost_model, len(on_wafer))
         local = {r.block: i for i, r in enumerate(on_wafer)}
         local_flows = {(local[i], local[j]): b for (i, j), b in flows[w].items()}
         say(
-            f"floorplanning wafer {w}: {len(on_wafer)} regions on {cost.target.wafer.width_cores // t}x"
-            f"{cost.target.wafer.height_cores // t} tiles of {t}x{t} cores ({options.solver})"
+            f"floorplanning wafer {w}: {len(on_wafer)} regions on {cost_model.target.wafer.width_cores // t}x"
+            f"{cost_model.target.wafer.height_cores // t} tiles of {t}x{t} cores ({options.solver})"
         )
         # After Ctrl-C, the remaining wafers keep their warm-start layout: no more search.
         stopped = stopped or any(r.interrupted for r in results)
@@ -204,7 +216,7 @@ def _layout(
             else options
         )
         problem, result, snake = floorplan_wafer(
-            w, on_wafer, local_flows, cost, t, here, budget(options, wafers)[1]
+            w, on_wafer, local_flows, cost_model, t, here, budget(options, job.wafers)[1]
         )
         results.append(result)
         in_cores = [to_cores(tile, t) for tile in result.rects]
@@ -221,113 +233,116 @@ def _layout(
                 "byte_hops_bound": bound_in_cores(problem, t),
             }
         )
+    return _Floorplans(rects, tuple(results), tuple(summaries), stopped)
+
+
+def _partitions(job: _Job, rects: dict[int, tuple[int, int, int, int]]) -> list[Partition]:
+    """One partition per region, with its rectangle and the cost model's seconds."""
     parts = []
-    for r in regions:
+    for r in job.regions:
         x, y, w, h = rects[r.block]
+        wafer = job.wafer_of[r.block]
         parts.append(
             Partition(
                 id=r.block,
-                device=wafer_of[r.block],
-                stage=r.block,
+                stage=wafer,
+                devices=(wafer,),
                 nodes=r.nodes,
                 param_bytes=r.param_bytes,
                 activation_bytes=r.activation_bytes,
+                kv_cache_bytes=r.kv_bytes,
                 memory_bytes=r.memory_bytes,
-                capacity_bytes=cost.region_sram_bytes(w, h),
+                capacity_bytes=job.cost_model.region_sram_bytes(w, h),
                 flops=sum(r.flops_by_dtype.values()),
-                compute_s=region_compute_s(cost, r, w, h),
-                region=Region(wafer_of[r.block], x, y, w, h),
+                compute_s=job.cost_model.block_compute_s(r.flops_by_dtype, w, h, r.matmuls),
+                region=Region(wafer, x, y, w, h),
             )
         )
-    transfers = wafer_transfers(graph, owner, parts, cost)
-    outcome = _assemble(
-        graph,
-        costs,
-        cost,
-        target,
-        options,
-        parts,
-        transfers,
-        results,
-        summaries,
-        split_status,
-        split_effort,
-        started,
-        wafers,
-        blocks,
+    return parts
+
+
+def _layout(job: _Job, target: WaferTarget, started: float, say: Announce) -> WaferOutcome:
+    owner = {n: job.blocks.block_of[n] for n in range(job.graph.num_nodes)}
+    floorplans = _floorplan_wafers(job, wafer_flows(job.graph, owner, job.wafer_of), say)
+    parts = _partitions(job, floorplans.rects)
+    transfers = wafer_transfers(job.graph, owner, parts, job.cost_model)
+    plan = _assemble(job, target, parts, transfers, floorplans)
+    return WaferOutcome(
+        plan,
+        floorplans.results,
+        tuple(s["snake_byte_hops"] for s in floorplans.summaries),
+        time.perf_counter() - started,
+        floorplans.stopped or any(r.interrupted for r in floorplans.results),
     )
-    return dataclasses.replace(outcome, interrupted=outcome.interrupted or stopped)
 
 
 _STATUS_RANK = {"OPTIMAL": 0, "FEASIBLE": 1, "HEURISTIC": 2}
 
 
-def _assemble(
-    graph: Graph,
-    costs: CostReport,
-    cost: WaferCostModel,
-    target: WaferTarget,
-    options: PlanOptions,
-    parts: Sequence[Partition],
-    transfers: Sequence[Transfer],
-    results: Sequence[FloorplanResult],
-    summaries: Sequence[dict],
-    split_status: str,
-    split_effort: float,
-    started: float,
-    wafers: int,
-    blocks: BlockGraph,
-) -> WaferOutcome:
-    report = simulate_wafer(parts, transfers, target)
-    batch = decode_batch(graph)
+def _estimate(
+    job: _Job, parts: Sequence[Partition], transfers: Sequence[Transfer], floorplans: _Floorplans
+) -> Estimate:
+    """The fabric simulator's figures, with decode rates and the floorplans' summaries."""
+    report = simulate_wafer(parts, transfers, job.cost_model.target)
+    batch = decode_batch(job.graph)
     if batch is not None:
         figures = decode_figures(
-            batch, report.latency_s, report.throughput_per_s, cost, list(range(wafers))
+            batch,
+            report.latency_s,
+            report.throughput_per_s,
+            job.cost_model,
+            list(range(job.wafers)),
         )
-        report = dataclasses.replace(report, decode=figures)
+        report = report.with_decode(figures)
     fields = estimate_fields(report)
     extra = dict(fields["extra"])
-    extra.update(unsized_extra(graph, transfers))
-    extra["devices_used"] = wafers
-    extra["floorplan"] = list(summaries)
+    extra.update(unsized_extra(job.graph, transfers))
+    extra["devices_used"] = job.wafers
+    extra["floorplan"] = list(floorplans.summaries)
     extra["coarsening"] = {
-        "blocks": blocks.report.num_blocks,
-        "runtime_nodes": blocks.report.num_runtime_nodes,
+        "blocks": job.blocks.report.num_blocks,
+        "runtime_nodes": job.blocks.report.num_runtime_nodes,
     }
-    statuses = [split_status, *(r.status for r in results)]
-    status = max(statuses, key=lambda s: _STATUS_RANK[s])
-    period = report.period_s
-    node_s = node_wafer_times(graph, costs, cost)
-    # No plan on these wafers beats a perfect spread of all compute over all of them.
-    bound = min(max(sum(node_s) / wafers, max(node_s, default=0.0)), period)
-    plan = Plan(
-        model=model_info(graph, costs),
-        target=target_info(target),
-        solver=SolverInfo(
-            name=options.solver,
-            status=status,
-            objective_s=period,
-            bound_s=bound,
-            gap=(period - bound) / period if period > 0 else 0.0,
-            wall_s=round(split_effort + sum(r.deterministic_s for r in results), 6),
-            seed=options.seed,
-            time_limit_s=budget(options, wafers)[2],
-        ),
-        partitions=tuple(parts),
-        transfers=tuple(transfers),
-        estimate=Estimate(
-            latency_s=fields["latency_s"],
-            throughput_per_s=fields["throughput_per_s"],
-            bottleneck=Bottleneck(**fields["bottleneck"]),
-            extra=extra,
-        ),
-        provenance=Provenance("partition", __version__, options.command),
+    return Estimate(
+        latency_s=fields["latency_s"],
+        throughput_per_s=fields["throughput_per_s"],
+        bottleneck=Bottleneck(**fields["bottleneck"]),
+        extra=extra,
     )
-    interrupted = any(r.interrupted for r in results)
-    return WaferOutcome(
-        plan,
-        tuple(results),
-        tuple(s["snake_byte_hops"] for s in summaries),
-        time.perf_counter() - started,
-        interrupted,
+
+
+def _solver_info(job: _Job, period_s: float, floorplans: _Floorplans) -> SolverInfo:
+    """The least sure status of the split and the floorplans, and a bound on the period."""
+    statuses = [job.split_status, *(r.status for r in floorplans.results)]
+    node_s = node_wafer_times(job.graph, job.costs, job.cost_model)
+    # No plan on these wafers beats a perfect spread of all compute over all of them.
+    bound = min(max(sum(node_s) / job.wafers, max(node_s, default=0.0)), period_s)
+    effort_s = job.split_effort_s + sum(r.deterministic_s for r in floorplans.results)
+    status = max(statuses, key=lambda s: _STATUS_RANK[s])
+    return SolverInfo(
+        name=job.options.solver,
+        status=status,
+        objective_s=period_s,
+        bound_s=bound,
+        gap=(period_s - bound) / period_s if period_s > 0 else 0.0,
+        effort_s=round(effort_s, 6),
+        seed=job.options.seed,
+        time_limit_s=budget(job.options, job.wafers)[2],
+        candidates=(Candidate(1, job.wafers, 1, status, period_s, bound),),
+    )
+
+
+def _assemble(
+    job: _Job,
+    target: WaferTarget,
+    parts: Sequence[Partition],
+    transfers: Sequence[Transfer],
+    floorplans: _Floorplans,
+) -> Plan:
+    estimate = _estimate(job, parts, transfers, floorplans)
+    solver = _solver_info(job, estimate.extra["period_s"], floorplans)
+    # Regions stream into one another: a wafer's transfers overlap its compute.
+    parallelism = Parallelism(1, job.wafers, 1, 1, True, job.options.objective)
+    return assemble_plan(
+        job.graph, job.costs, target, job.options, solver, parallelism, parts, transfers, estimate
     )

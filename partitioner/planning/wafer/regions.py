@@ -11,7 +11,7 @@ from passes.ir import Graph
 from passes.transforms.coarsen import BlockGraph
 from targets.cost import WaferCostModel, stage_memory_bytes
 
-__all__ = ["BlockRegion", "node_wafer_times", "region_compute_s", "block_regions"]
+__all__ = ["BlockRegion", "node_wafer_times", "block_regions"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class BlockRegion:
     block: int
     nodes: tuple[int, ...]
     runtime: tuple[int, ...]
-    flops_by_dtype: dict[str, int]
+    flops_by_dtype: dict[str | None, int]
     matmuls: int
     param_bytes: int
     kv_bytes: int
@@ -30,36 +30,25 @@ class BlockRegion:
         return stage_memory_bytes(self.param_bytes, self.activation_bytes, 1, 0, self.kv_bytes)
 
 
-def node_wafer_times(graph: Graph, costs: CostReport, cost: WaferCostModel) -> list[float]:
+def node_wafer_times(graph: Graph, costs: CostReport, cost_model: WaferCostModel) -> list[float]:
     """Seconds of each node if a whole wafer computed it (its share of a wafer's work)."""
-    w = cost.target.wafer
+    w = cost_model.target.wafer
     return [
         0.0
         if node.folded or not c.flops
-        else cost.region_compute_s(c.flops, w.width_cores, w.height_cores, c.dtype or "float16")
+        else cost_model.block_compute_s({c.dtype: c.flops}, w.width_cores, w.height_cores)
         for node, c in zip(graph.nodes, costs.nodes, strict=True)
     ]
-
-
-def region_compute_s(cost: WaferCostModel, region: BlockRegion, w: int, h: int) -> float:
-    """FMAC time per dtype plus the mesh term once (num_matmuls hops across the region)."""
-    total, mesh_done = 0.0, False
-    for dtype, flops in sorted(region.flops_by_dtype.items()):
-        total += cost.region_compute_s(flops, w, h, dtype, 0 if mesh_done else region.matmuls)
-        mesh_done = True
-    if not mesh_done and region.matmuls:
-        total += cost.region_compute_s(0, w, h, "float16", region.matmuls)
-    return total
 
 
 def block_regions(graph: Graph, costs: CostReport, blocks: BlockGraph) -> list[BlockRegion]:
     out = []
     for b in blocks.blocks:
         runtime = tuple(n for n in b.nodes if not graph.nodes[n].folded)
-        by_dtype: dict[str, int] = defaultdict(int)
+        by_dtype: dict[str | None, int] = defaultdict(int)
         for n in runtime:
             if costs.nodes[n].flops:
-                by_dtype[costs.nodes[n].dtype or "float16"] += costs.nodes[n].flops
+                by_dtype[costs.nodes[n].dtype] += costs.nodes[n].flops
         peak = activation_liveness(graph, list(runtime)).peak_bytes if runtime else 0
         out.append(
             BlockRegion(

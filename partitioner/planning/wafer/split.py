@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
-from partitioner.pipeline import stage_flows
-from partitioner.planner import InfeasibleError, PlanOptions
+from partitioner.errors import InfeasibleError
+from partitioner.planning.gpu.problem import stage_flows
+from partitioner.planning.options import WaferOptions
+from partitioner.planning.wafer.layout import budget
+from partitioner.planning.wafer.regions import BlockRegion
 from partitioner.solvers.cpsat_pipeline import cpsat_partition
 from partitioner.solvers.dp import dp_partition
 from partitioner.solvers.problem import PipelineProblem
 from partitioner.units import human_bytes
-from partitioner.wafer.layout import budget
-from partitioner.wafer.regions import BlockRegion
 from passes.ir import Graph
 from passes.transforms.coarsen import BlockGraph
 from targets import HOST
@@ -25,14 +27,23 @@ __all__ = ["SPLIT_FILL", "split_across_wafers", "memory_balanced_split"]
 SPLIT_FILL = 0.97
 
 
+def _wafer_transfer_s(cost_model: WaferCostModel, nbytes: int, a: int, b: int) -> float:
+    """Seconds to move ``nbytes`` from wafer ``a`` to wafer ``b`` (-1: the host)."""
+    if a == b:
+        return 0.0
+    if HOST in (a, b):
+        return cost_model.host_transfer_s(nbytes)
+    return cost_model.inter_wafer_transfer_s(nbytes)
+
+
 def split_across_wafers(
     graph: Graph,
     blocks: BlockGraph,
     regions: Sequence[BlockRegion],
     node_s: Sequence[float],
-    cost: WaferCostModel,
+    cost_model: WaferCostModel,
     k: int,
-    options: PlanOptions,
+    options: WaferOptions,
 ) -> tuple[list[int], str, float, bool]:
     """One contiguous pipeline stage of blocks per wafer (stage k on wafer k).
 
@@ -42,15 +53,10 @@ def split_across_wafers(
     if k == 1:
         return [0] * len(regions), "OPTIMAL", 0.0, False
 
-    def transfer_s(nbytes: int, a: int, b: int) -> float:
-        if a == b:
-            return 0.0
-        return (
-            cost.host_transfer_s(nbytes) if HOST in (a, b) else cost.inter_wafer_transfer_s(nbytes)
-        )
-
     devices = list(range(k))
-    relay, host_in, host_out_s = stage_flows(graph, blocks, transfer_s, devices)
+    relay, host_in, host_out_s = stage_flows(
+        graph, blocks, functools.partial(_wafer_transfer_s, cost_model), devices
+    )
     times = tuple(tuple([sum(node_s[n] for n in r.runtime)] * k) for r in regions)
     problem, hint = memory_balanced_split(
         PipelineProblem(
@@ -63,7 +69,7 @@ def split_across_wafers(
             edges=tuple((e.src, e.dst) for e in blocks.edges),
             relay_flows=relay,
             host_flows=host_in,
-            capacity_bytes=(cost.capacity_bytes(0),) * k,
+            capacity_bytes=(cost_model.capacity_bytes(0),) * k,
             overlap_transfers=True,
             objective=options.objective,
             block_nodes=tuple(len(r.runtime) for r in regions),

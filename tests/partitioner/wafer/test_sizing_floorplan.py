@@ -6,18 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner.wafer.floorplan import (
+from partitioner.solvers.floorplan import (
     FloorplanProblem,
     TileRect,
     blind_layout,
     cost_lower_bound,
-    cpsat_floorplan,
     layout_cost,
     snake_layout,
     valid_layout,
     with_shapes,
 )
-from partitioner.wafer.sizing import SizingError, shape_options, size_regions
+from partitioner.solvers.floorplan_cpsat import cpsat_floorplan
+from partitioner.solvers.sizing import SizingError, shape_options, size_regions
 
 
 def test_sizing_balances_compute_within_the_budget():
@@ -68,7 +68,7 @@ def test_snake_places_a_chain_side_by_side():
 
 
 def test_snake_turns_back_on_the_next_shelf():
-    from partitioner.wafer.floorplan import _balanced_shelves
+    from partitioner.solvers.floorplan import _balanced_shelves
 
     # 6 regions of 4 tiles on two shelves of three: each shelf is ceil(12 / 8) = 2 tall, regions
     # 2 wide; shelf 0 runs left to right (x = 0, 2, 4), shelf 1 right to left (x = 6, 4, 2)
@@ -78,7 +78,7 @@ def test_snake_turns_back_on_the_next_shelf():
 
 
 def test_blind_ignores_the_graph():
-    from partitioner.wafer.floorplan import with_shapes
+    from partitioner.solvers.floorplan import with_shapes
 
     # areas 1, 9, 1, 9 in a chain; blind packs by size only: the two 9s first, left to right
     shapes = (((1, 1),), ((3, 3),), ((1, 1),), ((3, 3),))

@@ -9,11 +9,11 @@ import pytest
 from onnx import helper
 
 from examples import llama
+from partitioner.executor.verify import make_inputs, verify_plan
 from partitioner.plan.validate import validate_plan
-from partitioner.planner import InfeasibleError, PlanOptions, UsageError
+from partitioner.planning import InfeasibleError, UsageError, WaferOptions
+from partitioner.planning.wafer.planner import plan_wafer
 from partitioner.simulate import estimate_differences, simulate_plan
-from partitioner.verify import make_inputs, verify_plan
-from partitioner.wafer.planner import plan_wafer
 from passes.load import load
 from targets import Link, WaferTarget
 from tests.cli import run_cli
@@ -46,7 +46,7 @@ def tiny(tmp_path_factory):
 
 
 def test_one_wafer_plan_validates_and_verifies(tiny):
-    outcome = plan_wafer(tiny, grid(), PlanOptions(regions_per_wafer=12, time_limit_s=3))
+    outcome = plan_wafer(tiny, grid(), WaferOptions(regions_per_wafer=12, time_limit_s=3))
     plan = outcome.plan
     # coarsening aims at 12 blocks (segments cut by weight come out near it); one region each
     assert plan.target.kind == "wafer" and 8 <= len(plan.partitions) <= 16
@@ -65,35 +65,37 @@ def test_model_split_across_wafers(tiny):
     # 300 usable bytes per core on 32x32 cores = 307 kB a wafer: the tiny Llama needs two.
     target = grid(size=32, sram=556, wafers=3)
     outcome = plan_wafer(
-        tiny, target, PlanOptions(devices="auto", regions_per_wafer=6, time_limit_s=3)
+        tiny, target, WaferOptions(devices="auto", regions_per_wafer=6, time_limit_s=3)
     )
     plan = outcome.plan
-    wafers = {p.device for p in plan.partitions}
-    assert len(wafers) == plan.estimate.extra["devices_used"] >= 2
-    # device order follows execution order, and tensors cross each wafer boundary
-    devices = [p.device for p in plan.partitions]
+    wafers = {p.devices for p in plan.partitions}
+    assert len(wafers) == plan.estimate.extra["devices_used"] == plan.parallelism.pp >= 2
+    # device order follows execution order, each wafer is a stage, and tensors
+    # cross each wafer boundary
+    devices = [p.devices for p in plan.partitions]
     assert devices == sorted(devices)
+    assert all(p.devices == (p.stage,) for p in plan.partitions)
     assert any(t.src >= 0 and t.dst >= 0 and t.hops is None for t in plan.transfers)
     assert validate_plan(plan, tiny, tiny.sha256) == []
     assert verify_plan(tiny, plan, make_inputs(tiny)).ok
 
 
 def test_same_input_gives_identical_bytes(tiny):
-    options = PlanOptions(regions_per_wafer=10, time_limit_s=2, command="x")
+    options = WaferOptions(regions_per_wafer=10, time_limit_s=2, command="x")
     a = plan_wafer(tiny, grid(), options).plan.to_json()
     assert a == plan_wafer(tiny, grid(), options).plan.to_json()
 
 
 @pytest.mark.parametrize("solver", ["snake", "blind"])
 def test_baseline_solvers_make_valid_plans(tiny, solver):
-    plan = plan_wafer(tiny, grid(), PlanOptions(solver=solver, regions_per_wafer=10)).plan
+    plan = plan_wafer(tiny, grid(), WaferOptions(solver=solver, regions_per_wafer=10)).plan
     assert plan.solver.name == solver and plan.solver.status == "HEURISTIC"
     assert validate_plan(plan, tiny, tiny.sha256) == []
 
 
 def test_snake_beats_blind_on_fabric_cost(tiny):
-    snake = plan_wafer(tiny, grid(), PlanOptions(solver="snake", regions_per_wafer=12)).plan
-    blind = plan_wafer(tiny, grid(), PlanOptions(solver="blind", regions_per_wafer=12)).plan
+    snake = plan_wafer(tiny, grid(), WaferOptions(solver="snake", regions_per_wafer=12)).plan
+    blind = plan_wafer(tiny, grid(), WaferOptions(solver="blind", regions_per_wafer=12)).plan
     assert snake.estimate.extra["byte_hops"] < blind.estimate.extra["byte_hops"]
 
 
@@ -109,22 +111,22 @@ def test_node_bigger_than_a_whole_wafer(tmp_path):
     # 128x128 fp32 weight = 65.5 kB; a 16x16 wafer holds 256 x 768 = 196.6 kB... use 8x8 cores: 49 kB
     graph = _one_matmul(tmp_path, 128)
     with pytest.raises(InfeasibleError, match="node 0 'huge' .* 65.5 kB .* one wafer holds"):
-        plan_wafer(graph, grid(size=8), PlanOptions())
+        plan_wafer(graph, grid(size=8), WaferOptions())
 
 
 def test_model_too_big_names_the_minimum_wafer_count(tiny):
     with pytest.raises(InfeasibleError, match=r"needs at least \d+ wafers"):
-        plan_wafer(tiny, grid(size=16, wafers=1), PlanOptions())
+        plan_wafer(tiny, grid(size=16, wafers=1), WaferOptions())
 
 
 def test_tile_larger_than_the_grid(tiny):
     with pytest.raises(UsageError, match="too small for tiles of 100x100 cores"):
-        plan_wafer(tiny, grid(), PlanOptions(tile_cores=100))
+        plan_wafer(tiny, grid(), WaferOptions(tile_cores=100))
 
 
 def test_fewer_tiles_than_regions(tiny):
     with pytest.raises(UsageError, match=r"has 4 tiles, fewer than the \d+ regions"):
-        plan_wafer(tiny, grid(), PlanOptions(tile_cores=32, regions_per_wafer=12))
+        plan_wafer(tiny, grid(), WaferOptions(tile_cores=32, regions_per_wafer=12))
 
 
 def test_cli_wafer_plan_summary_png_and_malformed_grid(tiny, tmp_path):

@@ -1,0 +1,94 @@
+"""The contract's tensor-parallel rules: shards, collectives and device groups.
+
+Plans without tensor parallelism have one device per partition and no shards
+or collectives, and pass trivially; these rules hold every plan that has them
+to what ../shared/DESIGN.md promises a runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from partitioner.plan.document import Plan
+from passes.ir import Graph
+
+__all__ = ["check_groups", "check_shards", "check_collectives", "shard_parts"]
+
+
+def shard_parts(plan: Plan) -> dict[tuple[int, str], int]:
+    """(partition id, tensor) -> the number of parts it is split into, for sharded tensors."""
+    return {(s.partition, s.tensor): s.parts for s in plan.shards}
+
+
+def _gpus_per_node(spec: Mapping[str, Any]) -> int | None:
+    value = spec.get("gpus_per_node")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def check_groups(plan: Plan) -> Iterator[tuple[str, str]]:
+    """A GPU stage's tensor-parallel group lies inside one node (NVLink), unless the
+    target lets groups span nodes (``tp_across_nodes``)."""
+    if plan.target.kind != "gpu" or plan.target.spec.get("tp_across_nodes") is True:
+        return
+    per_node = _gpus_per_node(plan.target.spec)
+    if per_node is None:
+        return
+    for p in plan.partitions:
+        nodes = sorted({d // per_node for d in p.devices})
+        if len(nodes) > 1:
+            yield (
+                "devices",
+                f"partition {p.id}'s tensor-parallel group {list(p.devices)} spans nodes "
+                f"{nodes} ({per_node} GPUs a node); a group stays inside one node",
+            )
+
+
+def check_shards(plan: Plan, graph: Graph | None) -> Iterator[tuple[str, str]]:
+    """A shard names an existing partition, splits into its device count, along an
+    axis that exists and divides evenly; a tensor is sharded once per partition."""
+    devices = {p.id: len(p.devices) for p in plan.partitions}
+    seen: set[tuple[int, str]] = set()
+    for s in plan.shards:
+        where = f"shard of {s.tensor!r} on partition {s.partition}"
+        if s.partition not in devices:
+            yield ("shards", f"{where}: the partition does not exist")
+            continue
+        if (s.partition, s.tensor) in seen:
+            yield ("shards", f"{where}: the tensor is sharded twice on that partition")
+        seen.add((s.partition, s.tensor))
+        if s.parts != devices[s.partition]:
+            yield (
+                "shards",
+                f"{where}: {s.parts} parts, but the partition has {devices[s.partition]} devices",
+            )
+        tensor = graph.tensors.get(s.tensor) if graph is not None else None
+        if graph is not None and tensor is None:
+            yield ("shards", f"{where}: the model has no such tensor")
+        elif tensor is not None and tensor.shape is not None:
+            yield from _check_axis(where, tuple(tensor.shape), s.axis, s.parts)
+
+
+def _check_axis(
+    where: str, shape: tuple[int | str | None, ...], axis: int, parts: int
+) -> Iterator[tuple[str, str]]:
+    if not -len(shape) <= axis < len(shape):
+        yield ("shards", f"{where}: axis {axis} does not exist in a tensor of rank {len(shape)}")
+        return
+    size = shape[axis]
+    if isinstance(size, int) and size % parts != 0:
+        yield ("shards", f"{where}: axis {axis} of size {size} does not split into {parts} parts")
+
+
+def check_collectives(plan: Plan, graph: Graph | None) -> Iterator[tuple[str, str]]:
+    """A collective runs over an existing partition of two or more devices, on a
+    tensor of the model."""
+    devices = {p.id: len(p.devices) for p in plan.partitions}
+    for c in plan.collectives:
+        where = f"{c.kind} of {c.tensor!r} on partition {c.partition}"
+        if c.partition not in devices:
+            yield ("collectives", f"{where}: the partition does not exist")
+        elif devices[c.partition] < 2:
+            yield ("collectives", f"{where}: the partition has one device, nothing to exchange")
+        if graph is not None and c.tensor not in graph.tensors:
+            yield ("collectives", f"{where}: the model has no such tensor")

@@ -1,0 +1,131 @@
+"""Closed-form formulas of the cost model: links, stage memory, per-token figures.
+
+Plain functions of numbers, shared by `targets.cost`'s models and importable on
+their own; `targets.cost` re-exports them, so ``from targets.cost import ...``
+keeps working.
+"""
+
+from __future__ import annotations
+
+import math
+
+from targets.gpu import Link
+
+__all__ = [
+    "joules_per_token",
+    "link_busy_s",
+    "link_transfer_s",
+    "pipelined_tokens_per_s",
+    "stage_memory_bytes",
+    "to_int_units",
+    "tokens_per_s",
+    "usd_per_token",
+]
+
+_SECONDS_PER_HOUR = 3600.0
+
+
+def _nonneg(name: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def link_transfer_s(nbytes: float, link: Link) -> float:
+    """Seconds to move ``nbytes`` over ``link``: latency + bytes / effective bandwidth.
+
+    0 for 0 bytes: nothing is sent, so no latency is paid.
+    """
+    if _nonneg("nbytes", nbytes) == 0:
+        return 0.0
+    return link.latency_s + nbytes / link.effective_bandwidth_bytes_per_s
+
+
+def link_busy_s(nbytes: float, link: Link) -> float:
+    """Seconds ``nbytes`` occupy ``link``: bytes / effective bandwidth.
+
+    The latency of a transfer delays its arrival but does not occupy the link,
+    so throughput bounds from shared links count only this.
+    """
+    return _nonneg("nbytes", nbytes) / link.effective_bandwidth_bytes_per_s
+
+
+def stage_memory_bytes(
+    param_bytes: int,
+    activation_peak_bytes: int,
+    microbatches_in_flight: int = 1,
+    transfer_buffer_bytes: int = 0,
+    kv_cache_bytes: int = 0,
+) -> int:
+    """Memory a pipeline stage needs on its device.
+
+    ``params + activation_peak × microbatches_in_flight + transfer buffers +
+    KV cache`` (KV-cache inputs count on the stage that consumes them).
+    """
+    for name, value in (
+        ("param_bytes", param_bytes),
+        ("activation_peak_bytes", activation_peak_bytes),
+        ("transfer_buffer_bytes", transfer_buffer_bytes),
+        ("kv_cache_bytes", kv_cache_bytes),
+    ):
+        _nonneg(name, value)
+    if microbatches_in_flight < 1:
+        raise ValueError(f"microbatches_in_flight must be >= 1, got {microbatches_in_flight}")
+    return (
+        param_bytes
+        + activation_peak_bytes * microbatches_in_flight
+        + transfer_buffer_bytes
+        + kv_cache_bytes
+    )
+
+
+def tokens_per_s(batch: int, step_s: float) -> float:
+    """Decode throughput: ``batch`` tokens per step of ``step_s``.
+
+    Each request then waits ``step_s`` seconds per token.
+    """
+    if batch < 1 or not step_s > 0:
+        raise ValueError(f"need batch >= 1 and step_s > 0, got {batch} and {step_s}")
+    return batch / step_s
+
+
+def pipelined_tokens_per_s(batch: int, steps_per_s: float) -> float:
+    """Decode throughput with the pipeline full: ``steps_per_s`` steps of ``batch`` tokens each."""
+    if batch < 0 or not steps_per_s >= 0:
+        raise ValueError(f"need batch >= 0 and steps_per_s >= 0, got {batch} and {steps_per_s}")
+    return batch * steps_per_s
+
+
+def usd_per_token(tokens_per_second: float, usd_per_hour: float | None) -> float | None:
+    """Dollars per token at a price per hour; None when the price is unknown."""
+    if usd_per_hour is None:
+        return None
+    if not tokens_per_second > 0:
+        raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second}")
+    return usd_per_hour / _SECONDS_PER_HOUR / tokens_per_second
+
+
+def joules_per_token(tokens_per_second: float, power_w: float | None) -> float | None:
+    """Energy per token at a power draw; None when the power is unknown."""
+    if power_w is None:
+        return None
+    if not tokens_per_second > 0:
+        raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second}")
+    return power_w / tokens_per_second
+
+
+def to_int_units(value: float, unit: float) -> int:
+    """``value`` in whole ``unit`` s, rounded up (seconds to µs: ``unit=1e-6``; bytes to KiB: 1024).
+
+    Rounding up keeps a positive cost positive and a capacity need a need;
+    a quotient within 1e-9 of a whole number is taken as that number, so
+    float noise does not add a unit.
+    """
+    _nonneg("value", value)
+    if not unit > 0:
+        raise ValueError(f"unit must be > 0, got {unit}")
+    units = value / unit
+    nearest = round(units)
+    if abs(units - nearest) <= 1e-9 * max(1.0, abs(units)):
+        return int(nearest)
+    return math.ceil(units)
