@@ -14,12 +14,17 @@ Typical use::
 from __future__ import annotations
 
 from targets.cost import (
+    COLLECTIVE_KINDS,
     CostModel,
     GpuCostModel,
     WaferCostModel,
+    all_gather_s,
+    all_reduce_s,
+    collective_s,
     joules_per_token,
     link_transfer_s,
     pipelined_tokens_per_s,
+    reduce_scatter_s,
     stage_memory_bytes,
     to_int_units,
     tokens_per_s,
@@ -37,11 +42,13 @@ from targets.fabric import (
 from targets.gpu import HOST, GpuDevice, GpuTarget, Link
 from targets.loader import Target, load_target, target_from_dict
 from targets.pipeline import PipelineEstimate, StageBottleneck, pipeline_estimate
-from targets.presets import ALIASES, PresetInfo, get_preset, list_presets, preset_names
+from targets.preset_info import PresetInfo, list_presets
+from targets.presets import ALIASES, get_preset, preset_names
 from targets.wafer import WaferSpec, WaferTarget
 
 __all__ = [
     "ALIASES",
+    "COLLECTIVE_KINDS",
     "HOST",
     "KNOWN_DTYPES",
     "CostModel",
@@ -58,7 +65,10 @@ __all__ = [
     "WaferCostModel",
     "WaferSpec",
     "WaferTarget",
+    "all_gather_s",
+    "all_reduce_s",
     "canonical_dtype",
+    "collective_s",
     "get_preset",
     "joules_per_token",
     "link_transfer_s",
@@ -68,6 +78,7 @@ __all__ = [
     "pipeline_estimate",
     "pipelined_tokens_per_s",
     "preset_names",
+    "reduce_scatter_s",
     "region_hops",
     "route_link_loads",
     "shared_boundary_links",

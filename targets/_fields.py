@@ -26,6 +26,7 @@ __all__ = [
     "FieldError",
     "FrozenDict",
     "Spec",
+    "boolean",
     "bounded",
     "TargetSpec",
     "canonical_sha256",
@@ -312,6 +313,13 @@ def _bound(value: float | None) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,g}"
+
+
+def boolean(value: Any, path: str) -> bool:
+    """``true`` or ``false``; 0/1 and strings are refused, so a quoted "false" is not true."""
+    if not isinstance(value, bool):
+        raise FieldError(path, f"must be true or false, got {preview(value)}")
+    return value
 
 
 def text(value: Any, path: str, *, allow_empty: bool = False) -> str:

@@ -13,6 +13,11 @@ Formulas (every constant is a target field):
 - GPU op: ``max(flops / (peak[dtype] · η_c), bytes_moved / (hbm_bw · η_m))
   + kernels · launch_overhead`` (roofline plus launch cost).
 - Transfer over a link: ``latency + bytes / (bandwidth · efficiency)``.
+- Collective over a tensor-parallel group of n GPUs (ring, as NCCL runs it):
+  all-reduce ``2(n−1)/n · bytes / busbw + latency``, all-gather and
+  reduce-scatter ``(n−1)/n · bytes / busbw + latency``, with busbw and latency
+  the collective fields of the group's link (NVLink inside a node, else the
+  network, whose slowest hop bounds the ring).
 - Stage memory: ``params + activation_peak × micro-batches in flight +
   transfer buffers + KV cache``.
 - Wafer region of w×h cores: ``flops / (w·h · lanes[dtype] · 2 · clock · η)
@@ -29,33 +34,45 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from targets.errors import TargetError
 from targets.fabric import manhattan_hops, xy_route
 from targets.formulas import (
+    COLLECTIVE_KINDS,
     _nonneg,
+    all_gather_s,
+    all_reduce_s,
+    collective_s,
     joules_per_token,
     link_busy_s,
     link_transfer_s,
     pipelined_tokens_per_s,
+    reduce_scatter_s,
     stage_memory_bytes,
     to_int_units,
     tokens_per_s,
     usd_per_token,
 )
-from targets.gpu import GpuDevice, GpuTarget
+from targets.gpu import GpuDevice, GpuTarget, Link
 from targets.pipeline import pipeline_estimate
 from targets.wafer import WaferTarget
 
 __all__ = [
+    "COLLECTIVE_KINDS",
     "UNTYPED_FLOPS_DTYPE",
     "CostModel",
+    "OpTime",
     "GpuCostModel",
     "WaferCostModel",
+    "all_gather_s",
+    "all_reduce_s",
+    "collective_s",
     "joules_per_token",
     "link_busy_s",
     "link_transfer_s",
     "pipelined_tokens_per_s",
+    "reduce_scatter_s",
     "stage_memory_bytes",
     "to_int_units",
     "tokens_per_s",
@@ -69,6 +86,24 @@ wafer compute in half precision, and ``float16`` is in every wafer preset's tabl
 
 def _sum_or_none(values: Sequence[float | None]) -> float | None:
     return None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One op's roofline terms; it takes ``max(compute_s, memory_s) + launch_s``."""
+
+    compute_s: float
+    memory_s: float
+    launch_s: float
+
+    @property
+    def total_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.launch_s
+
+    @property
+    def bound(self) -> str:
+        """What limits it: ``"compute"`` or ``"memory"`` (launches aside)."""
+        return "compute" if self.compute_s >= self.memory_s else "memory"
 
 
 class CostModel(ABC):
@@ -173,6 +208,12 @@ class GpuCostModel(CostModel):
         looked up, so data-movement ops need no dtype entry; ``kernels=0``
         models ops that launch nothing (a Reshape).
         """
+        return self.op_time_parts(flops, bytes_moved, dtype, device, kernels).total_s
+
+    def op_time_parts(
+        self, flops: float, bytes_moved: float, dtype: str, device: int = 0, kernels: int = 1
+    ) -> OpTime:
+        """The terms of `op_time_s`: compute, memory traffic and launch seconds apart."""
         _nonneg("flops", flops)
         _nonneg("bytes_moved", bytes_moved)
         if kernels < 0:
@@ -182,7 +223,7 @@ class GpuCostModel(CostModel):
         if flops > 0:
             compute_s = flops / (spec.peak_flops_for(dtype) * spec.eta_compute)
         memory_s = bytes_moved / (spec.hbm_bandwidth_bytes_per_s * spec.eta_memory)
-        return max(compute_s, memory_s) + kernels * spec.launch_overhead_s
+        return OpTime(compute_s, memory_s, kernels * spec.launch_overhead_s)
 
     def transfer_time_s(self, nbytes: float, src_device: int, dst_device: int) -> float:
         """Seconds to move ``nbytes`` from one device to another.
@@ -193,6 +234,39 @@ class GpuCostModel(CostModel):
         """
         link = self.target.link_between(src_device, dst_device)
         return 0.0 if link is None else link_transfer_s(nbytes, link)
+
+    def _group(self, devices: Sequence[int]) -> list[int]:
+        group = [self._check_device(device) for device in devices]
+        if not group:
+            raise ValueError("a collective needs at least one device, got none")
+        if len(set(group)) != len(group):
+            raise ValueError(f"a collective's devices must differ, got {list(devices)}")
+        return group
+
+    def group_link(self, devices: Sequence[int]) -> Link:
+        """The link a collective over ``devices`` runs at.
+
+        ``intra_node_link`` when every device sits in one node, else
+        ``inter_node_link``: a ring passes every byte along every hop, so
+        its slowest hop, the network, sets the pace of the whole ring.
+        Whether a group may span nodes at all (``tp_across_nodes``) is the
+        planner's and the validator's question; this prices any group.
+        """
+        nodes = {self.target.node_of(device) for device in self._group(devices)}
+        return self.target.intra_node_link if len(nodes) == 1 else self.target.inter_node_link
+
+    def collective_time_s(self, kind: str, nbytes: float, devices: Sequence[int]) -> float:
+        """Seconds of the collective ``kind`` over the group ``devices`` (see `collective_s`).
+
+        ``kind`` is one of `COLLECTIVE_KINDS`; ``nbytes`` is the whole tensor
+        each device holds (the plan's per-device payload). One device costs 0.
+
+        Raises:
+            ValueError: An unknown kind (the message lists the kinds), or a
+                device missing from the target, repeated, or no device at all.
+        """
+        group = self._group(devices)
+        return collective_s(kind, nbytes, len(group), self.group_link(group))
 
 
 class WaferCostModel(CostModel):

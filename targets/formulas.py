@@ -1,4 +1,4 @@
-"""Closed-form formulas of the cost model: links, stage memory, per-token figures.
+"""Closed-form formulas of the cost model: links, collectives, stage memory, per-token figures.
 
 Plain functions of numbers, shared by `targets.cost`'s models and importable on
 their own; `targets.cost` re-exports them, so ``from targets.cost import ...``
@@ -12,10 +12,15 @@ import math
 from targets.gpu import Link
 
 __all__ = [
+    "COLLECTIVE_KINDS",
+    "all_gather_s",
+    "all_reduce_s",
+    "collective_s",
     "joules_per_token",
     "link_busy_s",
     "link_transfer_s",
     "pipelined_tokens_per_s",
+    "reduce_scatter_s",
     "stage_memory_bytes",
     "to_int_units",
     "tokens_per_s",
@@ -48,6 +53,74 @@ def link_busy_s(nbytes: float, link: Link) -> float:
     so throughput bounds from shared links count only this.
     """
     return _nonneg("nbytes", nbytes) / link.effective_bandwidth_bytes_per_s
+
+
+def _ring_s(bus_factor: float, nbytes: float, n: int, link: Link) -> float:
+    """``bus_factor · (n−1)/n · nbytes / busbw + per-call latency``; 0 when nothing is sent.
+
+    ``(n−1)/n · nbytes`` is what each device sends in one ring pass; an
+    all-reduce is two passes (a reduce-scatter, then an all-gather), hence
+    ``bus_factor`` 2. Dividing by the link's busbw, which nccl-tests compute
+    with these same factors, makes the formula give back the time measured.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a whole number of devices >= 1, got {n!r}")
+    if _nonneg("nbytes", nbytes) == 0 or n == 1:
+        return 0.0  # one device, or nothing to exchange: no call is made
+    busbw = link.collective_bandwidth_bytes_per_s
+    latency_s = link.collective_latency_s
+    assert busbw is not None and latency_s is not None  # Link.__post_init__ derives them
+    return bus_factor * (n - 1) / n * nbytes / busbw + latency_s
+
+
+def all_reduce_s(nbytes: float, n: int, link: Link) -> float:
+    """Seconds of a ring all-reduce of ``nbytes`` over ``n`` devices joined by ``link``.
+
+    ``2(n−1)/n · nbytes / busbw + latency``, ``nbytes`` being the whole
+    tensor each device holds (nccl-tests' "size"). 0 for one device or 0 bytes.
+    """
+    return _ring_s(2.0, nbytes, n, link)
+
+
+def all_gather_s(nbytes: float, n: int, link: Link) -> float:
+    """Seconds of a ring all-gather over ``n`` devices: ``(n−1)/n · nbytes / busbw + latency``.
+
+    ``nbytes`` is the whole gathered tensor each device holds afterwards
+    (nccl-tests' "size"), not one device's 1/n share. 0 for one device or 0 bytes.
+    """
+    return _ring_s(1.0, nbytes, n, link)
+
+
+def reduce_scatter_s(nbytes: float, n: int, link: Link) -> float:
+    """Seconds of a ring reduce-scatter over ``n`` devices: ``(n−1)/n · nbytes / busbw + latency``.
+
+    ``nbytes`` is the whole tensor each device holds before the call
+    (nccl-tests' "size"); each keeps a reduced 1/n of it. 0 for one device or 0 bytes.
+    """
+    return _ring_s(1.0, nbytes, n, link)
+
+
+_COLLECTIVES = {
+    "all_reduce": all_reduce_s,
+    "all_gather": all_gather_s,
+    "reduce_scatter": reduce_scatter_s,
+}
+#: The collective kinds the cost model prices (a plan's ``all_to_all`` is not one yet).
+COLLECTIVE_KINDS: tuple[str, ...] = tuple(_COLLECTIVES)
+
+
+def collective_s(kind: str, nbytes: float, n: int, link: Link) -> float:
+    """Seconds of the collective ``kind`` (one of `COLLECTIVE_KINDS`); see its formula.
+
+    Raises:
+        ValueError: An unknown kind; the message lists the known ones.
+    """
+    formula = _COLLECTIVES.get(kind) if isinstance(kind, str) else None
+    if formula is None:
+        raise ValueError(
+            f"unknown collective kind {kind!r}; known kinds: {', '.join(COLLECTIVE_KINDS)}"
+        )
+    return formula(nbytes, n, link)
 
 
 def stage_memory_bytes(

@@ -4,11 +4,14 @@ Every number is a field, so a target file can override any of them; the
 presets in `targets.presets` say where each default comes from. Bandwidths
 are datasheet figures *per direction*; what a transfer achieves is
 ``bandwidth × efficiency`` (`Link.effective_bandwidth_bytes_per_s`).
+Collectives (tensor parallelism) have their own two link figures, the ring
+bus bandwidth and the per-call latency, because neither follows from the
+point-to-point ones: NCCL's per-call cost is mostly software.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,6 +19,7 @@ from targets._fields import (
     FieldError,
     Spec,
     TargetSpec,
+    boolean,
     bounded,
     check_fields,
     fraction,
@@ -25,11 +29,12 @@ from targets._fields import (
     positive_int,
     require_instance,
     set_field,
+    spec_to_dict,
     text,
 )
 from targets.dtypes import check_fallback_dtype, check_rate_table, rate_for_dtype
 
-__all__ = ["GpuDevice", "GpuTarget", "Link", "HOST"]
+__all__ = ["GpuDevice", "GpuTarget", "Link", "HOST", "LINK_DERIVED_FIELDS"]
 
 #: Device id that stands for the host (CPU memory) in transfers.
 HOST = -1
@@ -48,11 +53,25 @@ _efficiency = bounded(fraction, MIN_EFFICIENCY)
 _latency = bounded(nonnegative_float, high=MAX_LATENCY_S, unit="s")
 _flops = bounded(positive_float, MIN_FLOPS_PER_S, unit="FLOP/s")
 
+
+def _optional(check: Callable[[Any, str], float]) -> Callable[[Any, str], float | None]:
+    """``check``, letting None through: an omitted field that `Link` derives."""
+    return lambda value, path: None if value is None else check(value, path)
+
+
 _LINK_CHECKS = {
     "name": text,
     "bandwidth_bytes_per_s": _bandwidth,
     "efficiency": _efficiency,
     "latency_s": _latency,
+    "collective_bandwidth_bytes_per_s": _optional(_bandwidth),
+    "collective_latency_s": _optional(_latency),
+}
+#: Link fields that default to a value derived from other fields -> those fields. The loader
+#: drops an inherited derived value when an override changes what it derives from.
+LINK_DERIVED_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "collective_bandwidth_bytes_per_s": ("bandwidth_bytes_per_s", "efficiency"),
+    "collective_latency_s": ("latency_s",),
 }
 _DEVICE_CHECKS = {
     "name": text,
@@ -71,20 +90,60 @@ _DEVICE_CHECKS = {
 class Link(Spec):
     """A point-to-point link between two devices, or a device and the host.
 
+    The two collective fields are what a ring collective (NCCL) over this link
+    achieves; they are separate from the point-to-point figures because a
+    collective call costs far more than a copy (NCCL launch and
+    synchronisation: ~33 µs measured per small all-reduce on 8×H100, against
+    the 5 µs the presets assume for a copy). Left out (None), they are
+    derived, and the built Link holds the derived number:
+
+    - ``collective_bandwidth_bytes_per_s = bandwidth × efficiency``: a ring
+      moves each byte over one link at a time, so its bus bandwidth is about
+      what one large transfer achieves (on 8×H100: 370 GB/s busbw measured
+      against 380 GB/s one-way peer-to-peer);
+    - ``collective_latency_s = latency_s``: the only latency the link knows.
+      It underestimates a real call (see the presets), so sourced targets set it.
+
+    The canonical form (`to_dict`, and so the sha256) leaves out a collective
+    field equal to its derived value: a spec written before these fields
+    existed rebuilds to the same hash, so the plans made for it stay valid.
+
     Attributes:
         name: What the link is (``"NVLink4"``, ``"IB NDR 400G"``).
         bandwidth_bytes_per_s: Datasheet bandwidth per direction.
         efficiency: Fraction of it a large transfer achieves, in (0, 1].
         latency_s: Fixed cost of one transfer (software plus wire).
+        collective_bandwidth_bytes_per_s: Ring "bus bandwidth" of a large
+            all-reduce over this link, as nccl-tests report it (busbw): the
+            figure the collective formulas divide their bus bytes by.
+        collective_latency_s: Per-call cost of one small collective.
     """
 
     name: str
     bandwidth_bytes_per_s: float
     efficiency: float
     latency_s: float
+    # None only until __post_init__ derives them; a built Link holds floats.
+    collective_bandwidth_bytes_per_s: float | None = None
+    collective_latency_s: float | None = None
 
     def __post_init__(self) -> None:
         check_fields(self, _LINK_CHECKS)
+        for name, value in self.derived_values().items():
+            if getattr(self, name) is None:
+                set_field(self, name, value)
+
+    def derived_values(self) -> dict[str, float]:
+        """What each field of `LINK_DERIVED_FIELDS` is when a spec leaves it out."""
+        return {
+            "collective_bandwidth_bytes_per_s": self.effective_bandwidth_bytes_per_s,
+            "collective_latency_s": self.latency_s,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, less the collective ones that equal their derived value."""
+        derived = self.derived_values()
+        return {k: v for k, v in spec_to_dict(self).items() if k not in derived or v != derived[k]}
 
     @property
     def effective_bandwidth_bytes_per_s(self) -> float:
@@ -146,7 +205,10 @@ class GpuTarget(TargetSpec):
     Device ``d`` sits in node ``d // gpus_per_node``. Two devices in one node
     talk over ``intra_node_link`` (NVLink, or PCIe where there is no NVLink),
     devices in different nodes over ``inter_node_link`` (the network), and a
-    device and the host (`HOST`, -1) over ``host_link``.
+    device and the host (`HOST`, -1) over ``host_link``. A tensor-parallel
+    group stays inside one node unless ``tp_across_nodes``: its two
+    collectives per layer would otherwise cross the network, about 9× slower
+    than NVLink on the presets, which serving stacks avoid.
 
     Attributes:
         name: Target name (a preset name or the file's).
@@ -156,6 +218,7 @@ class GpuTarget(TargetSpec):
         inter_node_link: Link between devices of different nodes.
         host_link: Link between a device and host memory.
         description: Free text for reports.
+        tp_across_nodes: Whether a tensor-parallel group may span nodes.
     """
 
     kind: ClassVar[str] = "gpu"
@@ -171,6 +234,7 @@ class GpuTarget(TargetSpec):
     inter_node_link: Link
     host_link: Link
     description: str = ""
+    tp_across_nodes: bool = False
 
     def __post_init__(self) -> None:
         set_field(self, "name", text(self.name, "name"))
@@ -185,6 +249,14 @@ class GpuTarget(TargetSpec):
         set_field(self, "gpus_per_node", positive_int(self.gpus_per_node, "gpus_per_node"))
         require_instance(self, _LINK_FIELDS, Link)
         set_field(self, "description", text(self.description, "description", allow_empty=True))
+        set_field(self, "tp_across_nodes", boolean(self.tp_across_nodes, "tp_across_nodes"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical spec; ``tp_across_nodes`` only when true, so older specs keep their hash."""
+        canonical = super().to_dict()
+        if not self.tp_across_nodes:
+            del canonical["tp_across_nodes"]
+        return canonical
 
     @property
     def num_devices(self) -> int:

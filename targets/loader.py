@@ -8,7 +8,13 @@ an override of another target::
     wafer:
       clock_hz: 1.1e9        # deep-merged: only the fields given change
 
-Mappings merge key by key; lists and plain values replace. For GPU targets,
+Mappings merge key by key; lists and plain values replace. A link's collective
+fields, when the file leaves them out, follow what they derive from (see
+`targets.gpu.Link`): an override of a link's ``bandwidth_bytes_per_s`` or
+``efficiency`` re-derives its ``collective_bandwidth_bytes_per_s``, and one of
+its ``latency_s`` its ``collective_latency_s``, instead of keeping the base's
+figure, which described another link (370 GB/s of NVLink busbw over a link
+made 10 GB/s would be wrong). For GPU targets,
 ``all_devices`` is a partial device spec merged into every device, e.g.
 ``all_devices: {usd_per_hour: 2.5}``. Every error is one line that names the
 file and the field.
@@ -36,7 +42,7 @@ from targets._fields import FieldError, require_mapping
 from targets._text import clip, preview
 from targets._yaml import MAX_DEPTH, MAX_INT_DIGITS, parse_yaml
 from targets.errors import TargetError
-from targets.gpu import GpuTarget
+from targets.gpu import LINK_DERIVED_FIELDS, GpuTarget
 from targets.presets import Target, get_preset
 from targets.wafer import WaferTarget
 
@@ -277,13 +283,24 @@ def _base_target(base_spec: str, path: Path, seen: tuple[Path, ...]) -> Target:
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``override`` merged in: mappings recursively, everything else replaced."""
-    merged = dict(base)
+    merged = _without_stale_derived(base, override)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
+
+
+def _without_stale_derived(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` less the derived link fields whose inputs ``override`` changes and it does not
+    set itself, so the built `Link` derives them again from the merged inputs."""
+    stale = {
+        derived
+        for derived, inputs in LINK_DERIVED_FIELDS.items()
+        if derived in base and derived not in override and any(k in override for k in inputs)
+    }
+    return {key: value for key, value in base.items() if key not in stale}
 
 
 def _apply_all_devices(spec: dict[str, Any], patch: Any) -> dict[str, Any]:

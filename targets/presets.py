@@ -35,6 +35,43 @@ assumption (we have no measurement for the others):
   one-way of 450 (NCCL issue 1264). Also used for PCIe and the network, which
   we did not measure (assumption).
 
+Collectives (link fields ``collective_bandwidth_bytes_per_s``, the ring busbw,
+and ``collective_latency_s``, the per-call cost; sources in HARDWARE.md):
+
+- NVLink4 busbw 370 GB/s (h100, h200): 8×H100 ring all-reduce on large
+  messages, nccl-tests #212 and nccl #2140 [M]. We take the ring figure, not
+  the ~480 GB/s NVLink SHARP (NVLS) reaches, because NCCL picks NVLS only
+  above ~256 MB, far above a layer's activations (even 4k tokens × 8192 ×
+  2 B = 64 MiB). H200 uses the H100 figure: the same NVLink4 and NVSwitch
+  (assumption); its own measurement, 475 GB/s (nccl-tests #272) [M], matches
+  the H100's NVLS figure, not the ring one, so it is not used.
+- NVLink3 (a100) and NVLink5 (b200) have no figure: busbw is the H100's
+  busbw/datasheet ratio 370/450 times their per-direction NVLink, 300 and
+  900 GB/s -> 246.7 and 740 GB/s [D] (assumption).
+- Per-call latency 33 µs on every GPU collective link: Vidur's profiled
+  all-reduce on an 8×H100 DGX through torch.distributed has medians of about
+  33–37 µs from 4 KB to 2 MB [M] (microsoft/vidur
+  ``data/profiling/network/h100_dgx/all_reduce.csv``). Decode sends small
+  messages (16 KiB for hidden 8192 at batch 1), so we take the low end, 33
+  µs: the bandwidth term adds the rest for larger ones (2 MiB: 2·7/8 · 2 MiB
+  / 370 GB/s = 9.9 µs). In the CSV, the three-sample medians scatter from
+  19 to 43 µs below 0.5 MB and settle at 31–33 µs from 0.5 to 1 MB; 33 µs
+  is where they are steady, not the luckiest small sample. It includes torch.distributed's own overhead, which
+  eager runtimes pay; serving runtimes with CUDA graphs and custom all-reduce
+  kernels pay less (AIConfigurator assumes 10 µs, llm-analysis 8 µs: model
+  inputs, not measurements), so set ``collective_latency_s: 1.0e-5`` for
+  them. It was measured with 8 GPUs; smaller groups get the same figure
+  (assumption, on the safe side).
+- InfiniBand NDR (between nodes): busbw 50 GB/s × 380/450 = 42.2 GB/s, the
+  network's point-to-point figure (HARDWARE.md gives no collective
+  measurement across nodes; assumption); latency 33 µs, the NVLink per-call
+  figure as a floor (assumption: a call across nodes pays at least the
+  software cost measured inside one; the network hops add more, unmeasured).
+- PCIe between GPUs (``h100x8-pcie``): busbw 64 GB/s × 380/450 = 54.0 GB/s,
+  the point-to-point figure, and the same 33 µs floor (assumptions).
+- Host links and wafer links run no collective; they keep `Link`'s derived
+  defaults (busbw = bandwidth × efficiency, latency = the link's latency).
+
 Nodes hold at most 8 GPUs (HGX boards); ``h100x16`` is 2 nodes × 8 and
 ``h100x32`` 4 × 8, with one 400 Gb/s InfiniBand NDR NIC per GPU = 50 GB/s
 per direction [V]. Every pair of GPUs in a node is given the full per-GPU
@@ -81,13 +118,11 @@ reported until a target file sets it); wafer system power (None).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 from targets.errors import TargetError
 from targets.gpu import GpuDevice, GpuTarget, Link
 from targets.wafer import WaferSpec, WaferTarget
 
-__all__ = ["ALIASES", "PresetInfo", "Target", "get_preset", "list_presets", "preset_names"]
+__all__ = ["ALIASES", "Target", "get_preset", "preset_names", "presets"]
 
 #: Any target: the union every loader and cost model accepts.
 Target = GpuTarget | WaferTarget
@@ -115,13 +150,26 @@ LAUNCH_OVERHEAD_S = 5e-6
 NVLINK_LATENCY_S = 5e-6
 PCIE_LATENCY_S = 10e-6
 NETWORK_LATENCY_S = 10e-6
+# [M] 8×H100 NVLink4 ring all-reduce busbw on large messages (nccl-tests #212, nccl #2140).
+NVLINK4_RING_BUSBW_BYTES_PER_S = 370e9
+# [D] its ratio to the 450 GB/s datasheet, for NVLink generations without a measurement.
+NVLINK_RING_BUSBW_RATIO = 370.0 / 450.0
+# [M] low end of Vidur's 8×H100 all-reduce medians, 33-37 µs for 4 KB-2 MB (torch.distributed).
+COLLECTIVE_LATENCY_S = 33e-6
 WAFER_SRAM_RESERVE_BYTES = 6 * KIB
 
 ALIASES: dict[str, str] = {"gpu": "h100x8", "wafer": "wse3"}
 
 
-def _link(name: str, bytes_per_s: float, latency_s: float) -> Link:
-    return Link(name, bytes_per_s, LINK_EFFICIENCY, latency_s)
+def _link(
+    name: str, bytes_per_s: float, latency_s: float, busbw_bytes_per_s: float | None = None
+) -> Link:
+    """A preset link; with ``busbw_bytes_per_s`` it carries collectives (``COLLECTIVE_LATENCY_S``)."""
+    if busbw_bytes_per_s is None:
+        return Link(name, bytes_per_s, LINK_EFFICIENCY, latency_s)
+    return Link(
+        name, bytes_per_s, LINK_EFFICIENCY, latency_s, busbw_bytes_per_s, COLLECTIVE_LATENCY_S
+    )
 
 
 def _gpu(
@@ -176,15 +224,23 @@ H100_PCIE = _gpu(
 # fmt: on
 
 # [V] PCIe Gen4 x16 32 GB/s and Gen5 x16 64 GB/s per direction; IB NDR 400 Gb/s = 50 GB/s.
+# Collective busbw between GPUs over PCIe or the network: the point-to-point figure
+# (assumption, see the module doc).
 _PCIE4 = _link("PCIe Gen4 x16", _giga(32), PCIE_LATENCY_S)
 _PCIE5 = _link("PCIe Gen5 x16", _giga(64), PCIE_LATENCY_S)
-_IB_NDR = _link("InfiniBand NDR 400G (one NIC per GPU)", _giga(50), NETWORK_LATENCY_S)
-# (device, NVLink name, NVLink bidirectional bytes/s [V], host PCIe link)
+_PCIE5_PEERS = _link("PCIe Gen5 x16", _giga(64), PCIE_LATENCY_S, _giga(64) * LINK_EFFICIENCY)
+_IB_NDR = _link(
+    "InfiniBand NDR 400G (one NIC per GPU)",
+    _giga(50),
+    NETWORK_LATENCY_S,
+    _giga(50) * LINK_EFFICIENCY,
+)
+# (device, NVLink name, NVLink bidirectional bytes/s [V], ring busbw (module doc), host link)
 _GPU_FAMILIES = {
-    "a100": (A100, "NVLink3", _giga(600), _PCIE4),
-    "h100": (H100, "NVLink4", _giga(900), _PCIE5),
-    "h200": (H200, "NVLink4", _giga(900), _PCIE5),
-    "b200": (B200, "NVLink5", _giga(1800), _PCIE5),
+    "a100": (A100, "NVLink3", _giga(600), _giga(300) * NVLINK_RING_BUSBW_RATIO, _PCIE4),
+    "h100": (H100, "NVLink4", _giga(900), NVLINK4_RING_BUSBW_BYTES_PER_S, _PCIE5),
+    "h200": (H200, "NVLink4", _giga(900), NVLINK4_RING_BUSBW_BYTES_PER_S, _PCIE5),
+    "b200": (B200, "NVLink5", _giga(1800), _giga(900) * NVLINK_RING_BUSBW_RATIO, _PCIE5),
 }
 _GPU_COUNTS = (1, 2, 4, 8, 16, 32)
 _GPUS_PER_NODE = 8
@@ -246,12 +302,12 @@ def _wafer_target(name: str, wafer: WaferSpec, count: int) -> WaferTarget:
 
 def _build_presets() -> dict[str, Target]:
     presets: dict[str, Target] = {}
-    for family, (device, nvlink_name, nvlink_bidir, host) in _GPU_FAMILIES.items():
-        nvlink = _link(nvlink_name, nvlink_bidir / 2, NVLINK_LATENCY_S)
+    for family, (device, nvlink_name, nvlink_bidir, busbw, host) in _GPU_FAMILIES.items():
+        nvlink = _link(nvlink_name, nvlink_bidir / 2, NVLINK_LATENCY_S, busbw)
         for count in _GPU_COUNTS:
             name = f"{family}x{count}"
             presets[name] = _gpu_target(name, device, count, nvlink, host)
-    presets["h100x8-pcie"] = _gpu_target("h100x8-pcie", H100_PCIE, 8, _PCIE5, _PCIE5)
+    presets["h100x8-pcie"] = _gpu_target("h100x8-pcie", H100_PCIE, 8, _PCIE5_PEERS, _PCIE5)
     for family, wafer, counts in (("wse2", WSE2, (1, 2, 4)), ("wse3", WSE3, (1, 2, 4, 8))):
         for count in counts:
             name = family if count == 1 else f"{family}x{count}"
@@ -260,6 +316,11 @@ def _build_presets() -> dict[str, Target]:
 
 
 _PRESETS: dict[str, Target] = _build_presets()
+
+
+def presets() -> dict[str, Target]:
+    """Every preset by name, in `preset_names` order (a copy: the presets stay as built)."""
+    return dict(_PRESETS)
 
 
 def preset_names() -> list[str]:
@@ -281,94 +342,3 @@ def get_preset(name: str) -> Target:
             "or give a .json/.yaml/.yml target file"
         )
     return _PRESETS[key]
-
-
-@dataclass(frozen=True)
-class PresetInfo:
-    """The key numbers of one preset, for ``partition targets``.
-
-    Attributes:
-        name: Preset name.
-        kind: ``"gpu"`` or ``"wafer"``.
-        aliases: Other names that load this preset.
-        num_devices: GPUs, or wafers.
-        device: Device model name.
-        memory_per_device_bytes: HBM per GPU, or SRAM per wafer (reserve included).
-        total_memory_bytes: Summed over devices.
-        peak_dtype: Dtype of the peak figure (bf16 on GPUs; fp16, the FMAC rate, on wafers).
-        peak_flops_per_s: Dense datasheet peak summed over devices (no η applied).
-        memory_bandwidth_bytes_per_s: HBM bandwidth per GPU; None on wafers (core-local SRAM).
-        interconnect: What joins the devices.
-        interconnect_bytes_per_s: Its datasheet bandwidth per direction (intra-node on GPUs).
-        description: The target's description.
-        sha256: The target's canonical hash.
-    """
-
-    name: str
-    kind: str
-    aliases: tuple[str, ...]
-    num_devices: int
-    device: str
-    memory_per_device_bytes: int
-    total_memory_bytes: int
-    peak_dtype: str
-    peak_flops_per_s: float
-    memory_bandwidth_bytes_per_s: float | None
-    interconnect: str
-    interconnect_bytes_per_s: float
-    description: str
-    sha256: str
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dict, fields in declaration order."""
-        out: dict[str, object] = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-
-def _info(name: str, target: Target) -> PresetInfo:
-    aliases = tuple(alias for alias, preset in ALIASES.items() if preset == name)
-    if isinstance(target, GpuTarget):
-        first = target.devices[0]
-        link = target.intra_node_link if target.num_devices > 1 else target.host_link
-        return PresetInfo(
-            name,
-            target.kind,
-            aliases,
-            target.num_devices,
-            first.name,
-            first.hbm_bytes,
-            sum(d.hbm_bytes for d in target.devices),
-            "bfloat16",
-            sum(d.peak_flops_for("bfloat16") for d in target.devices),
-            first.hbm_bandwidth_bytes_per_s,
-            link.name,
-            link.bandwidth_bytes_per_s,
-            target.description,
-            target.sha256,
-        )
-    wafer, count = target.wafer, target.num_wafers
-    link = target.inter_wafer_link if count > 1 else target.host_link
-    return PresetInfo(
-        name,
-        target.kind,
-        aliases,
-        count,
-        wafer.name,
-        wafer.sram_bytes,
-        wafer.sram_bytes * count,
-        "float16",
-        wafer.peak_flops_per_s("float16") * count,
-        None,
-        link.name,
-        link.bandwidth_bytes_per_s,
-        target.description,
-        target.sha256,
-    )
-
-
-def list_presets() -> list[PresetInfo]:
-    """Key numbers of every preset, in `preset_names` order."""
-    return [_info(name, target) for name, target in _PRESETS.items()]

@@ -6,6 +6,7 @@ analysed from its graph and tensor metadata alone.
 examples:
   partition analyze gpt2.onnx --dim batch=1 --dim seq=128
   partition analyze llama-70b-decode.onnx --dim batch=1 --dim past=4095 --json
+  partition analyze llama-70b-decode.onnx --dim batch=1 --dim past=4095 --tp 8
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from rich.text import Text
 from partitioner.commands._common import add_model_arguments, console, load_graph
 from partitioner.errors import UsageError
 from partitioner.units import human_bytes, human_count, human_flops
-from passes.analysis import activation_liveness, attention_patterns, node_costs
+from passes.analysis import (
+    CostReport,
+    activation_liveness,
+    attention_patterns,
+    node_costs,
+    shard_graph,
+)
 from passes.ir import Graph
 
 __all__ = ["add_arguments", "run", "analysis_json"]
@@ -32,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument(
         "--top", type=int, default=10, metavar="N", help="how many top nodes by FLOPs (default 10)"
+    )
+    parser.add_argument(
+        "--tp",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also report tensor-parallel sharding over N ranks: the shardable share of "
+        "FLOPs and weights and the collectives it needs (default: off)",
     )
 
 
@@ -53,36 +68,52 @@ def _output_bytes(graph: Graph, index: int) -> int:
     )
 
 
-def analysis_json(graph: Graph) -> dict:
-    """The `analyze --json` document (DESIGN.md's fields plus a few more)."""
+def _nodes_json(graph: Graph, costs: CostReport) -> list[dict]:
+    return [
+        {
+            "index": node.index,
+            "name": node.name,
+            "op_type": node.op_type,
+            "domain": node.domain,
+            "flops": c.flops,
+            "param_bytes": c.param_bytes,
+            "output_bytes": _output_bytes(graph, node.index),
+            "bytes_read": c.bytes_read,
+            "folded": node.folded,
+            "known_cost": c.known,
+            **({"unknown_reason": c.reason} if not c.known else {}),
+        }
+        for node, c in zip(graph.nodes, costs.nodes, strict=True)
+    ]
+
+
+def _sharding_json(graph: Graph, degree: int) -> dict:
+    plan = shard_graph(graph, degree)
+    return {
+        "degree": plan.degree,
+        "shardable_flops_fraction": plan.shardable_flops_fraction,
+        "shardable_param_fraction": plan.shardable_param_fraction,
+        "collectives": plan.collective_counts(),
+    }
+
+
+def analysis_json(graph: Graph, tp: int | None = None) -> dict:
+    """The `analyze --json` document (DESIGN.md's fields plus a few more).
+
+    With ``tp``, a ``"sharding"`` entry reports the tensor-parallel sharding over
+    that many ranks (`passes.analysis.sharding`).
+    """
     costs = node_costs(graph)
     live = activation_liveness(graph)
     attention = attention_patterns(graph, costs)
-    nodes = []
-    for node, c in zip(graph.nodes, costs.nodes, strict=True):
-        nodes.append(
-            {
-                "index": node.index,
-                "name": node.name,
-                "op_type": node.op_type,
-                "domain": node.domain,
-                "flops": c.flops,
-                "param_bytes": c.param_bytes,
-                "output_bytes": _output_bytes(graph, node.index),
-                "bytes_read": c.bytes_read,
-                "folded": node.folded,
-                "known_cost": c.known,
-                **({"unknown_reason": c.reason} if not c.known else {}),
-            }
-        )
-    return {
+    doc = {
         "model": {
             "path": str(graph.path) if graph.path else None,
             "sha256": graph.sha256,
             "opset": graph.opset,
             "dims": dict(graph.dims),
         },
-        "nodes": nodes,
+        "nodes": _nodes_json(graph, costs),
         "totals": {
             "num_nodes": graph.num_nodes,
             "flops": costs.total_flops,
@@ -105,6 +136,9 @@ def analysis_json(graph: Graph) -> dict:
             for p in attention
         ],
     }
+    if tp is not None:
+        doc["sharding"] = _sharding_json(graph, tp)
+    return doc
 
 
 def _by_op_type(doc: dict) -> list[_OpTypeRow]:
@@ -180,6 +214,21 @@ def _print_unknown_cost(doc: dict) -> None:
     )
 
 
+def _print_sharding(doc: dict) -> None:
+    """One line on the tensor-parallel sharding, if asked for (--tp)."""
+    sharding = doc.get("sharding")
+    if sharding is None:
+        return
+    counts = sharding["collectives"]
+    collectives = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+    console.print(
+        f"  tensor parallel  degree {sharding['degree']}: "
+        f"{100 * sharding['shardable_flops_fraction']:.1f}% of the FLOPs and "
+        f"{100 * sharding['shardable_param_fraction']:.1f}% of the parameter bytes split; "
+        f"collectives per run: {collectives}"
+    )
+
+
 def _op_type_table(doc: dict) -> Table:
     """Nodes, FLOPs, parameters and output bytes per op type, most FLOPs first."""
     table = Table(title="Per op type", title_justify="left")
@@ -223,6 +272,7 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
     _print_totals(graph, doc)
     _print_attention(doc)
     _print_unknown_cost(doc)
+    _print_sharding(doc)
     console.print(_op_type_table(doc))
     console.print(_top_nodes_table(doc, top))
 
@@ -230,8 +280,10 @@ def _print_report(graph: Graph, doc: dict, top: int) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise UsageError(f"--top {args.top}: give a whole number of at least 0")
+    if args.tp is not None and args.tp < 1:
+        raise UsageError(f"--tp {args.tp}: give a tensor-parallel degree of at least 1")
     graph = load_graph(args)
-    doc = analysis_json(graph)
+    doc = analysis_json(graph, args.tp)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:

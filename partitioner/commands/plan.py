@@ -111,9 +111,11 @@ def _add_solver_arguments(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--objective",
-        default="throughput",
+        default="auto",
         choices=OBJECTIVES,
-        help="throughput: minimise the slowest stage, then latency (default); latency: minimise end-to-end time",
+        help="auto (default): latency for LLM decode steps (what a stream waits per token), "
+        "throughput otherwise; throughput: minimise the slowest stage, then latency; "
+        "latency: minimise end-to-end time",
     )
     group.add_argument(
         "--time-limit",
@@ -128,6 +130,18 @@ def _add_solver_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def _add_gpu_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--tp",
+        default=None,
+        metavar="N",
+        help="tensor-parallel degree, GPUs per stage inside one node, or auto (default: search)",
+    )
+    group.add_argument(
+        "--pp",
+        default=None,
+        metavar="N",
+        help="pipeline stages, or auto (default: search); tp x pp is the devices used",
+    )
     group.add_argument(
         "--microbatches",
         type=int,
@@ -168,6 +182,15 @@ def _add_wafer_arguments(group: argparse._ArgumentGroup) -> None:
 
 def default_plan_path(model: Path, target_name: str) -> Path:
     return model.with_name(f"{model.stem}.{target_name}.plan.json")
+
+
+def _degree_option(flag: str, value: str | None) -> int | None:
+    if value is None or value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value[:24]!r}: give a whole number or 'auto'") from None
 
 
 def _devices_option(value: str | None) -> int | str | None:
@@ -238,7 +261,13 @@ def reproducible_command(argv: list[str]) -> str:
     return shlex.join(["partition", *kept])
 
 
-_GPU_ONLY = {"--microbatches": "microbatches", "--overlap": "overlap", "--blocks": "blocks"}
+_GPU_ONLY = {
+    "--microbatches": "microbatches",
+    "--overlap": "overlap",
+    "--blocks": "blocks",
+    "--tp": "tp",
+    "--pp": "pp",
+}
 _WAFER_ONLY = {"--regions": "regions", "--tile": "tile"}
 """Flags of one target kind, by argparse destination; given for the other kind, they are refused."""
 
@@ -272,6 +301,8 @@ def plan_options(args: argparse.Namespace, target: Target) -> GpuOptions | Wafer
         microbatches_in_flight=1 if args.microbatches is None else args.microbatches,
         overlap_transfers=args.overlap,
         target_blocks=args.blocks,
+        tp=_degree_option("--tp", args.tp),
+        pp=_degree_option("--pp", args.pp),
     )
 
 

@@ -7,6 +7,7 @@ from rich.table import Table
 from partitioner.commands._common import console
 from partitioner.plan import Plan
 from partitioner.planning import PlanOutcome, WaferOutcome
+from partitioner.planning.gpu.breakdown import breakdown_lines
 from partitioner.units import human_bytes, human_flops, human_seconds
 
 __all__ = ["print_summary", "print_wafer_summary"]
@@ -14,12 +15,13 @@ __all__ = ["print_summary", "print_wafer_summary"]
 
 _STAGE_COLUMNS = (
     "stage",
-    "device",
+    "devices",
     "nodes",
     "params",
     "memory",
     "of cap.",
     "compute",
+    "collectives",
     "send",
     "period",
     "",
@@ -46,6 +48,9 @@ def print_summary(outcome: PlanOutcome) -> None:
     extra = plan.estimate.extra
     bottleneck = f"{e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
     _print_figures(e.latency_s, e.throughput_per_s, bottleneck, extra)
+    if "time_breakdown" in extra:
+        for line in breakdown_lines(extra["time_breakdown"]):
+            console.print(line, markup=False)
     console.print(
         f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
         f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
@@ -54,16 +59,25 @@ def print_summary(outcome: PlanOutcome) -> None:
     )
 
 
+def _devices(devices: tuple[int, ...]) -> str:
+    """``0-7`` for a run of consecutive devices, else the list."""
+    if len(devices) > 2 and list(devices) == list(range(devices[0], devices[-1] + 1)):
+        return f"{devices[0]}-{devices[-1]}"
+    return ",".join(map(str, devices))
+
+
 def _stage_table(outcome: PlanOutcome) -> Table:
     """One row per stage: its devices, size, memory, times; the bottleneck stage marked."""
     plan = outcome.plan
     e = outcome.layout.estimate
     worst = e.bottleneck.index if e.bottleneck.kind in ("compute", "transfer", "host") else -1
     fewest = " (the fewest that fit: --devices auto)" if outcome.devices_auto else ""
-    table = Table(
-        title=f"{plan.target.name}: {len(plan.partitions)} stages{fewest}",
-        title_justify="left",
-    )
+    par = plan.parallelism
+    shape = f"{par.pp} stage{'s' if par.pp != 1 else ''} x tensor-parallel {par.tp}"
+    collective_s = {p.id: 0.0 for p in plan.partitions}
+    for c in plan.collectives:
+        collective_s[c.partition] += c.time_s
+    table = Table(title=f"{plan.target.name}: {shape}{fewest}", title_justify="left")
     for col in _STAGE_COLUMNS:
         table.add_column(col, justify="right")
     for p in plan.partitions:
@@ -71,12 +85,13 @@ def _stage_table(outcome: PlanOutcome) -> Table:
         mark = "◀ bottleneck" if p.stage == worst else ""
         table.add_row(
             str(p.stage),
-            ",".join(map(str, p.devices)),
+            _devices(p.devices),
             f"{len(p.nodes):,}",
             human_bytes(p.param_bytes),
             human_bytes(p.memory_bytes),
             f"{100 * p.memory_bytes / p.capacity_bytes:.0f}%",
             human_seconds(p.compute_s),
+            human_seconds(collective_s[p.id]),
             human_seconds(outcome.layout.stage_send_s[p.stage]),
             human_seconds(period),
             mark,
@@ -126,6 +141,9 @@ def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
     e, s, extra = plan.estimate, plan.solver, plan.estimate.extra
     bottleneck = f"{e.bottleneck.kind} ({e.bottleneck.where})"
     _print_figures(e.latency_s, e.throughput_per_s, bottleneck, extra)
+    if "time_breakdown" in extra:
+        for line in breakdown_lines(extra["time_breakdown"]):
+            console.print(line, markup=False)
     console.print(
         f"solver {s.name}: {s.status}; period {human_seconds(s.objective_s)} against a compute bound of "
         f"{human_seconds(s.bound_s)}; {outcome.wall_s:.1f} s wall; {plan.model.num_nodes:,} nodes, "

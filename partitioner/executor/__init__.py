@@ -9,6 +9,8 @@ op and opset (``kernels/``, looked up through ``registry``). On top of them:
   to it (what one device of a distributed runtime does);
 - `run_plan`: a whole plan, partition by partition, values moving only through
   its transfers, so a run proves the transfer list complete;
+- `run_group` (``tensor_parallel``): one tensor-parallel partition, every rank
+  in lockstep over its rank graph, collectives performed across the ranks;
 - `verify_plan` (``verify``): `run_plan`'s outputs against onnxruntime's
   (``reference``), naming the first partition that diverges.
 
@@ -47,6 +49,12 @@ if TYPE_CHECKING:
         run_model,
         run_nodes,
     )
+    from partitioner.executor.tensor_parallel import (
+        GroupResult,
+        check_group_sharding,
+        group_sharding,
+        run_group,
+    )
     from partitioner.executor.verify import VerifyReport, make_inputs, verify_plan
     from partitioner.executor.weights import WeightStore
 
@@ -73,6 +81,9 @@ _EXPORTS: dict[str, str] = {
         ("PreparedModel", "missing_kernels", "prepare_model", "run_model", "run_nodes"),
         "runtime",
     ),
+    **dict.fromkeys(
+        ("GroupResult", "check_group_sharding", "group_sharding", "run_group"), "tensor_parallel"
+    ),
     **dict.fromkeys(("VerifyReport", "make_inputs", "verify_plan"), "verify"),
     "WeightStore": "weights",
 }
@@ -80,6 +91,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "ExecutorError",
     "FeedError",
+    "GroupResult",
     "KernelError",
     "MissingInputError",
     "MissingValueError",
@@ -91,11 +103,14 @@ __all__ = [
     "UnsupportedOpError",
     "VerifyReport",
     "WeightStore",
+    "check_group_sharding",
     "constant_values",
+    "group_sharding",
     "make_inputs",
     "missing_kernels",
     "prepare_model",
     "run_graph",
+    "run_group",
     "run_model",
     "run_nodes",
     "run_partition",

@@ -14,13 +14,18 @@ empty and gets values only from:
 A tensor a partition needs that no transfer brings is a `PlanExecutionError`
 naming the tensor and both partitions, so running a plan also proves that its
 transfer list is complete.
+
+A partition with several devices is a tensor-parallel group: it runs through
+`partitioner.executor.tensor_parallel.run_group`, every rank in lockstep with
+the plan's own shards and collectives, once they agree with what
+`passes.analysis.sharding` says for its nodes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -32,6 +37,10 @@ from partitioner.plan import HOST, Partition, Plan
 from passes.analysis.partition_io import PartitionIO, partition_io
 from passes.functions import expand_nodes
 from passes.ir import Graph
+
+if TYPE_CHECKING:
+    from partitioner.executor.tensor_parallel import GroupResult
+    from passes.analysis.sharding import ShardingPlan
 
 __all__ = [
     "PlanExecutionError",
@@ -83,9 +92,19 @@ class PartitionRun:
 
 @dataclass(frozen=True)
 class PlanRun:
+    """What running a plan gave.
+
+    Attributes:
+        outputs: the model's outputs by name.
+        partitions: what each partition held.
+        transferred: every value a transfer brought, by tensor name.
+        collected: every collective's tensor, whole, as its group held it afterwards.
+    """
+
     outputs: dict[str, Any]
     partitions: tuple[PartitionRun, ...]
     transferred: dict[str, Any]
+    collected: dict[str, Any] = field(default_factory=dict)
 
 
 def _opsets(graph: Graph) -> dict[str, int]:
@@ -257,6 +276,39 @@ def _inbox(
     return inbox
 
 
+def _run_group(
+    graph: Graph,
+    plan: Plan,
+    partition: Partition,
+    inbox: Mapping[str, Any],
+    params: Mapping[str, Any],
+    kv_cache: Mapping[str, Any],
+    keep: Collection[str],
+    opsets: Mapping[str, int],
+    shardings: dict[int, ShardingPlan],
+) -> GroupResult:
+    """Run a tensor-parallel partition with the plan's shards and collectives."""
+    # Imported here: tensor_parallel builds on this module, and only such plans need it.
+    from partitioner.executor.tensor_parallel import group_sharding, run_group
+    from passes.analysis.sharding import shard_graph
+
+    degree = len(partition.devices)
+    if degree not in shardings:
+        shardings[degree] = shard_graph(graph, degree)
+    sharding = group_sharding(graph, plan, partition, shardings[degree])
+    return run_group(
+        graph,
+        sharding,
+        partition.nodes,
+        inbox,
+        params,
+        kv_cache,
+        keep=keep,
+        opsets=opsets,
+        partition_id=partition.id,
+    )
+
+
 def run_plan(
     graph: Graph,
     plan: Plan,
@@ -274,16 +326,22 @@ def run_plan(
         leaving.setdefault(t.src, set()).add(t.tensor)
     outputs: dict[str, Any] = {}
     transferred: dict[str, Any] = {}
+    collected: dict[str, Any] = {}
+    shardings: dict[int, ShardingPlan] = {}  # group size -> shard_graph's, computed once
     runs = []
     for p in plan.partitions:
         inbox = _inbox(plan, p.id, outbox)
         transferred.update(inbox)
         io = partition_io(graph, p.nodes)
         made = {o for o in io.outputs if graph.tensors[o].is_graph_output}  # the run returns them
+        keep = leaving.get(p.id, set()) | made
         try:
-            result = run_partition(
-                graph, p, inbox, params, feeds, opsets=opsets, keep=leaving.get(p.id, set()) | made
-            )
+            if len(p.devices) > 1:
+                group = _run_group(graph, plan, p, inbox, params, feeds, keep, opsets, shardings)
+                collected.update(group.collected)
+                result = PartitionResult(group.outbox, group.peak_bytes)
+            else:
+                result = run_partition(graph, p, inbox, params, feeds, opsets=opsets, keep=keep)
         except MissingInputError as error:
             raise PlanExecutionError(_no_transfer(graph, owner, error)) from None
         outbox[p.id] = result.outbox
@@ -296,5 +354,8 @@ def run_plan(
         elif name not in outputs and name in feeds:
             outputs[name] = feeds[name]
     return PlanRun(
-        {name: outputs[name] for name in graph.outputs if name in outputs}, tuple(runs), transferred
+        {name: outputs[name] for name in graph.outputs if name in outputs},
+        tuple(runs),
+        transferred,
+        collected,
     )

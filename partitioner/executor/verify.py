@@ -5,8 +5,9 @@ of the table they index, attention masks of ones, position ids counting up
 from the cached length, and floats from a normal distribution. onnxruntime
 runs the whole model; the NumPy executor runs the plan. Outputs are compared
 with tolerances chosen per dtype. On a mismatch the tensors crossing partition
-boundaries are compared with onnxruntime's own intermediate values (added as
-extra graph outputs) to name the first partition that diverges.
+boundaries, and those a tensor-parallel group's collectives made whole, are
+compared with onnxruntime's own intermediate values (added as extra graph
+outputs) to name the first partition, and tensor, that diverges.
 
 Errors are measured two ways: ``max_abs`` = max |ours - ort| and ``max_rel`` =
 max |ours - ort| / max |ort| (relative to the output's scale, so values near
@@ -19,6 +20,7 @@ integer and boolean outputs must be equal.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -249,6 +251,24 @@ def verify_plan(
 REFERENCE_FLOAT32 = "onnxruntime on a float32 copy (its CPU provider has no bfloat16 kernels)"
 
 
+def _boundary_checks(graph: Graph, plan: Plan, ours: PlanRun) -> list[tuple[int, str, Any]]:
+    """``(partition, tensor, our value)`` of every value worth comparing, in the order
+    they were made: each partition's collectives (in node order), then what it sends."""
+    position = {p.id: k for k, p in enumerate(plan.partitions)}
+    owner = {n: p.id for p in plan.partitions for n in p.nodes}
+    checks: list[tuple[tuple[int, float], int, str, Any]] = [
+        ((position[t.src], math.inf), t.src, t.tensor, ours.transferred[t.tensor])
+        for t in plan.transfers
+        if t.src >= 0 and t.tensor in ours.transferred
+    ]
+    for name, value in ours.collected.items():
+        producer = graph.tensors[name].producer
+        if producer in owner:
+            checks.append(((position[owner[producer]], producer), owner[producer], name, value))
+    checks.sort(key=lambda check: check[0])
+    return [(pid, name, value) for _, pid, name, value in checks]
+
+
 def _first_divergence(
     graph: Graph,
     plan: Plan,
@@ -257,20 +277,15 @@ def _first_divergence(
     tolerance: Tolerance | None,
     failing_outputs: list[str],
 ) -> tuple[int | None, str | None]:
-    """The first partition (in plan order) one of whose outgoing tensors differs from onnxruntime's."""
-    crossing = [t for t in plan.transfers if t.src >= 0 and t.tensor in ours.transferred]
-    names = sorted({t.tensor for t in crossing})
+    """The first partition (in plan order) one of whose collectives or outgoing tensors
+    differs from onnxruntime's, and that tensor."""
+    checks = _boundary_checks(graph, plan, ours)
+    names = sorted({name for _, name, _ in checks})
     run = run_reference(graph.path, feeds, [(n, _tensor_type(graph, n)) for n in names])  # type: ignore[arg-type]
     reference, widened = run.outputs, run.float32_copy
-    position = {p.id: k for k, p in enumerate(plan.partitions)}
-    for t in sorted(crossing, key=lambda t: position[t.src]):
-        if (
-            t.tensor in reference
-            and not _compare(
-                t.tensor, ours.transferred[t.tensor], reference[t.tensor], tolerance, widened
-            ).ok
-        ):
-            return t.src, t.tensor
+    for pid, name, value in checks:
+        if name in reference and not _compare(name, value, reference[name], tolerance, widened).ok:
+            return pid, name
     # Boundaries agree: the divergence is inside the partition that makes the output.
     for name in failing_outputs:
         producer = graph.tensors[name].producer

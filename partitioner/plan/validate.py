@@ -25,6 +25,7 @@ from partitioner.plan.document import HOST, Partition, Plan
 from partitioner.plan.validate_parallel import (
     check_collectives,
     check_groups,
+    check_partial_sums,
     check_shards,
     shard_parts,
 )
@@ -84,6 +85,7 @@ def validate_plan(
         if not any(v.rule == "coverage" for v in found):
             found += _check_order_and_transfers(plan, graph)
             found += _check_param_memory(plan, graph)
+            found += [Violation(*v) for v in check_partial_sums(plan, graph)]
     return found
 
 

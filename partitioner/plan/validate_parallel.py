@@ -13,7 +13,13 @@ from typing import Any
 from partitioner.plan.document import Plan
 from passes.ir import Graph
 
-__all__ = ["check_groups", "check_shards", "check_collectives", "shard_parts"]
+__all__ = [
+    "check_groups",
+    "check_shards",
+    "check_collectives",
+    "check_partial_sums",
+    "shard_parts",
+]
 
 
 def shard_parts(plan: Plan) -> dict[tuple[int, str], int]:
@@ -92,3 +98,42 @@ def check_collectives(plan: Plan, graph: Graph | None) -> Iterator[tuple[str, st
             yield ("collectives", f"{where}: the partition has one device, nothing to exchange")
         if graph is not None and c.tensor not in graph.tensors:
             yield ("collectives", f"{where}: the model has no such tensor")
+
+
+def _contraction_axis(graph: Graph, index: int) -> int | None:
+    """The axis of a MatMul/Gemm's second input (a weight) that the product sums over."""
+    node = graph.nodes[index]
+    weight = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    if weight is None or not weight.shape or len(weight.shape) < 2:
+        return None
+    if node.op_type == "MatMul":
+        return len(weight.shape) - 2
+    if node.op_type == "Gemm":
+        return 1 if node.attributes.get("transB", 0) else 0
+    return None
+
+
+def check_partial_sums(plan: Plan, graph: Graph) -> Iterator[tuple[str, str]]:
+    """A MatMul whose weight is split along the summed axis leaves each device a partial
+    sum: an all-reduce of its output must follow, before anything else reads it."""
+    axes = {(s.partition, s.tensor): s.axis for s in plan.shards}
+    reduced = {(c.partition, c.tensor) for c in plan.collectives if c.kind == "all_reduce"}
+    for p in plan.partitions:
+        if len(p.devices) < 2:
+            continue
+        for n in p.nodes:
+            node = graph.nodes[n]
+            if node.folded or node.op_type not in ("MatMul", "Gemm") or len(node.inputs) < 2:
+                continue
+            axis = axes.get((p.id, node.inputs[1]))
+            contraction = _contraction_axis(graph, n)
+            rank = len(graph.tensors[node.inputs[1]].shape or ())
+            if axis is None or contraction is None or axis % max(rank, 1) != contraction:
+                continue
+            out = node.outputs[0]
+            if (p.id, out) not in reduced:
+                yield (
+                    "collectives",
+                    f"node {n} ({node.name}) in partition {p.id} splits {node.inputs[1]!r} along "
+                    f"the summed axis, so {out!r} is a partial sum, but no all_reduce of it follows",
+                )

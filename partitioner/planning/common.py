@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from partitioner import __version__
 from partitioner.errors import InfeasibleError, UsageError
 from partitioner.plan import (
+    Collective,
     Estimate,
     ModelInfo,
     Parallelism,
@@ -40,6 +41,7 @@ __all__ = [
     "device_count",
     "decode_batch",
     "unsized_extra",
+    "resolve_objective",
 ]
 
 
@@ -170,6 +172,13 @@ def unsized_extra(graph: Graph, transfers: Sequence[Transfer]) -> dict[str, list
     return {"unsized_transfers": unsized} if unsized else {}
 
 
+def resolve_objective(graph: Graph, objective: str) -> str:
+    """``auto``: latency for LLM decode-step graphs, throughput otherwise."""
+    if objective != "auto":
+        return objective
+    return "latency" if decode_batch(graph) is not None else "throughput"
+
+
 def assemble_plan(
     graph: Graph,
     costs: CostReport,
@@ -180,19 +189,21 @@ def assemble_plan(
     partitions: Sequence[Partition],
     transfers: Sequence[Transfer],
     estimate: Estimate,
+    collectives: Sequence[Collective] = (),
 ) -> Plan:
     """The plan, with the header (model, target, provenance) both planners write alike.
 
     ``estimate.comm_s`` is set here from the transfers (and, once plans have
     them, collectives), so the two planners cannot count it differently.
     """
-    comm_s = sum(t.time_s for t in transfers)
+    comm_s = sum(t.time_s for t in transfers) + sum(c.time_s for c in collectives)
     return Plan(
         model=model_info(graph, costs),
         target=target_info(target),
         solver=solver,
         parallelism=parallelism,
         partitions=tuple(partitions),
+        collectives=tuple(collectives),
         transfers=tuple(transfers),
         estimate=dataclasses.replace(estimate, comm_s=comm_s),
         provenance=Provenance("partition", __version__, options.command),

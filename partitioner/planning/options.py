@@ -27,7 +27,9 @@ __all__ = [
 
 GPU_SOLVERS = ("cpsat", "dp", "greedy", "params", "uniform")
 WAFER_SOLVERS = ("cpsat", "snake", "blind")
-OBJECTIVES = ("throughput", "latency")
+OBJECTIVES = ("auto", "throughput", "latency")
+"""``auto``: latency per step for LLM decode-step graphs (what one stream waits for),
+throughput for everything else; plans record the objective it resolved to."""
 MAX_MICROBATCHES = 1 << 16
 """Far above any pipeline depth, and small enough that memory stays within CP-SAT's int64."""
 
@@ -51,7 +53,7 @@ class _CommonOptions:
 
     devices: int | str | None = None
     solver: str = "cpsat"
-    objective: str = "throughput"
+    objective: str = "auto"
     time_limit_s: float | None = None
     seed: int = 0
     command: str = ""
@@ -88,11 +90,15 @@ class GpuOptions(_CommonOptions):
         overlap_transfers: transfers overlap compute (a stage's period is the
             max, not the sum).
         target_blocks: coarsen to about this many blocks (None: by device count).
+        tp: tensor-parallel degree, devices per stage (None: search).
+        pp: pipeline stages (None: search); tp × pp is the devices used.
     """
 
     microbatches_in_flight: int = 1
     overlap_transfers: bool = False
     target_blocks: int | None = None
+    tp: int | None = None
+    pp: int | None = None
 
     kind: ClassVar[str] = "gpu"
     solvers: ClassVar[tuple[str, ...]] = GPU_SOLVERS
@@ -101,6 +107,8 @@ class GpuOptions(_CommonOptions):
         super().__post_init__()
         _check_whole("--microbatches", self.microbatches_in_flight)
         _check_whole("--blocks", self.target_blocks)
+        _check_whole("--tp", self.tp)
+        _check_whole("--pp", self.pp)
         if self.microbatches_in_flight > MAX_MICROBATCHES:
             raise UsageError(
                 f"--microbatches {str(self.microbatches_in_flight)[:24]}: at most "

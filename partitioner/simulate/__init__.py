@@ -87,6 +87,7 @@ def simulate_plan(plan: Plan) -> SimulationReport:
             plan.transfers,
             target,
             overlap_transfers=plan.parallelism.overlap_transfers,
+            collectives=plan.collectives,
         )
     else:
         report = simulate_wafer(plan.partitions, plan.transfers, target)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from partitioner.plan import HOST, Bottleneck, Partition, Transfer
+from partitioner.plan import HOST, Bottleneck, Collective, Partition, Transfer
 from partitioner.simulate.common import (
     SimulateError,
     check_transfer_ends,
@@ -37,12 +37,14 @@ __all__ = [
 class StageLoad:
     """Seconds per item one pipeline stage spends on each kind of work.
 
-    ``recv_s`` is what the stage before sends (`targets.pipeline.stage_recv_s`).
+    ``recv_s`` is what the stage before sends (`targets.pipeline.stage_recv_s`);
+    ``collective_s`` is the tensor-parallel collectives' time, on top of ``compute_s``.
     """
 
     partition: int
     device: int
     compute_s: float
+    collective_s: float
     recv_s: float
     send_s: float
     host_s: float
@@ -191,14 +193,16 @@ def simulate_gpu(
     target: GpuTarget,
     *,
     overlap_transfers: bool,
+    collectives: Sequence[Collective] = (),
 ) -> PipelineReport:
     """Stage times, the pipeline estimate and link loads of a GPU plan.
 
     Stage ``i`` is the i-th partition in plan order. It computes for its
     ``compute_s``, sends for Σ ``time_s`` of its transfers to other
     partitions, and spends Σ ``time_s`` of the transfers from or to the host
-    on host I/O; `pipeline_estimate` turns these into latency, throughput and
-    the bottleneck.
+    on host I/O, and runs its tensor-parallel collectives (nothing overlaps
+    them: each sits between two ops); `pipeline_estimate` turns these into
+    latency, throughput and the bottleneck.
 
     Raises:
         SimulateError: A transfer names a missing partition or device.
@@ -214,13 +218,18 @@ def simulate_gpu(
             send_s[position[t.src]] += t.time_s
         else:
             host_s[position[t.dst if t.src == HOST else t.src]] += t.time_s
-    compute_s = [p.compute_s for p in partitions]
-    estimate = pipeline_estimate(compute_s, send_s, overlap_transfers, stage_host_s=host_s)
+    collective_s = [0.0] * len(partitions)
+    for c in collectives:
+        if c.partition not in position:
+            raise SimulateError(f"a collective names partition {c.partition}, which does not exist")
+        collective_s[position[c.partition]] += c.time_s
+    busy_s = [p.compute_s + c for p, c in zip(partitions, collective_s, strict=True)]
+    estimate = pipeline_estimate(busy_s, send_s, overlap_transfers, stage_host_s=host_s)
     recv_s = stage_recv_s(send_s)
     stages = tuple(
-        StageLoad(p.id, p.devices[0], p.compute_s, r, s, h, period)
-        for p, r, s, h, period in zip(
-            partitions, recv_s, send_s, host_s, estimate.stage_period_s, strict=True
+        StageLoad(p.id, p.devices[0], p.compute_s, c, r, s, h, period)
+        for p, c, r, s, h, period in zip(
+            partitions, collective_s, recv_s, send_s, host_s, estimate.stage_period_s, strict=True
         )
     )
     links, classes = _link_loads(partitions, transfers, position, target, estimate.period_s)

@@ -12,6 +12,13 @@ from passes.analysis.partition_io import (
     tensor_flows,
 )
 from passes.analysis.patterns import AttentionPattern, attention_patterns
+from passes.analysis.sharding import (
+    REPLICATED,
+    CollectiveOp,
+    Layout,
+    ShardingPlan,
+    shard_graph,
+)
 
 __all__ = [
     "CostReport",
@@ -30,4 +37,9 @@ __all__ = [
     "tensor_flows",
     "AttentionPattern",
     "attention_patterns",
+    "Layout",
+    "REPLICATED",
+    "CollectiveOp",
+    "ShardingPlan",
+    "shard_graph",
 ]

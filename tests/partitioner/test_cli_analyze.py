@@ -75,3 +75,33 @@ def test_console_entry_point_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_analyze_tp_reports_sharding(mlp, capsys):
+    # fc1 column split, relu split, fc2 row split: every node and weight split, one all-reduce
+    assert main(["analyze", str(mlp), "--dim", "batch=2", "--json", "--tp", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["sharding"] == {
+        "degree": 2,
+        "shardable_flops_fraction": 1.0,
+        "shardable_param_fraction": 1.0,
+        "collectives": {"all_reduce": 1},
+    }
+    assert main(["analyze", str(mlp), "--dim", "batch=2", "--tp", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "tensor parallel  degree 2: 100.0% of the FLOPs" in out and "1 all_reduce" in out
+    # 3 divides none of 8, 16, 4: nothing is split
+    assert main(["analyze", str(mlp), "--dim", "batch=2", "--json", "--tp", "3"]) == 0
+    sharding = json.loads(capsys.readouterr().out)["sharding"]
+    assert sharding["collectives"] == {} and sharding["shardable_flops_fraction"] == 0.0
+
+
+def test_analyze_without_tp_has_no_sharding(mlp, capsys):
+    assert main(["analyze", str(mlp), "--dim", "batch=2", "--json"]) == 0
+    assert "sharding" not in json.loads(capsys.readouterr().out)
+    assert main(["analyze", str(mlp), "--dim", "batch=2"]) == 0
+    assert "tensor parallel" not in capsys.readouterr().out
+
+
+def test_analyze_tp_below_1_is_a_usage_error(mlp):
+    result = run_cli("analyze", str(mlp), "--dim", "batch=2", "--tp", "0")
+    assert result.code == 2 and "--tp 0" in result.err and "Traceback" not in result.err

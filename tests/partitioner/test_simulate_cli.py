@@ -137,7 +137,10 @@ def test_max_pool_keeps_the_hottest_core() -> None:
 
 
 def test_gantt_items_enter_one_period_apart_and_stages_chain() -> None:
-    stages = [StageLoad(0, 0, 1.0, 0.0, 0.5, 0.0, 1.5), StageLoad(1, 1, 2.0, 0.5, 0.0, 0.0, 2.5)]
+    stages = [
+        StageLoad(0, 0, 1.0, 0.0, 0.0, 0.5, 0.0, 1.5),
+        StageLoad(1, 1, 2.0, 0.0, 0.5, 0.0, 0.0, 2.5),
+    ]
     rows = gantt_schedule(stages, 2.5, 2)
     # stage 0: compute [0, 1), send [1, 1.5); item 1 at 2.5. stage 1 starts after 0 + 1 = 1:
     # recv [1, 1.5) alongside stage 0's send, compute [1.5, 3.5); item 1 at 3.5

@@ -258,3 +258,21 @@ def test_collectives(graph):
     assert Plan.from_json(plan.to_json()) == plan
     missing = dataclasses.replace(plan, collectives=(Collective("all_gather", "zz", 0, 8, 0.0),))
     assert any("the model has no such tensor" in m for m in _messages(missing, graph))
+
+
+def test_a_partial_sum_must_be_reduced(graph):
+    p0, p1 = _plan(graph).partitions
+    group = (dataclasses.replace(p0, devices=(0, 1)), dataclasses.replace(p1, devices=(2,)))
+    # w1 [8, 16] split on axis 0, the axis fc1 sums over: each GPU holds a summand of h
+    row_split = _plan(graph, partitions=group, target=_tp_target(), shards=(Shard("w1", 0, 0, 2),))
+    assert _messages(row_split, graph) == [
+        "[collectives] node 0 (fc1) in partition 0 splits 'w1' along the summed axis, so 'h' "
+        "is a partial sum, but no all_reduce of it follows"
+    ]
+    reduced = dataclasses.replace(
+        row_split, collectives=(Collective("all_reduce", "h", 0, 128, 1e-6),)
+    )
+    assert _messages(reduced, graph) == []
+    # split on axis 1 (columns): each GPU holds whole outputs of its columns, nothing to reduce
+    column = dataclasses.replace(row_split, shards=(Shard("w1", 0, 1, 2),))
+    assert _messages(column, graph) == []

@@ -12,16 +12,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from partitioner.plan import Bottleneck, Estimate, Partition, Transfer, transfer_order
+from partitioner.plan import (
+    Bottleneck,
+    Collective,
+    Estimate,
+    Partition,
+    Shard,
+    Transfer,
+    transfer_order,
+)
 from partitioner.planning.common import decode_batch
 from partitioner.planning.gpu.problem import PipelineSetup
+from partitioner.planning.gpu.stages import stage_collectives, stage_partition, stage_shards
 from partitioner.simulate import decode_figures, simulate_gpu
 from passes.analysis.costs import CostReport
-from passes.analysis.liveness import activation_liveness
-from passes.analysis.partition_io import residency, tensor_flows
+from passes.analysis.partition_io import tensor_flows
 from passes.ir import Graph
 from targets import HOST
-from targets.cost import GpuCostModel, stage_memory_bytes
+from targets.cost import GpuCostModel
 from targets.pipeline import PipelineEstimate
 
 __all__ = ["PipelineLayout", "layout_pipeline", "llm_figures", "estimate_record"]
@@ -35,6 +43,8 @@ class PipelineLayout:
     bottleneck: Bottleneck
     stage_send_s: tuple[float, ...]
     stage_host_s: tuple[float, ...]
+    shards: tuple[Shard, ...] = ()
+    collectives: tuple[Collective, ...] = ()
 
 
 def _partition_nodes(
@@ -82,42 +92,6 @@ def _relay_buffers(
     return relay_through
 
 
-def _partition(
-    graph: Graph,
-    costs: CostReport,
-    cost_model: GpuCostModel,
-    setup: PipelineSetup,
-    k: int,
-    nodes: Sequence[int],
-    relay_bytes: int,
-) -> Partition:
-    """Stage ``k`` exactly: distinct parameters, its own activation peak, its buffers."""
-    runtime = [n for n in nodes if not graph.nodes[n].folded]
-    held = residency(graph, runtime)
-    peak = activation_liveness(graph, runtime).peak_bytes if runtime else 0
-    device = setup.devices[k]
-    memory = stage_memory_bytes(
-        held.param_bytes,
-        peak,
-        setup.problem.microbatches_in_flight,
-        relay_bytes,
-        held.kv_cache_bytes,
-    )
-    return Partition(
-        id=k,
-        stage=k,
-        devices=(device,),
-        nodes=tuple(nodes),
-        param_bytes=held.param_bytes,
-        activation_bytes=peak,
-        kv_cache_bytes=held.kv_cache_bytes,
-        memory_bytes=memory,
-        capacity_bytes=cost_model.capacity_bytes(device),
-        flops=sum(costs.nodes[n].flops for n in runtime),
-        compute_s=sum(setup.node_time_s[k][n] for n in runtime),
-    )
-
-
 def layout_pipeline(
     graph: Graph,
     costs: CostReport,
@@ -131,12 +105,20 @@ def layout_pipeline(
     transfers = _transfers(graph, owner, setup.devices, cost_model)
     relay = _relay_buffers(graph, owner, transfers, setup.problem.num_stages)
     partitions = [
-        _partition(graph, costs, cost_model, setup, k, nodes, relay[k])
+        stage_partition(graph, costs, cost_model, setup, k, nodes, relay[k])
         for k, nodes in enumerate(parts)
     ]
+    shards = tuple(s for p in partitions for s in stage_shards(graph, setup, p))
+    collectives = tuple(
+        c for p in partitions for c in stage_collectives(cost_model, setup, owner, p)
+    )
     # The simulator adds the seconds up, so a plan and `partition simulate` agree.
     report = simulate_gpu(
-        partitions, transfers, cost_model.target, overlap_transfers=setup.problem.overlap_transfers
+        partitions,
+        transfers,
+        cost_model.target,
+        overlap_transfers=setup.problem.overlap_transfers,
+        collectives=collectives,
     )
     return PipelineLayout(
         tuple(partitions),
@@ -145,6 +127,8 @@ def layout_pipeline(
         report.bottleneck,
         tuple(stage.send_s for stage in report.stages),
         tuple(stage.host_s for stage in report.stages),
+        shards,
+        collectives,
     )
 
 

@@ -13,9 +13,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from partitioner.planning.gpu.tensor_parallel import GroupCosts, group_costs, local_param_bytes
 from partitioner.solvers.problem import HostFlow, PipelineProblem, RelayFlow
 from passes.analysis.costs import CostReport
-from passes.analysis.partition_io import tensor_flows
+from passes.analysis.partition_io import residency, tensor_flows
+from passes.analysis.sharding import ShardingPlan
 from passes.ir import Graph
 from passes.transforms.coarsen import BlockGraph, Coarsen, target_block_count
 from targets import HOST
@@ -33,12 +35,23 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PipelineSetup:
-    """The coarsened graph, the solver's numbers and how they were made."""
+    """The coarsened graph, the solver's numbers and how they were made.
+
+    Attributes:
+        devices: each stage's lead device (the first of its group).
+        node_time_s: [stage][node] seconds on the stage's group, collectives included.
+        groups: each stage's tensor-parallel group of devices.
+        sharding: the tensor-parallel sharding (None: one device per stage).
+        collective_s: [stage][node] the collectives' share of ``node_time_s``.
+    """
 
     blocks: BlockGraph
     problem: PipelineProblem
     devices: tuple[int, ...]
-    node_time_s: tuple[tuple[float, ...], ...]  # [stage][node]
+    node_time_s: tuple[tuple[float, ...], ...]
+    groups: tuple[tuple[int, ...], ...] = ()
+    sharding: ShardingPlan | None = None
+    collective_s: tuple[tuple[float, ...], ...] = ()
 
 
 def node_times_s(
@@ -127,6 +140,38 @@ def conservative_activation(blocks: BlockGraph, relay: Sequence[RelayFlow]) -> t
     return tuple(out)
 
 
+def _group_times(
+    graph: Graph,
+    costs: CostReport,
+    cost_model: GpuCostModel,
+    groups: Sequence[tuple[int, ...]],
+    sharding: ShardingPlan | None,
+) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
+    """[stage][node] seconds on each group, and the collectives' share of them."""
+    by_key: dict[object, GroupCosts] = {}
+    for group in groups:
+        key = (cost_model.target.devices[group[0]], cost_model.group_link(group), len(group))
+        if key not in by_key:
+            by_key[key] = group_costs(graph, costs, cost_model, sharding, group)
+    chosen = [
+        by_key[(cost_model.target.devices[g[0]], cost_model.group_link(g), len(g))] for g in groups
+    ]
+    return tuple(c.node_time_s for c in chosen), tuple(c.collective_s for c in chosen)
+
+
+def _resident_bytes(
+    graph: Graph, blocks: BlockGraph, sharding: ShardingPlan | None
+) -> tuple[int, ...]:
+    """Per block, parameters and KV caches one device holds (1/t of the sharded ones)."""
+    if sharding is None or sharding.degree == 1:
+        return tuple(b.param_bytes + b.kv_cache_bytes for b in blocks.blocks)
+    out = []
+    for b in blocks.blocks:
+        held = residency(graph, [n for n in b.nodes if not graph.nodes[n].folded])
+        out.append(local_param_bytes(graph, sharding, [*held.params, *held.kv_cache]))
+    return tuple(out)
+
+
 def build_pipeline_problem(
     graph: Graph,
     costs: CostReport,
@@ -137,9 +182,20 @@ def build_pipeline_problem(
     microbatches_in_flight: int = 1,
     overlap_transfers: bool = False,
     target_blocks: int | None = None,
+    groups: Sequence[tuple[int, ...]] | None = None,
+    sharding: ShardingPlan | None = None,
 ) -> PipelineSetup:
-    """Coarsen ``graph`` for ``len(devices)`` stages and express the problem in numbers."""
-    stage_times = _per_stage_node_times(graph, costs, cost_model, devices)
+    """Coarsen ``graph`` for ``len(devices)`` stages and express the problem in numbers.
+
+    With ``groups`` and a ``sharding``, stage k runs tensor-parallel on
+    ``groups[k]`` (whose first device is ``devices[k]``).
+    """
+    groups = tuple(groups) if groups is not None else tuple((d,) for d in devices)
+    if sharding is None or sharding.degree == 1:
+        stage_times = _per_stage_node_times(graph, costs, cost_model, devices)
+        collective_s: tuple[tuple[float, ...], ...] = ()
+    else:
+        stage_times, collective_s = _group_times(graph, costs, cost_model, groups, sharding)
     runtime_nodes = sum(1 for n in graph.nodes if not n.folded)
     wanted = target_blocks or target_block_count(len(devices), runtime_nodes)
     smallest = min(cost_model.capacity_bytes(d) for d in devices)
@@ -154,7 +210,7 @@ def build_pipeline_problem(
     problem = PipelineProblem(
         num_stages=len(devices),
         block_time_s=block_time,
-        block_resident_bytes=tuple(b.param_bytes + b.kv_cache_bytes for b in blocks.blocks),
+        block_resident_bytes=_resident_bytes(graph, blocks, sharding),
         block_activation_bytes=conservative_activation(blocks, relay),
         block_host_out_s=host_out_s,
         edges=tuple((e.src, e.dst) for e in blocks.edges),
@@ -168,4 +224,6 @@ def build_pipeline_problem(
             sum(1 for i in b.nodes if not graph.nodes[i].folded) for b in blocks.blocks
         ),
     )
-    return PipelineSetup(blocks, problem, tuple(devices), stage_times)
+    return PipelineSetup(
+        blocks, problem, tuple(devices), stage_times, groups, sharding, collective_s
+    )

@@ -40,6 +40,7 @@ from partitioner.planning.common import (
     check_total_fits,
     decode_batch,
     device_count,
+    resolve_objective,
     unsized_extra,
 )
 from partitioner.planning.options import WAFER_SOLVERS, WaferOptions
@@ -119,6 +120,7 @@ def plan_wafer(
     """Map ``graph`` onto the target's wafers (see the module docstring)."""
     say = announce or (lambda message: None)
     options = options or WaferOptions()
+    options = dataclasses.replace(options, objective=resolve_objective(graph, options.objective))
     started = time.perf_counter()
     cost_model = CostModel(target)
     assert isinstance(cost_model, WaferCostModel)
