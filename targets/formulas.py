@@ -15,6 +15,7 @@ __all__ = [
     "COLLECTIVE_KINDS",
     "all_gather_s",
     "all_reduce_s",
+    "collective_bytes_sent",
     "collective_s",
     "joules_per_token",
     "link_busy_s",
@@ -121,6 +122,31 @@ def collective_s(kind: str, nbytes: float, n: int, link: Link) -> float:
             f"unknown collective kind {kind!r}; known kinds: {', '.join(COLLECTIVE_KINDS)}"
         )
     return formula(nbytes, n, link)
+
+
+#: Ring passes per collective kind: an all-reduce is a reduce-scatter then an all-gather.
+_RING_PASSES = {"all_reduce": 2, "all_gather": 1, "reduce_scatter": 1}
+
+
+def collective_bytes_sent(kind: str, nbytes: float, n: int) -> float:
+    """Bytes each of ``n`` devices sends in the ring collective ``kind`` over ``nbytes``.
+
+    ``passes · (n−1)/n · nbytes``: each ring pass moves n−1 of the n chunks
+    through every device, and an all-reduce makes two passes. ``nbytes`` is
+    the whole tensor each device holds (nccl-tests' "size"), as in
+    `collective_s`; these are the bytes its formula divides by the busbw.
+
+    Raises:
+        ValueError: An unknown kind, a bad device count or byte count.
+    """
+    passes = _RING_PASSES.get(kind) if isinstance(kind, str) else None
+    if passes is None:
+        raise ValueError(
+            f"unknown collective kind {kind!r}; known kinds: {', '.join(COLLECTIVE_KINDS)}"
+        )
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a whole number of devices >= 1, got {n!r}")
+    return passes * (n - 1) / n * _nonneg("nbytes", nbytes)
 
 
 def stage_memory_bytes(

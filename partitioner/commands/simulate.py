@@ -1,7 +1,11 @@
 """Simulate a plan: latency, throughput, bottleneck and link loads from the same cost model.
 
-GPU plans: per-stage compute, transfer and host I/O seconds, the pipeline
-period and the busiest device-to-device links. Wafer plans: per-region
+GPU plans: per-stage compute, collective, transfer and host I/O seconds and
+the pipeline period; per GPU and link class (NVLink, network, host) the bytes
+it sends, tensor-parallel collectives included, and how much of the period
+that keeps the link busy; the busiest point-to-point links; and, when the plan
+records it, where the planner says a step's time goes (compute, HBM traffic,
+kernel launches, collective latency and bandwidth, transfers). Wafer plans: per-region
 compute, utilisation and SRAM per core, every fabric link's load (X-then-Y
 routes over parallel lanes), the busiest links, Σ bytes × hops and the
 critical path. The simulation is checked against the estimate the plan records.
@@ -34,6 +38,7 @@ from partitioner.simulate import (
     FabricReport,
     PipelineReport,
     SimulationReport,
+    breakdown_lines,
     estimate_differences,
     simulate_plan,
 )
@@ -42,6 +47,7 @@ from partitioner.units import human_bytes, human_seconds
 __all__ = ["add_arguments", "run"]
 
 MAX_REGION_ROWS = 64
+MAX_GPU_LINK_ROWS = 32
 TOP_LINKS = 5
 
 
@@ -52,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="also draw the plan: floorplan, utilisation and link load per wafer; "
-        "time per stage and a pipeline Gantt chart for GPUs",
+        "time per stage, a pipeline Gantt chart and link utilisation per GPU for GPUs",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
@@ -61,51 +67,108 @@ def _device(device: int) -> str:
     return "host" if device == HOST else str(device)
 
 
-def _print_gpu(plan: Plan, report: PipelineReport) -> None:
+def _devices(devices: tuple[int, ...]) -> str:
+    """``0-7`` for a run of consecutive devices, else the list (as `partition` prints them)."""
+    if len(devices) > 2 and list(devices) == list(range(devices[0], devices[-1] + 1)):
+        return f"{devices[0]}-{devices[-1]}"
+    return ",".join(map(str, devices))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _share(busy_s: float, period_s: float) -> str:
+    return f"{100 * busy_s / period_s:.0f}%" if period_s > 0 else "-"
+
+
+def _stage_table(plan: Plan, report: PipelineReport) -> Table:
     overlap = "transfers overlap compute" if report.overlap_transfers else "blocking transfers"
+    tp = f", tensor-parallel {plan.parallelism.tp}" if plan.parallelism.tp > 1 else ""
     table = Table(
-        title=f"{plan.target.name}: {len(report.stages)} stages, {overlap}",
+        title=f"{plan.target.name}: {_count(len(report.stages), 'stage')}{tp}, {overlap}",
         title_justify="left",
     )
-    for col in ("stage", "device", "compute", "recv", "send", "host I/O", "period", "busy", ""):
+    columns = ("stage", "devices", "compute", "collectives", "recv", "send", "host I/O")
+    for col in (*columns, "period", "busy", ""):
         table.add_column(col, justify="right")
     b = report.estimate.bottleneck
     worst = b.index if b.kind in ("compute", "transfer", "host") else None
-    for index, s in enumerate(report.stages):
+    for index, (s, p) in enumerate(zip(report.stages, plan.partitions, strict=True)):
         table.add_row(
             str(index),
-            str(s.device),
+            _devices(p.devices),
             human_seconds(s.compute_s),
+            human_seconds(s.collective_s),
             human_seconds(s.recv_s),
             human_seconds(s.send_s),
             human_seconds(s.host_s),
             human_seconds(s.period_s),
-            f"{100 * s.period_s / report.period_s:.0f}%" if report.period_s > 0 else "-",
+            _share(s.period_s, report.period_s),
             "◀ bottleneck" if index == worst else "",
         )
-    console.print(table)
-    if report.links:
-        links = Table(title="busiest links", title_justify="left")
-        for col in ("from", "to", "link", "bytes", "busy", "of period"):
-            links.add_column(col, justify="right")
-        for link in report.links[:TOP_LINKS]:
-            links.add_row(
-                _device(link.src_device),
-                _device(link.dst_device),
-                f"{link.link_class} ({link.link_name})",
-                human_bytes(link.bytes),
-                human_seconds(link.busy_s),
-                f"{100 * link.utilisation:.0f}%",
-            )
-        console.print(links)
-        console.print(
-            "per class: "
-            + ", ".join(
-                f"{c.link_class} {human_bytes(c.bytes)} in {human_seconds(c.busy_s)}"
-                for c in report.link_classes
-            ),
-            markup=False,
+    return table
+
+
+def _gpu_link_table(report: PipelineReport) -> Table:
+    """Per GPU and link class: what it sends, collectives included, and how busy that keeps it."""
+    rows = list(report.gpu_links)
+    title = "link load per GPU (bytes it sends per item; collectives: its ring share)"
+    if len(rows) > MAX_GPU_LINK_ROWS:
+        busiest = sorted(rows, key=lambda g: -g.busy_s)[:MAX_GPU_LINK_ROWS]
+        rows = [g for g in rows if g in busiest]
+        title += f" (the {MAX_GPU_LINK_ROWS} busiest; --json lists all)"
+    table = Table(title=title, title_justify="left")
+    for col in ("GPU", "link", "bytes", "of which collectives", "busy", "of period"):
+        table.add_column(col, justify="right")
+    for g in rows:
+        table.add_row(
+            str(g.device),
+            f"{g.link_name} ({g.link_class})",
+            human_bytes(g.bytes),
+            f"{human_bytes(g.collective_bytes)} in {_count(g.collectives, 'call')}"
+            if g.collectives
+            else "-",
+            human_seconds(g.busy_s),
+            f"{100 * g.utilisation:.0f}%",
         )
+    return table
+
+
+def _pair_link_table(report: PipelineReport) -> Table:
+    links = Table(title="busiest links (point-to-point transfers)", title_justify="left")
+    for col in ("from", "to", "link", "bytes", "busy", "of period"):
+        links.add_column(col, justify="right")
+    for link in report.links[:TOP_LINKS]:
+        links.add_row(
+            _device(link.src_device),
+            _device(link.dst_device),
+            f"{link.link_class} ({link.link_name})",
+            human_bytes(link.bytes),
+            human_seconds(link.busy_s),
+            f"{100 * link.utilisation:.0f}%",
+        )
+    return links
+
+
+def _class_line(report: PipelineReport) -> str:
+    parts = []
+    for c in report.link_classes:
+        calls = f", {_count(c.collectives, 'collective')}" if c.collectives else ""
+        parts.append(
+            f"{c.link_class} ({c.link_name}) {human_bytes(c.bytes)} in "
+            f"{human_seconds(c.busy_s)}{calls}, busiest GPU {100 * c.utilisation:.0f}% of the period"
+        )
+    return "per class: " + "; ".join(parts)
+
+
+def _print_gpu(plan: Plan, report: PipelineReport) -> None:
+    console.print(_stage_table(plan, report))
+    if report.gpu_links:
+        console.print(_gpu_link_table(report))
+        console.print(_class_line(report), markup=False)
+    if report.links:
+        console.print(_pair_link_table(report))
 
 
 def _shown_regions(report: FabricReport) -> list[int]:
@@ -177,7 +240,7 @@ def _print_details(plan: Plan, report: SimulationReport) -> None:
         raise TypeError(f"no tables for a {report.kind} report")
 
 
-def _print_summary(report: SimulationReport, differences: list[str]) -> None:
+def _print_summary(plan: Plan, report: SimulationReport, differences: list[str]) -> None:
     b = report.bottleneck
     console.print(
         f"latency {human_seconds(report.latency_s)}   throughput {report.throughput_per_s:,.1f}/s   "
@@ -192,6 +255,9 @@ def _print_summary(report: SimulationReport, differences: list[str]) -> None:
             + (f", ${decode['usd_per_token']:.3g}/token" if "usd_per_token" in decode else ""),
             markup=False,
         )
+    # The planner's record of where a step's time goes (GPU plans); the simulation has no ops.
+    for line in breakdown_lines(plan.estimate.extra.get("time_breakdown")):
+        console.print(line, markup=False)
     if differences:
         console.print("differs from the plan's estimate: " + "; ".join(differences), markup=False)
     else:
@@ -237,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
             "plan": str(args.plan),
             "valid": True,
             "report": report.to_dict(),
+            "time_breakdown": plan.estimate.extra.get("time_breakdown"),
             "matches_plan_estimate": not differences,
             "differences": differences,
             "png": str(args.png) if args.png is not None else None,
@@ -244,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=1))
         return 0
     _print_details(plan, report)
-    _print_summary(report, differences)
+    _print_summary(plan, report, differences)
     if args.png is not None:
         console.print(f"picture written to {args.png}", markup=False)
     return 0

@@ -8,8 +8,10 @@ reproduces the ``estimate`` it records (`estimate_differences` lists where not).
 
 - GPU plans (`simulate_gpu` -> `PipelineReport`): partitions are pipeline
   stages in plan order, run with the plan's ``parallelism.overlap_transfers``;
-  `targets.pipeline.pipeline_estimate` gives latency, period and bottleneck,
-  and the transfers give each device-to-device link's load.
+  `targets.pipeline.pipeline_estimate` gives latency, period and bottleneck;
+  the transfers give each device-to-device link's load, and with the
+  tensor-parallel collectives each GPU's load per link class (`gpu_links`).
+  `breakdown_lines` reads the planner's ``estimate.extra["time_breakdown"]``.
 - Wafer plans (`simulate_wafer` -> `FabricReport`): partitions are regions of
   cores (``region``); transfers load fabric, inter-wafer and host links
   (`wafer_links`), the busiest links and the regions' compute set the period,
@@ -33,9 +35,11 @@ from __future__ import annotations
 import math
 
 from partitioner.plan import Plan
+from partitioner.simulate.breakdown import breakdown_lines
 from partitioner.simulate.common import SimulateError, decode_figures, devices_in_use
 from partitioner.simulate.gpu import (
     DeviceLinkLoad,
+    GpuLinkLoad,
     LinkClassLoad,
     PipelineReport,
     StageLoad,
@@ -53,6 +57,7 @@ from targets.loader import target_from_dict
 __all__ = [
     "DeviceLinkLoad",
     "FabricReport",
+    "GpuLinkLoad",
     "LinkClassLoad",
     "LinkLoad",
     "PipelineReport",
@@ -60,6 +65,7 @@ __all__ = [
     "SimulateError",
     "SimulationReport",
     "StageLoad",
+    "breakdown_lines",
     "decode_figures",
     "estimate_differences",
     "estimate_fields",

@@ -5,8 +5,11 @@
   coloured by compute / period) and link load (per core, the largest load of
   the links leaving it, on a log scale). The link map is max-pooled to at most
   `MAX_PIXELS` a side, so a hot link never disappears when the grid is shrunk.
-- GPU plans: a stacked bar per stage (receive, compute, send, host I/O) against
-  the period, and a Gantt chart of a few items flowing through the stages.
+- GPU plans: a stacked bar per stage (receive, compute, tensor-parallel
+  collectives, send, host I/O) against the period, a Gantt chart of a few
+  items flowing through the stages, and a heatmap of each GPU's link busy time
+  over the period per link class (NVLink, network, host), collectives included,
+  so a saturated NVLink stands out.
 """
 
 from __future__ import annotations
@@ -25,18 +28,36 @@ from matplotlib import colors  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from partitioner.simulate.gpu import PipelineReport, StageLoad  # noqa: E402
+from partitioner.simulate.gpu_links import LINK_CLASSES  # noqa: E402
 from partitioner.simulate.report import SimulationReport  # noqa: E402
 from partitioner.simulate.wafer import FabricReport  # noqa: E402
 
-__all__ = ["MAX_PIXELS", "gantt_schedule", "max_pool", "render_png"]
+__all__ = [
+    "MAX_PIXELS",
+    "gantt_schedule",
+    "link_utilisation_grid",
+    "max_pool",
+    "render_png",
+]
 
 MAX_PIXELS = 400
 # A figure grows a row per stage or wafer; past these it would take minutes to draw and
 # tens of thousands of pixels. Plans that big get their first rows, and the title says so.
 MAX_STAGES_DRAWN = 64
 MAX_WAFERS_DRAWN = 8
-_PHASES = ("recv", "compute", "send", "host")
-_PHASE_COLOURS = {"recv": "#9ecae1", "compute": "#3182bd", "send": "#fdae6b", "host": "#a1d99b"}
+MAX_GPUS_DRAWN = 64
+# Heatmap cells carry their percentage while they stay big enough to read.
+MAX_LABELLED_GPUS = 32
+# Order within a stage's turn: collectives sit between its ops, so after compute, before sending.
+_PHASES = ("recv", "compute", "collective", "send", "host")
+_PHASE_COLOURS = {
+    "recv": "#9ecae1",
+    "compute": "#3182bd",
+    "collective": "#e6550d",
+    "send": "#fdae6b",
+    "host": "#a1d99b",
+}
+_PHASE_LABELS = {"collective": "collectives", "host": "host I/O"}
 
 
 def max_pool(grid: np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, int]:
@@ -62,7 +83,7 @@ def gantt_schedule(
     """When each item is in each phase of each stage, with one item entering per period.
 
     Stage i+1 receives while stage i sends, so stage i+1 starts ``recv_i +
-    compute_i`` after stage i. Every phase, and every stage's whole turn,
+    compute_i + collective_i`` after stage i. Every phase, and every stage's whole turn,
     lasts at most one period, so items never collide.
 
     Returns:
@@ -73,13 +94,12 @@ def gantt_schedule(
     for index, s in enumerate(stages):
         for item in range(items):
             t = item * period_s + offset
-            for phase, duration in zip(
-                _PHASES, (s.recv_s, s.compute_s, s.send_s, s.host_s), strict=True
-            ):
+            for phase in _PHASES:
+                duration = getattr(s, f"{phase}_s")
                 if duration > 0:
                     out.append((index, item, phase, t, duration))
                 t += duration
-        offset += s.recv_s + s.compute_s
+        offset += s.recv_s + s.compute_s + s.collective_s
     return out
 
 
@@ -163,35 +183,92 @@ def _wafer_figure(report: FabricReport, title: str) -> plt.Figure:
     return figure
 
 
-def _gpu_figure(report: PipelineReport, title: str, items: int = 4) -> plt.Figure:
-    stages = report.stages[:MAX_STAGES_DRAWN]
-    figure, (bars, gantt) = plt.subplots(
-        1, 2, figsize=(13, 1.6 + 0.45 * len(stages)), layout="constrained"
-    )
-    _suptitle(figure, title, len(stages), len(report.stages), "stages")
+def _stage_bars(report: PipelineReport, stages: Sequence[StageLoad], ax: plt.Axes) -> None:
+    """A stacked bar per stage: its seconds per item by phase, against the period."""
     names = [f"stage {i}" for i in range(len(stages))]
     left = np.zeros(len(stages))
     for phase in _PHASES:
         values = np.array([getattr(s, f"{phase}_s") for s in stages]) * 1e3
-        bars.barh(names, values, left=left, color=_PHASE_COLOURS[phase], label=phase)
+        label = _PHASE_LABELS.get(phase, phase)
+        ax.barh(names, values, left=left, color=_PHASE_COLOURS[phase], label=label)
         left += values
-    bars.axvline(report.period_s * 1e3, color="red", lw=1, ls="--", label="period")
-    bars.set_xlabel("ms per item")
-    bars.invert_yaxis()
-    bars.legend(fontsize=7, ncols=5, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    bars.set_title("time per item by stage", fontsize=9)
+    ax.axvline(report.period_s * 1e3, color="red", lw=1, ls="--", label="period")
+    ax.set_xlabel("ms per item")
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    ax.set_title("time per item by stage", fontsize=9)
+
+
+def _gantt(report: PipelineReport, stages: Sequence[StageLoad], ax: plt.Axes, items: int) -> None:
     for index, item, phase, start, duration in gantt_schedule(stages, report.period_s, items):
-        gantt.broken_barh(
+        ax.broken_barh(
             [(start * 1e3, duration * 1e3)], (index - 0.4, 0.8), color=_PHASE_COLOURS[phase]
         )
         if phase == "compute":
-            gantt.text(
+            ax.text(
                 (start + duration / 2) * 1e3, index, str(item), ha="center", va="center", fontsize=7
             )
-    gantt.set_yticks(range(len(names)), names)
-    gantt.invert_yaxis()
-    gantt.set_xlabel("ms")
-    gantt.set_title(f"{items} items through the pipeline (number = item)", fontsize=9)
+    ax.set_yticks(range(len(stages)), [f"stage {i}" for i in range(len(stages))])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms")
+    ax.set_title(f"{items} items through the pipeline (number = item)", fontsize=9)
+
+
+def link_utilisation_grid(report: PipelineReport) -> tuple[list[int], list[str], np.ndarray]:
+    """Busy / period of each GPU's links: GPUs × the link classes that carry traffic.
+
+    Every GPU of the drawn stages is a row (an idle one shows as 0, which is
+    the point: a tensor-parallel peer with no traffic is worth seeing), up to
+    `MAX_GPUS_DRAWN`; the columns follow `LINK_CLASSES`.
+
+    Returns:
+        The GPUs, the link classes, and the grid of utilisations.
+    """
+    stages = report.stages[:MAX_STAGES_DRAWN]
+    used = {d for s in stages for d in (s.devices or (s.device,))}
+    gpus = sorted(used | {g.device for g in report.gpu_links})[:MAX_GPUS_DRAWN]
+    classes = [c for c in LINK_CLASSES if any(k.link_class == c for k in report.link_classes)]
+    row = {device: i for i, device in enumerate(gpus)}
+    grid = np.zeros((len(gpus), len(classes)))
+    for g in report.gpu_links:
+        if g.device in row:
+            grid[row[g.device], classes.index(g.link_class)] = g.utilisation
+    return gpus, classes, grid
+
+
+def _link_heatmap(report: PipelineReport, ax: plt.Axes) -> None:
+    """Each GPU's links by class, coloured by the share of the period they are busy."""
+    gpus, classes, grid = link_utilisation_grid(report)
+    ax.set_title("link busy / period per GPU", fontsize=9)
+    if not classes:
+        ax.text(0.5, 0.5, "no link traffic", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    # Utilisation never exceeds 1 in a consistent plan; the scale stops there so 100% is 100%.
+    image = ax.imshow(grid, cmap="magma", norm=colors.Normalize(0, 1), aspect="auto")
+    ax.set_xticks(range(len(classes)), classes, fontsize=7)
+    ax.set_yticks(range(len(gpus)), [f"GPU {d}" for d in gpus], fontsize=7)
+    if len(gpus) <= MAX_LABELLED_GPUS:
+        for (r, c), value in np.ndenumerate(grid):
+            ink = "white" if value < 0.6 else "black"  # magma is dark below 0.6
+            ax.text(c, r, f"{100 * value:.0f}%", ha="center", va="center", fontsize=6, color=ink)
+    ax.figure.colorbar(image, ax=ax, label="busy / period", shrink=0.8)
+
+
+def _gpu_figure(report: PipelineReport, title: str, items: int = 4) -> plt.Figure:
+    stages = report.stages[:MAX_STAGES_DRAWN]
+    rows = max(len(stages), len(link_utilisation_grid(report)[0]))
+    figure, (bars, gantt, links) = plt.subplots(
+        1,
+        3,
+        figsize=(17, 2.0 + 0.3 * rows),
+        layout="constrained",
+        gridspec_kw={"width_ratios": (1.0, 1.3, 0.6)},
+    )
+    _suptitle(figure, title, len(stages), len(report.stages), "stages")
+    _stage_bars(report, stages, bars)
+    _gantt(report, stages, gantt, items)
+    _link_heatmap(report, links)
     return figure
 
 

@@ -55,6 +55,19 @@ def test_stage_times_and_link_classes_by_hand() -> None:
     assert [link.src_device for link in report.links][:2] == [1, HOST]  # busiest first
     classes = {c.link_class: (c.bytes, c.transfers) for c in report.link_classes}
     assert classes == {"intra-node": (100, 1), "inter-node": (250, 2), "host": (15, 2)}
+    # no collectives; the busiest GPU per class: GPU 0 sends 0.2 s over NVLink, GPU 1 0.5 s
+    # over the network, GPU 0's host link 0.3 s (GPU 2's 0.05 s): 0.2, 0.5, 0.3 of 2.7 s
+    assert [c.collectives for c in report.link_classes] == [0, 0, 0]
+    assert [c.utilisation for c in report.link_classes] == pytest.approx(
+        [0.2 / 2.7, 0.5 / 2.7, 0.3 / 2.7]
+    )
+    gpus = {(g.device, g.link_class): (g.bytes, g.transfers) for g in report.gpu_links}
+    assert gpus == {
+        (0, "intra-node"): (100, 1),
+        (0, "host"): (10, 1),
+        (1, "inter-node"): (250, 2),
+        (2, "host"): (5, 1),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from targets import (
     Link,
     all_gather_s,
     all_reduce_s,
+    collective_bytes_sent,
     collective_s,
     get_preset,
     reduce_scatter_s,
@@ -29,7 +30,13 @@ MB8 = 8e6
 
 
 def test_the_formulas_are_re_exported_by_targets_cost() -> None:
-    for name in ("all_reduce_s", "all_gather_s", "reduce_scatter_s", "collective_s"):
+    for name in (
+        "all_reduce_s",
+        "all_gather_s",
+        "reduce_scatter_s",
+        "collective_s",
+        "collective_bytes_sent",
+    ):
         assert getattr(cost_module, name) is globals()[name]
     assert cost_module.COLLECTIVE_KINDS == COLLECTIVE_KINDS
     assert COLLECTIVE_KINDS == ("all_reduce", "all_gather", "reduce_scatter")
@@ -69,6 +76,38 @@ def test_the_busbw_is_what_nccl_tests_report() -> None:
     assert size_bytes / time_s * 2 * (n - 1) / n == pytest.approx(370e9, rel=1e-12)
     time_s = all_gather_s(size_bytes, n, link)
     assert size_bytes / time_s * (n - 1) / n == pytest.approx(370e9, rel=1e-12)
+
+
+def test_bytes_each_device_sends_by_hand() -> None:
+    # all-reduce over 4: 2·3/4 × 8e6 B = 12e6 B; over 2: 2·1/2 × 1,000 B = 1,000 B
+    assert collective_bytes_sent("all_reduce", MB8, 4) == pytest.approx(12e6, rel=1e-12)
+    assert collective_bytes_sent("all_reduce", 1_000, 2) == 1_000
+    # all-gather and reduce-scatter over 8: 7/8 × 8e6 B = 7e6 B
+    assert collective_bytes_sent("all_gather", MB8, 8) == pytest.approx(7e6, rel=1e-12)
+    assert collective_bytes_sent("reduce_scatter", MB8, 8) == pytest.approx(7e6, rel=1e-12)
+    # one device sends nothing; neither does an empty tensor
+    assert collective_bytes_sent("all_reduce", MB8, 1) == 0.0
+    assert collective_bytes_sent("all_gather", 0, 4) == 0.0
+
+
+def test_the_bytes_sent_are_what_the_time_divides_by_the_busbw() -> None:
+    # all-reduce over 4: (160 µs − 10 µs latency) × 80 GB/s = 12e6 B, the bytes sent
+    for kind in COLLECTIVE_KINDS:
+        bandwidth_s = collective_s(kind, MB8, 4, RING) - RING.collective_latency_s
+        assert collective_bytes_sent(kind, MB8, 4) == pytest.approx(bandwidth_s * 80e9)
+
+
+@pytest.mark.parametrize(
+    ("kind", "nbytes", "n", "match"),
+    [
+        ("all_to_all", MB8, 4, "unknown collective kind 'all_to_all'"),
+        ("all_reduce", MB8, 0, "n must be a whole number of devices >= 1"),
+        ("all_reduce", -1.0, 4, "nbytes must be a finite number >= 0"),
+    ],
+)
+def test_bytes_sent_refuses_bad_input(kind: str, nbytes: float, n: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        collective_bytes_sent(kind, nbytes, n)
 
 
 def test_one_device_or_no_bytes_costs_nothing() -> None:

@@ -11,19 +11,20 @@ all stages to the plan's latency.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from partitioner.plan import Collective, Partition, Transfer
 from partitioner.planning.gpu.problem import PipelineSetup
 from partitioner.planning.gpu.tensor_parallel import node_time
+from partitioner.simulate.breakdown import BREAKDOWN_LABELS, breakdown_lines
 from passes.analysis.costs import CostReport
 from passes.ir import Graph
 from targets import HOST
 from targets.cost import GpuCostModel
 
-__all__ = ["StageTime", "stage_times", "time_breakdown"]
+__all__ = ["StageTime", "stage_times", "time_breakdown", "breakdown_lines"]
 
 
 @dataclass(frozen=True)
@@ -102,22 +103,12 @@ def stage_times(
     return out
 
 
-_LABELS = {
-    "compute_bound_s": "compute (FLOP-bound ops)",
-    "memory_bound_s": "HBM traffic (memory-bound ops)",
-    "launch_s": "kernel launches",
-    "collective_latency_s": "{link} collective latency",
-    "collective_bandwidth_s": "{link} collective bandwidth",
-    "transfer_s": "pipeline transfers",
-}
-
-
 def time_breakdown(stages: Sequence[StageTime]) -> dict[str, Any]:
     """The plan's ``estimate.time_breakdown``: per stage, per step, and the largest share.
 
     ``dominant`` reads like "kernel launches: 74% of the step".
     """
-    keys = list(_LABELS)
+    keys = list(BREAKDOWN_LABELS)
     step = {k: sum(getattr(s, k) for s in stages) for k in keys}
     total = sum(step.values())
     links = sorted({s.link for s in stages if s.link})
@@ -128,19 +119,5 @@ def time_breakdown(stages: Sequence[StageTime]) -> dict[str, Any]:
         "stages": [asdict(s) for s in stages],
         "step": step,
         "shares": shares,
-        "dominant": f"{_LABELS[top].format(link=link)}: {100 * shares[top]:.0f}% of the step",
+        "dominant": f"{BREAKDOWN_LABELS[top].format(link=link)}: {100 * shares[top]:.0f}% of the step",
     }
-
-
-def breakdown_lines(breakdown: Mapping[str, Any]) -> list[str]:
-    """Human lines for a plan's ``time_breakdown`` (for the summary and simulate)."""
-    shares = breakdown.get("shares", {})
-    step = breakdown.get("step", {})
-    links = sorted({s.get("link") for s in breakdown.get("stages", []) if s.get("link")})
-    link = "/".join(links) or "link"
-    parts = [
-        f"{_LABELS[k].format(link=link)} {100 * shares[k]:.0f}%"
-        for k in _LABELS
-        if step.get(k, 0) > 0 and k in shares
-    ]
-    return [f"where the step goes: {', '.join(parts)}", f"bottleneck: {breakdown['dominant']}"]

@@ -1,0 +1,71 @@
+"""Lines for a GPU plan's ``estimate.extra["time_breakdown"]``: where one step's time goes.
+
+The planner records the breakdown (compute-bound, memory-bound, launches,
+collective latency and bandwidth, pipeline transfers; per stage and per step)
+and ``partition simulate`` prints it. The formatter lives here, in the simulate
+package, because simulate may not import the planner; the planner may import it.
+
+The breakdown is read as plain JSON from a plan that may have been edited by
+hand, so a bucket that is missing or not a number is left out, never an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["BREAKDOWN_LABELS", "breakdown_link", "breakdown_lines"]
+
+#: Bucket key -> its words; ``{link}`` is the collectives' link name(s).
+BREAKDOWN_LABELS = {
+    "compute_bound_s": "compute (FLOP-bound ops)",
+    "memory_bound_s": "HBM traffic (memory-bound ops)",
+    "launch_s": "kernel launches",
+    "collective_latency_s": "{link} collective latency",
+    "collective_bandwidth_s": "{link} collective bandwidth",
+    "transfer_s": "pipeline transfers",
+}
+
+
+def _number(value: object) -> float | None:
+    """A JSON number as a float (None for anything else, booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def breakdown_link(breakdown: Mapping[str, Any]) -> str:
+    """The collectives' link names, "/"-joined ("NVLink4", "NVLink4/IB"), or "link"."""
+    stages = breakdown.get("stages")
+    names = {
+        s.get("link")
+        for s in (stages if isinstance(stages, list) else [])
+        if isinstance(s, Mapping) and isinstance(s.get("link"), str) and s.get("link")
+    }
+    return "/".join(sorted(names)) or "link"
+
+
+def breakdown_lines(breakdown: object) -> list[str]:
+    """Human lines for a plan's ``time_breakdown``; none when it is not a mapping.
+
+    "where the step goes: compute (FLOP-bound ops) 3%, kernel launches 65%, ..."
+    (the buckets the step spends time on, as shares of the step), then
+    "largest share: kernel launches: 65% of the step" from its ``dominant``.
+    """
+    if not isinstance(breakdown, Mapping):
+        return []
+    link = breakdown_link(breakdown)
+    step = breakdown.get("step")
+    shares = breakdown.get("shares")
+    step = step if isinstance(step, Mapping) else {}
+    shares = shares if isinstance(shares, Mapping) else {}
+    parts = []
+    for key, label in BREAKDOWN_LABELS.items():
+        seconds, share = _number(step.get(key)), _number(shares.get(key))
+        if seconds is not None and seconds > 0 and share is not None:
+            parts.append(f"{label.format(link=link)} {100 * share:.0f}%")
+    lines = [f"where the step goes: {', '.join(parts)}"] if parts else []
+    dominant = breakdown.get("dominant")
+    if isinstance(dominant, str) and dominant:
+        lines.append(f"largest share: {dominant}")
+    return lines

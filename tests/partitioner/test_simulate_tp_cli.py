@@ -1,0 +1,120 @@
+"""`partition simulate` on tensor-parallel plans: collectives, per-GPU links, the breakdown, PNGs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from examples import llama
+from partitioner.plan import Plan
+from partitioner.planning import GpuOptions, plan_pipeline
+from partitioner.planning.gpu.breakdown import breakdown_lines as planner_breakdown_lines
+from partitioner.simulate import breakdown_lines, simulate_plan
+from passes.load import load
+from targets import collective_bytes_sent
+from tests.cli import run_cli
+from tests.partitioner.gpu_targets import toy_target
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_decode(tmp_path_factory):
+    path = llama.build(tmp_path_factory.mktemp("decode") / "d.onnx", "tiny", kind="decode")
+    return load(path, {"batch": 1, "past": 15})
+
+
+def write_plan(graph, tmp_path, name: str, **options) -> tuple[Plan, str]:
+    target = toy_target([4_000_000] * 4, gpus_per_node=4)
+    plan = plan_pipeline(graph, target, GpuOptions(solver="dp", **options)).plan
+    path = tmp_path / f"{name}.plan.json"
+    path.write_text(plan.to_json())
+    return plan, str(path)
+
+
+def test_each_gpu_sends_its_ring_share_of_every_collective(tiny_decode, tmp_path) -> None:
+    plan, _ = write_plan(tiny_decode, tmp_path, "tp2", tp=2, pp=2)
+    report = simulate_plan(plan)
+    assert [p.devices for p in plan.partitions] == [(0, 1), (2, 3)]
+    loads = {g.device: g for g in report.gpu_links if g.link_class == "intra-node"}
+    for p in plan.partitions:
+        mine = [c for c in plan.collectives if c.partition == p.id]
+        if not mine:
+            continue  # a stage of no sharded layer makes no call
+        # each of the two GPUs sends Σ collective_bytes_sent over its group, for Σ time_s
+        sent = sum(collective_bytes_sent(c.kind, c.bytes, 2) for c in mine)
+        for device in p.devices:
+            assert loads[device].collective_bytes == round(sent)
+            assert loads[device].collectives == len(mine)
+            assert loads[device].collective_busy_s == pytest.approx(sum(c.time_s for c in mine))
+    (intra,) = [c for c in report.link_classes if c.link_class == "intra-node"]
+    assert intra.collectives == len(plan.collectives)
+    assert any(c.partition == plan.partitions[1].id for c in plan.collectives)
+
+
+def test_the_table_shows_collectives_links_and_the_breakdown(tiny_decode, tmp_path) -> None:
+    plan, path = write_plan(tiny_decode, tmp_path, "tp2", tp=2, pp=2)
+    result = run_cli("simulate", path)
+    assert result.code == 0, result.err
+    assert "toy: 2 stages, tensor-parallel 2, blocking transfers" in result.out
+    assert "collectives" in result.out and "0,1" in result.out
+    assert "link load per GPU" in result.out and "link (intra-node)" in result.out
+    assert "per class: intra-node (link)" in result.out
+    for line in breakdown_lines(plan.estimate.extra["time_breakdown"]):
+        assert line in result.out
+    assert "where the step goes:" in result.out
+    assert "matches the plan's estimate" in result.out
+
+
+def test_json_has_the_gpu_links_and_the_breakdown(tiny_decode, tmp_path) -> None:
+    plan, path = write_plan(tiny_decode, tmp_path, "tp2", tp=2, pp=2)
+    doc = json.loads(run_cli("simulate", path, "--json").out)
+    assert doc["time_breakdown"] == json.loads(plan.to_json())["estimate"]["time_breakdown"]
+    report = doc["report"]
+    # the second stage's GPUs run its collectives, so both appear
+    assert {2, 3} <= {g["device"] for g in report["gpu_links"]}
+    assert sum(c["collectives"] for c in report["link_classes"]) == len(plan.collectives)
+    assert [s["devices"] for s in report["stages"]] == [[0, 1], [2, 3]]
+
+
+@pytest.mark.parametrize(("name", "options"), [("tp", {"tp": 4, "pp": 1}), ("pp", {"tp": 1})])
+def test_the_png_renders_for_tp_and_pp_plans(tiny_decode, tmp_path, name, options) -> None:
+    _, path = write_plan(tiny_decode, tmp_path, name, **options)
+    out = tmp_path / f"{name}.png"
+    result = run_cli("simulate", path, "--png", str(out))
+    assert result.code == 0, result.err
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_breakdown_lines_by_hand() -> None:
+    breakdown = {
+        "stages": [{"stage": 0, "link": "NVLink4"}, {"stage": 1, "link": ""}],
+        "step": {"compute_bound_s": 0.0, "memory_bound_s": 2e-3, "launch_s": 6.5e-3},
+        "shares": {"compute_bound_s": 0.0, "memory_bound_s": 0.2, "launch_s": 0.65},
+        "dominant": "kernel launches: 65% of the step",
+    }
+    breakdown["step"]["collective_latency_s"] = 1.5e-3
+    breakdown["shares"]["collective_latency_s"] = 0.15
+    # buckets with time, in the planner's order; 0.2 -> 20%, 0.65 -> 65%, 0.15 -> 15%;
+    # compute has no seconds, so it is left out; the link is stage 0's
+    assert breakdown_lines(breakdown) == [
+        "where the step goes: HBM traffic (memory-bound ops) 20%, kernel launches 65%, "
+        "NVLink4 collective latency 15%",
+        "largest share: kernel launches: 65% of the step",
+    ]
+
+
+def test_breakdown_lines_match_the_planners(tiny_decode) -> None:
+    target = toy_target([4_000_000] * 4, gpus_per_node=4)
+    plan = plan_pipeline(tiny_decode, target, GpuOptions(solver="dp", tp=2, pp=2)).plan
+    breakdown = plan.estimate.extra["time_breakdown"]
+    assert breakdown_lines(breakdown) == planner_breakdown_lines(breakdown)
+
+
+@pytest.mark.parametrize(
+    "breakdown",
+    [None, "x", [], {}, {"step": {"launch_s": "1"}, "shares": {"launch_s": 1}, "dominant": 3}],
+)
+def test_a_missing_or_mangled_breakdown_prints_nothing(breakdown) -> None:
+    assert breakdown_lines(breakdown) == []
