@@ -59,7 +59,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     folder = tmp_path_factory.mktemp("mutations")
     model = save(fixture_model(), folder / "m.onnx")
     plan = folder / "m.plan.json"
-    assert run_cli(str(model), "--target", "h100x2", "-o", str(plan), "-q").code == 0
+    assert run_cli(str(model), "--target", "h100x2", "--pp", "2", "-o", str(plan), "-q").code == 0
     assert model.read_bytes()[45:49] == b"add1", "the fixture model's bytes moved"
     return Base(model.read_bytes(), onnx.load(str(model)), json.loads(plan.read_text()))
 
@@ -94,7 +94,7 @@ def refused_everywhere(model: Path, base: Base, needle: str) -> None:
     for argv in (
         ("analyze", model),
         ("analyze", model, "--json"),
-        (model, "--target", "h100x2", "-o", out, "-q"),
+        (model, "--target", "h100x2", "--pp", "2", "-o", out, "-q"),
         ("verify", model, plan_for(model, base)),
     ):
         assert_clean_error(cli(*argv), 2, needle)
@@ -172,7 +172,7 @@ def _relu_chain(folder: Path, dims: list[int]) -> Path:
 def test_tensor_larger_than_any_device_is_infeasible(tmp_path: Path) -> None:
     """x [2**20, 2**20] float32 is 4 TiB: named, not 'no split fits'."""
     model, out = _relu_chain(tmp_path, [2**20, 2**20]), tmp_path / "big.plan.json"
-    res = cli(model, "--target", "h100x2", "-o", out, "-q")
+    res = cli(model, "--target", "h100x2", "--pp", "2", "-o", out, "-q")
     assert_clean_error(res, 2, "tensor 'x' (float32 [1048576×1048576]) alone needs 4.4 TB")
     assert not out.exists()
 
@@ -182,7 +182,7 @@ def test_tensor_beyond_int64_bytes_is_refused_at_load(tmp_path: Path, dims: list
     """2**95 bytes overflowed CP-SAT's domains; 2**1242 overflowed every float downstream."""
     model, out = _relu_chain(tmp_path, dims), tmp_path / "big.plan.json"
     needle = f"tensor 'x' (float32 [{dims[0]}×"
-    for argv in (("analyze", model), (model, "--target", "h100x2", "-o", out, "-q")):
+    for argv in (("analyze", model), (model, "--target", "h100x2", "--pp", "2", "-o", out, "-q")):
         res = cli(*argv)
         assert_clean_error(res, 2, needle)
         assert f"about 2**{bits} bytes, more than int64 counts" in res.err
@@ -191,7 +191,9 @@ def test_tensor_beyond_int64_bytes_is_refused_at_load(tmp_path: Path, dims: list
 
 def test_fuzzed_huge_input_is_refused(base: Base, tmp_path: Path) -> None:
     model = mutant(tmp_path, base, (("rank", 0, (2**31, 2**62)),))
-    assert_clean_error(cli(model, "--target", "h100x2", "-o", tmp_path / "p.json", "-q"), 2, "fc1")
+    assert_clean_error(
+        cli(model, "--target", "h100x2", "--pp", "2", "-o", tmp_path / "p.json", "-q"), 2, "fc1"
+    )
 
 
 def test_cpsat_domains_stay_inside_int64() -> None:
@@ -260,7 +262,7 @@ def test_large_weight_with_short_data_is_refused_by_verify(tmp_path: Path) -> No
     model = make_model(nodes, [vi("x", [2, 96])], [vi("y", [2, 96])], [weight])
     path = save(model, tmp_path / "s.onnx")
     plan = tmp_path / "s.plan.json"
-    assert cli(path, "--target", "h100x2", "-o", plan, "-q").code == 0
+    assert cli(path, "--target", "h100x2", "--pp", "2", "-o", plan, "-q").code == 0
     assert_clean_error(cli("verify", path, plan), 2, "'w'")
     with pytest.raises(ExecutorError, match=r"'w' holds 36,860 bytes of raw data but its dims"):
         WeightStore(load(path)).get("w")
@@ -272,7 +274,7 @@ def test_large_weight_with_short_data_is_refused_by_verify(tmp_path: Path) -> No
 def test_complex_input_is_refused_without_a_warning(base: Base, tmp_path: Path) -> None:
     model = mutant(tmp_path, base, (("elem_type", 1, TensorProto.COMPLEX64),))
     plan = tmp_path / "c.plan.json"
-    assert cli(model, "--target", "h100x2", "-o", plan, "-q").code == 0
+    assert cli(model, "--target", "h100x2", "--pp", "2", "-o", plan, "-q").code == 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = cli("verify", model, plan)
@@ -293,7 +295,9 @@ def test_generated_complex_inputs_have_an_imaginary_part(tmp_path: Path) -> None
 
 def _plans_and_validates(model: Path, target: str, *extra: str) -> dict[str, Any]:
     plan = model.with_suffix(f".{target}.plan.json")
-    res = cli(model, "--target", target, "-o", plan, "-q", *extra)
+    stages = target.removeprefix("h100x") if target.startswith("h100x") else None
+    pins = ("--pp", stages) if stages else ()
+    res = cli(model, "--target", target, *pins, "-o", plan, "-q", *extra)
     assert res.code == 0, res.err
     res = cli("validate", plan, model)
     assert res.code == 0, res.err

@@ -42,7 +42,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("plans")
     model = save(mlp(), folder / "m.onnx")
     docs = {}
-    for kind, target in (("gpu", ("h100x2",)), ("wafer", ("wse2", "--regions", "3"))):
+    for kind, target in (("gpu", ("h100x2", "--pp", "2")), ("wafer", ("wse2", "--regions", "3"))):
         plan = folder / f"{kind}.plan.json"
         result = run_cli(str(model), "--target", *target, "-o", str(plan), "-q")
         assert result.code == 0, result.err

@@ -4,7 +4,10 @@ A partition whose ``devices`` hold t GPUs runs as t ranks, each over its rank
 graph (`passes.transforms.tensor_parallel.rank_graph`): `run_group` runs them
 segment by segment (the nodes between two collectives) with `run_nodes`, and
 performs each collective across the ranks (all_reduce: the sum in rank order;
-all_gather: the concatenation along its axis).
+all_gather: the concatenation along its axis). Every rank runs rank 0's node
+list: the rank graphs differ only in their initializers (sliced parameters,
+per-rank shape constants, the row offset of a vocabulary-split embedding
+lookup), which each rank's values hold.
 
 What crosses the group's boundary is whole, as the rest of the plan sees it:
 received tensors are sliced as their readers see them (a partial one is held by

@@ -25,6 +25,7 @@ from partitioner.plan.document import HOST, Partition, Plan
 from partitioner.plan.validate_parallel import (
     check_collectives,
     check_groups,
+    check_parallelism,
     check_partial_sums,
     check_shards,
     shard_parts,
@@ -68,6 +69,7 @@ def validate_plan(
     facts = _TargetFacts.of(plan)
     found += _check_ids_and_devices(plan, facts)
     found += [Violation(*v) for v in check_groups(plan)]
+    found += [Violation(*v) for v in check_parallelism(plan)]
     found += [Violation(*v) for v in check_shards(plan, graph)]
     found += [Violation(*v) for v in check_collectives(plan, graph)]
     found += _check_memory(plan)

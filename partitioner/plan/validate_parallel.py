@@ -14,6 +14,7 @@ from partitioner.plan.document import Plan
 from passes.ir import Graph
 
 __all__ = [
+    "check_parallelism",
     "check_groups",
     "check_shards",
     "check_collectives",
@@ -137,3 +138,28 @@ def check_partial_sums(plan: Plan, graph: Graph) -> Iterator[tuple[str, str]]:
                     f"node {n} ({node.name}) in partition {p.id} splits {node.inputs[1]!r} along "
                     f"the summed axis, so {out!r} is a partial sum, but no all_reduce of it follows",
                 )
+
+
+def check_parallelism(plan: Plan) -> Iterator[tuple[str, str]]:
+    """On GPUs the degrees describe the partitions: pp stages, tp devices in the widest
+    group, and tp × pp × dp devices in all (the replicas repeat the pipeline on the
+    next devices), no more than the target has."""
+    if plan.target.kind != "gpu" or not plan.partitions:
+        return
+    par = plan.parallelism
+    stages = len({p.stage for p in plan.partitions})
+    widest = max(len(p.devices) for p in plan.partitions)
+    if (par.pp, par.tp) != (stages, widest):
+        yield (
+            "parallelism",
+            f"parallelism says tp {par.tp} x pp {par.pp}, but the partitions form {stages} "
+            f"stage(s) of at most {widest} device(s)",
+        )
+    devices = plan.target.spec.get("devices")
+    used = max(d for p in plan.partitions for d in p.devices) + 1
+    if isinstance(devices, list) and used * par.dp > len(devices):
+        yield (
+            "parallelism",
+            f"{par.dp} replica(s) of a pipeline on {used} device(s) need {used * par.dp}; "
+            f"the target has {len(devices)}",
+        )

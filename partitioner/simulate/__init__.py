@@ -36,7 +36,12 @@ import math
 
 from partitioner.plan import Plan
 from partitioner.simulate.breakdown import breakdown_lines
-from partitioner.simulate.common import SimulateError, decode_figures, devices_in_use
+from partitioner.simulate.common import (
+    SimulateError,
+    decode_figures,
+    devices_in_use,
+    replica_devices,
+)
 from partitioner.simulate.gpu import (
     DeviceLinkLoad,
     GpuLinkLoad,
@@ -94,6 +99,7 @@ def simulate_plan(plan: Plan) -> SimulationReport:
             target,
             overlap_transfers=plan.parallelism.overlap_transfers,
             collectives=plan.collectives,
+            replicas=plan.parallelism.dp,
         )
     else:
         report = simulate_wafer(plan.partitions, plan.transfers, target)
@@ -101,7 +107,7 @@ def simulate_plan(plan: Plan) -> SimulationReport:
     batch = extra.get("batch")
     # A batch is a count of tokens; a hand-edited plan's negative one gets no figures.
     if extra.get("llm_decode_step") and isinstance(batch, int) and batch >= 0:
-        devices = devices_in_use(plan.partitions)
+        devices = replica_devices(devices_in_use(plan.partitions), plan.parallelism.dp)
         cost = CostModel(target)
         figures = decode_figures(batch, report.latency_s, report.throughput_per_s, cost, devices)
         report = report.with_decode(figures)

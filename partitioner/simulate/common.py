@@ -12,6 +12,7 @@ from targets.cost import CostModel, pipelined_tokens_per_s, tokens_per_s
 from targets.errors import PartitionError
 
 __all__ = [
+    "replica_devices",
     "SimulateError",
     "check_transfer_ends",
     "critical_path",
@@ -92,6 +93,15 @@ def critical_path(
 def devices_in_use(partitions: Iterable[Partition]) -> list[int]:
     """The devices (GPUs or wafers) the partitions use, in order of first use."""
     return list(dict.fromkeys(d for p in partitions for d in p.devices))
+
+
+def replica_devices(devices: Sequence[int], replicas: int) -> list[int]:
+    """Every replica's devices: replica r runs on the first replica's devices shifted by
+    r times their span (a plan lists replica 0; the others repeat it on the next devices)."""
+    if replicas <= 1 or not devices:
+        return list(devices)
+    span = max(devices) + 1
+    return [d + r * span for r in range(replicas) for d in devices]
 
 
 def utilisation(busy_s: float, period_s: float) -> float:

@@ -63,6 +63,8 @@ class PipelineReport:
         link_classes: Every GPU's traffic per link class, summed.
         bottleneck: The estimate's bottleneck as the plan records it ("stage 2", ...).
         decode: LLM decode-step figures, for plans of decode steps.
+        replicas: data-parallel copies of the pipeline (``parallelism.dp``); each
+            serves its own requests, so the throughput is theirs together.
     """
 
     stages: tuple[StageLoad, ...]
@@ -73,6 +75,7 @@ class PipelineReport:
     link_classes: tuple[LinkClassLoad, ...]
     bottleneck: Bottleneck
     decode: Mapping[str, Any] | None = field(default=None)
+    replicas: int = 1
 
     kind = "gpu"
 
@@ -82,7 +85,7 @@ class PipelineReport:
 
     @property
     def throughput_per_s(self) -> float:
-        return self.estimate.throughput_per_s
+        return self.estimate.throughput_per_s * self.replicas
 
     @property
     def period_s(self) -> float:
@@ -95,6 +98,7 @@ class PipelineReport:
         """JSON-ready dict (an infinite throughput is null)."""
         details = {
             "overlap_transfers": self.overlap_transfers,
+            "replicas": self.replicas,
             "stages": [asdict(s) for s in self.stages],
             "links": [asdict(link) for link in self.links],
             "gpu_links": [asdict(g) for g in self.gpu_links],
@@ -141,6 +145,7 @@ def simulate_gpu(
     *,
     overlap_transfers: bool,
     collectives: Sequence[Collective] = (),
+    replicas: int = 1,
 ) -> PipelineReport:
     """Stage times, the pipeline estimate and link loads of a GPU plan.
 
@@ -181,4 +186,5 @@ def simulate_gpu(
         bottleneck=Bottleneck(
             estimate.bottleneck.kind, pipeline_bottleneck_where(estimate.bottleneck)
         ),
+        replicas=replicas,
     )

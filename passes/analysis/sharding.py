@@ -11,15 +11,16 @@ concatenation along the axis for all_gather) and every consumer reads the
 whole tensor.
 
 Rules are per op (`passes.analysis.sharding_rules`, `sharding_matmul`,
-`sharding_shapes`, `sharding_attention`), applied in topological order: a
-MatMul with a 2-D weight is column split when its input is whole and row split
-(then all-reduced) when its input is split on the contraction; broadcasting
-ops, softmax, reductions, reshapes, transposes, slices, concats and gathers
-carry a split through when it stays one axis of contiguous chunks; anything
-else runs whole on every rank, its split inputs all-gathered first. A
+`sharding_shapes`, `sharding_attention`, `sharding_embedding`), applied in
+topological order: a MatMul with a 2-D weight is column split when its input
+is whole and row split (then all-reduced) when its input is split on the
+contraction; an embedding lookup is split by vocabulary (then all-reduced);
+broadcasting ops, softmax, reductions, reshapes, transposes, slices, concats
+and gathers carry a split through when it stays one axis of contiguous chunks;
+anything else runs whole on every rank, its split inputs all-gathered first. A
 decomposed Llama layer thus gets exactly two all-reduces (after o_proj and
 down_proj), with Q/K/V, gate and up column split and the attention core split
-by heads, KV caches included.
+by heads, KV caches included; the embedding adds one more.
 
 Operands of a broadcasting op that are whole where another is split must
 broadcast over the split axis or be parameters (sliced: listed in ``weights``)
@@ -30,9 +31,13 @@ the others (GSPMD's resharding of the smaller operand).
 
 Choices the rules do not make:
 
-- The embedding is replicated: splitting its vocabulary needs index rewriting
-  (masking out-of-range tokens before the all-reduce), which a per-rank
-  slice of the graph cannot express.
+- The embedding is split by vocabulary (Megatron's VocabParallelEmbedding,
+  `passes.analysis.sharding_embedding`): rank r holds its rows of the table and
+  the lookup's output is a partial sum, all-reduced right after the Gather; the
+  rank graph rewrites that Gather to mask the ids outside the rank's rows. A
+  table tied to a reader that needs it whole or split otherwise (an LM head
+  using it as its weight) stays replicated, as does a table smaller than the
+  lookup's output (the all-reduce would move more than the split saves).
 - When n does not divide the KV heads of grouped-query attention (the heads of
   a rank then span part of a KV group, which is no single-axis split), the
   attention core runs whole: Q/K/V and the output projection are replicated,

@@ -27,6 +27,7 @@ from passes.analysis.sharding_common import (
     replicate,
     whole,
 )
+from passes.analysis.sharding_embedding import vocab_split
 from passes.analysis.sharding_layout import Layout
 from passes.analysis.sharding_matmul import gemm, matmul
 from passes.analysis.sharding_shapes import (
@@ -178,7 +179,8 @@ def slice_(ctx: Propagation, node: Node) -> Decision | None:
 
 
 def gather(ctx: Propagation, node: Node) -> Decision | None:
-    """Gather(data, indices, axis): data's split off ``axis`` or the indices' split carries."""
+    """Gather(data, indices, axis): data's split off ``axis`` or the indices' split carries;
+    a parameter table looked up by whole ids may be split on ``axis`` (`vocab_split`)."""
     data, indices = node.inputs[0], node.inputs[1]
     sd, si = ctx.shape(data), ctx.shape(indices)
     if sd is None or si is None:
@@ -189,10 +191,12 @@ def gather(ctx: Propagation, node: Node) -> Decision | None:
         return None
     if indices_axis is not None:
         return Decision((Layout(axis + indices_axis),))  # indices' dims replace data's axis
-    if data_axis is None:
+    if data_axis is None or data_axis == axis:
+        # a table split on the looked-up axis (by another lookup of it) needs the same rule
+        vocab = vocab_split(ctx, node)
+        if vocab is not None or data_axis is not None:
+            return vocab
         return whole(node)
-    if data_axis == axis:
-        return None
     shift = 0 if data_axis < axis else len(si) - 1
     return Decision((Layout(data_axis + shift),))
 

@@ -15,7 +15,10 @@ which nodes. `RankGraph` turns it into the model one rank runs:
   writes ``T__partial`` (to be summed) or ``T__local`` (to be gathered) and the
   collective writes ``T``, so every later reader sees the whole tensor without
   being rewritten;
-- graph inputs and outputs carry the shapes one rank holds.
+- graph inputs and outputs carry the shapes one rank holds;
+- an embedding Gather whose table is split by vocabulary becomes a masked lookup
+  of the rank's rows (`passes.transforms.tensor_parallel_vocab`), with its
+  per-rank constants as initializers; its all-reduce follows as for any partial sum.
 
 Export and the distributed runtime reuse these models, and the NumPy executor
 runs them in lockstep (`partitioner.executor.tensor_parallel`), so what verify
@@ -40,6 +43,7 @@ from passes.analysis.sharding_layout import ALL_GATHER, ALL_REDUCE, CollectiveOp
 from passes.errors import PassError
 from passes.ir import Dim, Graph, node_subgraphs, outer_references
 from passes.pass_infra import Pass, PassResult
+from passes.transforms.tensor_parallel_vocab import vocab_lookup, vocab_split_table
 
 if TYPE_CHECKING:
     from passes.analysis.sharding import ShardingPlan
@@ -154,18 +158,28 @@ def _group(graph: Graph, sharding: ShardingPlan, nodes: Iterable[int] | None) ->
     return _Group(order, partition_io(graph, order), collectives)
 
 
-def _nodes(graph: Graph, group: _Group, degree: int) -> list[onnx.NodeProto]:
-    """The group's node protos in order, each collective right after its producer."""
+def _nodes(
+    graph: Graph, sharding: ShardingPlan, group: _Group, rank: int
+) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+    """The group's node protos in order, each collective right after its producer, and the
+    rank's constants of the vocabulary-split lookups that replace their Gathers."""
+    degree = sharding.degree
     after: dict[int, list[CollectiveOp]] = {}
     for op in group.collectives:
         after.setdefault(op.node, []).append(op)
     out: list[onnx.NodeProto] = []
+    constants: list[TensorProto] = []
     for i in group.order:
         proto = onnx.NodeProto()
         proto.CopyFrom(graph.model.graph.node[i])
         renamed = {op.tensor: collective_input(op) for op in after.get(i, ())}
         proto.output[:] = [renamed.get(o, o) for o in proto.output]
-        out.append(proto)
+        if vocab_split_table(graph, sharding, i) is None:
+            out.append(proto)
+        else:  # global ids index the whole vocabulary: mask out the other ranks' rows
+            lookup = vocab_lookup(graph, i, proto.output[0], rank, degree)
+            out.extend(lookup.nodes)
+            constants.extend(lookup.constants)
         for op in after.get(i, ()):
             attributes: dict[str, int] = {"group_size": degree}
             if op.kind == ALL_GATHER:
@@ -180,7 +194,7 @@ def _nodes(graph: Graph, group: _Group, degree: int) -> list[onnx.NodeProto]:
                     **attributes,
                 )
             )
-    return out
+    return out, constants
 
 
 def _declared(graph: Graph, name: str, dims: Iterable[int], split: str) -> TensorProto:
@@ -304,12 +318,13 @@ class RankGraph(Pass[Graph, onnx.ModelProto]):
         initializers = [
             _initializer(graph, sharding, n, self.rank, self.read_param) for n in group.io.params
         ]
+        nodes, constants = _nodes(graph, sharding, group, self.rank)
         body = helper.make_graph(
-            _nodes(graph, group, sharding.degree),
+            nodes,
             f"{graph.model.graph.name or 'model'}_rank{self.rank}_of_{sharding.degree}",
             inputs,
             outputs,
-            initializers,
+            initializers + constants,
             value_info=inner,
         )
         opsets = [o for o in graph.model.opset_import if o.domain != COLLECTIVE_DOMAIN]

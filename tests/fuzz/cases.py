@@ -40,7 +40,7 @@ def _input_elements(model: onnx.ModelProto | None) -> int:
 
 def _plan_mutant(mutant: Path, out: Path) -> bool:
     """Plan the mutant; a failure must leave no plan behind. Whether a plan was written."""
-    argv = (str(mutant), "--target", "h100x2", "-o", str(out), "-q")
+    argv = (str(mutant), "--target", "h100x2", "--pp", "2", "-o", str(out), "-q")
     res = run_checked(*argv)
     if res.code == 0:
         assert out.is_file(), f"`partition {' '.join(argv)}` exited 0 without writing {out}"

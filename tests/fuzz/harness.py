@@ -180,7 +180,7 @@ def build_corpus(folder: Path) -> Corpus:
     """The corpus model (MatMul/Add/Relu, float32 weights), a GPU and a wafer plan for it."""
     model = save(corpus_model(), folder / "m.onnx")
     plan = folder / "m.plan.json"
-    res = run_cli(str(model), "--target", "h100x2", "-o", str(plan), "-q")
+    res = run_cli(str(model), "--target", "h100x2", "--pp", "2", "-o", str(plan), "-q")
     assert res.code == 0, res
     assert run_cli("validate", str(plan), str(model)).code == 0
     doc = json.loads(plan.read_text())

@@ -26,7 +26,7 @@ def planned(tmp_path):
     model = save(
         make_model(nodes, [vi("x", [2, 8])], [vi("y", [2, 4])], inits), tmp_path / "m.onnx"
     )
-    plan = plan_pipeline(load(model), toy_target([100_000] * 2), GpuOptions(solver="dp")).plan
+    plan = plan_pipeline(load(model), toy_target([100_000] * 2), GpuOptions(solver="dp", pp=2)).plan
     path = tmp_path / "m.plan.json"
     path.write_text(plan.to_json())
     return model, path

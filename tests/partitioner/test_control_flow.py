@@ -67,7 +67,7 @@ def test_control_flow_plans_validate_and_verify(tmp_path):
     g = _if_model(tmp_path)
     for solver in ("cpsat", "uniform"):
         plan = plan_pipeline(
-            g, toy_target([100_000] * 3), GpuOptions(solver=solver, time_limit_s=2)
+            g, toy_target([100_000] * 3), GpuOptions(solver=solver, time_limit_s=2, pp=3)
         ).plan
         assert validate_plan(plan, g, g.sha256) == []
         report = verify_plan(g, plan, make_inputs(g))
@@ -82,7 +82,7 @@ def test_uncovered_outer_value_is_a_missing_transfer(tmp_path):
     import dataclasses
 
     g = _if_model(tmp_path)
-    plan = plan_pipeline(g, toy_target([100_000] * 2), GpuOptions(solver="uniform")).plan
+    plan = plan_pipeline(g, toy_target([100_000] * 2), GpuOptions(solver="uniform", pp=2)).plan
     # uniform puts mm1 and ReduceSum on stage 0, Greater, the If and mm2 on stage 1
     assert [p.nodes for p in plan.partitions] == [(0, 1), (2, 3, 4)]
     stripped = dataclasses.replace(
@@ -123,7 +123,7 @@ def test_local_function_calls_are_costed_from_their_body(tmp_path):
 
 def test_local_function_calls_run_in_plans(tmp_path):
     g = _function_model(tmp_path)
-    plan = plan_pipeline(g, toy_target([100_000] * 3), GpuOptions(solver="uniform")).plan
+    plan = plan_pipeline(g, toy_target([100_000] * 3), GpuOptions(solver="uniform", pp=3)).plan
     assert validate_plan(plan, g, g.sha256) == []
     assert verify_plan(g, plan, make_inputs(g)).ok
 
@@ -152,7 +152,7 @@ def test_loop_with_outer_weights_and_a_passed_through_input(tmp_path):
     model = make_model(nodes, [vi("x", [2, 4])], [vi("z", [2, 4]), vi("x", [2, 4])], inits)
     g = load(save(model, tmp_path / "loop.onnx"))
     assert "w" in g.nodes[1].present_inputs  # read inside the body
-    plan = plan_pipeline(g, toy_target([100_000] * 2), GpuOptions(solver="uniform")).plan
+    plan = plan_pipeline(g, toy_target([100_000] * 2), GpuOptions(solver="uniform", pp=2)).plan
     assert validate_plan(plan, g, g.sha256) == []
     assert verify_plan(g, plan, make_inputs(g)).ok
 

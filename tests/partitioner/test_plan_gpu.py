@@ -169,20 +169,23 @@ def test_plan_json_v2_sections(dag):
         plan_pipeline(dag, toy_target([50_000] * 2), GpuOptions(time_limit_s=2)).plan.to_json()
     )
     # every tp x pp = 2 tried (tp 1 and 2 inside a node of 2), the chosen one included
+    # throughput: 2 GPUs as one pipeline, one tp-group, or two replicas
     assert [(c["tp"], c["pp"], c["dp"]) for c in doc["solver"]["candidates"]] == [
         (1, 2, 1),
         (2, 1, 1),
+        (1, 1, 2),
     ]
     chosen = [
         c
         for c in doc["solver"]["candidates"]
-        if (c["tp"], c["pp"]) == (doc["parallelism"]["tp"], doc["parallelism"]["pp"])
+        if (c["tp"], c["pp"], c["dp"])
+        == (doc["parallelism"]["tp"], doc["parallelism"]["pp"], doc["parallelism"]["dp"])
     ]
     assert chosen[0]["objective_s"] == doc["solver"]["objective_s"]
     assert doc["parallelism"] == {
         "tp": doc["parallelism"]["tp"],
-        "pp": 2 // doc["parallelism"]["tp"],
-        "dp": 1,
+        "pp": doc["parallelism"]["pp"],
+        "dp": 2 // (doc["parallelism"]["tp"] * doc["parallelism"]["pp"]),
         "microbatches": 1,
         "overlap_transfers": False,
         "objective": "throughput",

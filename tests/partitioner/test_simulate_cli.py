@@ -46,7 +46,7 @@ def gpu_plan(tmp_path):
     )
     path = tmp_path / "gpu.plan.json"
     path.write_text(
-        plan_pipeline(graph, toy_target([50_000] * 3), GpuOptions(solver="dp")).plan.to_json()
+        plan_pipeline(graph, toy_target([50_000] * 3), GpuOptions(solver="dp", pp=3)).plan.to_json()
     )
     return path
 

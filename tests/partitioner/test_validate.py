@@ -64,7 +64,14 @@ def _plan(graph, **changes) -> Plan:
         estimate=Estimate(2e-6, 1e6, Bottleneck("compute", "stage 0")),
         provenance=Provenance("partition", "0.1.0", "partition m.onnx --target toy"),
     )
-    return dataclasses.replace(plan, **changes)
+    plan = dataclasses.replace(plan, **changes)
+    if "parallelism" in changes:
+        return plan
+    # the degrees follow the partitions unless a test sets them
+    tp = max(len(p.devices) for p in plan.partitions)
+    return dataclasses.replace(
+        plan, parallelism=Parallelism(tp=tp, pp=len({p.stage for p in plan.partitions}))
+    )
 
 
 def test_good_plan_passes_and_round_trips(graph):
@@ -276,3 +283,18 @@ def test_a_partial_sum_must_be_reduced(graph):
     # split on axis 1 (columns): each GPU holds whole outputs of its columns, nothing to reduce
     column = dataclasses.replace(row_split, shards=(Shard("w1", 0, 1, 2),))
     assert _messages(column, graph) == []
+
+
+def test_the_degrees_describe_the_partitions(graph):
+    plan = _plan(graph)  # two stages of one GPU each, on a 2-GPU target
+    assert _messages(plan, graph) == []
+    wrong = dataclasses.replace(plan, parallelism=Parallelism(tp=2, pp=1))
+    assert _messages(wrong, graph) == [
+        "[parallelism] parallelism says tp 2 x pp 1, but the partitions form 2 stage(s) of "
+        "at most 1 device(s)"
+    ]
+    replicas = dataclasses.replace(plan, parallelism=Parallelism(pp=2, dp=2))
+    assert _messages(replicas, graph) == [
+        "[parallelism] 2 replica(s) of a pipeline on 2 device(s) need 4; the target has 2"
+    ]
+    assert _messages(dataclasses.replace(replicas, target=_tp_target()), graph) == []

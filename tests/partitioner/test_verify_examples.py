@@ -44,7 +44,7 @@ def test_example_plans_verify(tmp_path, name, exporter, opset):
     module = MODULES[name]
     path = module.build(tmp_path / f"{name}.onnx", "tiny", exporter=exporter, opset=opset)
     graph = load(path, DIMS[name])
-    plan = plan_pipeline(graph, toy_target([10**9] * 3), GpuOptions(time_limit_s=5)).plan
+    plan = plan_pipeline(graph, toy_target([10**9] * 3), GpuOptions(time_limit_s=5, pp=3)).plan
     report = verify_plan(graph, plan, make_inputs(graph, seed=0))
     assert report.ok, [(c.name, c.max_abs, c.max_rel) for c in report.outputs]
     assert len(plan.partitions) == 3

@@ -170,6 +170,10 @@ def test_rank_graph_is_a_pass_whose_result_reads_only_defined_values(mlp):
         RankGraph(megatron(), 0).ensures(broken)
 
 
+EMBED = "model.embed_tokens.weight"
+VOCAB = "model.embed_tokens__vocab"  # names of the masked lookup's constants and values
+
+
 @pytest.fixture(scope="module", params=["decode", "prefill"])
 def tiny_llama(request, tmp_path_factory):
     kind = request.param
@@ -186,13 +190,18 @@ def test_llama_rank_graphs_hold_local_shapes(tiny_llama, rank):
     model = rank_graph(graph, sharding, rank, read_param=_read(graph))
     onnx.checker.check_model(model, full_check=True)
     kinds = [n.op_type for n in model.graph.node if n.domain == COLLECTIVE_DOMAIN]
-    assert kinds.count("AllReduce") == 4 and len(kinds) == len(sharding.collectives)
+    # two a layer and the embedding's
+    assert kinds.count("AllReduce") == 5 and len(kinds) == len(sharding.collectives)
     for t in model.graph.initializer:
         local = sharding.shape_inputs.get(t.name)
-        if local is not None:  # a Reshape target: this rank's value
+        if t.name.startswith(VOCAB):  # the masked lookup's constants: lo is this rank's
+            assert t.name != f"{VOCAB}_lo" or numpy_helper.to_array(t) == 128 * rank
+        elif local is not None:  # a Reshape target: this rank's value
             assert tuple(numpy_helper.to_array(t).tolist()) == tuple(local)
         else:
             assert tuple(t.dims) == sharding.local_shapes.get(t.name, graph.tensors[t.name].shape)
+    lookups = [n for n in model.graph.node if n.op_type == "Gather" and EMBED in n.input]
+    assert [n.input[1] for n in lookups] == [f"{VOCAB}_safe_out"]  # masked ids, not input_ids
     inputs, outputs = _shapes(model.graph.input), _shapes(model.graph.output)
     decode = "past.0.key" in graph.inputs
     seq, cached = (1, 15 + 1) if decode else (8, 8)
@@ -208,8 +217,10 @@ def test_weightless_model_gives_structure_and_fails_only_for_data(tmp_path):
     sharding = shard_graph(graph, 2)
     model = rank_graph(graph, sharding, 0)
     onnx.checker.check_model(weights_as_inputs(model)[0])
-    assert len(model.graph.node) == sum(not n.folded for n in graph.nodes) + len(
-        sharding.collectives
+    # the embedding's Gather became the 11 nodes of the masked lookup
+    assert (
+        len(model.graph.node)
+        == sum(not n.folded for n in graph.nodes) + len(sharding.collectives) + 10
     )
     with pytest.raises(ExternalDataError, match=r"weightless\.onnx\.data"):
         rank_graph(graph, sharding, 0, read_param=WeightStore(graph).get)

@@ -2,7 +2,8 @@
 
 The ranks run in lockstep with onnx's reference evaluator: rank r feeds each
 runtime node its local tensors (chunk r of a split tensor or sliced parameter,
-the per-rank value of a rewritten shape input), then the plan's collectives
+the per-rank value of a rewritten shape input; a vocabulary-split embedding
+lookup runs as the rank graph's masked lookup), then the plan's collectives
 run (sum for all_reduce, concatenation for all_gather). Every tensor is then
 compared with the whole graph's value as its layout says: split -> the ranks'
 chunks concatenate to it; partial -> they sum to it; whole -> every rank has it.
@@ -22,6 +23,7 @@ from examples.llama import CONFIGS, build
 from passes.analysis.sharding import Layout, ShardingPlan, shard_graph
 from passes.ir import Graph
 from passes.load import load
+from passes.transforms.tensor_parallel_vocab import vocab_lookup, vocab_split_table
 from tests.modelgen import init, make_model, save, vi
 
 Values = dict[str, np.ndarray]
@@ -49,6 +51,21 @@ def _source_value(plan: ShardingPlan, env: Values, name: str, rank: int) -> np.n
     return value if axis is None else np.split(value, plan.degree, axis=axis)[rank]
 
 
+def _run_lookup(
+    graph: Graph, plan: ShardingPlan, index: int, feeds: Values, rank: int
+) -> list[np.ndarray] | None:
+    """A vocabulary-split Gather: the rank graph's masked lookup of the rank's rows, run
+    node by node on onnx's reference evaluator (None for any other node)."""
+    if vocab_split_table(graph, plan, index) is None:
+        return None
+    out = graph.nodes[index].outputs[0]
+    lookup = vocab_lookup(graph, index, out, rank, plan.degree)
+    env = dict(feeds) | {c.name: numpy_helper.to_array(c) for c in lookup.constants}
+    for node in lookup.nodes:
+        env.update(zip(node.output, _run_node(node, env, graph.opset), strict=True))
+    return [env[out]]
+
+
 def _run_ranks(graph: Graph, model: onnx.ModelProto, plan: ShardingPlan, env: Values):
     """Every rank's value of every runtime tensor, before and after the collectives."""
     n = plan.degree
@@ -69,7 +86,9 @@ def _run_ranks(graph: Graph, model: onnx.ModelProto, plan: ShardingPlan, env: Va
                 for name in proto.input
                 if name
             }
-            outs = _run_node(proto, feeds, graph.opset)
+            outs = _run_lookup(graph, plan, index, feeds, rank)
+            if outs is None:
+                outs = _run_node(proto, feeds, graph.opset)
             for name, value in zip(proto.output, outs, strict=False):
                 before[rank][name] = after[rank][name] = value
         for op in by_node.get(index, []):

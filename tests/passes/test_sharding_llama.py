@@ -2,9 +2,11 @@
 
 Expected values by hand. With n = 2 every rank holds 2 query heads and 1 KV head:
 Q/K/V, gate and up are column split, o_proj and down_proj row split, and each
-layer has exactly two all-reduces; the logits ([1, S, 256]) are all-gathered on
-their vocabulary axis. With n = 4 the 2 KV heads cannot be split: the attention
-core runs whole on every rank and only the MLP (and the LM head) is split.
+layer has exactly two all-reduces; the embedding table [256, 64] is split by
+vocabulary (128 rows a rank), its lookup all-reduced right after the Gather;
+the logits ([1, S, 256]) are all-gathered on their vocabulary axis. With n = 4
+the 2 KV heads cannot be split: the attention core runs whole on every rank and
+only the embedding, the MLP and the LM head are split.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from passes.ir import Graph
 from passes.load import load
 
 CONFIG = CONFIGS["tiny"]
+EMBED = "model.embed_tokens.weight"
 LAYERS = range(CONFIG.num_layers)
 HEADS = Layout(1)  # [batch, heads, seq, head_dim] split on the heads
 
@@ -51,9 +54,10 @@ def test_degree_2_megatron_layout(llama):
         "mlp.up_proj",
     )
     expected = _weights(*column, axis=1) | _weights("self_attn.o_proj", "mlp.down_proj", axis=0)
-    assert dict(plan.weights) == expected | {"lm_head.weight": 1}
+    assert dict(plan.weights) == expected | {"lm_head.weight": 1, EMBED: 0}
     seq = 1 if kind == "decode" else 8
-    reduces = [
+    # the embedding's lookup [1, S, 64] first, then two a layer of the same size
+    reduces = [("model.embed_tokens", seq * 64 * 4)] + [
         (f"model.layers.{i}.{proj}", seq * 64 * 4)
         for i in LAYERS
         for proj in ("self_attn.o_proj", "mlp.down_proj")
@@ -79,7 +83,11 @@ def test_degree_2_kv_caches_split_on_their_head_axis(llama):
                 assert plan.layouts[f"past.{i}.{part}"] == HEADS
                 assert plan.local_shapes[f"past.{i}.{part}"] == (1, 1, 15, 16)
     assert plan.layouts["model.layers.0.self_attn.softmax"] == HEADS  # [1, 2, 2, S, T] by KV head
-    assert plan.layouts["model.embed_tokens.weight"] == REPLICATED
+    assert plan.layouts[EMBED] == Layout(0) and plan.local_shapes[EMBED] == (128, 64)
+    assert plan.layouts["model.embed_tokens"] == Layout(partial=True)
+    assert plan.layouts["input_ids"] == REPLICATED
+    embed_node = graph.tensors["model.embed_tokens"].producer
+    assert embed_node in plan.sharded_nodes
 
 
 def test_degree_2_shape_inputs_by_hand(llama):
@@ -138,9 +146,9 @@ def test_degree_4_gqa_keeps_attention_whole(llama):
     kind, graph = llama
     plan = shard_graph(graph, 4)  # 4 does not divide the 2 KV heads
     mlp = _weights("mlp.gate_proj", "mlp.up_proj", axis=1) | _weights("mlp.down_proj", axis=0)
-    assert dict(plan.weights) == mlp | {"lm_head.weight": 1}
+    assert dict(plan.weights) == mlp | {"lm_head.weight": 1, EMBED: 0}  # 256 rows / 4
     reduces = [op.tensor for op in plan.collectives if op.kind == "all_reduce"]
-    assert reduces == [f"model.layers.{i}.mlp.down_proj" for i in LAYERS]
+    assert reduces == ["model.embed_tokens"] + [f"model.layers.{i}.mlp.down_proj" for i in LAYERS]
     assert [op.tensor for op in plan.collectives if op.kind == "all_gather"] == ["logits"]
     kv = [n for n in plan.layouts if n.startswith(("past.", "present."))]
     assert kv and all(plan.layouts[n] == REPLICATED for n in kv)

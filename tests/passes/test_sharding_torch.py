@@ -7,6 +7,11 @@ all-reduces per layer; the pooler (a Gemm) is column split and its output, a
 graph output, all-gathered. GPT-2 tiny fuses Q, K and V in one ``c_attn``
 Linear: a column chunk of it mixes Q, K and V, so attention stays whole and
 only the MLP (one all-reduce per layer) and the LM head are split.
+
+Both split their word embeddings by vocabulary (an all-reduce after the
+lookup). Their position tables are read by constant positions (folded), and
+BERT's token-type table (2 rows, read by 8 ids) is smaller than its lookup's
+output, so it stays whole.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ def test_bert_attention_split_by_heads(bert_path):
     }
     plan = _simulate(bert_path, DIMS, feeds, 2)
     kinds = [op.kind for op in plan.collectives]
-    assert kinds == ["all_reduce"] * 4 + ["all_gather"]
+    assert kinds == ["all_reduce"] * 5 + ["all_gather"]
     assert plan.collectives[-1].tensor == "pooler_output"
+    assert plan.weights["word_embeddings.weight"] == 0  # 128 rows: 64 a rank
+    assert "token_type_embeddings.weight" not in plan.weights
     for layer in range(2):
         for proj in ("query", "key", "value"):
             assert plan.weights[f"layers.{layer}.attention.{proj}.bias"] == 0
@@ -53,7 +60,8 @@ def test_bert_attention_split_by_heads(bert_path):
 def test_gpt2_fused_qkv_keeps_attention_whole(gpt2_path):
     feeds = {"input_ids": np.random.default_rng(1).integers(0, 256, (1, 8)).astype(np.int64)}
     plan = _simulate(gpt2_path, DIMS, feeds, 2)
-    assert [op.kind for op in plan.collectives] == ["all_reduce", "all_reduce", "all_gather"]
+    assert [op.kind for op in plan.collectives] == ["all_reduce"] * 3 + ["all_gather"]
+    assert plan.weights["wte.weight"] == 0
     assert plan.collectives[-1].tensor == "logits" and plan.collectives[-1].axis == 2
     for layer in range(2):
         assert plan.weights[f"h.{layer}.mlp.c_fc.bias"] == 0

@@ -8,6 +8,7 @@ chain DP, or a baseline), and laid out exactly (`layout`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -132,9 +133,27 @@ class CandidateResult:
     objective_s: float
     bound_s: float
     exact_s: float
+    dp: int = 1
 
     def record(self) -> Candidate:
-        return Candidate(self.tp, self.pp, 1, self.answer.status, self.objective_s, self.bound_s)
+        return Candidate(
+            self.tp, self.pp, self.dp, self.answer.status, self.objective_s, self.bound_s
+        )
+
+    def replicated(self, dp: int) -> CandidateResult:
+        """The same pipeline run as ``dp`` replicas: for throughput, the seconds per item
+        of the whole system are the period over the replicas."""
+        if dp == 1:
+            return self
+        throughput = self.setup.problem.objective == "throughput"
+        per = (lambda s: s / dp) if throughput else (lambda s: s)
+        return dataclasses.replace(
+            self,
+            dp=dp,
+            objective_s=per(self.objective_s),
+            bound_s=per(self.bound_s),
+            exact_s=per(self.exact_s),
+        )
 
 
 def setup_candidate(

@@ -21,7 +21,7 @@ from passes.analysis.sharding import ShardingPlan, shard_graph
 from passes.ir import Graph
 from targets.cost import GpuCostModel
 
-__all__ = ["allowed_tp", "tp_candidates", "fewest_stages"]
+__all__ = ["allowed_tp", "tp_candidates", "parallel_shapes", "fewest_stages"]
 
 
 def allowed_tp(cost_model: GpuCostModel, devices: int) -> list[int]:
@@ -48,6 +48,23 @@ def tp_candidates(
     return [(tp, devices // tp) for tp in tps]
 
 
+def parallel_shapes(
+    cost_model: GpuCostModel, options: GpuOptions, devices: int
+) -> list[tuple[int, int, int]]:
+    """(tp, pp, dp) with tp × pp × dp = ``devices``.
+
+    Replicas (dp > 1) only raise throughput, so they are tried for the
+    throughput objective and only when ``--pp`` is not pinned; each replica is
+    a tp × pp pipeline on its own devices.
+    """
+    shapes = []
+    for tp, pp in tp_candidates(cost_model, options, devices):
+        replicated = options.objective == "throughput" and options.pp is None
+        for stages in (d for d in range(1, pp + 1) if pp % d == 0) if replicated else (pp,):
+            shapes.append((tp, stages, pp // stages))
+    return sorted(shapes, key=lambda s: (s[2], s[0], s[1]))
+
+
 def _tp_problem(cost_model: GpuCostModel, tp: int, devices: int) -> str:
     target = cost_model.target
     if devices % tp:
@@ -60,7 +77,7 @@ def _tp_problem(cost_model: GpuCostModel, tp: int, devices: int) -> str:
 
 def fewest_stages(
     graph: Graph, costs: CostReport, cost_model: GpuCostModel, options: GpuOptions
-) -> Iterator[list[tuple[int, int]]]:
+) -> Iterator[list[tuple[int, int, int]]]:
     """For --devices auto: device counts from the parameters' lower bound up; at each,
     the (tp, pp) candidates the chain DP fits. The caller takes the first count whose
     candidates give a plan (the DP's numbers are coarser than the exact layout's).
@@ -78,7 +95,7 @@ def fewest_stages(
                 shardings[tp] = shard_graph(graph, tp)
             setup = setup_candidate(graph, costs, cost_model, options, shardings.get(tp), tp, pp)
             if setup.problem.num_blocks >= pp and dp_partition(setup.problem) is not None:
-                fitting.append((tp, pp))
+                fitting.append((tp, pp, 1))
         if fitting:
             yield fitting
     raise InfeasibleError(

@@ -37,10 +37,11 @@ from partitioner.planning.gpu.candidate import (
     setup_candidate,
     solve_candidate,
 )
-from partitioner.planning.gpu.candidates import fewest_stages, tp_candidates
+from partitioner.planning.gpu.candidates import fewest_stages, parallel_shapes
 from partitioner.planning.gpu.layout import PipelineLayout, estimate_record, llm_figures
 from partitioner.planning.gpu.problem import PipelineSetup
 from partitioner.planning.options import GPU_SOLVERS, GpuOptions
+from partitioner.simulate.common import replica_devices
 from passes.analysis.costs import CostReport, node_costs
 from passes.analysis.sharding import ShardingPlan, shard_graph
 from passes.ir import Graph
@@ -75,21 +76,25 @@ def _try(
     cost_model: GpuCostModel,
     options: GpuOptions,
     shardings: dict[int, ShardingPlan],
-    shape: tuple[int, int],
+    shape: tuple[int, int, int],
     progress: Progress | None,
     say: Announce,
 ) -> CandidateResult | CandidateRecord:
-    """Solve one tp × pp candidate; a candidate with no plan is recorded, not raised."""
-    tp, pp = shape
+    """Solve one tp × pp × dp candidate; a candidate with no plan is recorded, not raised."""
+    tp, pp, dp = shape
+    capacity = sum(cost_model.capacity_bytes(d) for d in range(tp * pp))
+    if costs.param_bytes > capacity * tp:  # even fully sharded, the weights do not fit
+        return CandidateRecord(tp, pp, dp, "INFEASIBLE", None, None)
     setup = setup_candidate(graph, costs, cost_model, options, shardings.get(tp), tp, pp)
     if setup.problem.num_blocks < pp:
-        return CandidateRecord(tp, pp, 1, "INFEASIBLE", None, None)
+        return CandidateRecord(tp, pp, dp, "INFEASIBLE", None, None)
     try:
-        return solve_candidate(graph, costs, cost_model, setup, options, progress, say)
+        result = solve_candidate(graph, costs, cost_model, setup, options, progress, say)
     except InfeasibleError as err:
-        log.info("tp %d x pp %d: %s", tp, pp, err)
+        log.info("tp %d x pp %d x dp %d: %s", tp, pp, dp, err)
         status = "INFEASIBLE" if "proven infeasible" in str(err) else "UNKNOWN"
-        return CandidateRecord(tp, pp, 1, status, None, None)
+        return CandidateRecord(tp, pp, dp, status, None, None)
+    return result.replicated(dp)
 
 
 def _choose(results: Sequence[CandidateResult]) -> CandidateResult:
@@ -138,8 +143,13 @@ def _assemble(
 ) -> Plan:
     """The plan of the chosen candidate: estimate with decode figures, parallelism, header."""
     setup, layout = chosen.setup, chosen.layout
-    used = [d for p in layout.partitions for d in p.devices]
-    extra = llm_figures(graph, layout.estimate, cost_model, used)
+    # Replicas repeat the pipeline on the next devices: together they serve dp times
+    # the requests, each at the same latency.
+    used = replica_devices([d for p in layout.partitions for d in p.devices], chosen.dp)
+    estimate = dataclasses.replace(
+        layout.estimate, throughput_per_s=layout.estimate.throughput_per_s * chosen.dp
+    )
+    extra = llm_figures(graph, estimate, cost_model, used)
     extra.update(unsized_extra(graph, layout.transfers))
     extra["devices_used"] = len(used)
     stages = stage_times(
@@ -159,7 +169,7 @@ def _assemble(
     parallelism = Parallelism(
         tp=chosen.tp,
         pp=chosen.pp,
-        dp=1,
+        dp=chosen.dp,
         microbatches=options.microbatches_in_flight,
         overlap_transfers=options.overlap_transfers,
         objective=options.objective,
@@ -174,7 +184,7 @@ def _assemble(
             parallelism=parallelism,
             partitions=layout.partitions,
             transfers=layout.transfers,
-            estimate=estimate_record(layout, extra),
+            estimate=estimate_record(dataclasses.replace(layout, estimate=estimate), extra),
             collectives=layout.collectives,
         ),
         shards=layout.shards,
@@ -186,12 +196,12 @@ def _search(
     costs: CostReport,
     cost_model: GpuCostModel,
     options: GpuOptions,
-    shapes: Sequence[tuple[int, int]],
+    shapes: Sequence[tuple[int, int, int]],
     progress: Progress | None,
     say: Announce,
 ) -> tuple[CandidateResult, SolverInfo]:
     """Every candidate in turn, the CP-SAT budget shared between them."""
-    shardings = _shardings(graph, [tp for tp, _ in shapes])
+    shardings = _shardings(graph, [shape[0] for shape in shapes])
     each = dataclasses.replace(options, time_limit_s=options.time_limit_s / len(shapes))  # type: ignore[operator]
     results: list[CandidateResult] = []
     records: list[CandidateRecord] = []
@@ -199,7 +209,7 @@ def _search(
         if len(shapes) > 1:
             say(
                 f"trying tensor-parallel degree {shape[0]} x {shape[1]} pipeline stages "
-                f"(candidate {len(records) + 1} of {len(shapes)})"
+                f"x {shape[2]} replicas (candidate {len(records) + 1} of {len(shapes)})"
             )
         outcome = _try(graph, costs, cost_model, each, shardings, shape, progress, say)
         if isinstance(outcome, CandidateRecord):
@@ -216,7 +226,7 @@ def _search(
 
 
 def _no_candidate(records: Sequence[CandidateRecord], options: GpuOptions) -> InfeasibleError:
-    tried = ", ".join(f"tp {r.tp} x pp {r.pp}" for r in records)
+    tried = ", ".join(f"tp {r.tp} x pp {r.pp} x dp {r.dp}" for r in records)
     if all(r.status == "INFEASIBLE" for r in records):
         return InfeasibleError(
             f"proven infeasible: no split of the model fits the devices' memory ({tried}); use "
@@ -243,7 +253,7 @@ def _fewest(
         try:
             return _search(graph, costs, cost_model, options, shapes, progress, say)
         except InfeasibleError as err:
-            log.info("%d devices: %s", shapes[0][0] * shapes[0][1], err)
+            log.info("%d devices: %s", shapes[0][0] * shapes[0][1] * shapes[0][2], err)
     raise AssertionError("fewest_stages ends by raising")  # pragma: no cover
 
 
@@ -278,8 +288,8 @@ def plan_pipeline(
     if k is None:
         chosen, solver = _fewest(graph, costs, cost_model, options, progress, say)
     else:
-        shapes = tp_candidates(cost_model, options, k)
-        log.info("candidates (tp, pp): %s", shapes)
+        shapes = parallel_shapes(cost_model, options, k)
+        log.info("candidates (tp, pp, dp): %s", shapes)
         chosen, solver = _search(graph, costs, cost_model, options, shapes, progress, say)
     plan = _assemble(graph, costs, cost_model, options, chosen, solver)
     wall_s = time.perf_counter() - started

@@ -187,7 +187,12 @@ def test_verify_passes_a_tensor_parallel_plan(tiny_llama):
     plan = tp_plan(graph, [(0, 1), (2, 3)], cut)
     report = verify_plan(graph, plan, make_inputs(graph, seed=0))
     assert report.ok, report.to_dict()
-    assert len(plan.collectives) == 5  # two all-reduces a layer, the LM head's gather
+    # the embedding's all-reduce, two a layer, the LM head's gather
+    assert len(plan.collectives) == 6
+    assert ("all_reduce", "model.embed_tokens", 0) in {
+        (c.kind, c.tensor, c.partition) for c in plan.collectives
+    }
+    assert Shard("model.embed_tokens.weight", 0, 0, 2) in plan.shards
     sliced_caches = {s.tensor for s in plan.shards if s.tensor.startswith("past.")}
     assert sliced_caches == {n for n in graph.inputs if n.startswith("past.")}
 
@@ -196,8 +201,15 @@ def test_a_planned_tensor_parallel_plan_verifies(tiny_llama, tmp_path):
     """The planner's own TP2 x PP2 plan: verify runs its groups and agrees with onnxruntime."""
     graph, _ = tiny_llama
     options = GpuOptions(tp=2, pp=2, time_limit_s=5, command="t")
-    plan = plan_pipeline(graph, toy_target([4_000_000] * 4), options).plan
+    plan = plan_pipeline(graph, toy_target([4_000_000] * 4, gpus_per_node=4), options).plan
     assert [len(p.devices) for p in plan.partitions] == [2, 2] and plan.collectives
+    # the embedding's vocabulary split and its all-reduce, as the planner lists them
+    lookup = graph.tensors["model.embed_tokens"].producer
+    first = next(p.id for p in plan.partitions if lookup in p.nodes)
+    assert Shard("model.embed_tokens.weight", first, 0, 2) in plan.shards
+    assert ("all_reduce", "model.embed_tokens", first) in {
+        (c.kind, c.tensor, c.partition) for c in plan.collectives
+    }
     assert verify_plan(graph, plan, make_inputs(graph, seed=4)).ok
     (tmp_path / "tp.plan.json").write_text(plan.to_json())
     result = run_cli("verify", str(graph.path), str(tmp_path / "tp.plan.json"))
