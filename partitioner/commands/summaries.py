@@ -47,7 +47,8 @@ def print_summary(outcome: PlanOutcome) -> None:
     s = plan.solver
     extra = plan.estimate.extra
     bottleneck = f"{e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
-    _print_figures(e.latency_s, e.throughput_per_s, bottleneck, extra)
+    # The plan's throughput counts every replica; the layout's is one pipeline's.
+    _print_figures(e.latency_s, plan.estimate.throughput_per_s, bottleneck, extra)
     if "time_breakdown" in extra:
         for line in breakdown_lines(extra["time_breakdown"]):
             console.print(line, markup=False)
@@ -74,6 +75,8 @@ def _stage_table(outcome: PlanOutcome) -> Table:
     fewest = " (the fewest that fit: --devices auto)" if outcome.devices_auto else ""
     par = plan.parallelism
     shape = f"{par.pp} stage{'s' if par.pp != 1 else ''} x tensor-parallel {par.tp}"
+    if par.dp > 1:
+        shape += f", {par.dp} replicas of it (the next devices repeat it)"
     collective_s = {p.id: 0.0 for p in plan.partitions}
     for c in plan.collectives:
         collective_s[c.partition] += c.time_s

@@ -11,6 +11,7 @@ from partitioner.plan.validate import validate_plan
 from partitioner.planning import GpuOptions, plan_pipeline
 from partitioner.planning.gpu.candidates import allowed_tp, tp_candidates
 from partitioner.planning.gpu.tensor_parallel import node_time, stage_groups
+from partitioner.simulate import estimate_differences, simulate_plan
 from passes.analysis.costs import node_costs
 from passes.analysis.sharding import shard_graph
 from passes.load import load
@@ -103,3 +104,21 @@ def test_degree_flags_on_the_command_line(tiny_decode):
     assert result.code == 2 and "--tp 'two': give a whole number or 'auto'" in result.err
     result = run_cli(model, "--target", "wse2", *dims, "--tp", "2", "-q")
     assert result.code == 2 and "--tp applies to GPU targets only" in result.err
+
+
+def test_replicas_win_throughput_for_a_small_model(mlp):
+    """8 copies of a model that fits one GPU serve 8 times the requests of one."""
+    plan = plan_pipeline(mlp, load_target("h100x8"), GpuOptions(time_limit_s=5)).plan
+    assert plan.parallelism.objective == "throughput"
+    assert (plan.parallelism.tp, plan.parallelism.pp, plan.parallelism.dp) == (1, 1, 8)
+    one = next(c for c in plan.solver.candidates if (c.tp, c.pp, c.dp) == (1, 1, 8))
+    assert plan.solver.objective_s == one.objective_s
+    # the plan lists replica 0; throughput is the 8 replicas' together, latency one's
+    report = simulate_plan(plan)
+    assert report.throughput_per_s == pytest.approx(8 / report.period_s)
+    assert plan.estimate.throughput_per_s == pytest.approx(report.throughput_per_s)
+    assert estimate_differences(report, plan) == []
+    assert validate_plan(plan, mlp, mlp.sha256) == []
+    # pinning the pipeline depth leaves no room for replicas
+    pinned = plan_pipeline(mlp, load_target("h100x8"), GpuOptions(pp=2, time_limit_s=5)).plan
+    assert {c.dp for c in pinned.solver.candidates} == {1}
