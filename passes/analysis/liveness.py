@@ -10,7 +10,7 @@ and its outputs are live together, which is where the peak is measured.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from passes.ir import Graph
@@ -37,31 +37,11 @@ class LivenessReport:
     unknown_tensors: tuple[str, ...] = ()
 
 
-def activation_liveness(graph: Graph, schedule: Sequence[int] | None = None) -> LivenessReport:
-    """Peak activation memory when the nodes in ``schedule`` run in that order.
-
-    Args:
-        graph: the IR.
-        schedule: node indices in execution order; default: the whole graph in
-            topological order. Folded nodes are skipped (they run at load time).
-    """
-    order = [
-        i
-        for i in (schedule if schedule is not None else graph.topological_order())
-        if not graph.nodes[i].folded
-    ]
-    in_set = set(order)
-    step = {node: k for k, node in enumerate(order)}
-    unknown: list[str] = []
-
-    def size(name: str) -> int:
-        t = graph.tensors[name]
-        if t.is_static:
-            return t.nbytes
-        unknown.append(name)
-        return 0
-
-    # Last step at which each activation is needed; len(order) = kept to the end.
+def _last_uses(
+    graph: Graph, order: Sequence[int], in_set: set[int], step: dict[int, int]
+) -> tuple[dict[str, int], set[str]]:
+    """Last step at which each activation is needed (len(order): kept to the end), and
+    the activations that enter the schedule from outside it."""
     last_use: dict[str, int] = {}
     entering: set[str] = set()
     end = len(order)
@@ -81,7 +61,41 @@ def activation_liveness(graph: Graph, schedule: Sequence[int] | None = None) -> 
                 last_use[name] = end
             else:
                 last_use.setdefault(name, step[node_index])  # an unused output dies at once
+    return last_use, entering
 
+
+def activation_liveness(
+    graph: Graph,
+    schedule: Sequence[int] | None = None,
+    nbytes: Callable[[str], int] | None = None,
+) -> LivenessReport:
+    """Peak activation memory when the nodes in ``schedule`` run in that order.
+
+    Args:
+        graph: the IR.
+        schedule: node indices in execution order; default: the whole graph in
+            topological order. Folded nodes are skipped (they run at load time).
+        nbytes: bytes of a static tensor as one device holds it (default: the
+            whole tensor); a tensor-parallel rank holds a slice of some.
+    """
+    order = [
+        i
+        for i in (schedule if schedule is not None else graph.topological_order())
+        if not graph.nodes[i].folded
+    ]
+    in_set = set(order)
+    step = {node: k for k, node in enumerate(order)}
+    unknown: list[str] = []
+
+    def size(name: str) -> int:
+        t = graph.tensors[name]
+        if t.is_static:
+            return t.nbytes if nbytes is None else nbytes(name)
+        unknown.append(name)
+        return 0
+
+    last_use, entering = _last_uses(graph, order, in_set, step)
+    end = len(order)
     live = sum(size(n) for n in entering)
     entry_bytes = live
     dying_at: dict[int, list[str]] = {}

@@ -122,3 +122,18 @@ def test_replicas_win_throughput_for_a_small_model(mlp):
     # pinning the pipeline depth leaves no room for replicas
     pinned = plan_pipeline(mlp, load_target("h100x8"), GpuOptions(pp=2, time_limit_s=5)).plan
     assert {c.dp for c in pinned.solver.candidates} == {1}
+
+
+def test_a_rank_holds_its_slice_of_the_activations(tiny_decode):
+    from passes.analysis.liveness import activation_liveness
+
+    target = toy_target([4_000_000] * 4, gpus_per_node=4)
+    plan = plan_pipeline(tiny_decode, target, GpuOptions(tp=2, pp=2, time_limit_s=5)).plan
+    smaller = []
+    for p in plan.partitions:
+        runtime = [n for n in p.nodes if not tiny_decode.nodes[n].folded]
+        whole = activation_liveness(tiny_decode, runtime).peak_bytes
+        # split activations (heads, MLP hidden) count half; gathered logits whole
+        assert 0 < p.activation_bytes <= whole
+        smaller.append(p.activation_bytes < whole)
+    assert any(smaller)

@@ -7,11 +7,11 @@ collectives out; each is listed apart with its seconds on the group's link.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from partitioner.plan import Collective, Partition, Shard
 from partitioner.planning.gpu.problem import PipelineSetup
-from partitioner.planning.gpu.tensor_parallel import local_param_bytes
+from partitioner.planning.gpu.tensor_parallel import local_bytes, local_param_bytes
 from passes.analysis.costs import CostReport
 from passes.analysis.liveness import activation_liveness
 from passes.analysis.partition_io import residency
@@ -28,6 +28,21 @@ def _compute_s(setup: PipelineSetup, k: int, runtime: Sequence[int]) -> float:
     return sum(times[n] - setup.collective_s[k][n] for n in runtime)
 
 
+def _rank_bytes(graph: Graph, setup: PipelineSetup) -> Callable[[str], int] | None:
+    """Bytes one rank holds of a tensor: its local slice, or all of it once gathered."""
+    sharding = setup.sharding
+    if sharding is None or sharding.degree == 1:
+        return None
+    gathered = {op.tensor for op in sharding.collectives if op.kind == "all_gather"}
+
+    def nbytes(name: str) -> int:
+        if name in gathered:
+            return graph.tensors[name].nbytes
+        return local_bytes(graph, sharding, name)
+
+    return nbytes
+
+
 def stage_partition(
     graph: Graph,
     costs: CostReport,
@@ -42,7 +57,9 @@ def stage_partition(
     held = residency(graph, runtime)
     param_bytes = local_param_bytes(graph, setup.sharding, held.params)
     kv_bytes = local_param_bytes(graph, setup.sharding, held.kv_cache)
-    peak = activation_liveness(graph, runtime).peak_bytes if runtime else 0
+    peak = (
+        activation_liveness(graph, runtime, _rank_bytes(graph, setup)).peak_bytes if runtime else 0
+    )
     group = setup.groups[k] if setup.groups else (setup.devices[k],)
     memory = stage_memory_bytes(
         param_bytes, peak, setup.problem.microbatches_in_flight, relay_bytes, kv_bytes
