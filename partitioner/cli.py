@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "check a plan against the plan contract (and its model)"),
     "verify": ("verify", "run a plan partition by partition and compare with onnxruntime"),
     "simulate": ("simulate", "latency, throughput, bottleneck and link loads of a plan"),
+    "export": ("export", "one ONNX file per plan stage, a manifest and a Triton repository"),
     "targets": ("targets", "list the hardware presets with their key numbers"),
 }
 PLAN_VERB = ("plan", "plan MODEL onto target T and write the plan")

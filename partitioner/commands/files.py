@@ -20,9 +20,10 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from partitioner.plan.io import regular_file_problem
 from targets.errors import PartitionError
@@ -142,10 +143,18 @@ class Outputs:
 
     def stage(self, path: Path, data: str | bytes) -> None:
         """Write the whole content of a declared output to a temporary file beside it."""
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        self.stage_stream(path, lambda f: f.write(payload))
+
+    def stage_stream(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        """Let ``write`` fill a declared output's temporary file piece by piece.
+
+        For outputs too large to hold whole (an exported stage's weights): the
+        file is committed or discarded with the others, all or none.
+        """
         resolved = Path(path).resolve()
         if resolved not in {o.resolved for o in self._outputs}:
             raise AssertionError(f"{path} was not declared as an output")
-        payload = data.encode("utf-8") if isinstance(data, str) else data
         try:
             fd, tmp = tempfile.mkstemp(
                 prefix=f".{resolved.name}.", suffix=".tmp", dir=resolved.parent
@@ -155,7 +164,7 @@ class Outputs:
         self._staged[resolved] = Path(tmp)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(payload)
+                write(f)
                 os.fchmod(f.fileno(), self._mode_for(resolved))
         except OSError as err:
             raise OutputError(f"cannot write {path}: {err.strerror or err}") from None

@@ -1,0 +1,160 @@
+"""Export a plan as serving artefacts: one ONNX file per stage, a manifest, a Triton repository.
+
+Each stage file's inputs are the tensors the plan transfers into the stage
+(plus the KV-cache inputs resident there) and its outputs the tensors
+transferred out of it (plus the graph outputs that stay on it); chained in
+manifest order with plain onnxruntime, the files compute what the model
+computes. Weights go to ``<file>.data`` beside each stage file, copied tensor
+by tensor. Tensor-parallel stages give one file per rank, with their
+collectives as ``partition.collective`` nodes (onnxruntime cannot run those).
+A weightless model (external data missing) still gets its stage graphs; stderr
+says the weights are missing.
+
+--triton also writes DIR/triton/: per stage config.pbtxt and 1/model.onnx
+(its weights beside it), and an "ensemble" model wiring the stages.
+
+The plan's dims are used; --dim may only repeat them. Exit 2 for bad input
+(the output folder is an existing file, the plan is for another model), 1 for
+a plan that fails its contract.
+
+examples:
+  partition export gpt2.onnx gpt2.h100x4.plan.json --out serve/
+  partition export llama.onnx plan.json --out serve/ --triton
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from partitioner.commands._common import err_console, external_data_paths
+from partitioner.commands.files import OutputError, Outputs
+from partitioner.errors import UsageError
+from partitioner.executor.weights import WeightStore
+from partitioner.export import manifest_json, stage_files, stage_models, triton_repository
+from partitioner.export.manifest import StageEntry
+from partitioner.export.weights import StageFiles
+from partitioner.plan import Plan
+from partitioner.plan.io import load_plan
+from partitioner.plan.validate import validate_plan
+from passes.errors import ExternalDataError
+from passes.ir import Graph
+from passes.load import load, read_model, require_external_data
+from passes.transforms.dims import parse_dim_overrides
+from targets.errors import PartitionError
+
+__all__ = ["add_arguments", "run"]
+
+
+class InvalidPlanError(PartitionError):
+    """The plan breaks its contract for this model: a plan fault, as `validate` reports it."""
+
+    exit_code = 1
+
+
+class StreamingOutputs(Outputs):
+    """`Outputs` for export: a stage's graph, then its weights streamed piece by piece.
+
+    A stage's weights can be tens of GB: `Outputs.stage_stream` writes them into
+    the temporary file beside the destination, which `commit` renames like any other.
+    """
+
+    def write_text(self, flag: str, path: Path, text: str | bytes) -> None:
+        self.add(flag, path)
+        self.stage(path, text)
+
+    def write_stage(self, path: Path, files: StageFiles) -> None:
+        self.write_text("--out", path, files.onnx_bytes)
+        if files.data_name is None or files.write_data is None:
+            return
+        data = path.parent / files.data_name
+        self.add("--out", data)
+        self.stage_stream(data, files.write_data)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", type=Path, help="the .onnx file")
+    parser.add_argument("plan", metavar="PLAN", type=Path, help="the plan JSON made for this model")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--triton", action="store_true", help="also write a Triton repository")
+    parser.add_argument(
+        "--dim", action="append", default=[], metavar="NAME=VALUE",
+        help="a symbolic dimension; must agree with the plan's (repeatable)",
+    )  # fmt: skip
+
+
+def _dims(args: argparse.Namespace, plan: Plan) -> dict[str, int]:
+    dims = dict(plan.model.dims)
+    for name, value in parse_dim_overrides(args.dim).items():
+        if name in dims and dims[name] != value:
+            raise UsageError(
+                f"--dim {name}={value}: the plan was made with {name}={dims[name]}; "
+                "omit --dim or plan again"
+            )
+        dims[name] = value
+    return dims
+
+
+def _model_and_plan(args: argparse.Namespace) -> tuple[Plan, Graph]:
+    plan = load_plan(args.plan)
+    _, sha = read_model(args.model)
+    if sha != plan.model.sha256:
+        raise UsageError(
+            f"the plan is for another model: plan sha256 {plan.model.sha256[:12]}…, "
+            f"'{args.model}' has {sha[:12]}…; plan this model first"
+        )
+    graph = load(args.model, parse_dim_overrides(f"{k}={v}" for k, v in _dims(args, plan).items()))
+    violations = validate_plan(plan, graph, sha)
+    if violations:
+        raise InvalidPlanError(
+            f"invalid plan: {violations[0]} (`partition validate {args.plan} {args.model} "
+            "--all` lists every violation)"
+        )
+    return plan, graph
+
+
+def _out_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"--out {path} is an existing file; give a folder to write the stages to")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    plan, graph = _model_and_plan(args)
+    out = _out_dir(args.out)
+    try:
+        require_external_data(graph)
+        with_data = True
+    except ExternalDataError as err:
+        with_data = False
+        err_console.print(
+            f"note: weights are missing ({err}); writing the graphs only", markup=False
+        )
+    store = WeightStore(graph)
+    stages = stage_models(graph, plan, store)
+    configs = triton_repository(stages) if args.triton else {}
+    inputs = [args.model, args.plan, *external_data_paths(graph)]
+    with StreamingOutputs(inputs) as outputs:
+        entries = []
+        for stage in stages:
+            file = f"{stage.name}.onnx"
+            files = stage_files(graph, store, stage, file, with_data=with_data)
+            entries.append(StageEntry(stage, file, files.onnx_bytes))
+            outputs.write_stage(out / file, files)
+            if args.triton:
+                folder = out / "triton" / stage.name
+                (folder / "1").mkdir(parents=True, exist_ok=True)
+                outputs.write_stage(folder / "1" / "model.onnx", files)
+                outputs.write_text("--triton", folder / "config.pbtxt", configs[stage.name])
+        if args.triton:
+            ensemble = out / "triton" / "ensemble"
+            (ensemble / "1").mkdir(parents=True, exist_ok=True)  # Triton wants a version folder
+            outputs.write_text("--triton", ensemble / "config.pbtxt", configs["ensemble"])
+        plan_sha = hashlib.sha256(args.plan.read_bytes()).hexdigest()
+        manifest = manifest_json(plan_sha, plan.model.sha256, entries)
+        outputs.write_text("--out", out / "manifest.json", manifest)
+        outputs.commit()
+    print(f"wrote {len(entries)} stage files and manifest.json to {out}")
+    return 0
