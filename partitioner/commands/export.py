@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from partitioner.commands._common import err_console, external_data_paths
 from partitioner.commands.files import OutputError, Outputs
@@ -64,13 +65,31 @@ class StreamingOutputs(Outputs):
         self.add(flag, path)
         self.stage(path, text)
 
-    def write_stage(self, path: Path, files: StageFiles) -> None:
+    def write_stage(self, path: Path, files: StageFiles) -> str | None:
+        """Stage the graph and its weights; the weights' sha256 (None when none are written)."""
         self.write_text("--out", path, files.onnx_bytes)
         if files.data_name is None or files.write_data is None:
-            return
+            return None
         data = path.parent / files.data_name
         self.add("--out", data)
-        self.stage_stream(data, files.write_data)
+        digest = hashlib.sha256()
+        write = files.write_data
+        self.stage_stream(data, lambda f: write(_Hashing(f, digest)))
+        return digest.hexdigest()
+
+
+class _Hashing:
+    """A binary file that also feeds every byte written to a sha256."""
+
+    def __init__(self, f: BinaryIO, digest: Any) -> None:
+        self._f, self._digest = f, digest
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self._f.tell()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,8 +160,9 @@ def run(args: argparse.Namespace) -> int:
         for stage in stages:
             file = f"{stage.name}.onnx"
             files = stage_files(graph, store, stage, file, with_data=with_data)
-            entries.append(StageEntry(stage, file, files.onnx_bytes))
-            outputs.write_stage(out / file, files)
+            data_sha256 = outputs.write_stage(out / file, files)
+            data_file = files.data_name if data_sha256 is not None else None
+            entries.append(StageEntry(stage, file, files.onnx_bytes, data_file, data_sha256))
             if args.triton:
                 folder = out / "triton" / stage.name
                 (folder / "1").mkdir(parents=True, exist_ok=True)

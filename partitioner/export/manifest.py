@@ -24,6 +24,8 @@ class StageEntry:
     stage: StageModel
     file: str
     onnx_bytes: bytes
+    data_file: str | None = None
+    data_sha256: str | None = None
 
 
 def manifest_json(plan_sha256: str, model_sha256: str, entries: Sequence[StageEntry]) -> str:
@@ -37,6 +39,8 @@ def manifest_json(plan_sha256: str, model_sha256: str, entries: Sequence[StageEn
             "inputs": list(e.stage.inputs),
             "outputs": list(e.stage.outputs),
             "sha256": hashlib.sha256(e.onnx_bytes).hexdigest(),
+            # the weights beside it (null when the model's weights were missing)
+            "data": {"file": e.data_file, "sha256": e.data_sha256} if e.data_file else None,
         }
         for e in entries
     ]

@@ -71,8 +71,9 @@ def _assert_chain_equals_model(path, graph, out):
     whole = ort.InferenceSession(str(path))
     expected = dict(zip([o.name for o in whole.get_outputs()], whole.run(None, feeds), strict=True))
     chained = _chain(out, feeds)
+    # verify's float32 tolerance: onnxruntime fuses ops differently in a cut graph
     for name, value in expected.items():
-        np.testing.assert_allclose(chained[name], value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(chained[name], value, rtol=1e-4, atol=1e-5)
 
 
 def test_llama_stages_chain_to_the_whole_model(tiny):
@@ -98,6 +99,9 @@ def test_manifest_names_plan_and_model_and_reexport_is_identical(tiny, tmp_path)
     assert manifest["schema_version"] == 1
     assert manifest["model_sha256"] == plan.model.sha256
     assert manifest["plan_sha256"] == hashlib.sha256(plan_path.read_bytes()).hexdigest()
+    for stage in manifest["stages"]:  # the weights beside each stage file are pinned too
+        data = out / stage["data"]["file"]
+        assert hashlib.sha256(data.read_bytes()).hexdigest() == stage["data"]["sha256"]
     again = tmp_path / "again"
     assert run_cli("export", str(path), str(plan_path), "--out", str(again)).code == 0
     assert (again / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
@@ -203,3 +207,17 @@ def test_tensor_parallel_stages_export_one_file_per_rank(tiny, tmp_path):
         onnx.load(str(out / s["file"]), load_external_data=False) for s in manifest["stages"][:2]
     ]
     assert [n.op_type for n in first[0].graph.node] == [n.op_type for n in first[1].graph.node]
+
+
+def test_gpt2_tiny_stages_chain_to_the_whole_model(tmp_path):
+    """A model we did not write: torch's export of a GPT-2-style decoder."""
+    pytest.importorskip("torch")
+    from examples import gpt2
+
+    path = gpt2.build(tmp_path / "gpt2.onnx", "tiny", exporter="dynamo", opset=18)
+    graph, plan, plan_path = _plan(path, {"batch": 2, "seq": 7}, tmp_path)
+    out = tmp_path / "out"
+    result = run_cli("export", str(path), str(plan_path), "--out", str(out), "--triton")
+    assert result.code == 0, result.err
+    assert len(json.loads((out / "manifest.json").read_text())["stages"]) == 3
+    _assert_chain_equals_model(path, graph, out)
