@@ -25,6 +25,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -133,16 +134,44 @@ def _model_and_plan(args: argparse.Namespace) -> tuple[Plan, Graph]:
     return plan, graph
 
 
-def _out_dir(path: Path) -> Path:
+class _Folders:
+    """Folders the export creates: on failure the empty ones go again, deepest first,
+    so a failed export leaves nothing behind (folders that existed are never touched)."""
+
+    def __init__(self) -> None:
+        self.created: list[Path] = []
+
+    def make(self, path: Path) -> Path:
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        path.mkdir(parents=True, exist_ok=True)
+        self.created += reversed(missing)
+        return path
+
+    def remove_empty(self) -> None:
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):  # rmdir removes only an empty folder
+                folder.rmdir()
+
+
+def _out_dir(path: Path, folders: _Folders) -> Path:
     if path.exists() and not path.is_dir():
         raise OutputError(f"--out {path} is an existing file; give a folder to write the stages to")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return folders.make(path)
 
 
 def run(args: argparse.Namespace) -> int:
     plan, graph = _model_and_plan(args)
-    out = _out_dir(args.out)
+    folders = _Folders()
+    try:
+        return _export(args, plan, graph, _out_dir(args.out, folders), folders)
+    except BaseException:
+        folders.remove_empty()
+        raise
+
+
+def _export(
+    args: argparse.Namespace, plan: Plan, graph: Graph, out: Path, folders: _Folders
+) -> int:
     try:
         require_external_data(graph)
         with_data = True
@@ -165,12 +194,12 @@ def run(args: argparse.Namespace) -> int:
             entries.append(StageEntry(stage, file, files.onnx_bytes, data_file, data_sha256))
             if args.triton:
                 folder = out / "triton" / stage.name
-                (folder / "1").mkdir(parents=True, exist_ok=True)
+                folders.make(folder / "1")
                 outputs.write_stage(folder / "1" / "model.onnx", files)
                 outputs.write_text("--triton", folder / "config.pbtxt", configs[stage.name])
         if args.triton:
             ensemble = out / "triton" / "ensemble"
-            (ensemble / "1").mkdir(parents=True, exist_ok=True)  # Triton wants a version folder
+            folders.make(ensemble / "1")  # Triton wants a version folder
             outputs.write_text("--triton", ensemble / "config.pbtxt", configs["ensemble"])
         plan_sha = hashlib.sha256(args.plan.read_bytes()).hexdigest()
         manifest = manifest_json(plan_sha, plan.model.sha256, entries)

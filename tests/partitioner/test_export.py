@@ -221,3 +221,24 @@ def test_gpt2_tiny_stages_chain_to_the_whole_model(tmp_path):
     assert result.code == 0, result.err
     assert len(json.loads((out / "manifest.json").read_text())["stages"]) == 3
     _assert_chain_equals_model(path, graph, out)
+
+
+def test_a_failed_export_leaves_no_folders(tiny, tmp_path, monkeypatch):
+    """The folders an export creates go again when it fails: no partial output."""
+    from partitioner.commands import export as command
+
+    path, _, _, plan_path, _ = tiny
+
+    def broken(*args, **kwargs):
+        raise command.OutputError("disk full")
+
+    monkeypatch.setattr(command, "manifest_json", broken)
+    out = tmp_path / "a" / "b"
+    result = run_cli("export", str(path), str(plan_path), "--out", str(out), "--triton")
+    assert result.code == 2 and "disk full" in result.err
+    assert not (tmp_path / "a").exists()
+    monkeypatch.undo()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    result = run_cli("export", str(path), str(plan_path), "--out", str(kept))
+    assert result.code == 0  # an existing folder is used, and never removed
