@@ -7,7 +7,7 @@ from rich.table import Table
 from partitioner.commands._common import console
 from partitioner.plan import Plan
 from partitioner.planning import PlanOutcome, WaferOutcome
-from partitioner.planning.gpu.breakdown import breakdown_lines
+from partitioner.simulate.breakdown import breakdown_lines
 from partitioner.units import human_bytes, human_flops, human_seconds
 
 __all__ = ["print_summary", "print_wafer_summary"]
@@ -49,9 +49,6 @@ def print_summary(outcome: PlanOutcome) -> None:
     bottleneck = f"{e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
     # The plan's throughput counts every replica; the layout's is one pipeline's.
     _print_figures(e.latency_s, plan.estimate.throughput_per_s, bottleneck, extra)
-    if "time_breakdown" in extra:
-        for line in breakdown_lines(extra["time_breakdown"]):
-            console.print(line, markup=False)
     console.print(
         f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
         f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
@@ -103,13 +100,16 @@ def _stage_table(outcome: PlanOutcome) -> Table:
 
 
 def _print_figures(latency_s: float, throughput_per_s: float, bottleneck: str, extra: dict) -> None:
-    """Latency, throughput and the bottleneck, then the decode and unsized-transfer notes."""
+    """Latency, throughput and the bottleneck, the decode and unsized-transfer notes, then
+    where the step's time goes (when the plan records it)."""
     console.print(
         f"latency {human_seconds(latency_s)}   throughput {throughput_per_s:,.1f}/s   "
         f"bottleneck: {bottleneck}"
     )
     _decode_line(extra)
     _unsized_line(extra)
+    for line in breakdown_lines(extra.get("time_breakdown")):
+        console.print(line, markup=False)
 
 
 def _unsized_line(extra: dict) -> None:
@@ -144,9 +144,6 @@ def print_wafer_summary(outcome: WaferOutcome, slowest: int = 8) -> None:
     e, s, extra = plan.estimate, plan.solver, plan.estimate.extra
     bottleneck = f"{e.bottleneck.kind} ({e.bottleneck.where})"
     _print_figures(e.latency_s, e.throughput_per_s, bottleneck, extra)
-    if "time_breakdown" in extra:
-        for line in breakdown_lines(extra["time_breakdown"]):
-            console.print(line, markup=False)
     console.print(
         f"solver {s.name}: {s.status}; period {human_seconds(s.objective_s)} against a compute bound of "
         f"{human_seconds(s.bound_s)}; {outcome.wall_s:.1f} s wall; {plan.model.num_nodes:,} nodes, "

@@ -18,7 +18,7 @@ from typing import Any
 from partitioner.plan import Collective, Partition, Transfer
 from partitioner.planning.gpu.problem import PipelineSetup
 from partitioner.planning.gpu.tensor_parallel import node_time
-from partitioner.simulate.breakdown import BREAKDOWN_LABELS, breakdown_lines
+from partitioner.simulate.breakdown import BREAKDOWN_LABELS, breakdown_lines, breakdown_link
 from passes.analysis.costs import CostReport
 from passes.ir import Graph
 from targets import HOST
@@ -111,13 +111,9 @@ def time_breakdown(stages: Sequence[StageTime]) -> dict[str, Any]:
     keys = list(BREAKDOWN_LABELS)
     step = {k: sum(getattr(s, k) for s in stages) for k in keys}
     total = sum(step.values())
-    links = sorted({s.link for s in stages if s.link})
-    link = "/".join(links) or "link"
     shares = {k: (v / total if total > 0 else 0.0) for k, v in step.items()}
     top = max(keys, key=lambda k: (step[k], -keys.index(k)))
-    return {
-        "stages": [asdict(s) for s in stages],
-        "step": step,
-        "shares": shares,
-        "dominant": f"{BREAKDOWN_LABELS[top].format(link=link)}: {100 * shares[top]:.0f}% of the step",
-    }
+    doc: dict[str, Any] = {"stages": [asdict(s) for s in stages], "step": step, "shares": shares}
+    label = BREAKDOWN_LABELS[top].format(link=breakdown_link(doc))
+    doc["dominant"] = f"{label}: {100 * shares[top]:.0f}% of the step"
+    return doc

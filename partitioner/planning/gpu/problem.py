@@ -25,7 +25,6 @@ from targets.cost import GpuCostModel
 
 __all__ = [
     "PipelineSetup",
-    "node_times_s",
     "build_pipeline_problem",
     "stage_flows",
     "conservative_activation",
@@ -52,37 +51,6 @@ class PipelineSetup:
     groups: tuple[tuple[int, ...], ...] = ()
     sharding: ShardingPlan | None = None
     collective_s: tuple[tuple[float, ...], ...] = ()
-
-
-def node_times_s(
-    graph: Graph, costs: CostReport, cost_model: GpuCostModel, device: int
-) -> tuple[float, ...]:
-    """Seconds of every node on one device (0 for folded nodes; views launch nothing)."""
-    times = []
-    for node, c in zip(graph.nodes, costs.nodes, strict=True):
-        if node.folded:
-            times.append(0.0)
-            continue
-        kernels = 0 if c.is_view else 1
-        times.append(
-            cost_model.op_time_s(
-                c.flops, c.bytes_moved, c.dtype or "float32", device, kernels=kernels
-            )
-        )
-    return tuple(times)
-
-
-def _per_stage_node_times(
-    graph: Graph, costs: CostReport, cost_model: GpuCostModel, devices: Sequence[int]
-) -> tuple[tuple[float, ...], ...]:
-    by_spec: dict[object, tuple[float, ...]] = {}
-    out = []
-    for d in devices:
-        spec = cost_model.target.devices[d]
-        if spec not in by_spec:
-            by_spec[spec] = node_times_s(graph, costs, cost_model, d)
-        out.append(by_spec[spec])
-    return tuple(out)
 
 
 TransferTime = Callable[[int, int, int], float]
@@ -147,7 +115,10 @@ def _group_times(
     groups: Sequence[tuple[int, ...]],
     sharding: ShardingPlan | None,
 ) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
-    """[stage][node] seconds on each group, and the collectives' share of them."""
+    """[stage][node] seconds on each group, and the collectives' share of them.
+
+    Groups of the same GPU model, link and size cost the same: computed once.
+    """
     by_key: dict[object, GroupCosts] = {}
     for group in groups:
         key = (cost_model.target.devices[group[0]], cost_model.group_link(group), len(group))
@@ -191,11 +162,11 @@ def build_pipeline_problem(
     ``groups[k]`` (whose first device is ``devices[k]``).
     """
     groups = tuple(groups) if groups is not None else tuple((d,) for d in devices)
-    if sharding is None or sharding.degree == 1:
-        stage_times = _per_stage_node_times(graph, costs, cost_model, devices)
-        collective_s: tuple[tuple[float, ...], ...] = ()
-    else:
-        stage_times, collective_s = _group_times(graph, costs, cost_model, groups, sharding)
+    if sharding is not None and sharding.degree == 1:
+        sharding = None
+    stage_times, collective_s = _group_times(graph, costs, cost_model, groups, sharding)
+    if sharding is None:
+        collective_s = ()  # one device per stage: no collectives to set apart
     runtime_nodes = sum(1 for n in graph.nodes if not n.folded)
     wanted = target_blocks or target_block_count(len(devices), runtime_nodes)
     smallest = min(cost_model.capacity_bytes(d) for d in devices)
