@@ -40,6 +40,11 @@ def tp_candidates(
         if devices % options.pp:
             raise UsageError(f"--pp {options.pp} does not divide the {devices} devices used")
         tps = [devices // options.pp]
+        if options.tp is not None and options.tp != tps[0]:
+            raise UsageError(
+                f"--tp {options.tp} x --pp {options.pp} uses {options.tp * options.pp} devices, "
+                f"but {devices} are used; give --devices {options.tp * options.pp} or drop one"
+            )
     else:
         tps = allowed if options.tp is None else [options.tp]
     for tp in tps:
