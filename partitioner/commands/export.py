@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from partitioner.commands._common import err_console, external_data_paths
-from partitioner.commands.files import OutputError, Outputs
 from partitioner.errors import UsageError
 from partitioner.executor.weights import WeightStore
 from partitioner.export import manifest_json, stage_files, stage_models, triton_repository
 from partitioner.export.manifest import StageEntry
 from partitioner.export.weights import StageFiles
+from partitioner.outputs import OutputError, Outputs
 from partitioner.plan import Plan
 from partitioner.plan.io import load_plan
 from partitioner.plan.validate import validate_plan

@@ -36,9 +36,9 @@ from partitioner.commands._common import (
     external_data_paths,
     load_graph,
 )
-from partitioner.commands.files import Outputs
 from partitioner.commands.summaries import print_summary, print_wafer_summary
 from partitioner.errors import UsageError
+from partitioner.outputs import Outputs
 from partitioner.plan import Plan
 from partitioner.planning import (
     GPU_SOLVERS,

@@ -16,14 +16,13 @@ it, or the concatenation of a tensor left split (a KV cache sliced on its heads)
 A tensor that leaves as a partial sum, or on which the ranks disagree although
 it should be replicated, is a `PlanExecutionError` naming it.
 
-`group_sharding` builds the sharding a plan partition runs from the plan's own
-shards and collectives, and refuses a plan that differs from what
-`passes.analysis.sharding.shard_graph` says for the partition's nodes.
+`group_sharding` builds a partition's sharding from the plan's shards and
+collectives, once they agree with `passes.analysis.sharding.shard_graph`.
+`segments` and `rank_env` also serve the distributed runtime's ranks.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,9 +36,8 @@ from onnx import numpy_helper
 from partitioner.executor.errors import KernelError
 from partitioner.executor.graph_run import PlanExecutionError, _nbytes, _partition_env
 from partitioner.executor.runtime import run_nodes
-from partitioner.plan import Partition, Plan
+from partitioner.executor.tensor_parallel_plan import check_group_sharding, group_sharding
 from passes.analysis.partition_io import partition_io
-from passes.analysis.sharding_layout import ALL_GATHER, CollectiveOp, Layout
 from passes.ir import Graph
 from passes.transforms.tensor_parallel import (
     COLLECTIVE_DOMAIN,
@@ -53,7 +51,10 @@ from passes.transforms.tensor_parallel import (
 if TYPE_CHECKING:
     from passes.analysis.sharding import ShardingPlan
 
-__all__ = ["GroupResult", "run_group", "check_group_sharding", "group_sharding"]
+__all__ = [
+    "GroupResult", "Segment", "run_group", "check_group_sharding", "group_sharding",
+    "rank_env", "rank_models", "segments", "assemble",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class GroupResult:
 
 
 @dataclass(frozen=True)
-class _Segment:
+class Segment:
     """Nodes that run without a collective between them, then the collective (if any)."""
 
     nodes: tuple[onnx.NodeProto, ...]
@@ -80,7 +81,7 @@ class _Segment:
     keep: frozenset[str]  # what a rank must still hold once the segment ran
 
 
-def _segments(nodes: Sequence[onnx.NodeProto], keep: Collection[str]) -> list[_Segment]:
+def segments(nodes: Sequence[onnx.NodeProto], keep: Collection[str]) -> list[Segment]:
     cut: list[tuple[list[onnx.NodeProto], onnx.NodeProto | None]] = [([], None)]
     for node in nodes:
         if node.domain == COLLECTIVE_DOMAIN:
@@ -89,10 +90,10 @@ def _segments(nodes: Sequence[onnx.NodeProto], keep: Collection[str]) -> list[_S
         else:
             cut[-1][0].append(node)
     needed = set(keep)
-    segments: list[_Segment] = []
+    segments: list[Segment] = []
     for part, collective in reversed(cut):
         after = needed | set(collective.input if collective is not None else ())
-        segments.append(_Segment(tuple(part), collective, frozenset(after)))
+        segments.append(Segment(tuple(part), collective, frozenset(after)))
         needed = after | {name for node in part for name in reads(node)}
     return segments[::-1]
 
@@ -107,7 +108,7 @@ def _received_value(sharding: ShardingPlan, name: str, whole: Any, rank: int) ->
     return whole
 
 
-def _rank_env(
+def rank_env(
     sharding: ShardingPlan, model: onnx.ModelProto, whole: Mapping[str, Any], rank: int
 ) -> dict[str, Any]:
     """Rank ``rank``'s starting values: its parameters and what it receives, local."""
@@ -170,7 +171,7 @@ def _agreed(name: str, values: list[Any], where: str) -> Any:
     return values[0]
 
 
-def _assemble(
+def assemble(
     sharding: ShardingPlan, name: str, envs: list[dict[str, Any]], made_whole: set[str], where: str
 ) -> Any:
     """The whole value of ``name`` from the ranks' values (see the module doc)."""
@@ -188,7 +189,7 @@ def _assemble(
     return _agreed(name, values, where)
 
 
-def _rank_models(
+def rank_models(
     graph: Graph, sharding: ShardingPlan, nodes: tuple[int, ...]
 ) -> list[onnx.ModelProto]:
     """Every rank's graph, structure only (parameters come sliced from the caller's values)."""
@@ -215,7 +216,7 @@ def _lockstep(
     peaks = [0] * len(envs)
     parameters = frozenset(resident)
     collected: dict[str, Any] = {}
-    for segment in _segments(nodes, keep):
+    for segment in segments(nodes, keep):
         for rank, env in enumerate(envs):
 
             def observe(local: Mapping[str, Any], rank: int = rank) -> None:
@@ -268,8 +269,8 @@ def run_group(
     """
     io = partition_io(graph, nodes)
     whole = _partition_env(partition_id, io, inbox, params, kv_cache)
-    models = _rank_models(graph, sharding, io.nodes)
-    envs = [_rank_env(sharding, m, whole, r) for r, m in enumerate(models)]
+    models = rank_models(graph, sharding, io.nodes)
+    envs = [rank_env(sharding, m, whole, r) for r, m in enumerate(models)]
     if opsets is None:
         opsets = {o.domain: o.version for o in models[0].opset_import}
     where = f"partition {partition_id}"
@@ -278,123 +279,8 @@ def run_group(
         # a value it received and passes on is still whole
         name: inbox[name]
         if name in inbox
-        else _assemble(sharding, name, envs, set(collected), where)
+        else assemble(sharding, name, envs, set(collected), where)
         for name in keep
         if name in inbox or name in envs[0]
     }
     return GroupResult(outbox, peak, collected)
-
-
-def _planned(plan: Plan, partition: Partition) -> tuple[dict[str, int], dict[str, str]]:
-    """The partition's shards (tensor -> axis) and collectives (tensor -> kind) as planned."""
-    degree = len(partition.devices)
-    shards: dict[str, int] = {}
-    for s in plan.shards:
-        if s.partition != partition.id:
-            continue
-        if s.parts != degree:
-            raise PlanExecutionError(
-                f"partition {partition.id}: the plan splits {s.tensor!r} into {s.parts} parts, "
-                f"but the partition has {degree} devices"
-            )
-        shards[s.tensor] = s.axis
-    kinds = {c.tensor: c.kind for c in plan.collectives if c.partition == partition.id}
-    return shards, kinds
-
-
-def _expected(
-    graph: Graph, sharding: ShardingPlan, order: Sequence[int]
-) -> tuple[dict[str, int], dict[str, str]]:
-    """The same, as sharding the model says for the partition's nodes."""
-    io = partition_io(graph, order)
-    shards = {n: sharding.weights[n] for n in io.params if n in sharding.weights}
-    for name in io.kv_cache:
-        axis = tensor_layout(sharding, name).axis
-        if axis is not None:
-            shards[name] = axis
-    inside = set(io.nodes)
-    kinds = {op.tensor: op.kind for op in sharding.collectives if op.node in inside}
-    return shards, kinds
-
-
-def _shard_difference(name: str, planned: int | None, expected: int | None) -> str:
-    plan_says = "keeps it whole" if planned is None else f"splits it on axis {planned}"
-    model_says = "keeps it whole" if expected is None else f"splits it on axis {expected}"
-    return f"tensor {name!r}: the plan {plan_says}, but sharding the model {model_says}"
-
-
-def _collective_difference(
-    graph: Graph, name: str, planned: str | None, expected: str | None
-) -> str:
-    producer = graph.tensors[name].producer if name in graph.tensors else None
-    made = "" if producer is None else f" (made by node {producer}, {graph.nodes[producer].name})"
-    plan_says = "has no collective on it" if planned is None else f"has an {planned} of it"
-    model_says = "needs none" if expected is None else f"needs an {expected} of it"
-    return f"tensor {name!r}{made}: the plan {plan_says}, but sharding the model {model_says}"
-
-
-def check_group_sharding(
-    graph: Graph, plan: Plan, partition: Partition, recomputed: ShardingPlan
-) -> None:
-    """Refuse a partition whose shards or collectives differ from ``recomputed``'s.
-
-    Raises:
-        PlanExecutionError: naming the first differing tensor in the partition's node order.
-    """
-    shards, kinds = _planned(plan, partition)
-    want_shards, want_kinds = _expected(graph, recomputed, partition.nodes)
-    differences = [
-        (name, _shard_difference(name, shards.get(name), want_shards.get(name)))
-        for name in set(shards) | set(want_shards)
-        if shards.get(name) != want_shards.get(name)
-    ] + [
-        (name, _collective_difference(graph, name, kinds.get(name), want_kinds.get(name)))
-        for name in set(kinds) | set(want_kinds)
-        if kinds.get(name) != want_kinds.get(name)
-    ]
-    if differences:
-        # where the partition first reads or makes each tensor (reversed: the first one wins)
-        position = {
-            name: k
-            for k, i in reversed(list(enumerate(partition.nodes)))
-            for name in (*graph.nodes[i].present_inputs, *graph.nodes[i].present_outputs)
-        }
-        name, message = min(
-            differences, key=lambda d: (position.get(d[0], len(partition.nodes)), d)
-        )
-        raise PlanExecutionError(
-            f"partition {partition.id} ({len(partition.devices)} devices): {message} "
-            "(passes.analysis.sharding)"
-        )
-
-
-def group_sharding(
-    graph: Graph, plan: Plan, partition: Partition, recomputed: ShardingPlan
-) -> ShardingPlan:
-    """The sharding a plan partition runs: parameters, KV caches and collectives as the
-    plan lists them; activation layouts, shape constants and the collectives of other
-    partitions from ``recomputed`` (`shard_graph` at the partition's degree), once
-    `check_group_sharding` passed."""
-    check_group_sharding(graph, plan, partition, recomputed)
-    shards, _ = _planned(plan, partition)
-    io = partition_io(graph, partition.nodes)
-    layouts = dict(recomputed.layouts)
-    layouts.update({name: Layout(shards.get(name)) for name in io.kv_cache})
-    inside = set(partition.nodes)
-    # the others' say how this group's readers see what it receives (whole once collected)
-    elsewhere = tuple(op for op in recomputed.collectives if op.node not in inside)
-    collectives = elsewhere + tuple(
-        CollectiveOp(
-            c.kind,
-            c.tensor,
-            tensor_layout(recomputed, c.tensor).axis if c.kind == ALL_GATHER else None,
-            c.bytes,
-            graph.tensors[c.tensor].producer,  # type: ignore[arg-type]
-        )
-        for c in plan.collectives
-        if c.partition == partition.id
-    )
-    weights = {name: shards[name] for name in io.params if name in shards}
-    return dataclasses.replace(
-        recomputed, weights=weights, layouts=layouts, collectives=collectives
-    )

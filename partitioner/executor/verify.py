@@ -43,6 +43,7 @@ __all__ = [
     "make_inputs",
     "check_inputs",
     "verify_plan",
+    "compare_output",
 ]
 
 
@@ -191,7 +192,7 @@ def check_inputs(graph: Graph, feeds: Mapping[str, np.ndarray], source: str) -> 
         )
 
 
-def _compare(
+def compare_output(
     name: str, ours: Any, ref: Any, override: Tolerance | None, widened: bool = False
 ) -> Comparison:
     ours_a, ref_a = np.asarray(ours), np.asarray(ref)
@@ -236,7 +237,7 @@ def verify_plan(
     ours: PlanRun = run_plan(graph, plan, feeds, weights)
     widened = reference.float32_copy
     comparisons = tuple(
-        _compare(name, ours.outputs[name], reference.outputs[name], tolerance, widened)
+        compare_output(name, ours.outputs[name], reference.outputs[name], tolerance, widened)
         for name in graph.outputs
     )
     ok = all(c.ok for c in comparisons)
@@ -284,7 +285,10 @@ def _first_divergence(
     run = run_reference(graph.path, feeds, [(n, _tensor_type(graph, n)) for n in names])  # type: ignore[arg-type]
     reference, widened = run.outputs, run.float32_copy
     for pid, name, value in checks:
-        if name in reference and not _compare(name, value, reference[name], tolerance, widened).ok:
+        if (
+            name in reference
+            and not compare_output(name, value, reference[name], tolerance, widened).ok
+        ):
             return pid, name
     # Boundaries agree: the divergence is inside the partition that makes the output.
     for name in failing_outputs:

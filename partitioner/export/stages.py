@@ -40,7 +40,7 @@ from passes.functions import expand_nodes
 from passes.ir import Graph
 from passes.transforms.tensor_parallel import rank_graph
 
-__all__ = ["StageModel", "stage_models", "folded_values"]
+__all__ = ["StageModel", "stage_models", "pipeline_stage_model", "folded_values"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,15 @@ def _pipeline_stage(
         partition.id, partition.stage, 0, partition.devices, f"partition{partition.id}",
         model, inputs, outputs, False,
     )  # fmt: skip
+
+
+def pipeline_stage_model(
+    graph: Graph, plan: Plan, partition: Partition, weights: WeightStore
+) -> StageModel:
+    """One single-device partition's model alone (what one rank of a runtime loads)."""
+    io = partition_io(graph, partition.nodes)
+    folded = {n for n in io.params if graph.tensors[n].kind == "constant"}
+    return _pipeline_stage(graph, plan, partition, folded_values(graph, weights, folded))
 
 
 def _rank_stages(graph: Graph, plan: Plan, partition: Partition) -> list[StageModel]:

@@ -30,11 +30,11 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from partitioner.simulate.gpu import PipelineReport, StageLoad  # noqa: E402
 from partitioner.simulate.gpu_links import LINK_CLASSES  # noqa: E402
 from partitioner.simulate.report import SimulationReport  # noqa: E402
+from partitioner.simulate.schedule import PHASES, gantt_schedule  # noqa: E402
 from partitioner.simulate.wafer import FabricReport  # noqa: E402
 
 __all__ = [
     "MAX_PIXELS",
-    "gantt_schedule",
     "link_utilisation_grid",
     "max_pool",
     "render_png",
@@ -49,7 +49,6 @@ MAX_GPUS_DRAWN = 64
 # Heatmap cells carry their percentage while they stay big enough to read.
 MAX_LABELLED_GPUS = 32
 # Order within a stage's turn: collectives sit between its ops, so after compute, before sending.
-_PHASES = ("recv", "compute", "collective", "send", "host")
 _PHASE_COLOURS = {
     "recv": "#9ecae1",
     "compute": "#3182bd",
@@ -75,32 +74,6 @@ def max_pool(grid: np.ndarray, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray
     padded[: grid.shape[0], : grid.shape[1]] = grid
     pooled = padded.reshape(rows // factor, factor, cols // factor, factor).max(axis=(1, 3))
     return pooled, factor
-
-
-def gantt_schedule(
-    stages: Sequence[StageLoad], period_s: float, items: int
-) -> list[tuple[int, int, str, float, float]]:
-    """When each item is in each phase of each stage, with one item entering per period.
-
-    Stage i+1 receives while stage i sends, so stage i+1 starts ``recv_i +
-    compute_i + collective_i`` after stage i. Every phase, and every stage's whole turn,
-    lasts at most one period, so items never collide.
-
-    Returns:
-        ``(stage index, item, phase, start_s, duration_s)`` for phases that take time.
-    """
-    out = []
-    offset = 0.0
-    for index, s in enumerate(stages):
-        for item in range(items):
-            t = item * period_s + offset
-            for phase in _PHASES:
-                duration = getattr(s, f"{phase}_s")
-                if duration > 0:
-                    out.append((index, item, phase, t, duration))
-                t += duration
-        offset += s.recv_s + s.compute_s + s.collective_s
-    return out
 
 
 def _draw_regions(report: FabricReport, wafer: int, axes: Sequence[plt.Axes]) -> None:
@@ -187,7 +160,7 @@ def _stage_bars(report: PipelineReport, stages: Sequence[StageLoad], ax: plt.Axe
     """A stacked bar per stage: its seconds per item by phase, against the period."""
     names = [f"stage {i}" for i in range(len(stages))]
     left = np.zeros(len(stages))
-    for phase in _PHASES:
+    for phase in PHASES:
         values = np.array([getattr(s, f"{phase}_s") for s in stages]) * 1e3
         label = _PHASE_LABELS.get(phase, phase)
         ax.barh(names, values, left=left, color=_PHASE_COLOURS[phase], label=label)

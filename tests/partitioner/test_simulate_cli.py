@@ -12,7 +12,8 @@ from partitioner.plan import Bottleneck, Estimate, Transfer
 from partitioner.planning import GpuOptions, plan_pipeline
 from partitioner.simulate import estimate_fields, simulate_wafer
 from partitioner.simulate.gpu import StageLoad
-from partitioner.simulate.plot import gantt_schedule, max_pool
+from partitioner.simulate.plot import max_pool
+from partitioner.simulate.schedule import gantt_schedule
 from passes.load import load
 from targets.cost import WaferCostModel
 from tests.cli import run_cli

@@ -8,7 +8,8 @@ import pytest
 from partitioner.plan import HOST, Collective, Partition, Transfer
 from partitioner.simulate import SimulateError, simulate_gpu
 from partitioner.simulate.gpu import PipelineReport
-from partitioner.simulate.plot import gantt_schedule, link_utilisation_grid
+from partitioner.simulate.plot import link_utilisation_grid
+from partitioner.simulate.schedule import gantt_schedule
 from tests.partitioner.gpu_targets import toy_target
 
 # toy_target: 2 GPUs a node (0,1 in node 0; 2,3 in node 1); intra-node "link", network "net"

@@ -223,7 +223,7 @@ def test_bfloat16_mismatch_is_still_caught(tmp_path):
     ours = good.outputs[0]
     assert ours.name == "logits" and logits.dtype == np.float32
     # outputs for other inputs differ beyond the bfloat16 tolerance, so a comparison can fail
-    from partitioner.executor.verify import _compare
+    from partitioner.executor.verify import compare_output
 
     shuffled = run_plan(graph, plan, feeds).outputs["logits"]
-    assert not _compare("logits", shuffled, logits, None, widened=True).ok
+    assert not compare_output("logits", shuffled, logits, None, widened=True).ok
