@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("verify", "run a plan partition by partition and compare with onnxruntime"),
     "simulate": ("simulate", "latency, throughput, bottleneck and link loads of a plan"),
     "export": ("export", "one ONNX file per plan stage, a manifest and a Triton repository"),
+    "run": ("run", "run a plan on torch.distributed ranks and measure it against the plan"),
     "targets": ("targets", "list the hardware presets with their key numbers"),
 }
 PLAN_VERB = ("plan", "plan MODEL onto target T and write the plan")

@@ -9,6 +9,8 @@ import of ``a.b``, since ``b`` may be a module.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -102,13 +104,31 @@ def test_no_upward_imports(package):
     assert offenders == []
 
 
-def test_planner_never_imports_torch():
+# The runtime's processes are the only place torch is imported (the optional extra).
+TORCH_MODULES = {"partitioner/runtime/worker.py", "partitioner/runtime/transport.py"}
+
+
+def test_only_the_runtime_processes_import_torch():
     offenders = [
         path
         for path in _python_files("targets", "passes", "partitioner")
-        if "torch" in _imported_packages(path)
+        if "torch" in _imported_packages(path) and path not in TORCH_MODULES
     ]
     assert offenders == []
+
+
+def test_no_command_loads_torch():
+    """Planning, validating, simulating, exporting and `partition run` itself (the
+    launcher) never load torch; only the rank processes do."""
+    code = (
+        "import sys, partitioner.cli as c\n"
+        "for verb in ('plan', *c.SUBCOMMANDS): c.build_parser(verb)\n"
+        "import partitioner.planning, partitioner.export, partitioner.simulate\n"
+        "import partitioner.runtime.launcher, partitioner.runtime.finish\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @dataclass(frozen=True)
@@ -157,6 +177,16 @@ RULES = (
             )
         ),
         _is_cli,
+    ),
+)
+RULES += (
+    Rule(
+        "nothing outside the runtime imports its torch modules",
+        lambda path: not _under("partitioner/runtime")(path),
+        lambda name: (
+            within(name, "partitioner.runtime.worker")
+            or within(name, "partitioner.runtime.transport")
+        ),
     ),
 )
 # the CLI rule covers the library and its users; tests drive the CLI, so they are left out
@@ -216,7 +246,7 @@ def test_imported_modules_resolves_relative_imports():
 
 
 def test_rules_catch_synthetic_offenders():
-    solvers, plan, simulate, cli = RULES
+    solvers, plan, simulate, cli, runtime = RULES
     files = {
         "partitioner/solvers/new.py": "from . import problem\nfrom ..planning import x\n"
         "import passes.ir\nfrom targets.cost import C\nimport numpy\n",
@@ -225,6 +255,8 @@ def test_rules_catch_synthetic_offenders():
         "partitioner/simulate/new.py": "def f():\n    from ..planning.gpu import p\n",
         "partitioner/commands/new.py": "from ..cli import main\n",
         "partitioner/new.py": "from partitioner import commands\n",
+        "partitioner/commands/other.py": "from partitioner.runtime.worker import main\n",
+        "partitioner/runtime/new.py": "from .transport import post_sends\n",
     }
     sources = [(path, imported_modules(s, *_module_of(path))) for path, s in files.items()]
     assert violations(solvers, sources) == [
@@ -236,3 +268,6 @@ def test_rules_catch_synthetic_offenders():
         "partitioner/simulate/new.py:2 imports partitioner.planning.gpu.p"
     ]
     assert violations(cli, sources) == ["partitioner/new.py:1 imports partitioner.commands"]
+    assert violations(runtime, sources) == [
+        "partitioner/commands/other.py:1 imports partitioner.runtime.worker.main"
+    ]

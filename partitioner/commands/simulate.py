@@ -30,7 +30,8 @@ from pathlib import Path
 from rich.table import Table
 
 from partitioner.commands._common import console, err_console
-from partitioner.commands.files import Outputs
+from partitioner.errors import UsageError
+from partitioner.outputs import Outputs
 from partitioner.plan import HOST, Plan
 from partitioner.plan.io import load_plan
 from partitioner.plan.validate import validate_plan
@@ -42,6 +43,8 @@ from partitioner.simulate import (
     estimate_differences,
     simulate_plan,
 )
+from partitioner.simulate.schedule import makespan_s
+from partitioner.simulate.trace import chrome_trace, predicted_spans
 from partitioner.units import human_bytes, human_seconds
 
 __all__ = ["add_arguments", "run"]
@@ -59,6 +62,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="also draw the plan: floorplan, utilisation and link load per wafer; "
         "time per stage, a pipeline Gantt chart and link utilisation per GPU for GPUs",
+    )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE.json",
+        help="write the predicted timeline as a Chrome trace (GPU plans; one track per stage), "
+        "the format `partition run --trace` measures in",
+    )
+    parser.add_argument(
+        "--microbatches",
+        type=int,
+        default=None,
+        metavar="M",
+        help="micro-batches drawn in --trace (default: the plan's)",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
@@ -281,23 +298,41 @@ def _violations(plan: Plan, args: argparse.Namespace) -> int | None:
     return 1
 
 
+def _trace_json(plan: Plan, report: SimulationReport, args: argparse.Namespace) -> str:
+    """The predicted timeline of --microbatches items (the plan's by default)."""
+    if not isinstance(report, PipelineReport):
+        raise UsageError(
+            "--trace draws GPU pipeline plans; a wafer plan's regions run as a dataflow, "
+            "with no stage schedule to draw"
+        )
+    items = args.microbatches if args.microbatches is not None else plan.parallelism.microbatches
+    if not 1 <= items <= 1 << 16:
+        raise UsageError(f"--microbatches {items}: give a whole number from 1 to {1 << 16}")
+    meta = {"tool": "partition simulate", "plan": str(args.plan), "microbatches": items,
+            "makespan_s": makespan_s(report.stages, report.period_s, items)}  # fmt: skip
+    return json.dumps(chrome_trace(predicted_spans(report, items), meta))
+
+
 def run(args: argparse.Namespace) -> int:
     outputs = Outputs([args.plan])
-    if args.png is not None:
-        outputs.add("--png", args.png)
+    for flag, path in (("--png", args.png), ("--trace", args.trace)):
+        if path is not None:
+            outputs.add(flag, path)
     plan = load_plan(args.plan)
     invalid = _violations(plan, args)
     if invalid is not None:
         return invalid
     report = simulate_plan(plan)
     differences = estimate_differences(report, plan)
-    if args.png is not None:
-        from partitioner.simulate.plot import render_png
+    with outputs:
+        if args.png is not None:
+            from partitioner.simulate.plot import render_png
 
-        title = f"{Path(plan.model.path).name or 'model'} on {plan.target.name}"
-        with outputs:
+            title = f"{Path(plan.model.path).name or 'model'} on {plan.target.name}"
             outputs.stage(args.png, render_png(report, title))
-            outputs.commit()
+        if args.trace is not None:
+            outputs.stage(args.trace, _trace_json(plan, report, args))
+        outputs.commit()
     if args.json:
         doc = {
             "plan": str(args.plan),
@@ -314,4 +349,6 @@ def run(args: argparse.Namespace) -> int:
     _print_summary(plan, report, differences)
     if args.png is not None:
         console.print(f"picture written to {args.png}", markup=False)
+    if args.trace is not None:
+        console.print(f"predicted timeline written to {args.trace} (Chrome trace)", markup=False)
     return 0

@@ -1,0 +1,158 @@
+"""Rank 0's part after the run: check the outputs, put the report together, print it.
+
+The outputs of every timed micro-batch are compared with onnxruntime running
+the whole model on the same generated inputs, with `verify`'s tolerances
+(`compare_output`); an output is reported with its worst micro-batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from partitioner.console import console
+from partitioner.executor.reference import run_reference
+from partitioner.executor.verify import Comparison, compare_output, make_inputs
+from partitioner.outputs import Outputs
+from partitioner.runtime.program import RunInputs
+from partitioner.runtime.report import (
+    RankRecord,
+    rank_spans,
+    stage_figures,
+    throughput_figures,
+)
+from partitioner.simulate.trace import chrome_trace
+from partitioner.units import human_seconds
+
+__all__ = ["finish_run", "check_outputs", "render_report", "result_document"]
+
+
+def check_outputs(
+    inputs: RunInputs, seed: int, outputs: Mapping[int, Mapping[str, Any]]
+) -> list[Comparison]:
+    """Each output's worst comparison with onnxruntime over the micro-batches."""
+    worst: dict[str, Comparison] = {}
+    for microbatch in sorted(outputs):
+        reference = run_reference(inputs.graph.path, make_inputs(inputs.graph, seed + microbatch))  # type: ignore[arg-type]
+        for name, value in sorted(outputs[microbatch].items()):
+            c = compare_output(name, value, reference.outputs[name], None, reference.float32_copy)
+            if name not in worst or (not c.ok, c.max_rel) > (
+                not worst[name].ok,
+                worst[name].max_rel,
+            ):
+                worst[name] = c
+    return [worst[name] for name in sorted(worst)]
+
+
+def _comparison_dict(c: Comparison) -> dict[str, Any]:
+    return {
+        "name": c.name, "dtype": c.dtype, "max_abs": c.max_abs, "max_rel": c.max_rel,
+        "rtol": c.tolerance.rtol, "atol": c.tolerance.atol, "ok": c.ok,
+    }  # fmt: skip
+
+
+def result_document(
+    inputs: RunInputs,
+    args: argparse.Namespace,
+    records: Sequence[RankRecord],
+    outputs: Mapping[int, Mapping[str, Any]],
+    round_sizes: Sequence[int],
+) -> dict[str, Any]:
+    """The run's JSON report (``--json``), the Chrome trace under ``"trace"``."""
+    checks = check_outputs(inputs, args.seed, outputs)
+    stages = stage_figures(inputs.plan, inputs.layout, records)
+    return {
+        "ok": all(c.ok for c in checks) and bool(checks),
+        "engine": args.engine,
+        "ranks": inputs.layout.world_size,
+        "backend": "gloo",
+        "throughput": throughput_figures(inputs.plan, records, round_sizes),
+        "stages": [s.to_dict() for s in stages],
+        "outputs": [_comparison_dict(c) for c in checks],
+        "trace": chrome_trace(
+            rank_spans(inputs.layout, records),
+            {"tool": "partition run", "plan": str(args.plan), "engine": args.engine},
+        ),
+    }
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _stage_table(stages: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(title="per micro-batch, measured vs the plan's estimate", title_justify="left")
+    for col in ("stage", "ranks", "compute", "est.", "ratio", "collect.", "est.",
+                "recv", "est.", "send", "est.", "idle", "busy ratio"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for s in stages:
+        e, r = s["estimated"], s["ratio"]
+        ranks = s["ranks"]
+        table.add_row(
+            str(s["stage"]), f"{ranks[0]}-{ranks[-1]}" if len(ranks) > 1 else str(ranks[0]),
+            human_seconds(s["compute_s"]), human_seconds(e["compute_s"]), _ratio(r["compute_s"]),
+            human_seconds(s["collective_s"]), human_seconds(e["collective_s"]),
+            human_seconds(s["recv_s"]), human_seconds(e["recv_s"]),
+            human_seconds(s["send_s"]), human_seconds(e["send_s"]),
+            human_seconds(s["idle_s"]), _ratio(r["busy"]),
+        )  # fmt: skip
+    return table
+
+
+def render_report(document: Mapping[str, Any], console: Console) -> None:
+    """The stage table, the throughput against the simulator's and the output checks."""
+    console.print(_stage_table(document["stages"]))
+    t = document["throughput"]
+    predicted = (
+        f"; the simulator predicts {t['predicted_per_s']:.3g}/s ({_ratio(t['measured_per_s'] / t['predicted_per_s'])})"
+        if t["predicted_per_s"] and t["measured_per_s"]
+        else ""
+    )
+    measured = t["measured_per_s"] or 0.0
+    console.print(
+        f"{t['microbatches']} micro-batches in {t['rounds']} round(s) on {document['ranks']} "
+        f"ranks ({document['engine']}): {human_seconds(t['measured_s'])}, {measured:.3g}/s{predicted}"
+    )
+    for c in document["outputs"]:
+        verdict = Text("ok", style="green") if c["ok"] else Text("MISMATCH", style="red")
+        line = Text(
+            f"output {c['name']} ({c['dtype']}) vs onnxruntime: max abs {c['max_abs']:.3g}, "
+            f"max rel {c['max_rel']:.3g} (rtol {c['rtol']:g}, atol {c['atol']:g}) "
+        )
+        console.print(line + verdict)
+
+
+def finish_run(
+    inputs: RunInputs,
+    args: argparse.Namespace,
+    gathered: Sequence[tuple[RankRecord, Mapping[int, Mapping[str, Any]]]],
+    round_sizes: Sequence[int],
+) -> int:
+    """Check, report (to --result for the launcher, else printed) and write --trace; exit code."""
+    records = [record for record, _ in gathered]
+    outputs: dict[int, dict[str, Any]] = {}
+    for _, mine in gathered:
+        for microbatch, values in mine.items():
+            outputs.setdefault(microbatch, {}).update(values)
+    document = result_document(inputs, args, records, outputs, round_sizes)
+    if getattr(args, "result", None):
+        Path(args.result).write_text(json.dumps(document))
+    else:
+        trace = document.pop("trace")
+        if args.trace:
+            with Outputs([args.model, args.plan]) as out:
+                out.add("--trace", args.trace)
+                out.stage(args.trace, json.dumps(trace))
+                out.commit()
+        if args.json:
+            print(json.dumps(document, indent=1))
+        else:
+            render_report(document, console)
+    return 0 if document["ok"] else 1
