@@ -242,3 +242,32 @@ def test_a_failed_export_leaves_no_folders(tiny, tmp_path, monkeypatch):
     kept.mkdir()
     result = run_cli("export", str(path), str(plan_path), "--out", str(kept))
     assert result.code == 0  # an existing folder is used, and never removed
+
+
+@pytest.mark.slow
+def test_weightless_70b_exports_its_stage_graphs_in_bounded_time_and_memory(tmp_path):
+    """The 70B decode graph declares 141 GB of weights it never wrote: the export must not
+    try to read them. Run in a fresh process so its peak RSS is its own."""
+    import subprocess
+    import sys
+
+    path = llama.build(tmp_path / "l70.onnx", "llama3.1-70b", kind="decode", weights="none")
+    plan = tmp_path / "l70.plan.json"
+    result = run_cli(str(path), "--target", "h100x8", "--tp", "1", "--pp", "8", "--solver", "dp",
+                     "--dim", "batch=1", "--dim", "past=4095", "-o", str(plan), "-q")  # fmt: skip
+    assert result.code == 0, result.err
+    code = (
+        "import resource, sys, time; from partitioner.cli import main; t = time.perf_counter(); "
+        f"rc = main(['export', {str(path)!r}, {str(plan)!r}, '--out', {str(tmp_path / 'out')!r}]); "
+        "print(rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    rc, seconds, peak_kib = done.stdout.strip().splitlines()[-1].split()
+    assert rc == "0", done.stderr
+    assert "weights are missing" in done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(manifest["stages"]) == 8
+    for stage in manifest["stages"]:
+        onnx.checker.check_model(str(tmp_path / "out" / stage["file"]))
+    assert float(seconds) < 120  # 4 s on the 2-core bench machine
+    assert int(peak_kib) < 1024 * 1024  # under 1 GiB: 229 MiB measured, 141 GB declared
