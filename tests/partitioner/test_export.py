@@ -267,7 +267,8 @@ def test_weightless_70b_exports_its_stage_graphs_in_bounded_time_and_memory(tmp_
     assert "weights are missing" in done.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert len(manifest["stages"]) == 8
-    for stage in manifest["stages"]:
-        onnx.checker.check_model(str(tmp_path / "out" / stage["file"]))
+    for stage in manifest["stages"]:  # the graphs check; their weights were never written
+        graph = onnx.load(str(tmp_path / "out" / stage["file"]), load_external_data=False)
+        onnx.checker.check_model(graph)
     assert float(seconds) < 120  # 4 s on the 2-core bench machine
     assert int(peak_kib) < 1024 * 1024  # under 1 GiB: 229 MiB measured, 141 GB declared
