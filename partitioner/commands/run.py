@@ -1,7 +1,8 @@
 """Run a plan on torch.distributed, one process per rank, and measure it against the plan.
 
 Every plan stage is a rank (a tensor-parallel stage one rank per GPU), started
-here on this machine with gloo. Micro-batches stream through the stages:
+here on this machine with gloo (NCCL and onnxruntime's CUDA provider when CUDA
+is present). Micro-batches stream through the stages:
 each rank receives its inputs (batched irecv along the plan's transfers),
 runs its partitions with onnxruntime (one intra-op thread per rank by
 default) or the NumPy executor (--engine numpy), and sends on (batched

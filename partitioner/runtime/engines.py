@@ -38,7 +38,9 @@ from passes.analysis.partition_io import partition_io
 from passes.ir import Graph
 from targets.errors import PartitionError
 
-__all__ = ["ENGINES", "Collectives", "CollectiveLog", "PartitionStep", "EngineError"]
+__all__ = [
+    "ENGINES", "Collectives", "CollectiveLog", "EngineConfig", "PartitionStep", "EngineError",
+]  # fmt: skip
 
 ENGINES = ("ort", "numpy")
 
@@ -68,12 +70,27 @@ class PartitionStep:
     inputs: tuple[str, ...] = field(default=())
 
 
-def _session(model: onnx.ModelProto, external: Mapping[str, np.ndarray], threads: int) -> Any:
+@dataclass(frozen=True)
+class EngineConfig:
+    """How a rank's onnxruntime sessions run: CPU threads, or on one CUDA device."""
+
+    threads: int = 1
+    cuda_device: int | None = None
+
+    def providers(self) -> list[Any]:
+        if self.cuda_device is None:
+            return ["CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": self.cuda_device}), "CPUExecutionProvider"]
+
+
+def _session(
+    model: onnx.ModelProto, external: Mapping[str, np.ndarray], config: EngineConfig
+) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = config.threads
     options.inter_op_num_threads = 1
     if external:
         names = list(external)
@@ -83,7 +100,7 @@ def _session(model: onnx.ModelProto, external: Mapping[str, np.ndarray], threads
         options.add_external_initializers(names, values)
     try:
         return ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            model.SerializeToString(), options, providers=config.providers()
         )
     except Exception as err:  # onnxruntime raises its own types
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -101,12 +118,12 @@ def _external_weights(model: onnx.ModelProto, weights: WeightStore) -> dict[str,
 
 
 def _ort_pipeline_step(
-    graph: Graph, plan: Plan, partition: Partition, weights: WeightStore, threads: int
+    graph: Graph, plan: Plan, partition: Partition, weights: WeightStore, config: EngineConfig
 ) -> PartitionStep:
     stage = pipeline_stage_model(graph, plan, partition, weights)
     model = stage.model
     external = _external_weights(model, weights)
-    session = _session(model, external, threads)
+    session = _session(model, external, config)
     names = [o.name for o in session.get_outputs()]
 
     def run(values: Mapping[str, Any], _c: Collectives | None, _log: CollectiveLog) -> dict:
@@ -129,7 +146,7 @@ def _numpy_pipeline_step(
 
 
 def _segment_runner(
-    segment: Segment, opsets: Mapping[str, int], engine: str, threads: int
+    segment: Segment, opsets: Mapping[str, int], engine: str, config: EngineConfig
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """Run one segment over a rank's values; under onnxruntime, as its own session."""
     if engine == "numpy":
@@ -141,7 +158,7 @@ def _segment_runner(
         if not segment.nodes:
             return {k: v for k, v in env.items() if k in segment.keep}
         if "s" not in sessions:
-            sessions["s"] = _segment_session(segment, env, made, opsets, threads)
+            sessions["s"] = _segment_session(segment, env, made, opsets, config)
         session, inputs, outputs = sessions["s"]
         results = session.run(outputs, {name: env[name] for name in inputs})
         out = {k: v for k, v in env.items() if k in segment.keep}
@@ -156,7 +173,7 @@ def _segment_session(
     env: Mapping[str, Any],
     made: set[str],
     opsets: Mapping[str, int],
-    threads: int,
+    config: EngineConfig,
 ) -> tuple[Any, list[str], list[str]]:
     helper = onnx.helper
     read = list(dict.fromkeys(i for n in segment.nodes for i in n.input if i and i not in made))
@@ -177,7 +194,7 @@ def _segment_session(
         graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()]
     )
     model.ir_version = min(model.ir_version, 10)
-    return _session(model, {}, threads), read, outputs
+    return _session(model, {}, config), read, outputs
 
 
 def _collective(

@@ -37,7 +37,8 @@ __all__ = ["finish_run", "check_outputs", "render_report", "result_document"]
 def check_outputs(
     inputs: RunInputs, seed: int, outputs: Mapping[int, Mapping[str, Any]]
 ) -> list[Comparison]:
-    """Each output's worst comparison with onnxruntime over the micro-batches."""
+    """Each output's worst comparison with onnxruntime over the micro-batches given (the
+    first of each input set: micro-batch ``m`` ran input set ``m``, seeded ``seed + m``)."""
     worst: dict[str, Comparison] = {}
     for microbatch in sorted(outputs):
         reference = run_reference(inputs.graph.path, make_inputs(inputs.graph, seed + microbatch))  # type: ignore[arg-type]
@@ -72,7 +73,7 @@ def result_document(
         "ok": all(c.ok for c in checks) and bool(checks),
         "engine": args.engine,
         "ranks": inputs.layout.world_size,
-        "backend": "gloo",
+        "backend": getattr(args, "backend", "gloo"),
         "throughput": throughput_figures(inputs.plan, records, round_sizes),
         "stages": [s.to_dict() for s in stages],
         "outputs": [_comparison_dict(c) for c in checks],
@@ -120,6 +121,13 @@ def render_report(document: Mapping[str, Any], console: Console) -> None:
         f"{t['microbatches']} micro-batches in {t['rounds']} round(s) on {document['ranks']} "
         f"ranks ({document['engine']}): {human_seconds(t['measured_s'])}, {measured:.3g}/s{predicted}"
     )
+    repeated = document.get("repeated_inputs")
+    if repeated and repeated["checked"]:
+        changed = len(repeated["changed"])
+        console.print(
+            f"{repeated['checked']} micro-batches repeated an input set: "
+            + (f"{changed} outputs changed" if changed else "their outputs equal the first run's")
+        )
     for c in document["outputs"]:
         verdict = Text("ok", style="green") if c["ok"] else Text("MISMATCH", style="red")
         line = Text(
@@ -132,16 +140,19 @@ def render_report(document: Mapping[str, Any], console: Console) -> None:
 def finish_run(
     inputs: RunInputs,
     args: argparse.Namespace,
-    gathered: Sequence[tuple[RankRecord, Mapping[int, Mapping[str, Any]]]],
+    gathered: Sequence[tuple[RankRecord, Mapping[int, Mapping[str, Any]], list[dict[str, Any]]]],
     round_sizes: Sequence[int],
 ) -> int:
     """Check, report (to --result for the launcher, else printed) and write --trace; exit code."""
-    records = [record for record, _ in gathered]
+    records = [record for record, _, _ in gathered]
     outputs: dict[int, dict[str, Any]] = {}
-    for _, mine in gathered:
+    for _, mine, _ in gathered:
         for microbatch, values in mine.items():
             outputs.setdefault(microbatch, {}).update(values)
     document = result_document(inputs, args, records, outputs, round_sizes)
+    repeats = [r for _, _, changed in gathered for r in changed]
+    document["repeated_inputs"] = {"checked": sum(round_sizes) - len(outputs), "changed": repeats}
+    document["ok"] = document["ok"] and not repeats
     if getattr(args, "result", None):
         Path(args.result).write_text(json.dumps(document))
     else:

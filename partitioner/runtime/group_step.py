@@ -20,6 +20,7 @@ from partitioner.plan import Partition, Plan
 from partitioner.runtime.engines import (
     CollectiveLog,
     Collectives,
+    EngineConfig,
     EngineError,
     PartitionStep,
     _collective,
@@ -70,7 +71,7 @@ def _group_step(
     params: Mapping[str, Any],
     keep: frozenset[str],
     engine: str,
-    threads: int,
+    config: EngineConfig,
 ) -> PartitionStep:
     degree = len(partition.devices)
     sharding = group_sharding(graph, plan, partition, shard_graph(graph, degree))
@@ -80,7 +81,7 @@ def _group_step(
         model = onnx.inliner.inline_local_functions(model)
     opsets = {o.domain: o.version for o in model.opset_import}
     pieces = segments(model.graph.node, keep)
-    runners = [_segment_runner(s, opsets, engine, threads) for s in pieces]
+    runners = [_segment_runner(s, opsets, engine, config) for s in pieces]
     where = f"partition {partition.id}, rank {group_rank} of {degree}"
 
     def run(values: Mapping[str, Any], collectives: Collectives | None, log: CollectiveLog) -> dict:
@@ -111,7 +112,7 @@ def build_step(
     keep: frozenset[str],
     weights: WeightStore,
     params: Mapping[str, Any],
-    threads: int = 1,
+    config: EngineConfig,
 ) -> PartitionStep:
     """The step that runs ``partition`` on one rank with ``engine`` ("ort" or "numpy").
 
@@ -120,9 +121,9 @@ def build_step(
         PlanExecutionError: a tensor-parallel partition's shards differ from the model's.
     """
     if len(partition.devices) > 1:
-        return _group_step(graph, plan, partition, group_rank, params, keep, engine, threads)
+        return _group_step(graph, plan, partition, group_rank, params, keep, engine, config)
     if engine == "numpy":
         return _numpy_pipeline_step(graph, partition, params, keep)
     if engine != "ort":
         raise EngineError(f"unknown engine {engine!r}")
-    return _ort_pipeline_step(graph, plan, partition, weights, threads)
+    return _ort_pipeline_step(graph, plan, partition, weights, config)

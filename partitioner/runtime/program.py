@@ -24,7 +24,7 @@ from partitioner.executor.weights import WeightStore
 from partitioner.plan import HOST, Plan
 from partitioner.plan.io import load_plan
 from partitioner.plan.validate import validate_plan
-from partitioner.runtime.engines import CollectiveLog, Collectives, PartitionStep
+from partitioner.runtime.engines import CollectiveLog, Collectives, EngineConfig, PartitionStep
 from partitioner.runtime.group_step import build_step
 from partitioner.runtime.layout import RankLayout, RankRole, rank_layout
 from passes.analysis.partition_io import partition_io
@@ -95,7 +95,7 @@ def _keep(graph: Graph, plan: Plan, partition_id: int) -> frozenset[str]:
 class RankProgram:
     """What rank ``role.rank`` computes for each micro-batch."""
 
-    def __init__(self, inputs: RunInputs, rank: int, engine: str, threads: int = 1) -> None:
+    def __init__(self, inputs: RunInputs, rank: int, engine: str, config: EngineConfig) -> None:
         self.graph, self.plan, self.layout = inputs.graph, inputs.plan, inputs.layout
         self.role: RankRole = self.layout.roles[rank]
         weights = WeightStore(self.graph)
@@ -115,7 +115,7 @@ class RankProgram:
                 keep=_keep(self.graph, self.plan, pid),
                 weights=weights,
                 params=params,
-                threads=threads,
+                config=config,
             )  # fmt: skip
             for pid in self.role.partitions
         ]

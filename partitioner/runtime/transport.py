@@ -20,7 +20,16 @@ import torch.distributed as dist
 
 from partitioner.runtime.layout import Route
 
-__all__ = ["Expected", "TorchCollectives", "post_sends", "recv_routes"]
+__all__ = ["Expected", "TorchCollectives", "post_sends", "recv_routes", "use_device"]
+
+# Where messages are staged: the host for gloo; this rank's GPU for NCCL, which moves
+# only CUDA tensors.
+_device = torch.device("cpu")
+
+
+def use_device(device: torch.device) -> None:
+    global _device
+    _device = device
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class Expected:
 
 def _as_bytes(value: Any) -> torch.Tensor:
     array = np.ascontiguousarray(np.asarray(value))
-    return torch.from_numpy(array.reshape(-1).view(np.uint8).copy())
+    return torch.from_numpy(array.reshape(-1).view(np.uint8).copy()).to(_device)
 
 
 def post_sends(routes: Sequence[Route], values: dict[str, Any]) -> list[Any]:
@@ -54,7 +63,9 @@ def recv_routes(
     routes: Sequence[Route], expected: dict[str, Expected]
 ) -> tuple[dict[str, np.ndarray], list[float]]:
     """Receive every route's tensor (posted together); values and each one's arrival time."""
-    buffers = [torch.empty(expected[r.tensor].nbytes, dtype=torch.uint8) for r in routes]
+    buffers = [
+        torch.empty(expected[r.tensor].nbytes, dtype=torch.uint8, device=_device) for r in routes
+    ]
     ops = [
         dist.P2POp(dist.irecv, buffer, r.src_rank, tag=r.tag)
         for r, buffer in zip(routes, buffers, strict=True)
@@ -68,7 +79,10 @@ def recv_routes(
             next(waiting).wait()
         arrived.append(time.perf_counter())
     values = {
-        r.tensor: buffer.numpy().view(expected[r.tensor].dtype).reshape(expected[r.tensor].shape)
+        r.tensor: buffer.cpu()
+        .numpy()
+        .view(expected[r.tensor].dtype)
+        .reshape(expected[r.tensor].shape)
         for r, buffer in zip(routes, buffers, strict=True)
     }
     return values, arrived
@@ -77,11 +91,12 @@ def recv_routes(
 def _to_torch(array: np.ndarray) -> torch.Tensor:
     array = np.ascontiguousarray(array)
     if array.dtype.name == "bfloat16":  # torch does not know ml_dtypes' bfloat16
-        return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(array.copy())
+        return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16).to(_device)
+    return torch.from_numpy(array.copy()).to(_device)
 
 
 def _to_numpy(tensor: torch.Tensor, like: np.dtype) -> np.ndarray:
+    tensor = tensor.cpu()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(like)
     return tensor.numpy()

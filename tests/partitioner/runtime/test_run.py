@@ -114,16 +114,18 @@ def _check_report(result: subprocess.CompletedProcess, ranks: int, stages: int) 
 def test_two_ranks_on_the_tiny_llama_match_onnxruntime_and_write_a_trace(tiny_llama, tmp_path):
     plan = _plan(tiny_llama, {"batch": 2, "seq": 8}, pp=2)
     trace = tmp_path / "run.trace.json"
-    result = _run(str(tiny_llama), str(plan), "--microbatches", "2", "--requests", "4",
+    result = _run(str(tiny_llama), str(plan), "--microbatches", "5", "--requests", "10",
                   "--trace", str(trace), "--json")  # fmt: skip
     report = _check_report(result, ranks=2, stages=2)
-    assert report["throughput"]["microbatches"] == 4 and report["throughput"]["rounds"] == 2
+    assert report["throughput"]["microbatches"] == 10 and report["throughput"]["rounds"] == 2
+    # 8 input sets are checked against onnxruntime; micro-batches 8 and 9 repeat sets 0 and 1
+    assert report["repeated_inputs"] == {"checked": 2, "changed": []}
     assert report["throughput"]["predicted_per_s"] > 0
     events = json.loads(trace.read_text())["traceEvents"]
     tracks = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
     assert tracks == {"rank 0 (stage 0)", "rank 1 (stage 1)"}
     computes = [e for e in events if e.get("cat") == "compute"]
-    assert sorted({e["args"]["microbatch"] for e in computes}) == [0, 1, 2, 3]
+    assert sorted({e["args"]["microbatch"] for e in computes}) == list(range(10))
     assert all(e["dur"] > 0 and e["ts"] >= 0 for e in computes)
 
 
