@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     outputs.add_inputs(external_data_paths(inputs.graph))
     layout = inputs.layout
     err_console.print(
-        f"starting {layout.world_size} ranks (gloo, {args.engine}) for {layout.num_stages} stages",
+        f"starting {layout.world_size} ranks ({args.engine} engine) for {layout.num_stages} stages",
         markup=False,
     )
     with outputs:

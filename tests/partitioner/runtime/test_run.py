@@ -217,3 +217,16 @@ def test_ctrl_c_stops_every_rank(three_stages):
     assert code == 130, err
     assert "Traceback" not in err
     _no_strays(ranks)
+
+
+def test_a_two_wafer_plan_runs_each_wafer_as_a_rank(tiny_llama, tmp_path):
+    plan = tmp_path / "tiny.wse3x2.plan.json"
+    made = subprocess.run(
+        [sys.executable, "-m", "partitioner", str(tiny_llama), "--target", "wse3x2",
+         "--devices", "2", "--dim", "batch=1", "--dim", "seq=8", "-o", str(plan), "-q"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    report = _check_report(_run(str(tiny_llama), str(plan), "--json"), ranks=2, stages=2)
+    # a wafer's regions run on its rank, handing values to each other locally
+    assert any(len(s["partitions"]) > 1 for s in report["stages"])
