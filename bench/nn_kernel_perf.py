@@ -8,9 +8,6 @@ initializers, so onnxruntime may prepack them as it does in a real model) and th
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -18,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from bench._common import median_s
 from partitioner.executor import registry
 from tests.partitioner.nn_nodecase_harness import import_nn_kernels
 
@@ -133,16 +131,6 @@ def cases() -> list[Case]:
     ]
 
 
-def _median_s(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _session(case: Case, threads: int) -> ort.InferenceSession:
     names = list(case.inputs) + list(case.weights)
     node = helper.make_node(
@@ -181,13 +169,13 @@ def main() -> None:
         if reg.needs_context:  # as the runner would call it: only the outputs the node declares
             extra["ctx"] = SimpleNamespace(opset=case.opset, num_outputs=case.n_outputs)
         numpy_s.append(
-            _median_s(lambda r=reg, a=args_in, c=case, e=extra: r.fn(*a, **c.attrs, **e), args.reps)
+            median_s(lambda r=reg, a=args_in, c=case, e=extra: r.fn(*a, **c.attrs, **e), args.reps)
         )
     print(f"{'layer':40s} {'numpy ms':>9s} {'ort ms':>8s} {'ratio':>6s}")
     total_np = total_ort = 0.0
     for case, np_s in zip(all_cases, numpy_s, strict=True):
         session = _session(case, args.threads)
-        ort_s = _median_s(lambda s=session, c=case: s.run(None, c.inputs), args.reps)
+        ort_s = median_s(lambda s=session, c=case: s.run(None, c.inputs), args.reps)
         del session
         total_np += np_s
         total_ort += ort_s

@@ -35,7 +35,7 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, console, machine, model, print_table  # noqa: E402
+from bench._common import ROOT, console, machine, median_s, model, print_table  # noqa: E402
 
 SEQ = 64
 
@@ -46,16 +46,6 @@ def _session(graph: onnx.GraphProto) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _median_s(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def gemm_flops_per_s(m: int = SEQ, k: int = 768, n: int = 3072) -> float:
@@ -71,7 +61,7 @@ def gemm_flops_per_s(m: int = SEQ, k: int = 768, n: int = 3072) -> float:
         "a": np.random.rand(m, k).astype(np.float32),
         "b": np.random.rand(k, n).astype(np.float32),
     }
-    return 2 * m * k * n / _median_s(lambda: s.run(None, feeds), 30)
+    return 2 * m * k * n / median_s(lambda: s.run(None, feeds), 30)
 
 
 def stream_bytes_per_s(elements: int = 1 << 24) -> float:
@@ -84,7 +74,7 @@ def stream_bytes_per_s(elements: int = 1 << 24) -> float:
     )  # fmt: skip
     s = _session(g)
     feeds = {x: np.ones(elements, np.float32) for x in ("a", "b")}
-    return 3 * 4 * elements / _median_s(lambda: s.run(None, feeds), 10)
+    return 3 * 4 * elements / median_s(lambda: s.run(None, feeds), 10)
 
 
 def per_op_s(ops: int = 200) -> float:
@@ -98,7 +88,7 @@ def per_op_s(ops: int = 200) -> float:
     )  # fmt: skip
     s = _session(g)
     feeds = {"x0": np.zeros(1, np.float32), "one": np.ones(1, np.float32)}
-    return _median_s(lambda: s.run(None, feeds), 50) / ops
+    return median_s(lambda: s.run(None, feeds), 50) / ops
 
 
 def _pingpong_rank(rank: int, port: int, out: str) -> None:

@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 
-from partitioner.commands._common import console, err_console, external_data_paths
+from partitioner.commands._common import err_console, external_data_paths
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
-from partitioner.runtime.finish import render_report
+from partitioner.runtime.finish import publish
 from partitioner.runtime.launcher import Launch, launch
 from partitioner.runtime.program import load_run
 from partitioner.runtime.worker_args import add_worker_arguments, worker_argv
@@ -86,21 +85,5 @@ def run(args: argparse.Namespace) -> int:
         f"starting {layout.world_size} ranks ({args.engine} engine) for {layout.num_stages} stages",
         markup=False,
     )
-    with outputs:
-        document = launch(
-            Launch(worker_argv(args), layout, args.deadline, args.threads),
-        )
-        trace = document.pop("trace")
-        if args.trace is not None:
-            outputs.stage(args.trace, json.dumps(trace))
-            outputs.commit()
-    if args.json:
-        print(json.dumps(document, indent=1))
-    else:
-        render_report(document, console)
-    if not document["ok"]:
-        err_console.print(
-            "mismatch: the distributed run's outputs differ from onnxruntime", markup=False
-        )
-        return 1
-    return 0
+    document = launch(Launch(worker_argv(args), layout, args.deadline, args.threads))
+    return publish(document, args, outputs)

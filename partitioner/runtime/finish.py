@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from partitioner.console import console
+from partitioner.console import console, err_console
 from partitioner.executor.reference import run_reference
 from partitioner.executor.verify import Comparison, compare_output, make_inputs
 from partitioner.outputs import Outputs
@@ -31,7 +31,7 @@ from partitioner.runtime.report import (
 from partitioner.simulate.trace import chrome_trace
 from partitioner.units import human_seconds
 
-__all__ = ["finish_run", "check_outputs", "render_report", "result_document"]
+__all__ = ["finish_run", "check_outputs", "publish", "render_report", "result_document"]
 
 
 def check_outputs(
@@ -153,17 +153,29 @@ def finish_run(
     repeats = [r for _, _, changed in gathered for r in changed]
     document["repeated_inputs"] = {"checked": sum(round_sizes) - len(outputs), "changed": repeats}
     document["ok"] = document["ok"] and not repeats
-    if getattr(args, "result", None):
+    if getattr(args, "result", None):  # the launcher prints it
         Path(args.result).write_text(json.dumps(document))
+        return 0 if document["ok"] else 1
+    outputs = Outputs([args.model, args.plan])
+    if args.trace is not None:
+        outputs.add("--trace", args.trace)
+    return publish(document, args, outputs)
+
+
+def publish(document: dict[str, Any], args: argparse.Namespace, outputs: Outputs) -> int:
+    """Write --trace (declared in ``outputs``), print the report or its JSON; the exit code."""
+    trace = document.pop("trace")
+    with outputs:
+        if args.trace is not None:
+            outputs.stage(args.trace, json.dumps(trace))
+            outputs.commit()
+    if args.json:
+        print(json.dumps(document, indent=1))
     else:
-        trace = document.pop("trace")
-        if args.trace:
-            with Outputs([args.model, args.plan]) as out:
-                out.add("--trace", args.trace)
-                out.stage(args.trace, json.dumps(trace))
-                out.commit()
-        if args.json:
-            print(json.dumps(document, indent=1))
-        else:
-            render_report(document, console)
-    return 0 if document["ok"] else 1
+        render_report(document, console)
+    if not document["ok"]:
+        err_console.print(
+            "mismatch: the distributed run's outputs differ from onnxruntime", markup=False
+        )
+        return 1
+    return 0
