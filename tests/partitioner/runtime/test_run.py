@@ -129,10 +129,11 @@ def test_two_ranks_on_the_tiny_llama_match_onnxruntime_and_write_a_trace(tiny_ll
     assert all(e["dur"] > 0 and e["ts"] >= 0 for e in computes)
 
 
-def test_three_ranks_on_gpt2_tiny_with_the_numpy_engine(tiny_gpt2):
-    plan = _plan(tiny_gpt2, {"batch": 1, "seq": 8}, pp=3)
-    result = _run(str(tiny_gpt2), str(plan), "--engine", "numpy", "--microbatches", "3", "--json")
-    _check_report(result, ranks=3, stages=3)
+@pytest.mark.parametrize(("ranks", "engine"), [(2, "ort"), (3, "numpy")])
+def test_gpt2_tiny_on_two_and_three_ranks(tiny_gpt2, ranks, engine):
+    plan = _plan(tiny_gpt2, {"batch": 1, "seq": 8}, pp=ranks)
+    result = _run(str(tiny_gpt2), str(plan), "--engine", engine, "--microbatches", "3", "--json")
+    _check_report(result, ranks=ranks, stages=ranks)
 
 
 def test_a_tensor_parallel_stage_runs_its_collectives_across_ranks(tiny_llama):
