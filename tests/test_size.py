@@ -29,7 +29,6 @@ ALLOWED: dict[str, tuple[int, str]] = {
     "tests/partitioner/test_kernels_nn_ort.py": (455, "to split"),
     # functions
     "targets/pipeline.py::pipeline_estimate": (68, "to split (15-line docstring)"),
-    "passes/analysis/costs.py::_node_cost": (77, "to split"),
     "passes/ir.py::build_graph": (105, "to split"),
     "partitioner/executor/kernels/nn_attention.py::_attention": (63, "kernel: ONNX Attention"),
     "examples/_torch_export.py::export_module": (65, "to split"),

@@ -153,10 +153,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**report.to_dict(), "wall_s": wall}, indent=1))
     else:
         _print_report(report, len(plan.partitions), wall)
-    if not report.ok:
+    if report.over_memory:
+        _print_over_memory(report)
+    if not all(c.ok for c in report.outputs):
         _print_mismatch(report)
-        return 1
-    return 0
+    return 0 if report.ok else 1
 
 
 def _require_kernels(graph: Graph) -> None:
@@ -204,6 +205,18 @@ def _print_report(report: VerifyReport, num_partitions: int, wall: float) -> Non
     )
     console.print(f"activations held per partition: {held}", markup=False)
     console.print(f"reference: {report.reference}; verified in {wall:.1f} s", markup=False)
+
+
+def _print_over_memory(report: VerifyReport) -> None:
+    """Name each partition that held more than its plan's memory leaves for it."""
+    runs = {p.id: p for p in report.partitions}
+    for pid in report.over_memory:
+        run = runs[pid]
+        err_console.print(
+            f"memory: partition {pid} held {human_bytes(run.peak_bytes)} besides its "
+            f"parameters, more than the {human_bytes(run.planned_bytes)} its plan gives it",
+            markup=False,
+        )
 
 
 def _print_mismatch(report: VerifyReport) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "run_partition",
     "run_plan",
     "constant_values",
+    "held_bytes_planned",
 ]
 
 
@@ -81,8 +82,10 @@ class PartitionRun:
     """What one partition held while it ran.
 
     Attributes:
-        peak_bytes: activation bytes actually held at once (parameters excluded).
-        planned_bytes: the plan's ``activation_bytes`` estimate for it.
+        peak_bytes: bytes actually held at once besides parameters: activations,
+            received values (relayed ones too) and KV-cache inputs.
+        planned_bytes: what the plan's memory leaves for those with one micro-batch in
+            flight (`held_bytes_planned`).
     """
 
     id: int
@@ -105,6 +108,14 @@ class PlanRun:
     partitions: tuple[PartitionRun, ...]
     transferred: dict[str, Any]
     collected: dict[str, Any] = field(default_factory=dict)
+
+
+def held_bytes_planned(partition: Partition, microbatches: int) -> int:
+    """The plan's memory of a partition less its parameters and the activations of the
+    other micro-batches in flight: one micro-batch's activations, its transfer buffers
+    and its KV cache, which is what a run of one micro-batch may hold besides weights."""
+    extra = max(microbatches, 1) - 1
+    return partition.memory_bytes - partition.param_bytes - extra * partition.activation_bytes
 
 
 def _opsets(graph: Graph) -> dict[str, int]:
@@ -346,7 +357,8 @@ def run_plan(
             raise PlanExecutionError(_no_transfer(graph, owner, error)) from None
         outbox[p.id] = result.outbox
         outputs.update({o: result.outbox[o] for o in graph.outputs if o in result.outbox})
-        runs.append(PartitionRun(p.id, result.peak_bytes, p.activation_bytes))
+        planned = held_bytes_planned(p, plan.parallelism.microbatches)
+        runs.append(PartitionRun(p.id, result.peak_bytes, planned))
     for name in graph.outputs:
         # Outputs no partition makes: parameters, or model inputs passed straight through.
         if name not in outputs and name in params:

@@ -82,6 +82,7 @@ class VerifyReport:
     divergent_tensor: str | None
     ok: bool
     reference: str = "onnxruntime"
+    over_memory: tuple[int, ...] = ()  # partitions that held more than their plan gives them
 
     def to_dict(self) -> dict:
         return {
@@ -103,6 +104,7 @@ class VerifyReport:
                 {"id": p.id, "peak_bytes": p.peak_bytes, "planned_bytes": p.planned_bytes}
                 for p in self.partitions
             ],
+            "over_memory": list(self.over_memory),
             "first_divergent_partition": self.first_divergent_partition,
             "divergent_tensor": self.divergent_tensor,
         }
@@ -242,11 +244,12 @@ def verify_plan(
     )
     ok = all(c.ok for c in comparisons)
     first, tensor = None, None
+    over = tuple(r.id for r in ours.partitions if r.peak_bytes > r.planned_bytes)
     if not ok:
         failing = [c.name for c in comparisons if not c.ok]
         first, tensor = _first_divergence(graph, plan, feeds, ours, tolerance, failing)
     source = REFERENCE_FLOAT32 if widened else "onnxruntime"
-    return VerifyReport(comparisons, ours.partitions, first, tensor, ok, source)
+    return VerifyReport(comparisons, ours.partitions, first, tensor, ok and not over, source, over)
 
 
 REFERENCE_FLOAT32 = "onnxruntime on a float32 copy (its CPU provider has no bfloat16 kernels)"

@@ -21,7 +21,12 @@ from passes.analysis.flops import FLOP_RULES, VIEW_OPS, OpShapes, flops_for
 from passes.functions import expand_call, is_function_call
 from passes.ir import Graph, Node, Tensor, build_graph, node_subgraphs
 
-__all__ = ["NodeCost", "CostReport", "node_costs", "resident_params"]
+__all__ = [
+    "NodeCost", "CostReport", "INDEXED_READS", "call_body", "node_costs", "resident_params",
+]  # fmt: skip
+
+# Ops that read only the part of their first input (data) that they write out.
+INDEXED_READS = frozenset({"Gather", "GatherElements", "GatherND", "Slice"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,9 @@ class NodeCost:
     Attributes:
         flops: floating-point operations (multiply-add = 2).
         matmuls: contractions in the node (MatMul, Conv, ...; Attention counts 2).
-        bytes_read: distinct input tensors' bytes, weights included.
+        bytes_read: distinct input tensors' bytes, weights included; an indexed read
+            (`INDEXED_READS`: Gather, Slice, ...) counts at most the bytes it writes of the
+            data it indexes, the rows it touches, not the whole table.
         bytes_written: output bytes.
         param_bytes: bytes of the parameters (initializers, folded constants) it reads.
         known: False if no rule covers the op or a shape is unknown.
@@ -153,28 +160,35 @@ def _subgraph_flops(sub: onnx.GraphProto, outer: Mapping[str, tuple[int, ...]]) 
     return total
 
 
-def _node_cost(graph: Graph, node: Node) -> NodeCost:
-    if node.folded:
-        return NodeCost(node.index, node.op_type, 0, 0, 0, 0, 0, dtype=_compute_dtype(graph, node))
+def _node_bytes(graph: Graph, node: Node) -> tuple[int, int, int, list[str]]:
+    """Bytes read, written and of parameters, and the tensors of unknown size."""
     inputs = [graph.tensors.get(i) if i else None for i in node.inputs]
-    outputs = [graph.tensors[o] for o in node.present_outputs]
     read = written = params = 0
     unknown: list[str] = []
-    for t in {t.name: t for t in inputs if t is not None}.values():
-        size = _nbytes(t)
-        if size is None:
-            unknown.append(t.name)
-            continue
-        read += size
-        if t.is_param:
-            params += size
-    for t in outputs:
+    for t in (graph.tensors[o] for o in node.present_outputs):
         size = _nbytes(t)
         if size is None:
             if not _unused_untyped(t):
                 unknown.append(t.name)
         else:
             written += size
+    indexed = inputs[0].name if node.op_type in INDEXED_READS and inputs and inputs[0] else None
+    for t in {t.name: t for t in inputs if t is not None}.values():
+        size = _nbytes(t)
+        if size is None:
+            unknown.append(t.name)
+            continue
+        if t.is_param:
+            params += size  # resident whole, however little of it a step reads
+        # an indexed read touches the rows it gathers (at most what it writes), not the table
+        read += min(size, written) if t.name == indexed and not unknown else size
+    return read, written, params, unknown
+
+
+def _node_cost(graph: Graph, node: Node) -> NodeCost:
+    if node.folded:
+        return NodeCost(node.index, node.op_type, 0, 0, 0, 0, 0, dtype=_compute_dtype(graph, node))
+    read, written, params, unknown = _node_bytes(graph, node)
     dtype = _compute_dtype(graph, node)
     is_view = node.op_type in VIEW_OPS and node.domain in ("", "ai.onnx")
 
@@ -222,8 +236,8 @@ def _node_cost(graph: Graph, node: Node) -> NodeCost:
             return unknown_cost("sub-graph with unknown shapes or ops")
     else:
         shapes = OpShapes(
-            [_static_shape(t) for t in inputs],
-            [_static_shape(t) for t in outputs],  # type: ignore[misc]
+            [_static_shape(graph.tensors.get(i) if i else None) for i in node.inputs],
+            [_static_shape(graph.tensors[o]) for o in node.present_outputs],  # type: ignore[misc]
             node.attributes,
         )
         flops, matmuls = FLOP_RULES[node.op_type](shapes)
@@ -232,8 +246,8 @@ def _node_cost(graph: Graph, node: Node) -> NodeCost:
     )
 
 
-def _function_call_flops(graph: Graph, node: Node) -> tuple[int, int] | None:
-    """FLOPs and contractions of a local function's body, expanded at this call's shapes."""
+def call_body(graph: Graph, node: Node) -> Graph:
+    """A local function call's body as a graph of its own, shapes inferred at this call's."""
     from passes.transforms.shapes import onnx_infer
 
     body = expand_call(graph, node)
@@ -250,7 +264,12 @@ def _function_call_flops(graph: Graph, node: Node) -> tuple[int, int] | None:
         ),
         opset_imports=list(graph.model.opset_import),
     )
-    report = node_costs(build_graph(onnx_infer(mini)))
+    return build_graph(onnx_infer(mini))
+
+
+def _function_call_flops(graph: Graph, node: Node) -> tuple[int, int] | None:
+    """FLOPs and contractions of a local function's body, expanded at this call's shapes."""
+    report = node_costs(call_body(graph, node))
     if report.num_unknown:
         return None
     return report.total_flops, sum(c.matmuls for c in report.nodes)

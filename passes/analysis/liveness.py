@@ -10,10 +10,11 @@ and its outputs are live together, which is where the peak is measured.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from passes.ir import Graph
+from passes.functions import is_function_call
+from passes.ir import Graph, Node
 
 __all__ = ["LivenessReport", "activation_liveness"]
 
@@ -37,11 +38,30 @@ class LivenessReport:
     unknown_tensors: tuple[str, ...] = ()
 
 
+def _call_transient_bytes(graph: Graph, node: Node) -> int:
+    """What a local function call holds inside beyond its inputs and outputs: its
+    body's own peak (the executor runs the body node by node) less what stays outside."""
+    from passes.analysis.costs import call_body
+
+    inner = activation_liveness(call_body(graph, node)).peak_bytes
+    outer = sum(
+        graph.tensors[n].nbytes
+        for n in (*node.present_inputs, *node.present_outputs)
+        if n in graph.tensors and graph.tensors[n].is_static and not graph.tensors[n].is_param
+    )
+    return max(0, inner - outer)
+
+
 def _last_uses(
-    graph: Graph, order: Sequence[int], in_set: set[int], step: dict[int, int]
+    graph: Graph,
+    order: Sequence[int],
+    in_set: set[int],
+    step: dict[int, int],
+    sent: Collection[str] = (),
 ) -> tuple[dict[str, int], set[str]]:
     """Last step at which each activation is needed (len(order): kept to the end), and
-    the activations that enter the schedule from outside it."""
+    the activations that enter the schedule from outside it. An entering one that is
+    also ``sent`` on (relayed to a later stage) is kept to the end as well."""
     last_use: dict[str, int] = {}
     entering: set[str] = set()
     end = len(order)
@@ -53,7 +73,7 @@ def _last_uses(
                 continue  # resident, counted apart (parameters; the KV cache on its stage)
             if t.producer is None or t.producer not in in_set:
                 entering.add(name)
-            last_use[name] = max(last_use.get(name, -1), step[node_index])
+            last_use[name] = end if name in sent else max(last_use.get(name, -1), step[node_index])
         for name in node.present_outputs:
             t = graph.tensors[name]
             leaves = t.is_graph_output or any(c not in in_set for c in t.consumers)
@@ -68,6 +88,7 @@ def activation_liveness(
     graph: Graph,
     schedule: Sequence[int] | None = None,
     nbytes: Callable[[str], int] | None = None,
+    sent: Collection[str] = (),
 ) -> LivenessReport:
     """Peak activation memory when the nodes in ``schedule`` run in that order.
 
@@ -77,6 +98,8 @@ def activation_liveness(
             topological order. Folded nodes are skipped (they run at load time).
         nbytes: bytes of a static tensor as one device holds it (default: the
             whole tensor); a tensor-parallel rank holds a slice of some.
+        sent: tensors the stage sends on after it ran; one it receives and reads is
+            held to the end, not freed after its last local use.
     """
     order = [
         i
@@ -94,7 +117,7 @@ def activation_liveness(
         unknown.append(name)
         return 0
 
-    last_use, entering = _last_uses(graph, order, in_set, step)
+    last_use, entering = _last_uses(graph, order, in_set, step, frozenset(sent))
     end = len(order)
     live = sum(size(n) for n in entering)
     entry_bytes = live
@@ -105,8 +128,9 @@ def activation_liveness(
     for k, node_index in enumerate(order):
         node = graph.nodes[node_index]
         live += sum(size(o) for o in node.present_outputs)
-        if live > peak:
-            peak, peak_node = live, node_index
+        transient = _call_transient_bytes(graph, node) if is_function_call(graph, node) else 0
+        if live + transient > peak:
+            peak, peak_node = live + transient, node_index
         live -= sum(size(n) for n in dying_at.get(k, ()))
     exit_bytes = sum(size(n) for n in dying_at.get(end, ()) if graph.tensors[n].producer in in_set)
     return LivenessReport(peak, peak_node, entry_bytes, exit_bytes, tuple(dict.fromkeys(unknown)))

@@ -156,3 +156,31 @@ def test_softmax_over_weights_is_not_attention(tmp_path):
     )
     g = load(save(model, tmp_path / "cls.onnx"))
     assert attention_patterns(g, node_costs(g)) == ()
+
+
+def test_a_gather_reads_the_rows_it_gathers_not_the_table(tmp_path):
+    # table [1000, 64] float32 = 256,000 B; ids [2, 3] int64 = 48 B; out [2, 3, 64] = 1,536 B
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)]
+    inits = [init("table", np.ones((1000, 64), np.float32))]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 3])
+    model = make_model(nodes, [ids], [vi("rows", [2, 3, 64])], inits)
+    (gather,) = node_costs(load(save(model, tmp_path / "gather.onnx"))).nodes
+    assert (gather.bytes_read, gather.bytes_written) == (1_536 + 48, 1_536)
+    assert gather.param_bytes == 256_000  # the table is still resident whole
+
+
+def test_a_slice_reads_what_it_keeps(tmp_path):
+    # x [8, 16] float32 = 512 B; keep rows 0..2 -> [2, 16] = 128 B; starts/ends/axes 3 x 8 B
+    nodes = [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"])]
+    inits = [init(n, np.array([v], np.int64)) for n, v in (("starts", 0), ("ends", 2), ("axes", 0))]
+    model = make_model(nodes, [vi("x", [8, 16])], [vi("y", [2, 16])], inits)
+    (cut,) = node_costs(load(save(model, tmp_path / "slice.onnx"))).nodes
+    assert (cut.bytes_read, cut.bytes_written) == (128 + 24, 128)
+
+
+def test_liveness_holds_a_received_tensor_the_stage_sends_on(tmp_path):
+    g = _chain(tmp_path)
+    # Stage = [relu, fc2] receives h (128 B). Freed after relu: peak at relu h + a = 256.
+    assert activation_liveness(g, [1, 2]).peak_bytes == 256
+    # Sent on to a later stage too, h stays to the end: at fc2 h + a + y = 128+128+32 = 288
+    assert activation_liveness(g, [1, 2], sent={"h"}).peak_bytes == 288

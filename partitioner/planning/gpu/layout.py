@@ -105,7 +105,16 @@ def layout_pipeline(
     transfers = _transfers(graph, owner, setup.devices, cost_model)
     relay = _relay_buffers(graph, owner, transfers, setup.problem.num_stages)
     partitions = [
-        stage_partition(graph, costs, cost_model, setup, k, nodes, relay[k])
+        stage_partition(
+            graph,
+            costs,
+            cost_model,
+            setup,
+            k,
+            nodes,
+            relay[k],
+            {t.tensor for t in transfers if t.src == k},
+        )  # fmt: skip
         for k, nodes in enumerate(parts)
     ]
     shards = tuple(s for p in partitions for s in stage_shards(graph, setup, p))

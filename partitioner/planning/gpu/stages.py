@@ -7,7 +7,7 @@ collectives out; each is listed apart with its seconds on the group's link.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from partitioner.plan import Collective, Partition, Shard
 from partitioner.planning.gpu.problem import PipelineSetup
@@ -51,14 +51,18 @@ def stage_partition(
     k: int,
     nodes: Sequence[int],
     relay_bytes: int,
+    sent: Collection[str] = (),
 ) -> Partition:
-    """Stage ``k``: distinct parameters, its own activation peak, its relay buffers."""
+    """Stage ``k``: distinct parameters, its own activation peak (what it receives, reads
+    and ``sent`` on is held to the end), its relay buffers."""
     runtime = [n for n in nodes if not graph.nodes[n].folded]
     held = residency(graph, runtime)
     param_bytes = local_param_bytes(graph, setup.sharding, held.params)
     kv_bytes = local_param_bytes(graph, setup.sharding, held.kv_cache)
     peak = (
-        activation_liveness(graph, runtime, _rank_bytes(graph, setup)).peak_bytes if runtime else 0
+        activation_liveness(graph, runtime, _rank_bytes(graph, setup), sent).peak_bytes
+        if runtime
+        else 0
     )
     group = setup.groups[k] if setup.groups else (setup.devices[k],)
     memory = stage_memory_bytes(

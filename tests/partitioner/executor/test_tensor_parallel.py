@@ -99,7 +99,7 @@ def tp_plan(graph, groups: list[tuple[int, ...]], cut: int) -> Plan:
     node_sets = [tuple(range(cut)), tuple(range(cut, graph.num_nodes))]
     partitions, shards, collectives = [], [], []
     for pid, (devices, nodes) in enumerate(zip(groups, node_sets, strict=True)):
-        partitions.append(Partition(pid, pid, devices, nodes, 0, 0, 0, 0, 1 << 30, 0, 0.0))
+        partitions.append(Partition(pid, pid, devices, nodes, 0, 0, 0, 1 << 30, 1 << 30, 0, 0.0))
         if len(devices) == 1:
             continue
         parts = len(devices)
