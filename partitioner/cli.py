@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "latency, throughput, bottleneck and link loads of a plan"),
     "export": ("export", "one ONNX file per plan stage, a manifest and a Triton repository"),
     "run": ("run", "run a plan on torch.distributed ranks and measure it against the plan"),
+    "calibrate": ("calibrate", "measure this machine and write a target file of what it measured"),
     "targets": ("targets", "list the hardware presets with their key numbers"),
 }
 PLAN_VERB = ("plan", "plan MODEL onto target T and write the plan")

@@ -1,0 +1,139 @@
+"""Micro-benchmarks of this machine's CPU through onnxruntime, as a `partition run` rank runs.
+
+Each figure is the median of repeated runs after one warm-up, with the
+intra-op thread count a rank uses (one by default):
+
+- GEMM: float32 (and float16 where onnxruntime's CPU provider runs it) MatMul
+  at shapes transformer layers use; the best shape's rate is the achieved peak;
+- stream: an elementwise Add over 64 MB arrays (two reads, one write);
+- per-op overhead: a chain of tiny Adds, total time over the op count.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+__all__ = ["Measured", "GEMM_SHAPES", "gemm_rates", "stream_rate", "per_op_overhead", "median_s"]
+
+# (M, K, N): a decode step's projection (a few tokens), a prefill MLP, a square block
+GEMM_SHAPES: tuple[tuple[int, int, int], ...] = (
+    (8, 4096, 4096),
+    (64, 768, 3072),
+    (512, 1024, 1024),
+)
+STREAM_ELEMENTS = 1 << 24  # 64 MB of float32 per array: far past the caches
+CHAIN_OPS = 200
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One calibrated figure and how it was measured (written beside it in the target)."""
+
+    value: float
+    how: str
+
+
+def median_s(run: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _session(graph: onnx.GraphProto, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _gemm_s(m: int, k: int, n: int, dtype: np.dtype, threads: int, repeats: int) -> float:
+    kind = helper.np_dtype_to_tensor_dtype(dtype)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info("a", kind, [m, k]),
+         helper.make_tensor_value_info("b", kind, [k, n])],
+        [helper.make_tensor_value_info("c", kind, [m, n])],
+    )  # fmt: skip
+    session = _session(graph, threads)
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.random((m, k)).astype(dtype), "b": rng.random((k, n)).astype(dtype)}
+    return median_s(lambda: session.run(None, feeds), repeats)
+
+
+def gemm_rates(
+    threads: int, repeats: int = 15, shapes: Sequence[tuple[int, int, int]] = GEMM_SHAPES
+) -> dict[str, Measured]:
+    """Achieved MatMul FLOP/s per dtype: the best of ``shapes`` (dtypes onnxruntime cannot
+    run on this CPU are left out)."""
+    out = {}
+    for dtype in (np.dtype(np.float32), np.dtype(np.float16)):
+        try:
+            rates = {
+                s: 2 * s[0] * s[1] * s[2] / _gemm_s(*s, dtype, threads, repeats) for s in shapes
+            }
+        except Exception:  # onnxruntime has no kernel for this dtype here  # noqa: BLE001
+            continue
+        (m, k, n), best = max(rates.items(), key=lambda item: item[1])
+        listed = ", ".join(f"{a}x{b}x{c} {r / 1e9:.1f}" for (a, b, c), r in rates.items())
+        out[dtype.name] = Measured(
+            best,
+            f"onnxruntime CPU MatMul {dtype.name}, {threads} thread(s), median of {repeats}; "
+            f"best of GFLOP/s at MxKxN: {listed}",
+        )
+    return out
+
+
+def stream_rate(threads: int, repeats: int = 7) -> Measured:
+    """Achieved memory bandwidth: bytes an elementwise Add moves per second."""
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"])], "stream",
+        [helper.make_tensor_value_info(x, f, [STREAM_ELEMENTS]) for x in ("a", "b")],
+        [helper.make_tensor_value_info("c", f, [STREAM_ELEMENTS])],
+    )  # fmt: skip
+    session = _session(graph, threads)
+    feeds = {x: np.ones(STREAM_ELEMENTS, np.float32) for x in ("a", "b")}
+    seconds = median_s(lambda: session.run(None, feeds), repeats)
+    return Measured(
+        3 * 4 * STREAM_ELEMENTS / seconds,
+        f"onnxruntime CPU Add of two {4 * STREAM_ELEMENTS >> 20} MiB float32 arrays "
+        f"(2 reads + 1 write), {threads} thread(s), median of {repeats}",
+    )
+
+
+def per_op_overhead(threads: int, repeats: int = 30) -> Measured:
+    """Seconds onnxruntime spends per op on a chain of ops too small to compute anything."""
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Add", [f"x{i}", "one"], [f"x{i + 1}"]) for i in range(CHAIN_OPS)]
+    graph = helper.make_graph(
+        nodes, "chain",
+        [helper.make_tensor_value_info("x0", f, [1]), helper.make_tensor_value_info("one", f, [1])],
+        [helper.make_tensor_value_info(f"x{CHAIN_OPS}", f, [1])],
+    )  # fmt: skip
+    session = _session(graph, threads)
+    feeds = {"x0": np.zeros(1, np.float32), "one": np.ones(1, np.float32)}
+    seconds = median_s(lambda: session.run(None, feeds), repeats) / CHAIN_OPS
+    return Measured(
+        seconds,
+        f"onnxruntime CPU chain of {CHAIN_OPS} Adds on 1 element, {threads} thread(s), "
+        f"median of {repeats}, per op",
+    )

@@ -1,0 +1,83 @@
+"""`partition calibrate`: the target it writes loads, says how each figure was measured,
+and carries exactly the figures given to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from partitioner.calibrate.host import Measured
+from partitioner.calibrate.target import Calibration, target_yaml
+from targets.gpu import GpuTarget
+from targets.loader import load_target
+from tests.cli import run_cli
+
+
+def _calibration(ranks: int, links: bool) -> Calibration:
+    return Calibration(
+        "CPU test (1 thread)",
+        Measured(8_000_000_000, "memory"),
+        {"float32": Measured(5e10, "gemm fp32"), "float16": Measured(2.5e10, "gemm fp16")},
+        Measured(2e10, "stream"),
+        Measured(5e-7, "chain"),
+        ranks,
+        {
+            "latency_s": Measured(1e-4, "ping"),
+            "bandwidth_bytes_per_s": Measured(3e9, "pong"),
+            "collective_latency_s": Measured(3e-4, "reduce small"),
+            "collective_bandwidth_bytes_per_s": Measured(1e9, "reduce large"),
+        }
+        if links
+        else {},
+        "by hand",
+    )
+
+
+@pytest.mark.parametrize(("ranks", "links"), [(1, False), (2, True)])
+def test_the_yaml_loads_as_the_figures_given(tmp_path, ranks, links):
+    calibration = _calibration(ranks, links)
+    path = tmp_path / "cpu.yaml"
+    path.write_text(target_yaml(calibration))
+    target = load_target(path)
+    assert isinstance(target, GpuTarget) and len(target.devices) == ranks
+    device = target.devices[-1]
+    assert device.peak_flops_per_s == {"float32": 5e10, "float16": 2.5e10}
+    assert (device.hbm_bytes, device.hbm_bandwidth_bytes_per_s) == (8_000_000_000, 2e10)
+    assert (device.eta_compute, device.eta_memory, device.launch_overhead_s) == (1.0, 1.0, 5e-7)
+    link = target.intra_node_link
+    if links:
+        assert (link.latency_s, link.bandwidth_bytes_per_s) == (1e-4, 3e9)
+        assert (link.collective_latency_s, link.collective_bandwidth_bytes_per_s) == (3e-4, 1e9)
+    else:  # one rank: the only link is a memory copy
+        assert (link.latency_s, link.bandwidth_bytes_per_s) == (5e-7, 2e10)
+    text = path.read_text()
+    assert "# gemm fp32" in text and "# stream" in text and "# chain" in text
+
+
+def test_calibrate_measures_this_cpu_and_writes_a_loadable_target(tmp_path):
+    out = tmp_path / "cpu.yaml"
+    result = run_cli("calibrate", "--ranks", "2", "-o", str(out))
+    assert result.code == 0, result.err
+    target = load_target(out)
+    assert len(target.devices) == 2
+    device = target.devices[0]
+    assert device.peak_flops_per_s["float32"] > 1e8  # any CPU does 0.1 GFLOP/s
+    assert device.hbm_bandwidth_bytes_per_s > 1e8 and 0 < device.launch_overhead_s < 1e-3
+    assert 0 < target.intra_node_link.latency_s < 0.1
+    assert "onnxruntime CPU MatMul float32" in out.read_text()
+    assert "GEMM float32" in result.out and f"target written to {out}" in result.out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--ranks", "0"], "--ranks 0: give a whole number"),
+     (["--threads", "0"], "--threads 0: give a whole number")],
+)  # fmt: skip
+def test_calibrate_refuses_bad_numbers(tmp_path, flags, message):
+    result = run_cli("calibrate", *flags, "-o", str(tmp_path / "t.yaml"))
+    assert result.code == 2 and message in result.err
+    assert not (tmp_path / "t.yaml").exists()
+
+
+def test_calibrate_will_not_write_over_a_folder(tmp_path):
+    result = run_cli("calibrate", "--ranks", "1", "-o", str(tmp_path))
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
