@@ -17,10 +17,15 @@ from passes.ir import Graph, Node
 __all__ = ["AttentionPattern", "attention_patterns"]
 
 _CONTRACTIONS = frozenset({"MatMul", "Einsum"})
-# Ops that may sit between the scores and the softmax, or after it.
+# Ops that may sit between the scores and the softmax: scaling, masking (Where on a
+# boolean mask: torch's scaled_dot_product_attention), soft-capping, casts, and views
+# (BLOOM reshapes its batched scores to per-head ones before the softmax).
 _BETWEEN = frozenset(
-    {"Mul", "Div", "Add", "Sub", "Where", "Cast", "Tanh", "Clip", "Dropout", "Identity"}
-)
+    {"Mul", "Div", "Add", "Sub", "Where", "Cast", "Tanh", "Clip", "Dropout", "Identity",
+     "Reshape", "Squeeze", "Unsqueeze"}
+)  # fmt: skip
+# Ops that may sit between the probabilities and their product with V.
+_AFTER = frozenset({"Cast", "Dropout", "Identity", "Reshape", "Squeeze", "Unsqueeze"})
 
 
 @dataclass(frozen=True)
@@ -52,37 +57,58 @@ def _is_activation(graph: Graph, name: str) -> bool:
     return t is not None and not t.is_param
 
 
-def _scores_source(graph: Graph, softmax: Node) -> list[Node] | None:
-    """Walk back from the softmax through elementwise ops to Q·Kᵀ (two activations)."""
-    path: list[Node] = []
-    name = softmax.inputs[0]
-    for _ in range(8):
-        node = _producer(graph, name)
-        if node is None or node.folded:
-            return None
-        path.append(node)
-        if node.op_type in _CONTRACTIONS:
-            operands = node.present_inputs
-            return (
-                path
-                if len(operands) == 2 and all(_is_activation(graph, o) for o in operands)
-                else None
-            )
-        if node.op_type not in _BETWEEN:
-            return None
-        # Follow the activation operand (the scores), not a constant scale or a mask.
-        candidates = [i for i in node.present_inputs if _is_activation(graph, i)]
-        if not candidates:
-            return None
-        name = candidates[0]
+def _float_activation(graph: Graph, name: str) -> bool:
+    t = graph.tensors.get(name)
+    return t is not None and not t.is_param and t.elem_type in _FLOAT_TYPES
+
+
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})  # float, float16, double, bfloat16
+
+
+def _scores_source(graph: Graph, name: str, depth: int = 8) -> list[Node] | None:
+    """Walk back from the softmax's input through elementwise ops and views to Q·Kᵀ (a
+    contraction of two activations), trying each floating activation operand in turn:
+    the scores, not a boolean mask or a constant scale, lead there."""
+    node = _producer(graph, name)
+    if depth == 0 or node is None or node.folded:
+        return None
+    if node.op_type in _CONTRACTIONS:
+        operands = node.present_inputs
+        two = len(operands) == 2 and all(_is_activation(graph, o) for o in operands)
+        return [node] if two else None
+    if node.op_type not in _BETWEEN:
+        return None
+    for operand in node.present_inputs:
+        if _float_activation(graph, operand):
+            found = _scores_source(graph, operand, depth - 1)
+            if found is not None:
+                return [node, *found]
     return None
 
 
+def _nan_guard(graph: Graph, name: str) -> Node | None:
+    """The ``Where(IsNaN(p), 0, p)`` that torch's decomposition puts after the softmax
+    (rows masked out entirely give NaN), when ``name``'s readers are exactly that pair."""
+    readers = [graph.nodes[c] for c in graph.tensors[name].consumers]
+    isnan = [n for n in readers if n.op_type == "IsNaN"]
+    where = [n for n in readers if n.op_type == "Where"]
+    if len(readers) != 2 or len(isnan) != 1 or len(where) != 1:
+        return None
+    return where[0] if isnan[0].outputs[0] in where[0].inputs else None
+
+
 def _value_sink(graph: Graph, softmax: Node) -> list[Node] | None:
-    """Walk forward from the softmax through casts/dropout to probabilities·V."""
+    """Walk forward from the softmax through casts, dropout, views and a NaN guard to
+    probabilities·V."""
     path: list[Node] = []
     name = softmax.outputs[0]
-    for _ in range(4):
+    for _ in range(6):
+        guard = _nan_guard(graph, name)
+        if guard is not None:
+            isnan = next(graph.nodes[c] for c in graph.tensors[name].consumers if c != guard.index)
+            path += [isnan, guard]
+            name = guard.outputs[0]
+            continue
         consumers = graph.tensors[name].consumers
         if len(consumers) != 1:
             return None
@@ -90,7 +116,7 @@ def _value_sink(graph: Graph, softmax: Node) -> list[Node] | None:
         path.append(node)
         if node.op_type in _CONTRACTIONS:
             return path if node.inputs and node.inputs[0] == name else None
-        if node.op_type not in ("Cast", "Dropout", "Identity"):
+        if node.op_type not in _AFTER:
             return None
         name = node.outputs[0]
     return None
@@ -119,7 +145,7 @@ def attention_patterns(graph: Graph, costs: CostReport) -> tuple[AttentionPatter
             continue
         if node.op_type not in ("Softmax", "LogSoftmax"):
             continue
-        before, after = _scores_source(graph, node), _value_sink(graph, node)
+        before, after = _scores_source(graph, node.inputs[0]), _value_sink(graph, node)
         if before is None or after is None:
             continue
         members = tuple(sorted({n.index for n in before} | {node.index} | {n.index for n in after}))

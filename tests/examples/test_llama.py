@@ -365,3 +365,25 @@ def test_llama_never_imports_torch() -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("config", "kind", "dims"),
+    [
+        ("tiny", "prefill", {"batch": 1, "seq": 8}),
+        ("tiny", "decode", {"batch": 2, "past": 15}),
+        ("llama3.1-8b", "decode", {"batch": 1, "past": 4095}),
+    ],
+)
+def test_every_layer_has_its_attention_found(tmp_path: Path, config, kind, dims) -> None:
+    from passes.analysis import node_costs
+    from passes.analysis.patterns import attention_patterns
+    from passes.load import load
+
+    path = llama.build(tmp_path / "m.onnx", config, kind=kind, weights="none")
+    graph = load(path, dims)
+    found = attention_patterns(graph, node_costs(graph))
+    assert len(found) == llama.CONFIGS[config].num_layers
+    queries = dims.get("seq", 1)
+    keys = dims.get("seq", dims.get("past", 0) + 1)
+    assert all((p.q_len, p.kv_len) == (queries, keys) for p in found)

@@ -276,3 +276,28 @@ def test_cli_user_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert err.startswith("error: layers (0,) must be")
     assert len(err.strip().splitlines()) == 1
+
+
+# Attention computations each export holds: one per transformer block.
+ATTENTION_LAYERS = {
+    "gpt2": gpt2.CONFIGS["tiny"].n_layer,
+    "bert": bert.CONFIGS["tiny"].num_hidden_layers,
+}
+
+
+def test_attention_is_found_in_every_block_of_the_export(exported: tuple[Case, str, Path]) -> None:
+    """torch's scaled_dot_product_attention decomposes into Q·Kᵀ, a scale, a boolean-mask
+    Where, a softmax (NaN-guarded by some exporters) and ·V: each block's is found."""
+    from passes.analysis import node_costs
+    from passes.analysis.patterns import attention_patterns
+    from passes.load import load
+
+    case, _, path = exported
+    name = next(k for k, v in CASES.items() if v is case)
+    dims = {"batch": 1, "seq": 5} if name in ATTENTION_LAYERS else {"batch": 1}
+    if name.startswith("resnet"):
+        dims.update(height=40, width=56)
+    graph = load(path, dims)
+    found = attention_patterns(graph, node_costs(graph))
+    assert len(found) == ATTENTION_LAYERS.get(name, 0)
+    assert all(p.q_len == 5 and p.kv_len == 5 for p in found)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper
 
 from passes.analysis import activation_liveness, cut_bytes, node_costs
@@ -184,3 +185,49 @@ def test_liveness_holds_a_received_tensor_the_stage_sends_on(tmp_path):
     assert activation_liveness(g, [1, 2]).peak_bytes == 256
     # Sent on to a later stage too, h stays to the end: at fc2 h + a + y = 128+128+32 = 288
     assert activation_liveness(g, [1, 2], sent={"h"}).peak_bytes == 288
+
+
+def _sdpa_like(tmp_path, *, reshape: bool, nan_guard: bool):
+    """q [2,4,8] · kᵀ [2,8,4] -> scores [2,4,4] -> Where(mask, -inf, scores) [-> Reshape]
+    -> Softmax [-> Where(IsNaN(p), 0, p)] -> · v [2,4,8]: torch's decomposition."""
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Not", ["keep"], ["masked"]),
+        helper.make_node("Where", ["masked", "neg_inf", "scores"], ["filled"]),
+    ]
+    scores = "filled"
+    if reshape:  # BLOOM: batched scores viewed per head before the softmax
+        nodes.append(helper.make_node("Reshape", ["filled", "shape"], ["per_head"]))
+        scores = "per_head"
+    nodes.append(helper.make_node("Softmax", [scores], ["p"], axis=-1))
+    probs = "p"
+    if nan_guard:
+        nodes += [
+            helper.make_node("IsNaN", ["p"], ["nan"]),
+            helper.make_node("Where", ["nan", "zero", "p"], ["p_safe"]),
+        ]
+        probs = "p_safe"
+    nodes.append(helper.make_node("MatMul", [probs, "v"], ["o"]))
+    inputs = [vi("q", [2, 4, 8]), vi("k", [2, 4, 8]), vi("v", [2, 4, 8])]
+    inputs.append(helper.make_tensor_value_info("keep", TensorProto.BOOL, [2, 4, 4]))
+    inits = [
+        init("neg_inf", np.array(-np.inf, np.float32)),
+        init("zero", np.array(0.0, np.float32)),
+        init("shape", np.array([2, 4, 4], np.int64)),
+    ]
+    model = make_model(nodes, inputs, [vi("o", [2, 4, 8])], inits)
+    return load(save(model, tmp_path / "sdpa.onnx"))
+
+
+@pytest.mark.parametrize(("reshape", "nan_guard"), [(False, False), (False, True), (True, True)])
+def test_attention_through_a_boolean_mask_a_view_and_a_nan_guard(tmp_path, reshape, nan_guard):
+    from passes.analysis import attention_patterns
+
+    g = _sdpa_like(tmp_path, reshape=reshape, nan_guard=nan_guard)
+    (found,) = attention_patterns(g, node_costs(g))
+    ops = [g.nodes[i].op_type for i in found.nodes]
+    # the mask's Not is not part of it; the scores' Where, the view and the guard are
+    assert "Not" not in ops and ops.count("MatMul") == 2 and "Softmax" in ops
+    assert ("IsNaN" in ops) == nan_guard and ("Reshape" in ops) == reshape
+    assert (found.q_len, found.kv_len) == (4, 4)
