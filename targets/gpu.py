@@ -198,6 +198,9 @@ class GpuDevice(Spec):
         )
 
 
+RUNTIMES = ("eager", "fused")
+
+
 @dataclass(frozen=True)
 class GpuTarget(TargetSpec):
     """A cluster of GPUs in nodes of ``gpus_per_node``.
@@ -219,6 +222,11 @@ class GpuTarget(TargetSpec):
         host_link: Link between a device and host memory.
         description: Free text for reports.
         tp_across_nodes: Whether a tensor-parallel group may span nodes.
+        runtime: How the serving runtime executes the graph: ``"eager"`` (one kernel
+            and one launch per ONNX op, as onnxruntime runs it) or ``"fused"``
+            (attention as one FlashAttention-style kernel, elementwise chains as one
+            memory pass each, decode steps replayed as CUDA graphs, as vLLM and
+            TensorRT-LLM run it; `passes.analysis.fusion`).
     """
 
     kind: ClassVar[str] = "gpu"
@@ -235,9 +243,12 @@ class GpuTarget(TargetSpec):
     host_link: Link
     description: str = ""
     tp_across_nodes: bool = False
+    runtime: str = "eager"
 
     def __post_init__(self) -> None:
         set_field(self, "name", text(self.name, "name"))
+        if self.runtime not in RUNTIMES:
+            raise FieldError("runtime", f"must be one of {', '.join(map(repr, RUNTIMES))}")
         if isinstance(self.devices, GpuDevice) or not isinstance(self.devices, tuple | list):
             raise FieldError("devices", "must be a list of devices")
         if not self.devices:
@@ -252,10 +263,13 @@ class GpuTarget(TargetSpec):
         set_field(self, "tp_across_nodes", boolean(self.tp_across_nodes, "tp_across_nodes"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical spec; ``tp_across_nodes`` only when true, so older specs keep their hash."""
+        """Canonical spec; ``tp_across_nodes`` only when true and ``runtime`` only when not
+        eager, so older specs keep their hash."""
         canonical = super().to_dict()
         if not self.tp_across_nodes:
             del canonical["tp_across_nodes"]
+        if self.runtime == "eager":
+            del canonical["runtime"]
         return canonical
 
     @property

@@ -257,6 +257,7 @@ def _gpu_target(name: str, device: GpuDevice, count: int, intra: Link, host: Lin
         inter_node_link=_IB_NDR,
         host_link=host,
         description=_gpu_description(device, per_node, nodes, intra),
+        runtime="fused",  # as vLLM and TensorRT-LLM serve: fused kernels, CUDA graphs
     )
 
 

@@ -45,6 +45,7 @@ class NodeCost:
         reason: why the cost is unknown ("" if known).
         is_view: the output aliases the input (Reshape, Squeeze, ...): no kernel, no traffic.
         dtype: the dtype the node computes in, for peak-rate lookup.
+        kernels: launches it costs (1; 0 inside a replayed CUDA graph, `fusion`).
     """
 
     index: int
@@ -58,6 +59,7 @@ class NodeCost:
     reason: str = ""
     is_view: bool = False
     dtype: str = ""
+    kernels: int = 1
 
     @property
     def bytes_moved(self) -> int:

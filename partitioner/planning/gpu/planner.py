@@ -25,6 +25,7 @@ from partitioner.planning.common import (
     assemble_plan,
     check_model_fits,
     check_total_fits,
+    decode_batch,
     device_count,
     resolve_objective,
     unsized_extra,
@@ -43,6 +44,7 @@ from partitioner.planning.gpu.problem import PipelineSetup
 from partitioner.planning.options import GPU_SOLVERS, GpuOptions
 from partitioner.simulate.common import replica_devices
 from passes.analysis.costs import CostReport, node_costs
+from passes.analysis.fusion import fused_costs
 from passes.analysis.sharding import ShardingPlan, shard_graph
 from passes.ir import Graph
 from targets import GpuTarget
@@ -282,6 +284,8 @@ def plan_pipeline(
     cost_model = CostModel(target)
     assert isinstance(cost_model, GpuCostModel)
     costs = node_costs(graph)
+    if target.runtime == "fused":  # as serving runtimes execute it (passes.analysis.fusion)
+        costs = fused_costs(graph, costs, cuda_graph=decode_batch(graph) is not None)
     check_model_fits(graph, costs, cost_model, "device")
     k = device_count(options, target)
     check_total_fits(costs, cost_model, target.num_devices if k is None else k)

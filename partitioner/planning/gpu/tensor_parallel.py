@@ -107,7 +107,7 @@ def node_time(
     if sharding is not None and degree > 1 and index in sharding.sharded_nodes:
         flops /= degree
         moved *= _local_scale(graph, sharding, index)
-    kernels = 0 if c.is_view else 1
+    kernels = 0 if c.is_view else c.kernels
     return cost_model.op_time_parts(flops, moved, c.dtype or "float32", group[0], kernels)
 
 

@@ -1,0 +1,61 @@
+"""Costs as a fusing runtime runs the graph, worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from passes.analysis import node_costs
+from passes.analysis.fusion import fused_costs, fusion_groups
+from passes.load import load
+from tests.modelgen import init, make_model, save, vi
+from tests.passes.test_analysis import _sdpa_like
+
+
+def _chain(tmp_path):
+    """x[4,8] -> Mul(s) -> Add(b) -> Relu -> MatMul(W[8,8]) -> y[4,8]."""
+    nodes = [
+        helper.make_node("Mul", ["x", "s"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["r", "w"], ["y"]),
+    ]
+    inits = [
+        init("s", np.array(2.0, np.float32)),
+        init("b", np.ones(8, np.float32)),
+        init("w", np.ones((8, 8), np.float32)),
+    ]
+    return load(
+        save(make_model(nodes, [vi("x", [4, 8])], [vi("y", [4, 8])], inits), tmp_path / "c.onnx")
+    )
+
+
+def test_an_elementwise_chain_is_one_memory_pass(tmp_path):
+    g = _chain(tmp_path)
+    costs = node_costs(g)
+    # one pass: x (128 B) + s (4 B) + b (32 B) in, r (128 B) out = 292 B;
+    # eagerly Mul moved 128+4+128 = 260, Add 128+32+128 = 288, Relu 256: 804 B
+    assert fusion_groups(g, costs) == [([0, 1, 2], 292)]
+    assert [costs.nodes[i].bytes_moved for i in range(3)] == [260, 288, 256]
+    fused = fused_costs(g, costs)
+    shares = [fused.nodes[i].bytes_moved for i in range(3)]
+    assert shares == [round(292 * 260 / 804), round(292 * 288 / 804), round(292 * 256 / 804)]
+    assert [fused.nodes[i].kernels for i in range(4)] == [0, 0, 1, 1]  # one launch, on Relu
+    assert fused.nodes[3] == costs.nodes[3]  # the MatMul is its own kernel
+    assert fused.total_flops == costs.total_flops and fused.param_bytes == costs.param_bytes
+    assert all(n.kernels == 0 for n in fused_costs(g, costs, cuda_graph=True).nodes)
+
+
+def test_attention_reads_q_k_v_once_and_never_writes_scores(tmp_path):
+    g = _sdpa_like(tmp_path, reshape=True, nan_guard=True)
+    costs = node_costs(g)
+    (members, moved), *rest = fusion_groups(g, costs)
+    ops = sorted(g.nodes[i].op_type for i in members)
+    # K's Transpose only feeds Q·Kᵀ: absorbed, so K is read as it is (256 B)
+    assert ops == sorted(["Transpose", "MatMul", "Where", "Reshape", "Softmax", "IsNaN",
+                          "Where", "MatMul"])  # fmt: skip
+    # q, k, v [2,4,8] float32 = 256 B each, the boolean mask [2,4,4] = 32 B, out o 256 B
+    assert moved == 3 * 256 + 32 + 256
+    assert rest == []  # the mask's Not stays a kernel of its own
+    eager = sum(costs.nodes[i].bytes_moved for i in members)
+    assert eager > 2 * moved  # scores and probabilities were written and read again
