@@ -126,12 +126,29 @@ def _unsized_line(extra: dict) -> None:
         )
 
 
+def _in_flight(extra: dict) -> str:
+    """How many batches of what size the tokens/s claim keeps in flight, and what caps it."""
+    held, needed = extra.get("batches_in_flight"), extra.get("batches_in_flight_needed")
+    if held is None or needed is None:  # a plan from before these were recorded
+        return f"with a batch of {extra['batch']} in flight on every stage"
+    batches = f"{held} batch{'es' if held != 1 else ''} of {extra['batch']} in flight"
+    if held < needed:
+        return (
+            f"with {batches}, all the KV caches memory holds (the pipeline runs full with "
+            f"{needed}; a batch of at most {extra['max_batch_in_flight']} would fit {needed})"
+        )
+    return (
+        f"with {batches}, each with its own KV cache on every stage (the largest batch "
+        f"that fits {needed} in flight: {extra['max_batch_in_flight']})"
+    )
+
+
 def _decode_line(extra: dict) -> None:
     if extra.get("llm_decode_step"):
         console.print(
             f"decode: {extra['tokens_per_s_per_stream']:,.0f} tokens/s per stream "
             f"({human_seconds(extra['s_per_token'])} per token); {extra['tokens_per_s']:,.0f} tokens/s "
-            f"with a batch of {extra['batch']} in flight on every stage (each with its own KV cache)"
+            + _in_flight(extra)
             + (f"; ${extra['usd_per_token']:.3g} per token" if "usd_per_token" in extra else "")
         )
 

@@ -174,11 +174,22 @@ def _check_devices(plan: Plan, facts: _TargetFacts) -> Iterator[Violation]:
 
 
 def _check_memory(plan: Plan) -> Iterator[Violation]:
+    """Each partition within capacity, with a KV cache for every decode batch the plan
+    says it keeps in flight (``estimate.extra["batches_in_flight"]``; the memory counts one)."""
+    in_flight = plan.estimate.extra.get("batches_in_flight", 1)
+    extra_batches = in_flight - 1 if isinstance(in_flight, int) and in_flight > 1 else 0
     for p in plan.partitions:
+        needs = p.memory_bytes + extra_batches * p.kv_cache_bytes
         if p.memory_bytes > p.capacity_bytes:
             yield Violation(
                 "memory",
                 f"partition {p.id} needs {p.memory_bytes} bytes but its capacity is {p.capacity_bytes}",
+            )
+        elif needs > p.capacity_bytes:
+            yield Violation(
+                "memory",
+                f"partition {p.id} needs {needs} bytes for the KV caches of the {in_flight} "
+                f"batches the plan keeps in flight, but its capacity is {p.capacity_bytes}",
             )
 
 

@@ -38,6 +38,7 @@ from partitioner.plan import Plan
 from partitioner.simulate.breakdown import breakdown_lines
 from partitioner.simulate.common import (
     SimulateError,
+    batches_in_flight,
     decode_figures,
     devices_in_use,
     replica_devices,
@@ -109,7 +110,13 @@ def simulate_plan(plan: Plan) -> SimulationReport:
     if extra.get("llm_decode_step") and isinstance(batch, int) and batch >= 0:
         devices = replica_devices(devices_in_use(plan.partitions), plan.parallelism.dp)
         cost = CostModel(target)
-        figures = decode_figures(batch, report.latency_s, report.throughput_per_s, cost, devices)
+        in_flight = batches_in_flight(
+            plan.partitions, batch, report.latency_s, report.throughput_per_s,
+            plan.parallelism.dp,
+        )  # fmt: skip
+        figures = decode_figures(
+            batch, report.latency_s, report.throughput_per_s, cost, devices, in_flight
+        )
         report = report.with_decode(figures)
     return report
 

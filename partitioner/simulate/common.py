@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import networkx as nx
 
@@ -17,6 +19,8 @@ __all__ = [
     "check_transfer_ends",
     "critical_path",
     "decode_figures",
+    "InFlight",
+    "batches_in_flight",
     "devices_in_use",
     "partition_positions",
     "utilisation",
@@ -109,23 +113,70 @@ def utilisation(busy_s: float, period_s: float) -> float:
     return busy_s / period_s if period_s > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """Batches a decode pipeline keeps in flight, each with its own KV cache on every stage.
+
+    Attributes:
+        needed: what running at the pipeline's throughput takes: ⌈latency × throughput⌉.
+        held: what every stage's memory holds (at most ``needed``): a stage's room
+            beyond what its plan counts once, over its KV cache per batch.
+        max_batch: the largest batch that fits with ``needed`` batches in flight (KV
+            caches only; activations held per micro-batch are already in the plan).
+    """
+
+    needed: int
+    held: int
+    max_batch: int
+    replicas: int = 1
+
+
+def batches_in_flight(
+    partitions: Sequence[Partition],
+    batch: int,
+    latency_s: float,
+    throughput_per_s: float,
+    replicas: int = 1,
+) -> InFlight:
+    """`InFlight` of one pipeline replica of a decode plan (``throughput_per_s`` is all
+    ``replicas``' together; each holds its own); no KV cache: nothing caps it."""
+    per_replica = throughput_per_s / max(replicas, 1)
+    finite = 0 < per_replica < math.inf and latency_s > 0
+    needed = max(1, math.ceil(latency_s * per_replica - 1e-9)) if finite else 1
+    held, max_batch = needed, None
+    for p in partitions:
+        if p.kv_cache_bytes <= 0:
+            continue
+        room = p.capacity_bytes - (p.memory_bytes - p.kv_cache_bytes)
+        held = min(held, max(room // p.kv_cache_bytes, 0))
+        fits = batch * room // (p.kv_cache_bytes * needed)
+        max_batch = fits if max_batch is None else min(max_batch, fits)
+    return InFlight(needed, held, batch if max_batch is None else max(max_batch, 0), replicas)
+
+
 def decode_figures(
     batch: int,
     latency_s: float,
     throughput_per_s: float,
     cost: CostModel,
     devices: Sequence[int],
+    in_flight: InFlight | None = None,
 ) -> dict[str, object]:
     """Figures of an LLM decode step that makes ``batch`` tokens per run, from the cost model.
 
     With one batch in flight a request gets one token per pass, so it waits
     ``s_per_token`` = the latency and streams `tokens_per_s` (1, latency); with
     the pipeline full the plan makes `pipelined_tokens_per_s` (batch,
-    throughput). ``usd_per_token`` (`CostModel.usd_per_token`) appears only
+    throughput), but only as many batches can be in flight as the stages'
+    memory holds KV caches for (``in_flight``): with fewer, the pipeline runs at
+    ``held / latency`` batches a second. ``usd_per_token`` (`CostModel.usd_per_token`) appears only
     when tokens are made and every device used has a price. Energy per token
     is not among them: plans have never recorded it.
     """
-    made_per_s = pipelined_tokens_per_s(batch, throughput_per_s) if throughput_per_s > 0 else 0.0
+    rate = throughput_per_s
+    if in_flight is not None and latency_s > 0:
+        rate = min(rate, in_flight.replicas * max(in_flight.held, 1) / latency_s)
+    made_per_s = pipelined_tokens_per_s(batch, rate) if rate > 0 else 0.0
     figures: dict[str, object] = {
         "llm_decode_step": True,
         "batch": batch,
@@ -133,6 +184,10 @@ def decode_figures(
         "tokens_per_s_per_stream": tokens_per_s(1, latency_s) if latency_s > 0 else 0.0,
         "tokens_per_s": made_per_s,
     }
+    if in_flight is not None:
+        figures["batches_in_flight"] = min(in_flight.needed, max(in_flight.held, 1))
+        figures["batches_in_flight_needed"] = in_flight.needed
+        figures["max_batch_in_flight"] = in_flight.max_batch
     usd = cost.usd_per_token(made_per_s, list(devices)) if made_per_s > 0 else None
     if usd is not None:
         figures["usd_per_token"] = usd

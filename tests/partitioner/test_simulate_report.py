@@ -160,3 +160,36 @@ def test_simulate_plan_reads_the_decode_batch(batch, decoded) -> None:
     assert (report.decode is not None) is decoded
     if decoded:
         assert report.decode["tokens_per_s"] == pytest.approx(batch * 5e5)  # batch per 2 µs
+
+
+def test_batches_in_flight_by_hand():
+    from partitioner.plan import Partition
+    from partitioner.simulate.common import batches_in_flight
+
+    def part(pid, memory, kv, capacity=1_000):
+        return Partition(pid, pid, (pid,), (pid,), 0, 0, kv, memory, capacity, 0, 0.0)
+
+    # latency 10 s, throughput 0.35/s: ⌈3.5⌉ = 4 batches keep the pipeline full.
+    # stage 0: 1,000 - (400 - 100) = 700 B of room, 100 B of KV a batch: 7 fit;
+    # stage 1: 1,000 - (800 - 200) = 400 B of room, 200 B a batch: 2 fit -> 2 held.
+    # batch 8 -> per sequence 12.5 B (stage 0), 25 B (stage 1); with 4 in flight
+    # stage 1 fits 8 * 400 // (200 * 4) = 4 sequences a batch, stage 0 8 * 700 // 400 = 14
+    flight = batches_in_flight([part(0, 400, 100), part(1, 800, 200)], 8, 10.0, 0.35)
+    assert (flight.needed, flight.held, flight.max_batch) == (4, 2, 4)
+    # no KV cache: nothing caps it
+    assert batches_in_flight([part(0, 400, 0)], 8, 10.0, 0.35).held == 4
+    # two replicas serve 0.35/s together: each needs ⌈10 * 0.175⌉ = 2
+    assert batches_in_flight([part(0, 400, 100)], 8, 10.0, 0.35, replicas=2).needed == 2
+
+
+def test_decode_tokens_are_capped_by_the_batches_memory_holds():
+    from partitioner.simulate.common import InFlight, decode_figures
+    from targets.cost import CostModel
+    from tests.partitioner.gpu_targets import toy_target
+
+    cost = CostModel(toy_target([1_000] * 2))
+    full = decode_figures(8, 10.0, 0.35, cost, [0, 1], InFlight(4, 4, 8))
+    capped = decode_figures(8, 10.0, 0.35, cost, [0, 1], InFlight(4, 2, 4))
+    assert full["tokens_per_s"] == pytest.approx(8 * 0.35)
+    assert capped["tokens_per_s"] == pytest.approx(8 * 2 / 10.0)  # 2 batches a latency
+    assert (capped["batches_in_flight"], capped["batches_in_flight_needed"]) == (2, 4)

@@ -28,6 +28,7 @@ from partitioner.plan import (
 )
 from partitioner.plan.validate import validate_plan
 from passes.load import load
+from tests.cli import run_cli
 from tests.modelgen import init, make_model, save, vi
 
 
@@ -298,3 +299,22 @@ def test_the_degrees_describe_the_partitions(graph):
         "[parallelism] 2 replica(s) of a pipeline on 2 device(s) need 4; the target has 2"
     ]
     assert _messages(dataclasses.replace(replicas, target=_tp_target()), graph) == []
+
+
+def test_validate_counts_a_kv_cache_for_every_batch_in_flight(tmp_path):
+    import json
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parents[1] / "golden" / "llama-tiny-decode.h100x4.plan.json"
+    plan = json.loads(golden.read_text())
+    assert plan["estimate"]["batches_in_flight"] >= 1
+    assert run_cli("validate", str(golden)).code == 0
+    # 80 GB GPUs hold this tiny model's KV cache many times over, not 10^12 times
+    plan["estimate"]["batches_in_flight"] = 10**12
+    edited = tmp_path / "plan.json"
+    edited.write_text(json.dumps(plan))
+    result = run_cli("validate", str(edited))
+    assert result.code == 1
+    assert (
+        "KV caches of the 1000000000000 batches the plan keeps in flight" in result.out + result.err
+    )

@@ -24,7 +24,7 @@ from partitioner.plan import (
 from partitioner.planning.common import decode_batch
 from partitioner.planning.gpu.problem import PipelineSetup
 from partitioner.planning.gpu.stages import stage_collectives, stage_partition, stage_shards
-from partitioner.simulate import decode_figures, simulate_gpu
+from partitioner.simulate import batches_in_flight, decode_figures, simulate_gpu
 from passes.analysis.costs import CostReport
 from passes.analysis.partition_io import tensor_flows
 from passes.ir import Graph
@@ -142,13 +142,21 @@ def layout_pipeline(
 
 
 def llm_figures(
-    graph: Graph, estimate: PipelineEstimate, cost_model: GpuCostModel, devices: Sequence[int]
+    graph: Graph,
+    estimate: PipelineEstimate,
+    cost_model: GpuCostModel,
+    devices: Sequence[int],
+    partitions: Sequence[Partition],
+    replicas: int = 1,
 ) -> dict:
-    """Decode-step figures for graphs with KV-cache inputs (empty for other graphs)."""
+    """Decode-step figures for graphs with KV-cache inputs (empty for other graphs),
+    the batches in flight capped by the KV caches the stages' memory holds."""
     batch = decode_batch(graph)
     if batch is None:
         return {}
-    return decode_figures(batch, estimate.latency_s, estimate.throughput_per_s, cost_model, devices)
+    e = estimate
+    in_flight = batches_in_flight(partitions, batch, e.latency_s, e.throughput_per_s, replicas)
+    return decode_figures(batch, e.latency_s, e.throughput_per_s, cost_model, devices, in_flight)
 
 
 def estimate_record(layout: PipelineLayout, extra: Mapping[str, object]) -> Estimate:

@@ -151,7 +151,7 @@ def _assemble(
     estimate = dataclasses.replace(
         layout.estimate, throughput_per_s=layout.estimate.throughput_per_s * chosen.dp
     )
-    extra = llm_figures(graph, estimate, cost_model, used)
+    extra = llm_figures(graph, estimate, cost_model, used, layout.partitions, chosen.dp)
     extra.update(unsized_extra(graph, layout.transfers))
     extra["devices_used"] = len(used)
     stages = stage_times(

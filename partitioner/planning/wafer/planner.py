@@ -55,7 +55,12 @@ from partitioner.planning.wafer.layout import (
 from partitioner.planning.wafer.regions import BlockRegion, block_regions, node_wafer_times
 from partitioner.planning.wafer.split import split_across_wafers
 from partitioner.planning.wafer.transfers import wafer_flows, wafer_transfers
-from partitioner.simulate import decode_figures, estimate_fields, simulate_wafer
+from partitioner.simulate import (
+    batches_in_flight,
+    decode_figures,
+    estimate_fields,
+    simulate_wafer,
+)
 from partitioner.solvers.floorplan import FloorplanResult
 from partitioner.units import human_bytes
 from passes.analysis.costs import CostReport, node_costs
@@ -288,12 +293,14 @@ def _estimate(
     report = simulate_wafer(parts, transfers, job.cost_model.target)
     batch = decode_batch(job.graph)
     if batch is not None:
+        in_flight = batches_in_flight(parts, batch, report.latency_s, report.throughput_per_s)
         figures = decode_figures(
             batch,
             report.latency_s,
             report.throughput_per_s,
             job.cost_model,
             list(range(job.wafers)),
+            in_flight,
         )
         report = report.with_decode(figures)
     fields = estimate_fields(report)
