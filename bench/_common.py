@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache"
 sys.path.insert(0, str(ROOT))
+
+from partitioner.calibrate.host import median_s  # noqa: E402  (one timing helper)
 
 __all__ = [
     "ROOT",
@@ -126,17 +127,6 @@ def timed(argv: Sequence[str], *, module: str = "partitioner") -> Timed:
     if proc.returncode not in (0, 1):
         console.print(f"[red]{' '.join(argv)} failed:[/red] {proc.stderr.strip()}")
     return Timed(wall, kib * 1024, proc.stdout, proc.returncode)
-
-
-def median_s(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls, after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:
