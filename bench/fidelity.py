@@ -6,10 +6,14 @@ preset with ``runtime: eager``, then prints the estimate beside the public
 figure and the ratio. No constant is fitted to any of them; the presets'
 rates come from datasheets and the H200 measurements in their sources.
 
-    python bench/fidelity.py
+    python bench/fidelity.py [--cpu]
 
-The CPU rows (measured here against `partition run`) are in bench/runtime.py,
-the wafer rows (Cerebras, WaferLLM) in bench/wafer.py.
+``--cpu`` adds the rows measured here: `partition calibrate --ranks 2` writes
+this CPU's target, then GPT-2 small, BERT-base and the tiny Llama (random
+weights) are planned into 2 stages on it and run with `partition run` (one
+micro-batch at a time); per stage and whole model, measured compute against
+the plan's. Run it on a quiet machine: the ranks take both cores. The wafer
+rows (Cerebras, WaferLLM) are in bench/wafer.py.
 """
 
 from __future__ import annotations
@@ -69,8 +73,68 @@ def _figure(estimate: dict, unit: str) -> float:
     return estimate["s_per_token"] * 1e3 if unit == "ms/step" else estimate["tokens_per_s"]
 
 
+CPU_MODELS = (  # (name in bench/_common.MODELS or "llama-tiny", --dim flags)
+    ("gpt2-small", ("--dim", "batch=1", "--dim", "seq=64")),
+    ("bert-base", ("--dim", "batch=1", "--dim", "seq=128")),
+    ("llama-tiny", ("--dim", "batch=1", "--dim", "seq=64")),
+)
+
+
+def _cpu_model(name: str, folder: Path) -> Path:
+    from bench._common import model
+
+    if name != "llama-tiny":
+        return model(name)
+    path = folder / "llama-tiny.onnx"
+    subprocess.run([sys.executable, "-m", "examples.llama", "--config", "tiny", "--kind",
+                    "prefill", "--weights", "random", "--out", str(path)],
+                   cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    return path
+
+
+def _partition_json(*argv: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "partitioner", *argv], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"partition {argv[0]} failed: {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout)
+
+
+def cpu_rows() -> None:
+    """Measured per-stage and whole-model compute against the plan, on calibrate's target."""
+    import statistics
+
+    rows, errors = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "cpu.yaml"
+        subprocess.run([sys.executable, "-m", "partitioner", "calibrate", "--ranks", "2",
+                        "-o", str(target)], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+        for name, dims in CPU_MODELS:
+            path, plan = _cpu_model(name, Path(folder)), Path(folder) / f"{name}.plan.json"
+            _plan(path, str(target), ("--tp", "1", "--pp", "2", *dims), plan)
+            report = _partition_json("run", str(path), str(plan), "--microbatches", "1",
+                                     "--requests", "8", "--json")  # fmt: skip
+            stages = report["stages"]
+            for s in stages:
+                errors.append(abs(s["ratio"]["compute_s"] - 1))
+                rows.append((name, s["stage"], f"{s['compute_s'] * 1e3:.2f}",
+                             f"{s['estimated']['compute_s'] * 1e3:.2f}",
+                             f"{s['ratio']['compute_s']:.2f}"))  # fmt: skip
+            measured = sum(s["compute_s"] for s in stages)
+            estimated = sum(s["estimated"]["compute_s"] for s in stages)
+            rows.append((name, "whole", f"{measured * 1e3:.2f}", f"{estimated * 1e3:.2f}",
+                         f"{measured / estimated:.2f}"))  # fmt: skip
+    print_table("CPU: measured compute against the plan (ms per micro-batch; ratio = measured / estimate)",
+                ["model", "stage", "measured", "estimate", "ratio"], rows)  # fmt: skip
+    console.print(f"median absolute error per stage: {statistics.median(errors):.1%}")
+
+
 def main() -> None:
     console.print(machine())
+    if "--cpu" in sys.argv[1:]:
+        cpu_rows()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for row in ROWS:
