@@ -7,6 +7,7 @@ runs in a fresh process, so wall time and peak RSS are its own.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -34,6 +35,7 @@ __all__ = [
     "timed",
     "Timed",
     "best_of",
+    "partition_json",
     "median_s",
     "print_table",
     "machine",
@@ -127,6 +129,17 @@ def timed(argv: Sequence[str], *, module: str = "partitioner") -> Timed:
     if proc.returncode not in (0, 1):
         console.print(f"[red]{' '.join(argv)} failed:[/red] {proc.stderr.strip()}")
     return Timed(wall, kib * 1024, proc.stdout, proc.returncode)
+
+
+def partition_json(*argv: str) -> dict:
+    """``python -m partitioner ARGV`` whose stdout is JSON (exits with its stderr on failure)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "partitioner", *argv], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"partition {argv[0]} failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
 
 
 def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:

@@ -19,7 +19,6 @@ rows (Cerebras, WaferLLM) are in bench/wafer.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, console, machine, print_table  # noqa: E402
+from bench._common import ROOT, console, machine, partition_json, print_table  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,7 @@ ROWS = (
 
 
 def _plan(model: Path, target: str, flags: tuple[str, ...], out: Path) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "partitioner", str(model), "--target", target, *flags,
-         "-o", str(out), "-q"],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"planning {model.name} on {target} failed: {done.stderr.strip()[-300:]}")
+    partition_json(str(model), "--target", target, *flags, "-o", str(out), "-q")
     return json.loads(out.read_text())["estimate"]
 
 
@@ -92,16 +85,6 @@ def _cpu_model(name: str, folder: Path) -> Path:
     return path
 
 
-def _partition_json(*argv: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", "partitioner", *argv], capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"partition {argv[0]} failed: {done.stderr.strip()[-300:]}")
-    return json.loads(done.stdout)
-
-
 def cpu_rows() -> None:
     """Measured per-stage and whole-model compute against the plan, on calibrate's target."""
     import statistics
@@ -114,7 +97,7 @@ def cpu_rows() -> None:
         for name, dims in CPU_MODELS:
             path, plan = _cpu_model(name, Path(folder)), Path(folder) / f"{name}.plan.json"
             _plan(path, str(target), ("--tp", "1", "--pp", "2", *dims), plan)
-            report = _partition_json("run", str(path), str(plan), "--microbatches", "1",
+            report = partition_json("run", str(path), str(plan), "--microbatches", "1",
                                      "--requests", "8", "--json")  # fmt: skip
             stages = report["stages"]
             for s in stages:

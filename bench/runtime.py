@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,19 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, console, machine, model, print_table  # noqa: E402
+from bench._common import ROOT, console, machine, model, partition_json, print_table  # noqa: E402
 
 SEQ = 64
-
-
-def _partition(*argv: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "partitioner", *argv], capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(f"partition {' '.join(argv)} failed: {out.stderr.strip()[-500:]}")
-    return json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
 
 
 def _us(seconds: float) -> str:
@@ -63,7 +52,7 @@ def stage_table(report: dict) -> None:
 def throughput_table(model_path: Path, plan: Path, requests: int) -> None:
     rows = []
     for m in (1, 2, 4, 8):
-        report = _partition("run", str(model_path), str(plan), "--microbatches", str(m),
+        report = partition_json("run", str(model_path), str(plan), "--microbatches", str(m),
                             "--requests", str(max(requests, m)), "--json")  # fmt: skip
         t = report["throughput"]
         rows.append((m, t["rounds"], f"{t['measured_per_s']:.1f}", f"{t['predicted_per_s']:.1f}",
@@ -90,9 +79,9 @@ def main() -> None:
         )  # fmt: skip
         console.print(calibrated.stdout)
         plan = Path(folder) / "gpt2.cpu.plan.json"
-        _partition(str(gpt2), "--target", str(target), "--tp", "1", "--pp", "2",
+        partition_json(str(gpt2), "--target", str(target), "--tp", "1", "--pp", "2",
                    "--dim", "batch=1", "--dim", f"seq={SEQ}", "-o", str(plan), "-q")  # fmt: skip
-        report = _partition("run", str(gpt2), str(plan), "--microbatches", "1",
+        report = partition_json("run", str(gpt2), str(plan), "--microbatches", "1",
                             "--requests", str(args.requests), "--json")  # fmt: skip
         stage_table(report)
         console.print(json.dumps({"raw_stages": report["stages"]}))

@@ -27,6 +27,7 @@ import datetime
 import importlib.util
 import os
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 from partitioner.calibrate.host import Measured
@@ -97,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
         from partitioner.calibrate.links import measure_links
 
         backend = "nccl" if args.device == "cuda" else "gloo"
-        calibration = _with_links(calibration, measure_links(args.ranks, backend))
+        calibration = replace(calibration, links=measure_links(args.ranks, backend))
     stamp = datetime.date.today().isoformat()
-    calibration = _described(
-        calibration, f"measured by partition calibrate on {platform.node()}, {stamp}"
+    calibration = replace(
+        calibration, description=f"measured by partition calibrate on {platform.node()}, {stamp}"
     )
     target_from_dict(target_dict(calibration))  # what we write must load
     with outputs:
@@ -109,18 +110,6 @@ def run(args: argparse.Namespace) -> int:
     _print(calibration)
     console.print(f"target written to {args.output}", markup=False)
     return 0
-
-
-def _with_links(c: Calibration, links: dict[str, Measured]) -> Calibration:
-    from dataclasses import replace
-
-    return replace(c, links=links)
-
-
-def _described(c: Calibration, text: str) -> Calibration:
-    from dataclasses import replace
-
-    return replace(c, description=text)
 
 
 def _print(c: Calibration) -> None:

@@ -37,22 +37,15 @@ from partitioner.export import manifest_json, stage_files, stage_models, triton_
 from partitioner.export.manifest import StageEntry
 from partitioner.export.weights import StageFiles
 from partitioner.outputs import OutputError, Outputs
+from partitioner.pairing import check_valid, plan_for_model
 from partitioner.plan import Plan
-from partitioner.plan.io import load_plan
 from partitioner.plan.validate import validate_plan
 from passes.errors import ExternalDataError
 from passes.ir import Graph
-from passes.load import load, read_model, require_external_data
+from passes.load import load, require_external_data
 from passes.transforms.dims import parse_dim_overrides
-from targets.errors import PartitionError
 
 __all__ = ["add_arguments", "run"]
-
-
-class InvalidPlanError(PartitionError):
-    """The plan breaks its contract for this model: a plan fault, as `validate` reports it."""
-
-    exit_code = 1
 
 
 class StreamingOutputs(Outputs):
@@ -117,20 +110,9 @@ def _dims(args: argparse.Namespace, plan: Plan) -> dict[str, int]:
 
 
 def _model_and_plan(args: argparse.Namespace) -> tuple[Plan, Graph]:
-    plan = load_plan(args.plan)
-    _, sha = read_model(args.model)
-    if sha != plan.model.sha256:
-        raise UsageError(
-            f"the plan is for another model: plan sha256 {plan.model.sha256[:12]}…, "
-            f"'{args.model}' has {sha[:12]}…; plan this model first"
-        )
+    plan, sha = plan_for_model(args.model, args.plan)
     graph = load(args.model, parse_dim_overrides(f"{k}={v}" for k, v in _dims(args, plan).items()))
-    violations = validate_plan(plan, graph, sha)
-    if violations:
-        raise InvalidPlanError(
-            f"invalid plan: {violations[0]} (`partition validate {args.plan} {args.model} "
-            "--all` lists every violation)"
-        )
+    check_valid(validate_plan(plan, graph, sha), args.plan, args.model)
     return plan, graph
 
 

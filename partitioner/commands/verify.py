@@ -41,13 +41,14 @@ from partitioner.executor.verify import (
     make_inputs,
     verify_plan,
 )
+from partitioner.pairing import plan_for_model
 from partitioner.plan import Plan
-from partitioner.plan.io import load_plan, regular_file_problem
+from partitioner.plan.io import regular_file_problem
 from partitioner.plan.validate import validate_plan
 from partitioner.units import human_bytes
 from passes.functions import expand_nodes
 from passes.ir import Graph
-from passes.load import load, read_model, require_external_data
+from passes.load import load, require_external_data
 from passes.transforms.dims import parse_dim_overrides
 
 __all__ = ["add_arguments", "run"]
@@ -114,13 +115,7 @@ def _plan_for(args: argparse.Namespace) -> tuple[Plan, Graph, list[str]]:
     Raises:
         UsageError: the plan is for another model, or names nodes this model lacks.
     """
-    plan = load_plan(args.plan)
-    _, sha = read_model(args.model)
-    if sha != plan.model.sha256:
-        raise UsageError(
-            f"the plan is for another model: plan sha256 {plan.model.sha256[:12]}…, "
-            f"'{args.model}' has {sha[:12]}…; plan this model first"
-        )
+    plan, sha = plan_for_model(args.model, args.plan)
     graph = load(args.model, parse_dim_overrides(f"{k}={v}" for k, v in plan.model.dims.items()))
     violations = validate_plan(plan, graph, sha)
     wrong_model = [v for v in violations if v.rule in _WRONG_MODEL_RULES]

@@ -28,6 +28,7 @@ from partitioner.runtime.report import (
     stage_figures,
     throughput_figures,
 )
+from partitioner.simulate import simulate_plan
 from partitioner.simulate.trace import chrome_trace
 from partitioner.units import human_seconds
 
@@ -68,13 +69,14 @@ def result_document(
 ) -> dict[str, Any]:
     """The run's JSON report (``--json``), the Chrome trace under ``"trace"``."""
     checks = check_outputs(inputs, args.seed, outputs)
-    stages = stage_figures(inputs.plan, inputs.layout, records)
+    simulated = simulate_plan(inputs.plan)
+    stages = stage_figures(inputs.plan, inputs.layout, records, simulated)
     return {
         "ok": all(c.ok for c in checks) and bool(checks),
         "engine": args.engine,
         "ranks": inputs.layout.world_size,
         "backend": getattr(args, "backend", "gloo"),
-        "throughput": throughput_figures(inputs.plan, records, round_sizes),
+        "throughput": throughput_figures(inputs.plan, records, round_sizes, simulated),
         "stages": [s.to_dict() for s in stages],
         "outputs": [_comparison_dict(c) for c in checks],
         "trace": chrome_trace(

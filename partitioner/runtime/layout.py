@@ -16,7 +16,6 @@ the timed run. Nothing here imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from partitioner.plan import HOST, Plan
@@ -164,8 +163,3 @@ def rank_layout(plan: Plan, *, max_ranks: int = 64) -> RankLayout:
             "one machine; launch it with torchrun across nodes instead"
         )
     return RankLayout(tuple(roles), tuple(_routes(plan, roles)))
-
-
-def stage_partitions(layout: RankLayout) -> Mapping[int, tuple[int, ...]]:
-    """Stage position -> the partitions it runs."""
-    return {r.stage: r.partitions for r in layout.roles}

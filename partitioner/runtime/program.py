@@ -17,29 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from partitioner.errors import UsageError
 from partitioner.executor.graph_run import constant_values
 from partitioner.executor.verify import make_inputs
 from partitioner.executor.weights import WeightStore
+from partitioner.pairing import check_valid, plan_for_model
 from partitioner.plan import HOST, Plan
-from partitioner.plan.io import load_plan
 from partitioner.plan.validate import validate_plan
 from partitioner.runtime.engines import CollectiveLog, Collectives, EngineConfig, PartitionStep
 from partitioner.runtime.group_step import build_step
 from partitioner.runtime.layout import RankLayout, RankRole, rank_layout
 from passes.analysis.partition_io import partition_io
 from passes.ir import Graph
-from passes.load import load, read_model, require_external_data
+from passes.load import load, require_external_data
 from passes.transforms.dims import parse_dim_overrides
-from targets.errors import PartitionError
 
-__all__ = ["InvalidRunPlan", "RunInputs", "load_run", "RankProgram", "StepTiming"]
-
-
-class InvalidRunPlan(PartitionError):
-    """The plan breaks its contract for this model (exit 1, as `validate` gives)."""
-
-    exit_code = 1
+__all__ = ["RunInputs", "load_run", "RankProgram", "StepTiming"]
 
 
 @dataclass(frozen=True)
@@ -54,23 +46,12 @@ def load_run(model: Path, plan_path: Path) -> RunInputs:
 
     Raises:
         UsageError: the plan is for another model.
-        InvalidRunPlan: the plan breaks its contract.
+        InvalidPlanError: the plan breaks its contract.
         PartitionError: unreadable files, missing weights, a layout run cannot start.
     """
-    plan = load_plan(plan_path)
-    _, sha = read_model(model)
-    if sha != plan.model.sha256:
-        raise UsageError(
-            f"the plan is for another model: plan sha256 {plan.model.sha256[:12]}…, "
-            f"'{model}' has {sha[:12]}…; plan this model first"
-        )
+    plan, sha = plan_for_model(model, plan_path)
     graph = load(model, parse_dim_overrides(f"{k}={v}" for k, v in plan.model.dims.items()))
-    violations = validate_plan(plan, graph, sha)
-    if violations:
-        raise InvalidRunPlan(
-            f"invalid plan: {violations[0]} (`partition validate {plan_path} {model} --all` "
-            "lists every violation)"
-        )
+    check_valid(validate_plan(plan, graph, sha), plan_path, model)
     require_external_data(graph)
     return RunInputs(plan, graph, rank_layout(plan))
 

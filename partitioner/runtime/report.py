@@ -29,7 +29,7 @@ from typing import Any
 
 from partitioner.plan import HOST, Plan
 from partitioner.runtime.layout import RankLayout
-from partitioner.simulate import PipelineReport, simulate_plan
+from partitioner.simulate import PipelineReport, SimulationReport, simulate_plan
 from partitioner.simulate.schedule import makespan_s
 from partitioner.simulate.trace import TraceSpan
 
@@ -80,9 +80,11 @@ class StageFigures:
         return out
 
 
-def _stage_estimates(plan: Plan, layout: RankLayout) -> dict[int, dict[str, float]]:
+def _stage_estimates(
+    plan: Plan, layout: RankLayout, report: SimulationReport | None
+) -> dict[int, dict[str, float]]:
     """Per stage: the plan's compute, collective, receive and send seconds per item."""
-    report = simulate_plan(plan)
+    report = report or simulate_plan(plan)
     by_partition = (
         {s.partition: s for s in report.stages} if isinstance(report, PipelineReport) else {}
     )
@@ -121,11 +123,15 @@ def _transfer_s(
 
 
 def stage_figures(
-    plan: Plan, layout: RankLayout, records: Sequence[RankRecord]
+    plan: Plan,
+    layout: RankLayout,
+    records: Sequence[RankRecord],
+    report: SimulationReport | None = None,
 ) -> list[StageFigures]:
-    """Per stage, measured means beside the plan's estimates."""
+    """Per stage, measured means beside the plan's estimates (``report``: the plan's
+    simulation, made here when not given)."""
     by_rank = {r.rank: {s["mb"]: s for s in r.steps} for r in records}
-    estimates = _stage_estimates(plan, layout)
+    estimates = _stage_estimates(plan, layout, report)
     out = []
     for stage in range(layout.num_stages):
         ranks = layout.stage_ranks(stage)
@@ -157,12 +163,15 @@ def stage_figures(
 
 
 def throughput_figures(
-    plan: Plan, records: Sequence[RankRecord], round_sizes: Sequence[int]
+    plan: Plan,
+    records: Sequence[RankRecord],
+    round_sizes: Sequence[int],
+    report: SimulationReport | None = None,
 ) -> dict[str, Any]:
     """Measured micro-batches per second over the rounds, and the simulator's prediction."""
     walls = [max(r.rounds[k][1] - r.rounds[k][0] for r in records) for k in range(len(round_sizes))]
     measured_s = sum(walls)
-    report = simulate_plan(plan)
+    report = report or simulate_plan(plan)
     predicted_s = None
     if isinstance(report, PipelineReport):
         predicted_s = sum(makespan_s(report.stages, report.period_s, n) for n in round_sizes)

@@ -81,7 +81,7 @@ def test_stage_figures_split_the_wait_into_transfer_and_idle_by_hand(monkeypatch
     layout = rank_layout(plan)
     monkeypatch.setattr(
         "partitioner.runtime.report._stage_estimates",
-        lambda plan, layout: {0: dict.fromkeys(("compute_s", "collective_s", "recv_s", "send_s"), 1e-3),
+        lambda plan, layout, report: {0: dict.fromkeys(("compute_s", "collective_s", "recv_s", "send_s"), 1e-3),
                               1: dict.fromkeys(("compute_s", "collective_s", "recv_s", "send_s"), 0.0)},
     )  # fmt: skip
     records = [
