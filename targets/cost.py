@@ -195,6 +195,10 @@ class GpuCostModel(CostModel):
     def device_power_w(self, device: int) -> float | None:
         return self._spec(device).power_w
 
+    def step_overhead_s(self, device: int) -> float:
+        """Fixed seconds a stage on ``device`` pays per step besides its kernels."""
+        return self._spec(device).step_overhead_s
+
     def capacity_bytes(self, device: int) -> int:
         """Device memory of one GPU."""
         return self._spec(device).hbm_bytes

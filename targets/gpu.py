@@ -81,6 +81,7 @@ _DEVICE_CHECKS = {
     "eta_compute": _efficiency,
     "eta_memory": _efficiency,
     "launch_overhead_s": _latency,
+    "step_overhead_s": _latency,
     "power_w": optional_positive_float,
     "usd_per_hour": optional_positive_float,
 }
@@ -163,6 +164,9 @@ class GpuDevice(Spec):
         eta_compute: Achieved fraction of peak FLOP/s on large matmuls.
         eta_memory: Achieved fraction of memory bandwidth on large copies.
         launch_overhead_s: Fixed cost added per kernel.
+        step_overhead_s: Fixed cost a pipeline stage pays once per step on top of its
+            kernels: the host's call into the runtime (an onnxruntime ``session.run``,
+            a CUDA-graph replay) and the rank's bookkeeping around it. 0 leaves it out.
         power_w: Board power, or None when unknown.
         usd_per_hour: Price per GPU-hour, or None when unknown.
         fallback_peak_dtype: Entry used for dtypes without one, or None to
@@ -179,6 +183,7 @@ class GpuDevice(Spec):
     power_w: float | None = None
     usd_per_hour: float | None = None
     fallback_peak_dtype: str | None = None
+    step_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         check_fields(self, _DEVICE_CHECKS)
@@ -186,6 +191,13 @@ class GpuDevice(Spec):
             self.fallback_peak_dtype, self.peak_flops_per_s, "fallback_peak_dtype"
         )
         set_field(self, "fallback_peak_dtype", fallback)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field; ``step_overhead_s`` only when set, so older specs keep their hash."""
+        canonical = spec_to_dict(self)
+        if not self.step_overhead_s:
+            del canonical["step_overhead_s"]
+        return canonical
 
     def peak_flops_for(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype`` under the `targets.dtypes` lookup rule."""

@@ -4,9 +4,13 @@ Each figure is the median of repeated runs after one warm-up, with the
 intra-op thread count a rank uses (one by default):
 
 - GEMM: float32 (and float16 where onnxruntime's CPU provider runs it) MatMul
-  at shapes transformer layers use; the best shape's rate is the achieved peak;
+  at shapes transformer layers use, the weight an initializer as in a stage's
+  model; the best shape's rate is the achieved peak;
 - stream: an elementwise Add over 64 MB arrays (two reads, one write);
-- per-op overhead: a chain of tiny Adds, total time over the op count.
+- per-op overhead: a chain of tiny Adds, total time over the op count;
+- per-step overhead: one ``session.run`` of a one-op model, the fixed cost a
+  stage pays per step whatever it computes (`step_model` builds that model,
+  which the link workers also time while ranks pass messages).
 """
 
 from __future__ import annotations
@@ -19,9 +23,19 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["Measured", "GEMM_SHAPES", "gemm_rates", "stream_rate", "per_op_overhead", "median_s"]
+__all__ = [
+    "Measured",
+    "GEMM_SHAPES",
+    "gemm_rates",
+    "stream_rate",
+    "per_op_overhead",
+    "step_overhead",
+    "step_model",
+    "STEP_ELEMENTS",
+    "median_s",
+]
 
 # (M, K, N): a decode step's projection (a few tokens), a prefill MLP, a square block
 GEMM_SHAPES: tuple[tuple[int, int, int], ...] = (
@@ -31,6 +45,7 @@ GEMM_SHAPES: tuple[tuple[int, int, int], ...] = (
 )
 STREAM_ELEMENTS = 1 << 24  # 64 MB of float32 per array: far past the caches
 CHAIN_OPS = 200
+STEP_ELEMENTS = 64  # the one-op step model's float32 input and output
 
 
 @dataclass(frozen=True)
@@ -52,7 +67,18 @@ def median_s(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _session(graph: onnx.GraphProto, threads: int) -> Any:
+def step_model() -> onnx.GraphProto:
+    """One Add over `STEP_ELEMENTS` floats: a step with next to nothing to compute."""
+    f = TensorProto.FLOAT
+    return helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])], "step",
+        [helper.make_tensor_value_info("x", f, [STEP_ELEMENTS])],
+        [helper.make_tensor_value_info("y", f, [STEP_ELEMENTS])],
+    )  # fmt: skip
+
+
+def session(graph: onnx.GraphProto, threads: int) -> Any:
+    """An onnxruntime CPU session of ``graph`` with ``threads`` intra-op threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -66,17 +92,19 @@ def _session(graph: onnx.GraphProto, threads: int) -> Any:
 
 
 def _gemm_s(m: int, k: int, n: int, dtype: np.dtype, threads: int, repeats: int) -> float:
+    """Seconds of ``a @ b`` with ``b`` an initializer: a rank's weights are initializers,
+    which onnxruntime pre-packs for its GEMM (up to 2x faster than a ``b`` fed per run)."""
     kind = helper.np_dtype_to_tensor_dtype(dtype)
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.random((k, n)).astype(dtype), "b")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-        [helper.make_tensor_value_info("a", kind, [m, k]),
-         helper.make_tensor_value_info("b", kind, [k, n])],
-        [helper.make_tensor_value_info("c", kind, [m, n])],
+        [helper.make_tensor_value_info("a", kind, [m, k])],
+        [helper.make_tensor_value_info("c", kind, [m, n])], [weight],
     )  # fmt: skip
-    session = _session(graph, threads)
-    rng = np.random.default_rng(0)
-    feeds = {"a": rng.random((m, k)).astype(dtype), "b": rng.random((k, n)).astype(dtype)}
-    return median_s(lambda: session.run(None, feeds), repeats)
+    run = session(graph, threads)
+    feeds = {"a": rng.random((m, k)).astype(dtype)}
+    return median_s(lambda: run.run(None, feeds), repeats)
 
 
 def gemm_rates(
@@ -96,7 +124,7 @@ def gemm_rates(
         listed = ", ".join(f"{a}x{b}x{c} {r / 1e9:.1f}" for (a, b, c), r in rates.items())
         out[dtype.name] = Measured(
             best,
-            f"onnxruntime CPU MatMul {dtype.name}, {threads} thread(s), median of {repeats}; "
+            f"onnxruntime CPU MatMul {dtype.name}, weight an initializer, {threads} thread(s), median of {repeats}; "
             f"best of GFLOP/s at MxKxN: {listed}",
         )
     return out
@@ -110,9 +138,9 @@ def stream_rate(threads: int, repeats: int = 7) -> Measured:
         [helper.make_tensor_value_info(x, f, [STREAM_ELEMENTS]) for x in ("a", "b")],
         [helper.make_tensor_value_info("c", f, [STREAM_ELEMENTS])],
     )  # fmt: skip
-    session = _session(graph, threads)
+    run = session(graph, threads)
     feeds = {x: np.ones(STREAM_ELEMENTS, np.float32) for x in ("a", "b")}
-    seconds = median_s(lambda: session.run(None, feeds), repeats)
+    seconds = median_s(lambda: run.run(None, feeds), repeats)
     return Measured(
         3 * 4 * STREAM_ELEMENTS / seconds,
         f"onnxruntime CPU Add of two {4 * STREAM_ELEMENTS >> 20} MiB float32 arrays "
@@ -129,11 +157,23 @@ def per_op_overhead(threads: int, repeats: int = 30) -> Measured:
         [helper.make_tensor_value_info("x0", f, [1]), helper.make_tensor_value_info("one", f, [1])],
         [helper.make_tensor_value_info(f"x{CHAIN_OPS}", f, [1])],
     )  # fmt: skip
-    session = _session(graph, threads)
+    run = session(graph, threads)
     feeds = {"x0": np.zeros(1, np.float32), "one": np.ones(1, np.float32)}
-    seconds = median_s(lambda: session.run(None, feeds), repeats) / CHAIN_OPS
+    seconds = median_s(lambda: run.run(None, feeds), repeats) / CHAIN_OPS
     return Measured(
         seconds,
         f"onnxruntime CPU chain of {CHAIN_OPS} Adds on 1 element, {threads} thread(s), "
         f"median of {repeats}, per op",
+    )
+
+
+def step_overhead(threads: int, repeats: int = 300) -> Measured:
+    """Seconds one ``session.run`` of a one-op model takes on an idle rank."""
+    run = session(step_model(), threads)
+    feeds = {"x": np.zeros(STEP_ELEMENTS, np.float32)}
+    seconds = median_s(lambda: run.run(None, feeds), repeats)
+    return Measured(
+        seconds,
+        f"onnxruntime CPU session.run of a one-op model, {threads} thread(s), alone, "
+        f"median of {repeats}",
     )

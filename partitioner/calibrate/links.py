@@ -21,7 +21,7 @@ from partitioner.calibrate.host import Measured
 from targets.errors import PartitionError
 from targets.formulas import collective_bytes_sent
 
-__all__ = ["LinkFigures", "measure_links"]
+__all__ = ["LinkFigures", "measure_links", "step_in_pipeline"]
 
 SMALL, LARGE_P2P, LARGE_REDUCE = 4, 4 << 20, 16 << 20
 
@@ -60,14 +60,28 @@ def _run_ranks(ranks: int, backend: str, timeout_s: float) -> dict[str, float]:
         return json.loads(out.read_text())
 
 
-def measure_links(ranks: int, backend: str, timeout_s: float = 120.0) -> LinkFigures:
-    """Point-to-point and all-reduce figures between ``ranks`` local processes."""
+def step_in_pipeline(raw: dict[str, float], ranks: int) -> Measured | None:
+    """The per-step overhead the gloo workers measured (None from NCCL workers)."""
+    if "step_s" not in raw:
+        return None
+    return Measured(
+        raw["step_s"],
+        f"onnxruntime CPU session.run of a one-op model on each of {ranks} local ranks "
+        "passing steps along a torch.distributed gloo pipeline, median, slowest rank",
+    )
+
+
+def measure_links(
+    ranks: int, backend: str, timeout_s: float = 120.0
+) -> tuple[LinkFigures, Measured | None]:
+    """Point-to-point and all-reduce figures between ``ranks`` local processes, and the
+    per-step overhead of a CPU rank among them (None on CUDA)."""
     raw = _run_ranks(ranks, backend, timeout_s)
     how = f"torch.distributed {backend}, {ranks} local processes, median"
     p2p_latency = raw["p2p_small_s"]
     reduce_latency = raw["reduce_small_s"]
     bus_bytes = collective_bytes_sent("all_reduce", LARGE_REDUCE, ranks)
-    return {
+    links = {
         "latency_s": Measured(p2p_latency, f"{how}: one-way time of a {SMALL} B send/recv"),
         "bandwidth_bytes_per_s": Measured(
             LARGE_P2P / max(raw["p2p_large_s"] - p2p_latency, 1e-9),
@@ -80,3 +94,4 @@ def measure_links(ranks: int, backend: str, timeout_s: float = 120.0) -> LinkFig
             "over its time beyond the latency (busbw)",
         ),
     }
+    return links, step_in_pipeline(raw, ranks)

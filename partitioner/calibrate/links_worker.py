@@ -3,8 +3,12 @@
     python -m partitioner.calibrate.links_worker RANK WORLD PORT OUT BACKEND
 
 Rank 0 and rank 1 ping-pong a 4-byte and a 4 MiB message (one-way time is half
-the round trip); then every rank all-reduces 4 bytes and 16 MiB. Rank 0 writes
-the medians (seconds) as JSON to OUT.
+the round trip); then every rank all-reduces 4 bytes and 16 MiB. Last, the
+ranks form a pipeline, each receiving a step from the one before, running a
+one-op onnxruntime model and sending on, and time the run alone: what a stage
+pays per step while its neighbours pass messages (gloo's threads share the
+cores). Rank 0 writes the medians (seconds; the step time of the slowest rank)
+as JSON to OUT.
 """
 
 from __future__ import annotations
@@ -52,6 +56,26 @@ def _all_reduce(nbytes: int, repeats: int, device: torch.device) -> float:
     return statistics.median(times[1:])
 
 
+def _pipelined_step(rank: int, world: int, repeats: int) -> float:
+    """Median seconds of a one-op ``session.run`` on each rank of a running pipeline."""
+    from partitioner.calibrate.host import STEP_ELEMENTS, session, step_model
+
+    run = session(step_model(), 1)
+    buffer = torch.zeros(STEP_ELEMENTS, dtype=torch.float32)
+    times = []
+    for _ in range(repeats + 1):
+        if rank > 0:
+            dist.recv(buffer, rank - 1)
+        start = time.perf_counter()
+        run.run(None, {"x": buffer.numpy()})
+        times.append(time.perf_counter() - start)
+        if rank < world - 1:
+            dist.send(buffer, rank + 1)
+    slowest = torch.tensor([statistics.median(times[1:])], dtype=torch.float64)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    return float(slowest.item())
+
+
 def main(argv: list[str]) -> int:
     rank, world, port, out, backend = int(argv[0]), int(argv[1]), argv[2], argv[3], argv[4]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
@@ -66,6 +90,8 @@ def main(argv: list[str]) -> int:
         "reduce_small_s": _all_reduce(SMALL, 100, device),
         "reduce_large_s": _all_reduce(LARGE_REDUCE, 10, device),
     }
+    if backend == "gloo":  # a CPU rank's step: onnxruntime on the host
+        figures["step_s"] = _pipelined_step(rank, world, 300)
     dist.barrier()
     dist.destroy_process_group()
     if rank == 0:

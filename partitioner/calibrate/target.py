@@ -31,6 +31,7 @@ class Calibration:
     ranks: int
     links: Mapping[str, Measured] = field(default_factory=dict)
     description: str = ""
+    step_overhead: Measured | None = None
 
 
 def _link(calibration: Calibration, name: str) -> dict[str, Measured | str]:
@@ -62,6 +63,8 @@ def _tree(calibration: Calibration) -> dict[str, object]:
         "launch_overhead_s": calibration.per_op,
         "fallback_peak_dtype": "float32",
     }
+    if calibration.step_overhead is not None:
+        device["step_overhead_s"] = calibration.step_overhead
     between = "torch.distributed between local ranks"
     return {
         "kind": "gpu",

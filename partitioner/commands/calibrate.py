@@ -4,9 +4,10 @@ On the CPU (the default), through onnxruntime with the threads a `partition
 run` rank uses (--threads, default 1): MatMul FLOP/s per dtype at a few
 transformer shapes (the best is the achieved peak), the bandwidth of a
 streaming Add over 64 MB arrays, and the overhead per op of a chain of tiny
-Adds. With --ranks 2 or more (the default is 2), the send/recv and all-reduce
+Adds, and the fixed cost of one step (a one-op session.run). With --ranks 2 or more (the default is 2), the send/recv and all-reduce
 latency and bandwidth between that many local processes through
-torch.distributed (gloo; needs torch). With --device cuda the same figures
+torch.distributed (gloo; needs torch), and the step's cost again while the
+ranks pass messages, which is what a stage of `run` pays. With --device cuda the same figures
 come from torch on the GPU and NCCL.
 
 The target has one device per rank (each a core's worth of threads on a CPU),
@@ -68,6 +69,7 @@ def _cpu(args: argparse.Namespace) -> Calibration:
     return Calibration(
         name, _host_memory(args.ranks), gemm, host.stream_rate(args.threads),
         host.per_op_overhead(args.threads), args.ranks,
+        step_overhead=host.step_overhead(args.threads),
     )  # fmt: skip
 
 
@@ -98,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
         from partitioner.calibrate.links import measure_links
 
         backend = "nccl" if args.device == "cuda" else "gloo"
-        calibration = replace(calibration, links=measure_links(args.ranks, backend))
+        links, step = measure_links(args.ranks, backend)
+        # among ranks passing messages a step costs more than alone: keep that figure
+        step = step or calibration.step_overhead
+        calibration = replace(calibration, links=links, step_overhead=step)
     stamp = datetime.date.today().isoformat()
     calibration = replace(
         calibration, description=f"measured by partition calibrate on {platform.node()}, {stamp}"
@@ -118,6 +123,8 @@ def _print(c: Calibration) -> None:
         ("memory bandwidth", f"{human_bytes(c.memory_bandwidth.value)}/s", c.memory_bandwidth.how),
         ("per op", human_seconds(c.per_op.value), c.per_op.how),
     ]
+    if c.step_overhead is not None:
+        rows.append(("per step", human_seconds(c.step_overhead.value), c.step_overhead.how))
     for key, m in c.links.items():
         rate = "bandwidth" in key
         shown = f"{human_bytes(m.value)}/s" if rate else human_seconds(m.value)

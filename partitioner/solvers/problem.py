@@ -74,6 +74,8 @@ class PipelineProblem:
         overlap_transfers: transfers run beside compute (period = max) or not (sum).
         objective: "throughput" (min bottleneck, then latency) or "latency".
         block_nodes: runtime node count per block (for the `uniform` baseline).
+        stage_overhead_s: [stage] fixed seconds a stage pays per step on top of its
+            blocks (the host's call into the runtime); empty = none.
     """
 
     num_stages: int
@@ -89,6 +91,7 @@ class PipelineProblem:
     overlap_transfers: bool = False
     objective: str = "throughput"
     block_nodes: tuple[int, ...] = ()
+    stage_overhead_s: tuple[float, ...] = ()
 
     @property
     def num_blocks(self) -> int:
@@ -146,6 +149,8 @@ def score(problem: PipelineProblem, stage_of: Sequence[int]) -> Score:
         host[s] += problem.block_host_out_s[b][s]
         resident[s] += problem.block_resident_bytes[b]
         activation[s] = max(activation[s], problem.block_activation_bytes[b])
+    for s in set(stage_of) if problem.stage_overhead_s else ():
+        compute[s] += problem.stage_overhead_s[s]
     boundary_s = [0.0] * max(k_stages - 1, 0)
     boundary_bytes = [0] * max(k_stages - 1, 0)
     for f in problem.relay_flows:
@@ -186,9 +191,11 @@ def lower_bound_s(problem: PipelineProblem) -> float:
 
     Throughput: the period is at least the busiest stage's compute, so at least
     the slowest block (on its fastest device) and at least the even share of
-    all compute. Latency: every block's compute on its fastest device.
+    all compute. Latency: every block's compute on its fastest device. Either way
+    at least one stage pays its per-step overhead.
     """
     fastest = [min(row) for row in problem.block_time_s]
+    overhead_s = min(problem.stage_overhead_s, default=0.0)
     if problem.objective == "latency":
-        return sum(fastest)
-    return max(max(fastest, default=0.0), sum(fastest) / problem.num_stages)
+        return sum(fastest) + overhead_s
+    return max(max(fastest, default=0.0), sum(fastest) / problem.num_stages) + overhead_s

@@ -29,6 +29,7 @@ def _calibration(ranks: int, links: bool) -> Calibration:
         if links
         else {},
         "by hand",
+        Measured(1e-4, "step"),
     )
 
 
@@ -43,6 +44,7 @@ def test_the_yaml_loads_as_the_figures_given(tmp_path, ranks, links):
     assert device.peak_flops_per_s == {"float32": 5e10, "float16": 2.5e10}
     assert (device.hbm_bytes, device.hbm_bandwidth_bytes_per_s) == (8_000_000_000, 2e10)
     assert (device.eta_compute, device.eta_memory, device.launch_overhead_s) == (1.0, 1.0, 5e-7)
+    assert device.step_overhead_s == 1e-4
     link = target.intra_node_link
     if links:
         assert (link.latency_s, link.bandwidth_bytes_per_s) == (1e-4, 3e9)
@@ -64,6 +66,9 @@ def test_calibrate_measures_this_cpu_and_writes_a_loadable_target(tmp_path):
     assert device.hbm_bandwidth_bytes_per_s > 1e8 and 0 < device.launch_overhead_s < 1e-3
     assert 0 < target.intra_node_link.latency_s < 0.1
     assert "onnxruntime CPU MatMul float32" in out.read_text()
+    # measured among 2 ranks passing messages; a one-op run is not free, nor a millisecond
+    assert 1e-7 < device.step_overhead_s < 1e-2
+    assert "passing steps along a torch.distributed gloo pipeline" in out.read_text()
     assert "GEMM float32" in result.out and f"target written to {out}" in result.out
 
 

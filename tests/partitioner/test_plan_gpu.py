@@ -273,3 +273,25 @@ def test_options_are_checked_when_built():
         GpuOptions(time_limit_s=float("nan"))
     with pytest.raises(UsageError, match="--objective speed"):
         GpuOptions(objective="speed")
+
+
+def test_a_step_overhead_adds_once_to_every_stage(dag):
+    """A device's ``step_overhead_s`` (the host's call into the runtime, once per step) adds
+    exactly once to each stage's compute, and so pp times to the latency; the split is the
+    same, since a constant per stage moves neither bottleneck nor sum."""
+    import dataclasses
+
+    options = GpuOptions(tp=1, pp=2, solver="dp", time_limit_s=5)
+    plain = toy_target([50_000] * 2)
+    slow = dataclasses.replace(
+        plain,
+        devices=tuple(dataclasses.replace(d, step_overhead_s=1e-3) for d in plain.devices),
+    )
+    a, b = (plan_pipeline(dag, t, options).plan for t in (plain, slow))
+    assert [p.nodes for p in a.partitions] == [p.nodes for p in b.partitions]
+    for p, q in zip(a.partitions, b.partitions, strict=True):
+        assert q.compute_s == pytest.approx(p.compute_s + 1e-3, abs=1e-12)
+    assert b.estimate.latency_s == pytest.approx(a.estimate.latency_s + 2e-3, abs=1e-12)
+    assert b.solver.bound_s <= b.solver.objective_s + 1e-15
+    assert "step_overhead_s" not in plain.devices[0].to_dict()
+    assert slow.devices[0].to_dict()["step_overhead_s"] == 1e-3

@@ -53,6 +53,14 @@ class PipelineSetup:
     collective_s: tuple[tuple[float, ...], ...] = ()
 
 
+def _stage_overhead_s(
+    cost_model: GpuCostModel, groups: Sequence[Sequence[int]]
+) -> tuple[float, ...]:
+    """Each stage's fixed cost per step (its slowest rank's), or () when none has one."""
+    overhead = tuple(max(cost_model.step_overhead_s(d) for d in group) for group in groups)
+    return overhead if any(overhead) else ()
+
+
 TransferTime = Callable[[int, int, int], float]
 """``(nbytes, src_device, dst_device) -> seconds``; -1 is the host (the cost model's link)."""
 
@@ -194,6 +202,7 @@ def build_pipeline_problem(
         block_nodes=tuple(
             sum(1 for i in b.nodes if not graph.nodes[i].folded) for b in blocks.blocks
         ),
+        stage_overhead_s=_stage_overhead_s(cost_model, groups),
     )
     return PipelineSetup(
         blocks, problem, tuple(devices), stage_times, groups, sharding, collective_s

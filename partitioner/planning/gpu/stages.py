@@ -22,10 +22,12 @@ __all__ = ["stage_partition", "stage_shards", "stage_collectives"]
 
 
 def _compute_s(setup: PipelineSetup, k: int, runtime: Sequence[int]) -> float:
+    """The stage's kernels (collectives apart) plus its fixed cost per step."""
     times = setup.node_time_s[k]
+    overhead_s = setup.problem.stage_overhead_s[k] if setup.problem.stage_overhead_s else 0.0
     if not setup.collective_s:
-        return sum(times[n] for n in runtime)
-    return sum(times[n] - setup.collective_s[k][n] for n in runtime)
+        return overhead_s + sum(times[n] for n in runtime)
+    return overhead_s + sum(times[n] - setup.collective_s[k][n] for n in runtime)
 
 
 def _rank_bytes(graph: Graph, setup: PipelineSetup) -> Callable[[str], int] | None:
