@@ -42,6 +42,7 @@ __all__ = [
     "read_model",
     "check_model",
     "load",
+    "graph_at_dims",
     "require_external_data",
     "external_data_files",
     "external_data_ref",
@@ -308,9 +309,15 @@ def load(path: str | Path, dims: Mapping[str, int] | None = None, *, check: bool
     if check:
         check_contents(model, p)
         check_model(model, p)
-    graph = build_graph(model, path=p, sha256=sha)
-    pipeline = PassManager([ResolveDims(dims or {}), InferShapes(), FoldConstants()])
-    graph = pipeline(graph).model
-    check_sizes(graph)  # shapes the passes inferred count too
+    graph = graph_at_dims(model, p, sha, dims or {})
     logger.debug("loaded %s: %d nodes", p, graph.num_nodes)
+    return graph
+
+
+def graph_at_dims(model: onnx.ModelProto, path: Path, sha: str, dims: Mapping[str, int]) -> Graph:
+    """The IR of a model `read_model` read, with ``dims`` bound, shapes inferred and
+    constants folded (``model`` may be changed: pass a copy to use it again)."""
+    graph = build_graph(model, path=path, sha256=sha)
+    graph = PassManager([ResolveDims(dims), InferShapes(), FoldConstants()])(graph).model
+    check_sizes(graph)  # shapes the passes inferred count too
     return graph

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from partitioner.plan.load_model import LoadModel, load_model_from_dict
 from partitioner.plan.schema import (
     SCHEMA_VERSION,
     PlanError,
@@ -234,6 +235,7 @@ class Plan:
     shards: tuple[Shard, ...] = ()
     collectives: tuple[Collective, ...] = ()
     schema_version: int = SCHEMA_VERSION
+    load_model: LoadModel | None = None
 
     def partition(self, partition_id: int) -> Partition:
         for p in self.partitions:
@@ -278,6 +280,7 @@ class Plan:
             "collectives": [asdict(x) for x in self.collectives],
             "transfers": transfers,
             "estimate": _plain(estimate),
+            **({"load_model": self.load_model.to_dict()} if self.load_model else {}),
             "provenance": asdict(self.provenance),
         }
 
@@ -319,6 +322,7 @@ class Plan:
                 extra=est,
             ),
             provenance=Provenance(**doc["provenance"]),
+            load_model=load_model_from_dict(doc["load_model"]) if "load_model" in doc else None,
         )
 
     @staticmethod
@@ -333,7 +337,10 @@ class Plan:
         problems = check_schema(doc)
         if problems:
             raise PlanError(f"{source} is not a valid plan: {problems[0]}")
-        return Plan.from_dict(doc)
+        try:
+            return Plan.from_dict(doc)
+        except ValueError as err:  # a load model in a basis this version does not read
+            raise PlanError(f"{source} is not a valid plan: {err}") from None
 
 
 def transfer_order(t: Transfer) -> tuple[int, int, str]:

@@ -26,13 +26,15 @@ from partitioner.plan import (
 )
 from partitioner.planning.options import PlanOptions
 from partitioner.units import human_bytes
-from passes.analysis.costs import CostReport
+from passes.analysis.costs import CostReport, node_costs
 from passes.analysis.edges import unsized_tensors
+from passes.analysis.fusion import fused_costs
 from passes.ir import Graph, Tensor
 from targets import GpuTarget, WaferTarget
 from targets.cost import CostModel
 
 __all__ = [
+    "runtime_costs",
     "model_info",
     "target_info",
     "assemble_plan",
@@ -174,6 +176,16 @@ def decode_batch(graph: Graph) -> int | None:
         if not t.is_kv_cache and t.is_static and t.shape:
             return int(t.shape[0])  # type: ignore[arg-type]
     return 1
+
+
+def runtime_costs(graph: Graph, runtime: str, eager: CostReport | None = None) -> CostReport:
+    """Per-node costs as the target's runtime executes the graph: op by op (``eager``) or
+    fused, a decode step replayed as one CUDA graph (``fused``, `passes.analysis.fusion`).
+    ``eager``: the graph's `node_costs`, when already computed."""
+    costs = eager if eager is not None else node_costs(graph)
+    if runtime == "fused":
+        costs = fused_costs(graph, costs, cuda_graph=decode_batch(graph) is not None)
+    return costs
 
 
 def unsized_extra(graph: Graph, transfers: Sequence[Transfer]) -> dict[str, list[str]]:

@@ -25,9 +25,9 @@ from partitioner.planning.common import (
     assemble_plan,
     check_model_fits,
     check_total_fits,
-    decode_batch,
     device_count,
     resolve_objective,
+    runtime_costs,
     unsized_extra,
 )
 from partitioner.planning.gpu.breakdown import stage_times, time_breakdown
@@ -41,10 +41,10 @@ from partitioner.planning.gpu.candidate import (
 from partitioner.planning.gpu.candidates import fewest_stages, parallel_shapes
 from partitioner.planning.gpu.layout import PipelineLayout, estimate_record, llm_figures
 from partitioner.planning.gpu.problem import PipelineSetup
+from partitioner.planning.load_fit import fit_load_model, serving_dims
 from partitioner.planning.options import GPU_SOLVERS, GpuOptions
 from partitioner.simulate.common import replica_devices
-from passes.analysis.costs import CostReport, node_costs
-from passes.analysis.fusion import fused_costs
+from passes.analysis.costs import CostReport
 from passes.analysis.sharding import ShardingPlan, shard_graph
 from passes.ir import Graph
 from targets import GpuTarget
@@ -283,9 +283,7 @@ def plan_pipeline(
     started = time.perf_counter()
     cost_model = CostModel(target)
     assert isinstance(cost_model, GpuCostModel)
-    costs = node_costs(graph)
-    if target.runtime == "fused":  # as serving runtimes execute it (passes.analysis.fusion)
-        costs = fused_costs(graph, costs, cuda_graph=decode_batch(graph) is not None)
+    costs = runtime_costs(graph, target.runtime)
     check_model_fits(graph, costs, cost_model, "device")
     k = device_count(options, target)
     check_total_fits(costs, cost_model, target.num_devices if k is None else k)
@@ -296,6 +294,10 @@ def plan_pipeline(
         log.info("candidates (tp, pp, dp): %s", shapes)
         chosen, solver = _search(graph, costs, cost_model, options, shapes, progress, say)
     plan = _assemble(graph, costs, cost_model, options, chosen, solver)
+    if serving_dims(graph) is not None and not chosen.answer.interrupted:
+        say("solving the load model: the analysis at 7 more (batch, past) points")
+        load_model = fit_load_model(graph, target.runtime, plan.partitions, plan.transfers)
+        plan = dataclasses.replace(plan, load_model=load_model)
     wall_s = time.perf_counter() - started
     return PlanOutcome(
         plan, chosen.setup, chosen.layout, wall_s, chosen.answer.interrupted, k is None

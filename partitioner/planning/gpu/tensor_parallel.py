@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from passes.analysis.costs import CostReport
+from passes.analysis.costs import CostReport, NodeCost
 from passes.analysis.sharding import ShardingPlan
 from passes.ir import Graph
 from targets.cost import GpuCostModel, OpTime
@@ -31,6 +31,8 @@ __all__ = [
     "local_bytes",
     "local_param_bytes",
     "node_time",
+    "rank_kernels",
+    "rank_work",
     "stage_groups",
 ]
 
@@ -102,13 +104,26 @@ def node_time(
     index: int,
 ) -> OpTime:
     """One runtime node's roofline terms on one rank of ``group`` (collectives apart)."""
-    c, degree = costs.nodes[index], len(group)
+    c = costs.nodes[index]
+    flops, moved = rank_work(graph, costs, sharding, len(group), index)
+    return cost_model.op_time_parts(flops, moved, c.dtype or "float32", group[0], rank_kernels(c))
+
+
+def rank_work(
+    graph: Graph, costs: CostReport, sharding: ShardingPlan | None, degree: int, index: int
+) -> tuple[float, float]:
+    """A node's FLOPs and bytes moved on one rank of a group of ``degree`` devices."""
+    c = costs.nodes[index]
     flops, moved = float(c.flops), float(c.bytes_moved)
     if sharding is not None and degree > 1 and index in sharding.sharded_nodes:
         flops /= degree
         moved *= _local_scale(graph, sharding, index)
-    kernels = 0 if c.is_view else c.kernels
-    return cost_model.op_time_parts(flops, moved, c.dtype or "float32", group[0], kernels)
+    return flops, moved
+
+
+def rank_kernels(cost: NodeCost) -> int:
+    """Launches a node costs: none for a view."""
+    return 0 if cost.is_view else cost.kernels
 
 
 def collective_seconds(

@@ -1,0 +1,249 @@
+"""Solve a GPU plan's load model: every stage's work as exact polynomials in (batch, past).
+
+A serving iteration runs the plan at batch sizes and context lengths it was not
+planned at. The analysis (`runtime_costs`, the tensor-parallel split) is run
+again at six (batch, past) points next to the plan's own, and each count (a
+node's FLOPs and bytes on one rank, a collective's or transfer's bytes, a
+stage's KV cache) is solved for its coefficients over
+`partitioner.plan.load_model.MONOMIALS` by forward differences, in exact
+rational arithmetic. The polynomials are then compared with the analysis at
+the plan's own dims and at a point far from both, and the worst relative
+difference is recorded: 0 means exact there.
+
+Only decode-step graphs qualify: a KV cache among the inputs, and dims the
+user bound whose names say batch and past (`serving_dims`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import onnx
+
+from partitioner.plan import Partition, Transfer
+from partitioner.plan.load_model import (
+    MONOMIALS,
+    LoadCollective,
+    LoadModel,
+    LoadStage,
+    LoadTerm,
+    LoadTransfer,
+    evaluate,
+)
+from partitioner.planning.common import runtime_costs
+from partitioner.planning.gpu.tensor_parallel import local_bytes, rank_kernels, rank_work
+from passes.analysis.costs import CostReport, node_costs
+from passes.analysis.fusion import fusion_groups
+from passes.analysis.partition_io import residency
+from passes.analysis.sharding import ShardingPlan, shard_graph
+from passes.ir import Graph
+from passes.load import graph_at_dims, read_model
+
+__all__ = ["serving_dims", "fit_load_model", "BATCH_NAMES", "PAST_NAMES"]
+
+log = logging.getLogger(__name__)
+
+BATCH_NAMES = ("batch", "batch_size", "batchsize", "n")
+PAST_NAMES = ("past", "past_len", "past_length", "past_seq_len", "past_sequence_length")
+# offsets from the base point, in MONOMIALS order: forward differences need exactly these
+OFFSETS = MONOMIALS
+
+
+def serving_dims(graph: Graph) -> dict[str, str] | None:
+    """``{"batch": name, "past": name}`` among the dims the user bound, or None."""
+    if not any(t.is_kv_cache for t in graph.iter_tensors()):
+        return None
+    bound = {name.lower(): name for name in graph.dims}
+    batch = next((bound[n] for n in BATCH_NAMES if n in bound), None)
+    past = next((bound[n] for n in PAST_NAMES if n in bound), None)
+    return {"batch": batch, "past": past} if batch and past else None
+
+
+@dataclass(frozen=True)
+class _Work:
+    """Every count at one (batch, past) point, in an order the same at every point."""
+
+    nodes: tuple[tuple[tuple[object, str, int, float, float], ...], ...]  # kernels per stage
+    collectives: tuple[tuple[tuple[str, int], ...], ...]  # per stage: (kind, bytes)
+    kv_bytes: tuple[int, ...]
+    transfer_bytes: tuple[int, ...]
+
+
+def _graph_at(model: onnx.ModelProto, path: Path, sha: str, dims: Mapping[str, int]) -> Graph:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return graph_at_dims(copy, path, sha, dims)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A fused kernel: its id, the bytes of its one pass, its members' eager bytes."""
+
+    gid: int
+    moved_bytes: int
+    eager_bytes: int
+
+
+def _fused_groups(graph: Graph, eager: CostReport) -> dict[int, _Group]:
+    """Member node -> its fused group, as `passes.analysis.fusion` makes them."""
+    out = {}
+    for gid, (members, moved) in enumerate(fusion_groups(graph, eager)):
+        group = _Group(gid, moved, sum(eager.nodes[i].bytes_moved for i in members))
+        out.update(dict.fromkeys(members, group))
+    return out
+
+
+def _units(
+    graph: Graph,
+    costs: tuple[CostReport, CostReport],
+    sharding: ShardingPlan | None,
+    degree: int,
+    nodes: Sequence[int],
+    groups: Mapping[int, _Group],
+) -> tuple[tuple[object, str, int, float, float], ...]:
+    """The stage's kernels on one rank: (key, dtype, launches, FLOPs, bytes moved).
+
+    A fused group's members in the stage make one kernel whose bytes are their share
+    of the group's one pass, unrounded (`fused_costs` rounds each member's share, which
+    no polynomial follows); any other node is its own kernel.
+    """
+    eager, run = costs
+    units: dict[object, list] = {}
+    for n in nodes:
+        flops, moved = rank_work(graph, eager, sharding, degree, n)
+        group = groups.get(n)
+        if group is not None:  # its share of the one pass, scaled as rank_work scaled it
+            moved = moved * group.moved_bytes / group.eager_bytes if group.eager_bytes else 0.0
+        c = run.nodes[n]
+        key = ("group", group.gid) if group is not None else ("node", n)
+        unit = units.setdefault(key, [key, c.dtype or "float32", 0, 0.0, 0.0, -1.0])
+        if flops > unit[5]:  # the kernel computes in its heaviest member's dtype
+            unit[1], unit[5] = c.dtype or "float32", flops
+        unit[2] += rank_kernels(c)
+        unit[3] += flops
+        unit[4] += moved
+    return tuple(tuple(u[:5]) for u in units.values())  # type: ignore[misc]
+
+
+def _work(graph: Graph, runtime: str, parts: Sequence[Partition], transfers: Sequence[Transfer]):
+    eager = node_costs(graph)
+    costs = (eager, runtime_costs(graph, runtime, eager))
+    groups = _fused_groups(graph, eager) if runtime == "fused" else {}
+    shardings: dict[int, ShardingPlan] = {}
+    nodes, collectives, kv = [], [], []
+    for p in parts:
+        degree = len(p.devices)
+        sharding = shardings.get(degree)
+        if degree > 1 and sharding is None:
+            sharding = shardings[degree] = shard_graph(graph, degree)
+        runtime_nodes = [n for n in p.nodes if not graph.nodes[n].folded]
+        nodes.append(_units(graph, costs, sharding, degree, runtime_nodes, groups))
+        mine = set(runtime_nodes)
+        ops = sharding.collectives if sharding is not None else ()
+        collectives.append(tuple((op.kind, op.nbytes) for op in ops if op.node in mine))
+        held = residency(graph, runtime_nodes).kv_cache
+        kv.append(sum(local_bytes(graph, sharding, name) for name in held))
+    sizes = tuple(graph.tensors[t.tensor].nbytes for t in transfers)
+    return _Work(tuple(nodes), tuple(collectives), tuple(kv), sizes)
+
+
+def _structure(work: _Work) -> tuple[object, ...]:
+    """What must be the same at every point for the counts to line up."""
+    nodes = tuple(tuple(n[:3] for n in stage) for stage in work.nodes)
+    kinds = tuple(tuple(kind for kind, _ in stage) for stage in work.collectives)
+    return nodes, kinds
+
+
+def _solve(values: Sequence[float], base: tuple[int, int]) -> tuple[float, ...]:
+    """Coefficients over MONOMIALS of the polynomial taking ``values`` at base + OFFSETS."""
+    f = dict(zip(OFFSETS, (Fraction(v) for v in values), strict=True))
+    a00, a10, a01 = f[0, 0], f[1, 0] - f[0, 0], f[0, 1] - f[0, 0]
+    a20 = f[2, 0] - 2 * f[1, 0] + f[0, 0]
+    a02 = f[0, 2] - 2 * f[0, 1] + f[0, 0]
+    a11 = f[1, 1] - f[1, 0] - f[0, 1] + f[0, 0]
+    b0, p0 = base
+    # a00 + a10·x + a01·y + a20·x(x-1)/2 + a11·x·y + a02·y(y-1)/2 with x = b-b0, y = p-p0
+    c_b = a10 - a20 * b0 - a20 / 2 - a11 * p0
+    c_p = a01 - a02 * p0 - a02 / 2 - a11 * b0
+    c_1 = (a00 - a10 * b0 - a01 * p0 + a20 * (b0 * b0 + b0) / 2 + a02 * (p0 * p0 + p0) / 2
+           + a11 * b0 * p0)  # fmt: skip
+    return tuple(float(c) for c in (c_1, c_b, c_p, a20 / 2, a11, a02 / 2))
+
+
+def _fit_stage(k: int, works: Sequence[_Work], base: tuple[int, int], part: Partition):
+    terms: Counter[tuple[str, int, tuple[float, ...], tuple[float, ...]]] = Counter()
+    for i, node in enumerate(works[0].nodes[k]):
+        flops = _solve([w.nodes[k][i][3] for w in works], base)
+        moved = _solve([w.nodes[k][i][4] for w in works], base)
+        terms[(node[1], node[2], flops, moved)] += 1
+    kinds: Counter[tuple[str, tuple[float, ...]]] = Counter()
+    for i, (kind, _) in enumerate(works[0].collectives[k]):
+        kinds[(kind, _solve([w.collectives[k][i][1] for w in works], base))] += 1
+    return LoadStage(
+        part.id,
+        tuple(LoadTerm(n, d, kern, f, b) for (d, kern, f, b), n in terms.items()),
+        tuple(LoadCollective(n, kind, b) for (kind, b), n in kinds.items()),
+        _solve([w.kv_bytes[k] for w in works], base),
+    )
+
+
+def _relative(predicted: float, actual: float) -> float:
+    return abs(predicted - actual) / max(abs(actual), 1.0)
+
+
+def _check(model: LoadModel, work: _Work, point: tuple[int, int]) -> float:
+    """Worst relative difference between the polynomials and the analysis at ``point``."""
+    worst = 0.0
+    for stage, nodes, collectives, kv in zip(
+        model.stages, work.nodes, work.collectives, work.kv_bytes, strict=True
+    ):
+        for pick, actual in ((3, sum(n[3] for n in nodes)), (4, sum(n[4] for n in nodes))):
+            poly = [t.count * evaluate(t.flops if pick == 3 else t.bytes, *point)
+                    for t in stage.terms]  # fmt: skip
+            worst = max(worst, _relative(sum(poly), actual))
+        sent = sum(c.count * evaluate(c.bytes, *point) for c in stage.collectives)
+        worst = max(worst, _relative(sent, sum(b for _, b in collectives)))
+        worst = max(worst, _relative(evaluate(stage.kv_cache_bytes, *point), kv))
+    for t, actual in zip(model.transfers, work.transfer_bytes, strict=True):
+        worst = max(worst, _relative(evaluate(t.bytes, *point), actual))
+    return worst
+
+
+def fit_load_model(
+    graph: Graph, runtime: str, parts: Sequence[Partition], transfers: Sequence[Transfer]
+) -> LoadModel | None:
+    """The load model of a GPU plan of ``graph`` (its partitions and transfers), or None
+    when the graph is not a decode step with batch and past dims, or its structure
+    changes between points (then no polynomial describes it)."""
+    dims = serving_dims(graph)
+    if dims is None or graph.path is None:
+        return None
+    model, sha = read_model(graph.path)
+    own = (graph.dims[dims["batch"]], graph.dims[dims["past"]])
+    base = (own[0] + 1, own[1] + 1)
+    far = (2 * own[0] + 7, 2 * own[1] + 13)
+    points = [(base[0] + i, base[1] + j) for i, j in OFFSETS]
+
+    def at(point: tuple[int, int]) -> _Work:
+        bound = {**graph.dims, dims["batch"]: point[0], dims["past"]: point[1]}
+        return _work(_graph_at(model, graph.path, sha, bound), runtime, parts, transfers)
+
+    works = [at(p) for p in points]
+    checks = [_work(graph, runtime, parts, transfers), at(far)]
+    shapes = {_structure(w) for w in works + checks}
+    if len(shapes) != 1:
+        log.info("no load model: the graph's structure changes with batch or past")
+        return None
+    stages = tuple(_fit_stage(k, works, base, p) for k, p in enumerate(parts))
+    moved = tuple(
+        LoadTransfer(t.src, t.dst, _solve([w.transfer_bytes[i] for w in works], base))
+        for i, t in enumerate(transfers)
+    )
+    fitted = LoadModel(dims, tuple(points), (own, far), 0.0, stages, moved)
+    worst = max(_check(fitted, w, p) for w, p in zip(checks, (own, far), strict=True))
+    return LoadModel(dims, tuple(points), (own, far), worst, stages, moved)
