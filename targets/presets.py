@@ -110,10 +110,30 @@ SIMD widths, 32-bit wavelets, one hop per cycle); Cerebras/csl-examples.
 - Multi-system presets join CS systems by their system I/O, 12 × 100 GbE =
   1.2 Tb/s = 150 GB/s per direction [V]; the host link is the same I/O.
 
+Prices (``usd_per_hour``, per GPU or per wafer system), defaults for $ per token;
+override them with what you pay (``all_devices: {usd_per_hour: 2.5}``):
+
+- A100 $2.21: Vidur's constant (CoreWeave, Feb 2024) [secondary].
+- H100 $2.95: the median of public on-demand prices, May 2026 (aimultiple);
+  tiers run $1.99-2.50 (long tail), $2.50-3.50 (specialty clouds), $3.50-5.00
+  (hyperscalers) (Mercatus) [secondary].
+- H200 $4.00: the middle of the specialty-cloud tier, $3.50-4.50 (Mercatus,
+  May 2026); $2.50-3.50 long tail, $4.50-7.00 hyperscalers; Spheron on-demand
+  $4.54 (Mar 2026) [secondary].
+- B200 $5.25: the middle of on-demand on specialised clouds, $4.50-6.00
+  (Lyceum, Mar 2026); spot from $2.25, Spheron on-demand $6.03 (Mar 2026),
+  up to $14.24 on-demand elsewhere (Inworld, Apr 2026) [secondary].
+- H100 PCIe: None (no public figure collected): $/token is not reported.
+- CS-3 system $97.43 an hour, an *assumption*: no hourly price is published.
+  It is a reported $2-3M price [secondary], $2.5M, spread over 3 years of
+  continuous use ($95.13/h), plus the reported ~23 kW at an assumed
+  $0.10/kWh ($2.30/h) [D]. CS-2 (WSE-2): None. Cerebras' public API prices per
+  million tokens are a comparison point, not an input (`CEREBRAS_API_PRICES`).
+- Wafer system power: CS-3 23 kW [secondary]; CS-2 None.
+
 Assumptions without a source (override in a target file): kernel launch
 overhead 5 µs; link latencies (NVLink 5 µs, PCIe 10 µs, InfiniBand 10 µs,
-100 GbE 10 µs); prices (``usd_per_hour`` is None: unknown, so $/token is not
-reported until a target file sets it); wafer system power (None).
+100 GbE 10 µs).
 """
 
 from __future__ import annotations
@@ -122,7 +142,7 @@ from targets.errors import TargetError
 from targets.gpu import GpuDevice, GpuTarget, Link
 from targets.wafer import WaferSpec, WaferTarget
 
-__all__ = ["ALIASES", "Target", "get_preset", "preset_names", "presets"]
+__all__ = ["ALIASES", "CEREBRAS_API_PRICES", "Target", "get_preset", "preset_names", "presets"]
 
 #: Any target: the union every loader and cost model accepts.
 Target = GpuTarget | WaferTarget
@@ -173,7 +193,12 @@ def _link(
 
 
 def _gpu(
-    name: str, hbm_gb: float, hbm_tb_per_s: float, peaks_tf: dict[str, float], power_w: float
+    name: str,
+    hbm_gb: float,
+    hbm_tb_per_s: float,
+    peaks_tf: dict[str, float],
+    power_w: float,
+    usd_per_hour: float | None,
 ) -> GpuDevice:
     return GpuDevice(
         name=name,
@@ -184,13 +209,13 @@ def _gpu(
         eta_memory=ETA_MEMORY,
         launch_overhead_s=LAUNCH_OVERHEAD_S,
         power_w=power_w,
-        usd_per_hour=None,
+        usd_per_hour=usd_per_hour,
         fallback_peak_dtype="float32",
     )
 
 
 # fmt: off
-# _gpu(name, HBM GB, HBM TB/s, dense TF/s per dtype, board W), all [V].
+# _gpu(name, HBM GB, HBM TB/s, dense TF/s per dtype, board W [V], $ per GPU-hour (module doc)).
 # float64 is the FP64 tensor-core rate, float32 the CUDA-core FP32 rate (not TF32).
 # [V] NVIDIA A100 datasheet via glennklockwood.com/garden/processors/A100 (80G SXM4);
 # no FP8 on Ampere.
@@ -198,28 +223,28 @@ A100 = _gpu(
     "A100-SXM4-80GB", 80, 2.039,
     {"float64": 19.5, "float32": 19.5, "tfloat32": 156, "float16": 312, "bfloat16": 312,
      "int8": 624},
-    400,
+    400, 2.21,
 )
 # [V] NVIDIA H100 datasheet via glennklockwood.com/garden/processors/h100; bf16 989 TF
 # and 3.35 TB/s as in HARDWARE.md. H200 = H100 compute with 141 GB at 4.8 TB/s [V].
 _HOPPER_TF = {"float64": 67, "float32": 67, "tfloat32": 494.5, "float16": 989, "bfloat16": 989,
               "float8": 1979, "int8": 1979}
-H100 = _gpu("H100-SXM5-80GB", 80, 3.35, _HOPPER_TF, 700)
-H200 = _gpu("H200-SXM-141GB", 141, 4.8, _HOPPER_TF, 700)
+H100 = _gpu("H100-SXM5-80GB", 80, 3.35, _HOPPER_TF, 700, 2.95)
+H200 = _gpu("H200-SXM-141GB", 141, 4.8, _HOPPER_TF, 700, 4.00)
 # [V] HARDWARE.md (180 GB usable, 8 TB/s, 2,250 TF bf16, 1000 W); other dtypes from the
 # HGX B200 (1000 W) column at glennklockwood.com/garden/processors/B200.
 B200 = _gpu(
     "B200-HGX-180GB", 180, 8,
     {"float64": 40, "float32": 80, "tfloat32": 1100, "float16": 2250, "bfloat16": 2250,
      "float8": 4500, "float4": 9000, "int8": 4500},
-    1000,
+    1000, 5.25,
 )
 # [V] NVIDIA H100 datasheet, PCIe column (sparse figures halved): not in HARDWARE.md.
 H100_PCIE = _gpu(
     "H100-PCIe-80GB", 80, 2.0,
     {"float64": 51, "float32": 51, "tfloat32": 378, "float16": 756.5, "bfloat16": 756.5,
      "float8": 1513, "int8": 1513},
-    350,
+    350, None,
 )
 # fmt: on
 
@@ -272,6 +297,17 @@ def _gpu_description(device: GpuDevice, per_node: int, nodes: int, intra: Link) 
     )
 
 
+CS3_POWER_W = 23_000.0  # [secondary] reported system power
+# assumption [D]: $2.5M (reported $2-3M) over 3 years of 8,760 h, plus 23 kW at $0.10/kWh
+CS3_USD_PER_HOUR = round(2.5e6 / (3 * 8760) + CS3_POWER_W / 1000 * 0.10, 2)
+#: Cerebras' public API prices, $ per million tokens (input, output) [V] (HARDWARE.md): a
+#: comparison point printed beside estimates, never an input to them.
+CEREBRAS_API_PRICES: dict[str, tuple[float, float]] = {
+    "llama3.1-8b": (0.10, 0.10),
+    "llama3.1-70b": (0.60, 0.60),
+    "llama3.3-70b": (0.85, 1.20),
+    "gpt-oss-120b": (0.35, 0.75),
+}
 _WSE_FABRIC = {"link_bytes_per_cycle": 4, "hop_latency_cycles": 1}  # [V, SDK]
 _SYSTEM_IO = _link("CS system I/O 12 x 100 GbE", 1.2e12 / 8, NETWORK_LATENCY_S)  # [V]
 
@@ -285,6 +321,7 @@ WSE3 = WaferSpec(
     name="WSE-3", width_cores=762, height_cores=1176, sram_bytes_per_core=48 * KIB,
     sram_reserve_bytes_per_core=WAFER_SRAM_RESERVE_BYTES, fmac_lanes_per_cycle={"float16": 8},
     clock_hz=0.85e9, eta_compute=ETA_COMPUTE, fallback_lanes_dtype="float16", **_WSE_FABRIC,
+    power_w=CS3_POWER_W, usd_per_hour=CS3_USD_PER_HOUR,
 )
 # fmt: on
 

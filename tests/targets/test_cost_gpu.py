@@ -182,8 +182,8 @@ def test_price_and_power_of_devices(gpu4: GpuTarget) -> None:
     # $8/h at 1000 tokens/s: 8 / 3600 / 1000
     assert cost.usd_per_token(1000.0) == pytest.approx(8 / 3600 / 1000)
     assert cost.joules_per_token(1000.0) == pytest.approx(2.0)
-    # presets have no price: unknown, not invented
-    assert CostModel(get_preset("h100x8")).usd_per_token(1000.0) is None
+    # a preset without a sourced price has none: unknown, not invented
+    assert CostModel(get_preset("h100x8-pcie")).usd_per_token(1000.0) is None
     assert CostModel(get_preset("h100x8")).power_w() == pytest.approx(8 * 700.0)
 
 

@@ -105,8 +105,8 @@ def test_route_helpers_are_exposed_on_the_model(tiny2: WaferTarget) -> None:
     assert cost.xy_route((0, 0), (1, 0)) == [((0, 0), (1, 0))]
 
 
-def test_price_unknown_on_presets_known_when_set(tiny2: WaferTarget) -> None:
-    assert CostModel(get_preset("wse3x2")).usd_per_token(100.0) is None
+def test_price_unknown_without_one_known_when_set(tiny2: WaferTarget) -> None:
+    assert CostModel(get_preset("wse2x2")).usd_per_token(100.0) is None  # no CS-2 price
     priced = dataclasses.replace(tiny2, wafer=tiny_wafer(usd_per_hour=36.0, power_w=20_000.0))
     cost = CostModel(priced)
     # 2 wafers × $36/h = $72/h at 1000 tokens/s: 72 / 3600 / 1000 = 2e-5

@@ -48,7 +48,7 @@ def test_gpu_datasheet_numbers(family: str) -> None:
     assert device.hbm_bandwidth_bytes_per_s == hbm_bw
     assert device.peak_flops_per_s["bfloat16"] == bf16
     assert device.power_w == power
-    assert device.usd_per_hour is None  # no sourced price
+    assert device.usd_per_hour is not None and 2 <= device.usd_per_hour <= 7  # the sourced range
     # NVLink is quoted bidirectional; the link holds half, per direction
     assert target.intra_node_link.bandwidth_bytes_per_s == nvlink
     assert target.host_link.bandwidth_bytes_per_s == pcie
