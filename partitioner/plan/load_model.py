@@ -51,11 +51,13 @@ def _poly(value: Any, where: str) -> Poly:
 
 @dataclass(frozen=True)
 class LoadTerm:
-    """``count`` identical kernels on one rank of a stage: FLOPs and bytes moved each."""
+    """``count`` identical kernels on one rank of a stage: FLOPs and bytes moved each, the
+    launches they cost (GPU) and the contractions among them (a wafer's mesh term)."""
 
     count: int
     dtype: str
     kernels: int
+    matmuls: int
     flops: Poly
     bytes: Poly
 
@@ -137,11 +139,12 @@ def _stage_dict(s: LoadStage) -> dict[str, Any]:
                 "count": t.count,
                 "dtype": t.dtype,
                 "kernels": t.kernels,
+                "matmuls": t.matmuls,
                 "flops": list(t.flops),
                 "bytes": list(t.bytes),
             }
             for t in s.terms
-        ],  # fmt: skip
+        ],
         "collectives": [
             {"count": c.count, "kind": c.kind, "bytes": list(c.bytes)} for c in s.collectives
         ],
@@ -166,11 +169,12 @@ def load_model_from_dict(doc: Mapping[str, Any]) -> LoadModel:
                     t["count"],
                     t["dtype"],
                     t["kernels"],
+                    t["matmuls"],
                     _poly(t["flops"], "flops"),
                     _poly(t["bytes"], "bytes"),
                 )
                 for t in s["terms"]
-            ),  # fmt: skip
+            ),
             tuple(
                 LoadCollective(c["count"], c["kind"], _poly(c["bytes"], "bytes"))
                 for c in s["collectives"]

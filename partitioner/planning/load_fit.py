@@ -16,6 +16,7 @@ user bound whose names say batch and past (`serving_dims`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,6 @@ import onnx
 
 from partitioner.plan import Partition, Transfer
 from partitioner.plan.load_model import (
-    MONOMIALS,
     LoadCollective,
     LoadModel,
     LoadStage,
@@ -50,8 +50,12 @@ log = logging.getLogger(__name__)
 
 BATCH_NAMES = ("batch", "batch_size", "batchsize", "n")
 PAST_NAMES = ("past", "past_len", "past_length", "past_seq_len", "past_sequence_length")
-# offsets from the base point, in MONOMIALS order: forward differences need exactly these
-OFFSETS = MONOMIALS
+# offsets from the base point, in MONOMIALS order: forward differences need exactly these;
+# the bilinear ones come first, so a bilinear fit needs only the first four
+OFFSETS = ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (0, 2))
+BILINEAR = 4
+# relative difference at the checks below which a bilinear fit is taken as exact
+EXACT = 1e-6
 
 
 def serving_dims(graph: Graph) -> dict[str, str] | None:
@@ -68,10 +72,12 @@ def serving_dims(graph: Graph) -> dict[str, str] | None:
 class _Work:
     """Every count at one (batch, past) point, in an order the same at every point."""
 
-    nodes: tuple[tuple[tuple[object, str, int, float, float], ...], ...]  # kernels per stage
+    # per stage, its kernels: (key, dtype, launches, contractions, FLOPs, bytes moved)
+    nodes: tuple[tuple[tuple[object, str, int, int, float, float], ...], ...]
     collectives: tuple[tuple[tuple[str, int], ...], ...]  # per stage: (kind, bytes)
     kv_bytes: tuple[int, ...]
     transfer_bytes: tuple[int, ...]
+    point: tuple[int, int]
 
 
 def _graph_at(model: onnx.ModelProto, path: Path, sha: str, dims: Mapping[str, int]) -> Graph:
@@ -105,8 +111,8 @@ def _units(
     degree: int,
     nodes: Sequence[int],
     groups: Mapping[int, _Group],
-) -> tuple[tuple[object, str, int, float, float], ...]:
-    """The stage's kernels on one rank: (key, dtype, launches, FLOPs, bytes moved).
+) -> tuple[tuple[object, str, int, int, float, float], ...]:
+    """The stage's kernels on one rank: (key, dtype, launches, contractions, FLOPs, bytes).
 
     A fused group's members in the stage make one kernel whose bytes are their share
     of the group's one pass, unrounded (`fused_costs` rounds each member's share, which
@@ -121,18 +127,22 @@ def _units(
             moved = moved * group.moved_bytes / group.eager_bytes if group.eager_bytes else 0.0
         c = run.nodes[n]
         key = ("group", group.gid) if group is not None else ("node", n)
-        unit = units.setdefault(key, [key, c.dtype or "float32", 0, 0.0, 0.0, -1.0])
-        if flops > unit[5]:  # the kernel computes in its heaviest member's dtype
-            unit[1], unit[5] = c.dtype or "float32", flops
+        unit = units.setdefault(key, [key, c.dtype or "float32", 0, 0, 0.0, 0.0, -1.0])
+        if flops > unit[6]:  # the kernel computes in its heaviest member's dtype
+            unit[1], unit[6] = c.dtype or "float32", flops
         unit[2] += rank_kernels(c)
-        unit[3] += flops
-        unit[4] += moved
-    return tuple(tuple(u[:5]) for u in units.values())  # type: ignore[misc]
+        unit[3] += c.matmuls
+        unit[4] += flops
+        unit[5] += moved
+    return tuple(tuple(u[:6]) for u in units.values())  # type: ignore[misc]
 
 
-def _work(graph: Graph, runtime: str, parts: Sequence[Partition], transfers: Sequence[Transfer]):
+def _work(
+    graph: Graph, runtime: str | None, parts: Sequence[Partition], transfers: Sequence[Transfer]
+) -> _Work:
+    """Every count at the graph's dims; ``runtime`` None for a wafer (op by op)."""
     eager = node_costs(graph)
-    costs = (eager, runtime_costs(graph, runtime, eager))
+    costs = (eager, runtime_costs(graph, runtime, eager) if runtime else eager)
     groups = _fused_groups(graph, eager) if runtime == "fused" else {}
     shardings: dict[int, ShardingPlan] = {}
     nodes, collectives, kv = [], [], []
@@ -149,23 +159,32 @@ def _work(graph: Graph, runtime: str, parts: Sequence[Partition], transfers: Seq
         held = residency(graph, runtime_nodes).kv_cache
         kv.append(sum(local_bytes(graph, sharding, name) for name in held))
     sizes = tuple(graph.tensors[t.tensor].nbytes for t in transfers)
-    return _Work(tuple(nodes), tuple(collectives), tuple(kv), sizes)
+    point = (
+        (graph.dims[dims["batch"]], graph.dims[dims["past"]])
+        if (dims := serving_dims(graph))
+        else (0, 0)
+    )
+    return _Work(tuple(nodes), tuple(collectives), tuple(kv), sizes, point)
 
 
 def _structure(work: _Work) -> tuple[object, ...]:
     """What must be the same at every point for the counts to line up."""
-    nodes = tuple(tuple(n[:3] for n in stage) for stage in work.nodes)
+    nodes = tuple(tuple(n[:4] for n in stage) for stage in work.nodes)
     kinds = tuple(tuple(kind for kind, _ in stage) for stage in work.collectives)
     return nodes, kinds
 
 
 def _solve(values: Sequence[float], base: tuple[int, int]) -> tuple[float, ...]:
-    """Coefficients over MONOMIALS of the polynomial taking ``values`` at base + OFFSETS."""
-    f = dict(zip(OFFSETS, (Fraction(v) for v in values), strict=True))
+    """Coefficients over MONOMIALS of the polynomial taking ``values`` at base + OFFSETS.
+
+    With only the first four values (offsets (0,0), (1,0), (0,1), (1,1)) the
+    polynomial is taken as bilinear: no b² or p² term.
+    """
+    f = dict(zip(OFFSETS, (Fraction(v) for v in values), strict=False))
     a00, a10, a01 = f[0, 0], f[1, 0] - f[0, 0], f[0, 1] - f[0, 0]
-    a20 = f[2, 0] - 2 * f[1, 0] + f[0, 0]
-    a02 = f[0, 2] - 2 * f[0, 1] + f[0, 0]
     a11 = f[1, 1] - f[1, 0] - f[0, 1] + f[0, 0]
+    a20 = f[2, 0] - 2 * f[1, 0] + f[0, 0] if (2, 0) in f else Fraction(0)
+    a02 = f[0, 2] - 2 * f[0, 1] + f[0, 0] if (0, 2) in f else Fraction(0)
     b0, p0 = base
     # a00 + a10·x + a01·y + a20·x(x-1)/2 + a11·x·y + a02·y(y-1)/2 with x = b-b0, y = p-p0
     c_b = a10 - a20 * b0 - a20 / 2 - a11 * p0
@@ -176,17 +195,17 @@ def _solve(values: Sequence[float], base: tuple[int, int]) -> tuple[float, ...]:
 
 
 def _fit_stage(k: int, works: Sequence[_Work], base: tuple[int, int], part: Partition):
-    terms: Counter[tuple[str, int, tuple[float, ...], tuple[float, ...]]] = Counter()
-    for i, node in enumerate(works[0].nodes[k]):
-        flops = _solve([w.nodes[k][i][3] for w in works], base)
-        moved = _solve([w.nodes[k][i][4] for w in works], base)
-        terms[(node[1], node[2], flops, moved)] += 1
+    terms: Counter[tuple[str, int, int, tuple[float, ...], tuple[float, ...]]] = Counter()
+    for i, unit in enumerate(works[0].nodes[k]):
+        flops = _solve([w.nodes[k][i][4] for w in works], base)
+        moved = _solve([w.nodes[k][i][5] for w in works], base)
+        terms[(unit[1], unit[2], unit[3], flops, moved)] += 1
     kinds: Counter[tuple[str, tuple[float, ...]]] = Counter()
     for i, (kind, _) in enumerate(works[0].collectives[k]):
         kinds[(kind, _solve([w.collectives[k][i][1] for w in works], base))] += 1
     return LoadStage(
         part.id,
-        tuple(LoadTerm(n, d, kern, f, b) for (d, kern, f, b), n in terms.items()),
+        tuple(LoadTerm(n, d, kern, mm, f, b) for (d, kern, mm, f, b), n in terms.items()),
         tuple(LoadCollective(n, kind, b) for (kind, b), n in kinds.items()),
         _solve([w.kv_bytes[k] for w in works], base),
     )
@@ -202,8 +221,8 @@ def _check(model: LoadModel, work: _Work, point: tuple[int, int]) -> float:
     for stage, nodes, collectives, kv in zip(
         model.stages, work.nodes, work.collectives, work.kv_bytes, strict=True
     ):
-        for pick, actual in ((3, sum(n[3] for n in nodes)), (4, sum(n[4] for n in nodes))):
-            poly = [t.count * evaluate(t.flops if pick == 3 else t.bytes, *point)
+        for pick, actual in ((4, sum(n[4] for n in nodes)), (5, sum(n[5] for n in nodes))):
+            poly = [t.count * evaluate(t.flops if pick == 4 else t.bytes, *point)
                     for t in stage.terms]  # fmt: skip
             worst = max(worst, _relative(sum(poly), actual))
         sent = sum(c.count * evaluate(c.bytes, *point) for c in stage.collectives)
@@ -215,11 +234,15 @@ def _check(model: LoadModel, work: _Work, point: tuple[int, int]) -> float:
 
 
 def fit_load_model(
-    graph: Graph, runtime: str, parts: Sequence[Partition], transfers: Sequence[Transfer]
+    graph: Graph, runtime: str | None, parts: Sequence[Partition], transfers: Sequence[Transfer]
 ) -> LoadModel | None:
-    """The load model of a GPU plan of ``graph`` (its partitions and transfers), or None
+    """The load model of a plan of ``graph`` (its partitions and transfers), or None
     when the graph is not a decode step with batch and past dims, or its structure
-    changes between points (then no polynomial describes it)."""
+    changes between points (then no polynomial describes it).
+
+    ``runtime``: the GPU target's (``eager``/``fused``), None for a wafer target, whose
+    regions run op by op with every partition on one wafer.
+    """
     dims = serving_dims(graph)
     if dims is None or graph.path is None:
         return None
@@ -233,10 +256,25 @@ def fit_load_model(
         bound = {**graph.dims, dims["batch"]: point[0], dims["past"]: point[1]}
         return _work(_graph_at(model, graph.path, sha, bound), runtime, parts, transfers)
 
-    works = [at(p) for p in points]
     checks = [_work(graph, runtime, parts, transfers), at(far)]
-    shapes = {_structure(w) for w in works + checks}
-    if len(shapes) != 1:
+    works = [at(p) for p in points[:BILINEAR]]
+    fitted = _fitted(dims, works, checks, base, parts, transfers)
+    if fitted is not None and fitted.max_relative_error > EXACT:  # b² or p² terms: 6 points
+        works += [at(p) for p in points[BILINEAR:]]
+        fitted = _fitted(dims, works, checks, base, parts, transfers)
+    return fitted
+
+
+def _fitted(
+    dims: Mapping[str, str],
+    works: Sequence[_Work],
+    checks: Sequence[_Work],
+    base: tuple[int, int],
+    parts: Sequence[Partition],
+    transfers: Sequence[Transfer],
+) -> LoadModel | None:
+    """The polynomials through ``works`` (at base + OFFSETS), compared at the checks."""
+    if len({_structure(w) for w in (*works, *checks)}) != 1:
         log.info("no load model: the graph's structure changes with batch or past")
         return None
     stages = tuple(_fit_stage(k, works, base, p) for k, p in enumerate(parts))
@@ -244,6 +282,9 @@ def fit_load_model(
         LoadTransfer(t.src, t.dst, _solve([w.transfer_bytes[i] for w in works], base))
         for i, t in enumerate(transfers)
     )
-    fitted = LoadModel(dims, tuple(points), (own, far), 0.0, stages, moved)
-    worst = max(_check(fitted, w, p) for w, p in zip(checks, (own, far), strict=True))
-    return LoadModel(dims, tuple(points), (own, far), worst, stages, moved)
+    points = tuple((base[0] + i, base[1] + j) for i, j in OFFSETS[: len(works)])
+    own, far = checks[0], checks[1]
+    checked = (own.point, far.point)
+    fitted = LoadModel(dims, points, checked, 0.0, stages, moved)
+    worst = max(_check(fitted, w, w.point) for w in (own, far))
+    return dataclasses.replace(fitted, max_relative_error=worst)

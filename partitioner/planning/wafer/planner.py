@@ -43,6 +43,7 @@ from partitioner.planning.common import (
     resolve_objective,
     unsized_extra,
 )
+from partitioner.planning.load_fit import fit_load_model, serving_dims
 from partitioner.planning.options import WAFER_SOLVERS, WaferOptions
 from partitioner.planning.wafer.layout import (
     bound_in_cores,
@@ -274,6 +275,10 @@ def _layout(job: _Job, target: WaferTarget, started: float, say: Announce) -> Wa
     parts = _partitions(job, floorplans.rects)
     transfers = wafer_transfers(job.graph, owner, parts, job.cost_model)
     plan = _assemble(job, target, parts, transfers, floorplans)
+    if serving_dims(job.graph) is not None and not floorplans.stopped:
+        say("solving the load model: the analysis at 7 more (batch, past) points")
+        load_model = fit_load_model(job.graph, None, plan.partitions, plan.transfers)
+        plan = dataclasses.replace(plan, load_model=load_model)
     return WaferOutcome(
         plan,
         floorplans.results,
