@@ -1,0 +1,78 @@
+"""What the event loop records as it runs: per-request times, token gaps, KV use, busy time.
+
+Inter-token gaps are the bulk of the data (one per output token after the
+first; tens of millions for 100,000 chat requests), so they are kept as
+``(gap, count)`` pairs: the requests of a decode group that emitted their
+previous token together share their gap. `Recorder.itl_distribution` merges
+the pairs into sorted distinct gaps with their counts, so the result depends on
+the gaps alone, not on how they were grouped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Accumulates the raw figures of one simulation (mutable; the engine's alone).
+
+    Attributes:
+        first_scheduled_s, first_token_s, finish_s: Per request, NaN until set.
+        stage_busy_s: Seconds each stage spent computing.
+        iterations: Iterations run.
+        batched_sequences: Sum over iterations of their sequence counts.
+        preemptions: Requests preempted (each recompute counts once).
+        rejected: Requests refused because they could never fit.
+        kv_used_blocks, kv_peak_blocks: KV blocks held now, and the most ever held.
+        kv_block_seconds: Integral of blocks held over time.
+    """
+
+    def __init__(self, requests: int, stages: int) -> None:
+        self.first_scheduled_s = [math.nan] * requests
+        self.first_token_s = [math.nan] * requests
+        self.finish_s = [math.nan] * requests
+        self.stage_busy_s = [0.0] * stages
+        self.iterations = 0
+        self.batched_sequences = 0
+        self.preemptions = 0
+        self.rejected = 0
+        self.kv_used_blocks = 0
+        self.kv_peak_blocks = 0
+        self.kv_block_seconds = 0.0
+        self._kv_since_s = 0.0
+        self._gap_values: list[float] = []
+        self._gap_counts: list[int] = []
+
+    def kv_change(self, time_s: float, blocks: int) -> None:
+        """``blocks`` more (or, negative, fewer) KV blocks held from ``time_s`` on."""
+        if blocks == 0:
+            return
+        self.kv_block_seconds += self.kv_used_blocks * (time_s - self._kv_since_s)
+        self._kv_since_s = time_s
+        self.kv_used_blocks += blocks
+        self.kv_peak_blocks = max(self.kv_peak_blocks, self.kv_used_blocks)
+
+    def scheduled(self, request: int, time_s: float) -> None:
+        """``request`` entered a batch at ``time_s`` (only its first time counts)."""
+        if math.isnan(self.first_scheduled_s[request]):
+            self.first_scheduled_s[request] = time_s
+
+    def repeated_gap(self, gap_s: float, count: int) -> None:
+        """Record ``count`` inter-token gaps of ``gap_s`` each."""
+        if count == 0:
+            return
+        self._gap_values.append(gap_s)
+        self._gap_counts.append(count)
+
+    def itl_distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct inter-token gaps in ascending order, and how many times each occurred."""
+        values = np.array(self._gap_values, dtype=np.float64)
+        counts = np.array(self._gap_counts, dtype=np.int64)
+        distinct, inverse = np.unique(values, return_inverse=True)
+        return distinct, np.bincount(inverse, weights=counts, minlength=distinct.size).astype(
+            np.int64
+        )

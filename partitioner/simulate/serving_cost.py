@@ -1,0 +1,222 @@
+"""Price a serving iteration from a plan's load model, with the plan's target and cost model.
+
+The load model (`partitioner.plan.load_model`) gives each stage's FLOPs and
+bytes per rank as polynomials in the decode graph's (batch, past). A serving
+iteration mixes decode rows and prefill chunks of different context lengths,
+which `IterationShape` sums up; its monomials are read as follows:
+
+- ``b`` is the rows computed (a prefill chunk of n tokens is n rows: the
+  projections and MLPs do the same work per token either way);
+- ``b·p`` in FLOPs is the sum over rows of the keys each attends to, less one
+  (the decode graph's row attends to past + 1 keys); in bytes it is the sum over
+  sequences of their cache, less one: a sequence's KV cache is read once per
+  iteration however many of its tokens are computed (FlashAttention-style
+  kernels, `runtime: fused`). Eager attention also writes scores per row, which
+  this undercounts for prefill chunks;
+- ``p`` and ``p²`` alone (mask-sized work) take the longest context, ``b²`` the rows.
+
+On GPUs each kernel is then timed by the one roofline (`CostModel.op_time_parts`),
+each collective and transfer by its link, plus each stage's fixed step overhead.
+On wafers every region is a stage: its FLOPs by dtype and its contractions go
+through `WaferCostModel.block_compute_s` on its w×h cores, and each transfer
+keeps the plan's latency and scales its byte time with the bytes. Either way,
+at the plan's own (batch, past) the stage seconds are the plan's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from partitioner.plan import Partition, Plan
+from partitioner.plan.load_model import MONOMIALS
+from partitioner.simulate.serving.iteration import IterationShape
+from targets.cost import GpuCostModel, WaferCostModel
+from targets.gpu import HOST, GpuTarget
+from targets.wafer import WaferTarget
+
+__all__ = [
+    "PlanIterationCost",
+    "WaferIterationCost",
+    "iteration_cost",
+    "kv_capacity_tokens",
+    "own_point_seconds",
+]
+
+
+def _monomials(shape: IterationShape, per_sequence: bool) -> tuple[float, ...]:
+    rows = float(shape.rows)
+    longest = float(max(shape.max_context - 1, 0))
+    if per_sequence:
+        paired = float(max(shape.sequence_context_sum - shape.sequences, 0))
+    else:
+        paired = float(max(shape.row_context_sum - shape.rows, 0))
+    return (1.0, rows, longest, rows * rows, paired, longest * longest)
+
+
+def _value(poly: Sequence[float], monomials: Sequence[float]) -> float:
+    return max(sum(c * m for c, m in zip(poly, monomials, strict=True)), 0.0)
+
+
+def _affine(time_s: Callable[[float], float]) -> tuple[float, float]:
+    """(seconds at 0 bytes, seconds per byte) of a link time that is latency + bytes / rate,
+    read off the cost model itself at two sizes (so the formula stays in one place)."""
+    one, two = time_s(1e6), time_s(2e6)
+    per_byte = (two - one) / 1e6
+    return one - per_byte * 1e6, per_byte
+
+
+class PlanIterationCost:
+    """`IterationCost` of a GPU plan with a load model: seconds per pipeline stage.
+
+    Every kernel of every stage is one row of a matrix, so an iteration is priced
+    with a few array operations: FLOPs and bytes are the rows times the monomials,
+    each row's seconds ``max(FLOPs · s/FLOP, bytes · s/B) + launches`` with the
+    per-unit figures read from `CostModel.op_time_parts`, summed per stage.
+    """
+
+    def __init__(self, plan: Plan, target: GpuTarget) -> None:
+        if plan.load_model is None:
+            raise ValueError("the plan has no load model")
+        self.plan, self.cost = plan, GpuCostModel(target)
+        rows: list[tuple[int, float, Sequence[float], Sequence[float], float, float, float]] = []
+        links: list[tuple[int, Sequence[float], float, float, bool]] = []
+        by_id = {p.id: p for p in plan.partitions}
+        for k, p in enumerate(plan.partitions):
+            self._add_stage(k, p, rows, links)
+        for t in plan.load_model.transfers:
+            if t.src != HOST and t.dst != HOST:
+                k = plan.partitions.index(by_id[t.src])
+                src, dst = by_id[t.src].devices[0], by_id[t.dst].devices[0]
+                fixed, per_byte = _affine(
+                    lambda n, a=src, b=dst: self.cost.transfer_time_s(n, a, b)
+                )
+                links.append((k, t.bytes, fixed, per_byte, False))
+        self._stage_of = np.array([r[0] for r in rows], dtype=np.int64)
+        self._count = np.array([r[1] for r in rows])
+        self._flops = np.array([r[2] for r in rows]).reshape(-1, len(MONOMIALS))
+        self._bytes = np.array([r[3] for r in rows]).reshape(-1, len(MONOMIALS))
+        self._s_per_flop = np.array([r[4] for r in rows])
+        self._s_per_byte = np.array([r[5] for r in rows])
+        self._launch_s = np.array([r[6] for r in rows])
+        # links: (stage, bytes poly, seconds at 0 bytes, seconds per byte, per sequence?)
+        self._link_stage = np.array([x[0] for x in links], dtype=np.int64)
+        self._link_bytes = np.array([x[1] for x in links]).reshape(-1, len(MONOMIALS))
+        self._link_fixed_s = np.array([x[2] for x in links])
+        self._link_s_per_byte = np.array([x[3] for x in links])
+        self._link_per_sequence = np.array([x[4] for x in links], dtype=bool)
+        self._overhead_s = np.array(
+            [self.cost.step_overhead_s(p.devices[0]) for p in plan.partitions]
+        )
+
+    def _add_stage(self, k: int, p: Partition, rows: list, links: list) -> None:
+        assert self.plan.load_model is not None
+        load, lead = self.plan.load_model.stage(p.id), p.devices[0]
+        for t in load.terms:
+            unit = self.cost.op_time_parts(1.0, 1.0, t.dtype, lead, t.kernels)
+            rows.append((k, t.count, t.flops, t.bytes, unit.compute_s, unit.memory_s,
+                         unit.launch_s))  # fmt: skip
+        for c in load.collectives:
+            fixed, per_byte = _affine(
+                lambda n, kind=c.kind: self.cost.collective_time_s(kind, n, p.devices)
+            )
+            links.extend([(k, c.bytes, fixed, per_byte, True)] * c.count)
+
+    @property
+    def stages(self) -> int:
+        return len(self.plan.partitions)
+
+    def stage_seconds(self, shape: IterationShape) -> list[float]:
+        flop_m = np.array(_monomials(shape, False))
+        byte_m = np.array(_monomials(shape, True))
+        flops = np.maximum(self._flops @ flop_m, 0.0)
+        moved = np.maximum(self._bytes @ byte_m, 0.0)
+        each = np.maximum(flops * self._s_per_flop, moved * self._s_per_byte) + self._launch_s
+        total = self._overhead_s + np.bincount(
+            self._stage_of, weights=self._count * each, minlength=self.stages
+        )
+        if len(self._link_stage):
+            nbytes = np.maximum(
+                np.where(self._link_per_sequence, self._link_bytes @ byte_m,
+                         self._link_bytes @ flop_m), 0.0,
+            )  # fmt: skip
+            seconds = np.where(nbytes > 0, self._link_fixed_s + self._link_s_per_byte * nbytes, 0)
+            total += np.bincount(self._link_stage, weights=seconds, minlength=self.stages)
+        return total.tolist()
+
+
+class WaferIterationCost:
+    """`IterationCost` of a wafer plan with a load model: one stage per region."""
+
+    def __init__(self, plan: Plan, target: WaferTarget) -> None:
+        if plan.load_model is None:
+            raise ValueError("the plan has no load model")
+        self.plan, self.cost = plan, WaferCostModel(target)
+        self._sends = {p.id: [] for p in plan.partitions}
+        for t, load in zip(plan.transfers, plan.load_model.transfers, strict=True):
+            if t.src != HOST and t.dst != HOST:
+                self._sends[t.src].append((load.bytes, t, self._latency_s(t)))
+
+    def _latency_s(self, t) -> float:
+        """The part of a transfer's seconds that does not grow with its bytes."""
+        if t.hops is not None:
+            wafer = self.cost.target.wafer
+            return t.hops * wafer.hop_latency_cycles / wafer.clock_hz
+        return self.cost.inter_wafer_transfer_s(0.0)
+
+    @property
+    def stages(self) -> int:
+        return len(self.plan.partitions)
+
+    def stage_seconds(self, shape: IterationShape) -> list[float]:
+        flop_m = _monomials(shape, False)
+        return [self._seconds(p, flop_m) for p in self.plan.partitions]
+
+    def _seconds(self, p: Partition, flop_m: Sequence[float]) -> float:
+        assert self.plan.load_model is not None and p.region is not None
+        by_dtype: dict[str | None, float] = {}
+        matmuls = 0
+        for t in self.plan.load_model.stage(p.id).terms:
+            by_dtype[t.dtype] = by_dtype.get(t.dtype, 0.0) + t.count * _value(t.flops, flop_m)
+            matmuls += t.count * t.matmuls
+        total = self.cost.block_compute_s(by_dtype, p.region.w, p.region.h, matmuls)
+        for poly, t, latency_s in self._sends[p.id]:
+            scale = _value(poly, flop_m) / t.bytes if t.bytes else 0.0
+            total += latency_s + max(t.time_s - latency_s, 0.0) * scale
+        return total
+
+
+def iteration_cost(plan: Plan, target: GpuTarget | WaferTarget):
+    """The plan's `IterationCost` on its target (a load model is needed)."""
+    if isinstance(target, WaferTarget):
+        return WaferIterationCost(plan, target)
+    return PlanIterationCost(plan, target)
+
+
+def kv_capacity_tokens(plan: Plan) -> int:
+    """Tokens of KV cache the plan's devices hold beside everything else the plan keeps.
+
+    Per stage: the room left on a device (capacity less the plan's memory without
+    its own KV cache), over the KV bytes one token of one sequence adds there (the
+    ``b·p`` coefficient). The smallest over stages bounds the deployment.
+    """
+    if plan.load_model is None:
+        raise ValueError("the plan has no load model")
+    tokens = []
+    for p in plan.partitions:
+        per_token = plan.load_model.stage(p.id).kv_cache_bytes[4]
+        if per_token <= 0:
+            continue
+        room = p.capacity_bytes - (p.memory_bytes - p.kv_cache_bytes)
+        tokens.append(max(int(room // per_token), 0))
+    return min(tokens) if tokens else 0
+
+
+def own_point_seconds(plan: Plan, target: GpuTarget | WaferTarget) -> list[float]:
+    """Each stage's seconds at the plan's own dims, uniform decode (for checks)."""
+    load = plan.load_model
+    assert load is not None
+    batch, past = (plan.model.dims[load.dims[r]] for r in ("batch", "past"))
+    shape = IterationShape(batch, batch, batch * (past + 1), batch * (past + 1), past + 1)
+    return iteration_cost(plan, target).stage_seconds(shape)
