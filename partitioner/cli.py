@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "check a plan against the plan contract (and its model)"),
     "verify": ("verify", "run a plan partition by partition and compare with onnxruntime"),
     "simulate": ("simulate", "latency, throughput, bottleneck and link loads of a plan"),
+    "compare": ("compare", "plan one model on several targets and serve one workload on each"),
     "export": ("export", "one ONNX file per plan stage, a manifest and a Triton repository"),
     "run": ("run", "run a plan on torch.distributed ranks and measure it against the plan"),
     "calibrate": ("calibrate", "measure this machine and write a target file of what it measured"),

@@ -30,6 +30,7 @@ from pathlib import Path
 from rich.table import Table
 
 from partitioner.commands._common import console, err_console
+from partitioner.commands.serving import add_serving_arguments, print_serving, serve, wants_serving
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import HOST, Plan
@@ -78,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="micro-batches drawn in --trace (default: the plan's)",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_serving_arguments(parser)
 
 
 def _device(device: int) -> str:
@@ -313,6 +315,27 @@ def _trace_json(plan: Plan, report: SimulationReport, args: argparse.Namespace) 
     return json.dumps(chrome_trace(predicted_spans(report, items), meta))
 
 
+def _run_serving(plan: Plan, args: argparse.Namespace, outputs: Outputs) -> int:
+    if args.trace is not None:
+        raise UsageError("--trace draws one step's stages; leave it out with --workload/--rate")
+    doc = serve(plan, args)
+    with outputs:
+        if args.png is not None:
+            if "probes" not in doc:
+                raise UsageError("--png with --workload/--rate draws a --rate-sweep's curves")
+            from partitioner.simulate.serving_plot import render_sweep_png
+
+            outputs.stage(args.png, render_sweep_png({plan.target.name: doc}))
+        outputs.commit()
+    if args.json:
+        print(json.dumps({"plan": str(args.plan), **doc}, indent=1))
+        return 0
+    print_serving(doc)
+    if args.png is not None:
+        console.print(f"picture written to {args.png}", markup=False)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     outputs = Outputs([args.plan])
     for flag, path in (("--png", args.png), ("--trace", args.trace)):
@@ -322,6 +345,8 @@ def run(args: argparse.Namespace) -> int:
     invalid = _violations(plan, args)
     if invalid is not None:
         return invalid
+    if wants_serving(args):
+        return _run_serving(plan, args, outputs)
     report = simulate_plan(plan)
     differences = estimate_differences(report, plan)
     with outputs:

@@ -1,0 +1,149 @@
+"""Plan one model on several targets and serve the same workload on each, side by side.
+
+Each target is planned as `partition MODEL --target T` plans it by default
+(every device, tensor- and pipeline-parallel degrees searched on GPUs; the fewest
+wafers that fit on wafer targets), then its plan serves the workload
+(`partition simulate PLAN --workload W`). When the workload has an SLO, each
+target's highest arrival rate meeting it is found too. A target the model does
+not fit on is a row that says why. The model must be a decode-step graph with
+its batch and past dims given (--dim batch=1 --dim past=4095), so that each plan
+carries the load model that prices every iteration.
+
+examples:
+  partition compare llama70b-decode.onnx --targets h100x8,h200x8,b200x8,wse3x4 \\
+      --dim batch=1 --dim past=4095 --workload mlperf-llama2-70b-server
+  partition compare model.onnx --targets h100x8,my-cluster.yaml --dim batch=1 --dim past=2047 \\
+      --rate 4 --requests 500 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from partitioner.commands._common import add_model_arguments, console, err_console, load_graph
+from partitioner.commands.serving import add_serving_arguments, serve, workload_of
+from partitioner.errors import InfeasibleError, UsageError
+from partitioner.outputs import Outputs
+from partitioner.planning import GpuOptions, WaferOptions, plan_model
+from partitioner.units import human_seconds
+from passes.ir import Graph
+from targets import Target, WaferTarget, load_target
+
+__all__ = ["add_arguments", "run", "compare_targets"]
+
+MAX_TARGETS = 16
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--targets", required=True, metavar="T1,T2,...",
+                        help="presets or target files, comma-separated")  # fmt: skip
+    parser.add_argument("--time-limit", type=float, default=20.0, metavar="SEC",
+                        help="solver budget per target (default 20 s)")  # fmt: skip
+    parser.add_argument("--png", type=Path, metavar="FILE",
+                        help="latency against throughput for every target (needs an SLO)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_serving_arguments(parser)
+
+
+def _targets(spec: str) -> list[tuple[str, Target]]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--targets: give at least one preset or target file")
+    if len(names) > MAX_TARGETS:
+        raise UsageError(f"--targets: at most {MAX_TARGETS} targets, got {len(names)}")
+    return [(name, load_target(name)) for name in names]
+
+
+def _options(target: Target, args: argparse.Namespace) -> GpuOptions | WaferOptions:
+    if isinstance(target, WaferTarget):
+        return WaferOptions(devices="auto", time_limit_s=args.time_limit, seed=0)
+    return GpuOptions(time_limit_s=args.time_limit, seed=0)
+
+
+def _row(name: str, graph: Graph, target: Target, args: argparse.Namespace) -> dict[str, Any]:
+    """One target's row: plan, serve, and the figures the table shows."""
+    err_console.print(f"planning on {name} ...", markup=False)
+    try:
+        plan = plan_model(graph, target, _options(target, args)).plan
+    except InfeasibleError as err:
+        return {"target": name, "fits": False, "reason": f"does not fit on {name}: {err}"}
+    row: dict[str, Any] = {"target": name, "fits": True}
+    row["devices"] = len({d for p in plan.partitions for d in p.devices}) * plan.parallelism.dp
+    row["parallelism"] = {k: getattr(plan.parallelism, k) for k in ("tp", "pp", "dp")}
+    row["bottleneck"] = plan.estimate.bottleneck.kind
+    err_console.print(f"serving on {name} ...", markup=False)
+    # sweep the rate when the workload names an SLO (probing needs one)
+    sweep = args.rate_sweep or workload_of(args).slo is not None
+    row.update(serve(plan, argparse.Namespace(**{**vars(args), "rate_sweep": sweep})))
+    return row
+
+
+def compare_targets(graph: Graph, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [_row(name, graph, target, args) for name, target in _targets(args.targets)]
+
+
+def run(args: argparse.Namespace) -> int:
+    outputs = Outputs([args.model])
+    if args.png is not None:
+        outputs.add("--png", args.png)
+    graph = load_graph(args)
+    rows = compare_targets(graph, args)
+    with outputs:
+        if args.png is not None:
+            from partitioner.simulate.serving_plot import render_sweep_png
+
+            swept = {r["target"]: r for r in rows if r["fits"] and "probes" in r}
+            if not swept:
+                raise UsageError("--png draws rate sweeps: give a workload with an slo:")
+            outputs.stage(args.png, render_sweep_png(swept))
+        outputs.commit()
+    if args.json:
+        print(json.dumps({"model": str(args.model), "rows": rows}, indent=1))
+        return 0
+    _print(rows)
+    if args.png is not None:
+        console.print(f"picture written to {args.png}", markup=False)
+    return 0
+
+
+def _p(stats: dict[str, Any], key: str) -> str:
+    value = stats.get(key)
+    return "-" if value is None else human_seconds(value)
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    if not row["fits"]:
+        return [row["target"], "no", "-", "-", "-", "-", "-", "-", "-", "-", "-", row["reason"]]
+    f = row["serving"] or {}
+    par = row["parallelism"]
+    rate = row.get("max_rate_per_s")
+    usd, joules = f.get("usd_per_million_tokens"), f.get("joules_per_token")
+    return [
+        row["target"], "yes", f"{row['devices']} (tp{par['tp']} pp{par['pp']} dp{par['dp']})",
+        _p(f.get("ttft_s", {}), "p50"), _p(f.get("ttft_s", {}), "p99"),
+        _p(f.get("tpot_s", {}), "p50"), _p(f.get("tpot_s", {}), "p99"),
+        "-" if rate is None else f"{rate:.3g}/s",
+        f"{f['throughput_tokens_per_s']:,.0f}" if f else "-",
+        "-" if usd is None else f"${usd:.3g}",
+        "-" if joules is None else f"{joules:.3g}",
+        row["bottleneck"],
+    ]  # fmt: skip
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="the same workload on each target")
+    for column in ("target", "fits", "devices", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
+                   "max rate at SLO", "tokens/s", "$/M tokens", "J/token", "bottleneck"):  # fmt: skip
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*_cells(row))
+    console.print(table)
+    for row in rows:
+        if not row["fits"]:
+            console.print(f"{row['target']}: {row['reason']}", markup=False)

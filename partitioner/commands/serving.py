@@ -1,0 +1,241 @@
+"""`partition simulate PLAN --workload W` (or --rate ...): request-level serving of a plan.
+
+The plan's load model (`partitioner.plan.load_model`, recorded for decode
+graphs planned with ``--dim batch=... --dim past=...``) prices every iteration
+of a vLLM-style engine (`partitioner.simulate.serving`) at its own batch and
+context lengths; the KV cache holds what the plan's memory leaves free. With
+``dp`` replicas in the plan, each replica serves 1/dp of the arrivals.
+Dollars come from the target's ``usd_per_hour`` (labelled in the presets), joules
+from its ``power_w``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import Any
+
+from rich.table import Table
+
+from partitioner.commands._common import console
+from partitioner.errors import UsageError
+from partitioner.plan import Plan
+from partitioner.simulate.common import devices_in_use, replica_devices
+from partitioner.simulate.serving import (
+    ServingConfig,
+    ServingReport,
+    Workload,
+    load_workload,
+    max_rate_under_slo,
+    simulate_serving,
+    workload_from_args,
+)
+from partitioner.simulate.serving_cost import iteration_cost, kv_capacity_tokens
+from partitioner.units import human_seconds
+from targets.cost import CostModel
+from targets.loader import target_from_dict
+
+__all__ = [
+    "add_serving_arguments",
+    "wants_serving",
+    "workload_of",
+    "serve",
+    "print_serving",
+    "Served",
+]
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "serving (request-level; the plan needs a load model: plan a decode graph with "
+        "--dim batch=N --dim past=N)"
+    )
+    group.add_argument("--workload", metavar="NAME|FILE",
+                       help="a bundled workload (chat, offline, mlperf-llama2-70b-server, "
+                       "mlperf-llama2-70b-interactive) or a workload YAML file")  # fmt: skip
+    group.add_argument("--rate", type=float, metavar="R",
+                       help="Poisson arrivals per second, instead of a workload file "
+                       "(inf: all at once)")  # fmt: skip
+    group.add_argument("--requests", type=int, default=None, metavar="N",
+                       help="how many requests (default: the workload's; 1000 with --rate)")  # fmt: skip
+    group.add_argument("--prompt-len", type=int, default=512, metavar="N",
+                       help="prompt tokens with --rate (default 512)")  # fmt: skip
+    group.add_argument("--output-len", type=int, default=128, metavar="N",
+                       help="output tokens with --rate (default 128)")  # fmt: skip
+    group.add_argument("--seed", type=int, default=None, metavar="N",
+                       help="draws arrivals and lengths (default: the workload's)")  # fmt: skip
+    group.add_argument("--max-batch", type=int, default=256, metavar="N",
+                       help="most sequences in flight per replica (vLLM --max-num-seqs, "
+                       "default 256)")  # fmt: skip
+    group.add_argument("--token-budget", type=int, default=8192, metavar="N",
+                       help="tokens per iteration (vLLM --max-num-batched-tokens, "
+                       "default 8192)")  # fmt: skip
+    group.add_argument("--no-chunked-prefill", action="store_true",
+                       help="prefill each prompt whole in one iteration")  # fmt: skip
+    group.add_argument("--rate-sweep", action="store_true",
+                       help="find the highest arrival rate that meets the workload's SLO; "
+                       "with --png, draw latency against throughput")  # fmt: skip
+
+
+def wants_serving(args: argparse.Namespace) -> bool:
+    return args.workload is not None or args.rate is not None or args.rate_sweep
+
+
+def workload_of(args: argparse.Namespace) -> Workload:
+    """The workload the serving flags name."""
+    if args.workload is not None and args.rate is not None:
+        raise UsageError("give --workload or --rate, not both (a workload has its own rate)")
+    if args.workload is not None:
+        workload = load_workload(args.workload)
+        return workload if args.requests is None else workload.with_requests(args.requests)
+    rate = args.rate if args.rate is not None else 1.0
+    requests = 1000 if args.requests is None else args.requests
+    return workload_from_args(rate, requests, args.prompt_len, args.output_len)
+
+
+def _replica_share(workload: Workload, replicas: int) -> Workload:
+    """What one of ``replicas`` engines serves: 1/replicas of the requests and the rate."""
+    if replicas == 1:
+        return workload
+    shared = workload.with_requests(max(1, math.ceil(workload.requests / replicas)))
+    if workload.arrivals.process == "offline":
+        return shared
+    rate = workload.arrivals.rate_per_s
+    if rate is None:  # a trace at its own pace: its mean rate, from its arrivals
+        arrivals = workload.sample().arrival_s
+        span_s = float(arrivals[-1] - arrivals[0])
+        if len(arrivals) < 2 or span_s <= 0:
+            return shared
+        rate = (len(arrivals) - 1) / span_s
+    return shared.with_rate(rate / replicas)
+
+
+class Served:
+    """A plan's serving simulation set up: its cost, engine config and prices."""
+
+    def __init__(self, plan: Plan, args: argparse.Namespace) -> None:
+        if plan.load_model is None:
+            raise UsageError(
+                "this plan has no load model, so it cannot price other batch sizes and "
+                "contexts: plan a decode-step graph with --dim batch=N --dim past=N"
+            )
+        self.plan = plan
+        self.target = target_from_dict(plan.target.spec)
+        self.cost = iteration_cost(plan, self.target)
+        self.replicas = plan.parallelism.dp
+        tokens = kv_capacity_tokens(plan)
+        if tokens < 16:
+            raise UsageError(f"the plan leaves room for {tokens} tokens of KV cache: none to serve")
+        self.config = ServingConfig(
+            kv_capacity_tokens=tokens, max_num_seqs=args.max_batch,
+            max_num_batched_tokens=args.token_budget,
+            chunked_prefill=not args.no_chunked_prefill, seed=args.seed,
+        )  # fmt: skip
+        devices = replica_devices(devices_in_use(plan.partitions), self.replicas)
+        model = CostModel(self.target)
+        self.usd_per_hour = model.usd_per_hour(devices)
+        self.power_w = model.power_w(devices)
+
+    def run(self, workload: Workload) -> ServingReport:
+        return simulate_serving(_replica_share(workload, self.replicas), self.cost, self.config)
+
+    def figures(self, report: ServingReport) -> dict[str, Any]:
+        """The report for all replicas together, with $ and joules per token."""
+        doc = report.to_json()
+        for key in ("throughput_tokens_per_s", "input_tokens_per_s", "requests_per_s"):
+            doc[key] *= self.replicas
+        if doc["goodput_requests_per_s"] is not None:
+            doc["goodput_requests_per_s"] *= self.replicas
+        out_s, in_s = doc["throughput_tokens_per_s"], doc["input_tokens_per_s"]
+        usd_s = self.usd_per_hour / 3600 if self.usd_per_hour is not None else None
+        doc["replicas"] = self.replicas
+        doc["kv_capacity_tokens"] = self.config.kv_capacity_tokens
+        doc["usd_per_hour"] = self.usd_per_hour
+        doc["usd_per_million_tokens"] = _per_million(usd_s, out_s + in_s)
+        doc["usd_per_million_output_tokens"] = _per_million(usd_s, out_s)
+        doc["joules_per_token"] = self.power_w / out_s if self.power_w and out_s > 0 else None
+        return doc
+
+
+def _per_million(usd_per_s: float | None, tokens_per_s: float) -> float | None:
+    if usd_per_s is None or tokens_per_s <= 0:
+        return None
+    return usd_per_s / tokens_per_s * 1e6
+
+
+def serve(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
+    """Simulate the workload (or sweep its rate); the JSON document of the result."""
+    served, workload = Served(plan, args), workload_of(args)
+    doc: dict[str, Any] = {"workload": workload.name, "source": workload.source}
+    if not args.rate_sweep:
+        doc["serving"] = served.figures(served.run(workload))
+        return doc
+    rate = workload.arrivals.rate_per_s or 1.0  # the bracket: 64x either side of it
+    sweep = max_rate_under_slo(_runner(served, workload), rate / 64, rate * 64)
+    doc["max_rate_per_s"] = None if sweep.rate_per_s is None else sweep.rate_per_s
+    doc["bounded"] = sweep.bounded
+    doc["serving"] = None if sweep.report is None else served.figures(sweep.report)
+    doc["probes"] = [
+        {"rate_per_s": p.rate_per_s, **_probe_figures(served.figures(p.report))}
+        for p in sweep.probes
+    ]
+    return doc
+
+
+def _runner(served: Served, workload: Workload) -> Callable[[float], ServingReport]:
+    return lambda rate: served.run(workload.with_rate(rate))
+
+
+def _probe_figures(doc: dict[str, Any]) -> dict[str, Any]:
+    keys = ("throughput_tokens_per_s", "meets_slo")
+    return {k: doc[k] for k in keys} | {
+        "ttft_p99_s": doc["ttft_s"]["p99"],
+        "tpot_p99_s": doc["tpot_s"]["p99"],
+    }
+
+
+def print_serving(doc: dict[str, Any]) -> None:
+    figures = doc["serving"]
+    if "max_rate_per_s" in doc:
+        rate = doc["max_rate_per_s"]
+        said = "no rate tried meets the SLO" if rate is None else f"{rate:.3g} requests/s"
+        console.print(f"highest rate meeting the SLO: {said}"
+                      + ("" if doc["bounded"] else " (or more: the highest rate tried met it)"),
+                      markup=False)  # fmt: skip
+        if figures is None:
+            return
+    table = Table(title=f"serving: {doc['workload']}")
+    table.add_column("metric")
+    for p in ("p50", "p90", "p95", "p99", "mean"):
+        table.add_column(p, justify="right")
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"),
+                       ("e2e_s", "E2E"), ("queue_s", "queueing")):  # fmt: skip
+        stats = figures[key]
+        table.add_row(label, *(_s(stats[p]) for p in ("p50", "p90", "p95", "p99", "mean")))
+    console.print(table)
+    console.print(_summary(figures), markup=False)
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else human_seconds(value)
+
+
+def _summary(f: dict[str, Any]) -> str:
+    usd = f["usd_per_million_tokens"]
+    joules = f["joules_per_token"]
+    parts = [
+        f"{f['throughput_tokens_per_s']:,.0f} output tokens/s",
+        f"{f['requests_per_s']:.3g} requests/s",
+        f"{f['completed']}/{f['requests']} completed"
+        + (f", {f['rejected']} rejected" if f["rejected"] else ""),
+        f"{f['preemptions']} preemptions",
+        f"KV cache {f['kv_cache_utilisation']['mean']:.0%} used on average "
+        f"({f['kv_capacity_tokens']:,} tokens)",
+        "$ unknown (no price)" if usd is None else f"${usd:.3g} per million tokens",
+    ]
+    if joules is not None:
+        parts.append(f"{joules:.3g} J per output token")
+    if f["meets_slo"] is not None:
+        parts.append("meets the SLO" if f["meets_slo"] else "misses the SLO")
+    return "; ".join(parts)

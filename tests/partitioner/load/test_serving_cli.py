@@ -1,0 +1,96 @@
+"""`partition simulate PLAN --workload/--rate` and `partition compare`: the contract's
+JSON keys, determinism, prices, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from examples import llama
+from tests.cli import run_cli
+
+PERCENTILES = {"p50", "p90", "p95", "p99"}
+
+
+@pytest.fixture(scope="module")
+def decode(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serving")
+    model = folder / "tiny-decode.onnx"
+    llama.build(model, "tiny", kind="decode")
+    plan = folder / "tiny.plan.json"
+    made = run_cli(str(model), "--target", "h100x4", "--tp", "1", "--pp", "2",
+                   "--dim", "batch=1", "--dim", "past=4095", "-o", str(plan), "-q")  # fmt: skip
+    assert made.code == 0, made.err
+    return model, plan
+
+
+def _serve(plan, *flags: str) -> dict:
+    result = run_cli("simulate", str(plan), "--json", *flags)
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+def test_simulate_with_a_rate_reports_the_contract_keys(decode):
+    _, plan = decode
+    doc = _serve(plan, "--rate", "20", "--requests", "60", "--prompt-len", "64",
+                 "--output-len", "16", "--seed", "3")  # fmt: skip
+    serving = doc["serving"]
+    for key in ("ttft_s", "tpot_s", "itl_s", "e2e_s"):
+        assert set(serving[key]) >= PERCENTILES
+    assert serving["completed"] == 60 and serving["output_tokens"] == 60 * 16
+    assert serving["throughput_tokens_per_s"] > 0 and serving["requests_per_s"] > 0
+    # 4 x $2.95 an hour (h100x4 is all planned on: tp1 pp2 uses 2 of them)
+    usd_s = serving["usd_per_hour"] / 3600
+    tokens_s = serving["throughput_tokens_per_s"] + serving["input_tokens_per_s"]
+    assert serving["usd_per_million_tokens"] == pytest.approx(usd_s / tokens_s * 1e6)
+    # the same seed gives the same bytes; another seed draws other arrivals
+    again = _serve(plan, "--rate", "20", "--requests", "60", "--prompt-len", "64",
+                   "--output-len", "16", "--seed", "3")  # fmt: skip
+    assert again == doc
+    other = _serve(plan, "--rate", "20", "--requests", "60", "--prompt-len", "64",
+                   "--output-len", "16", "--seed", "4")  # fmt: skip
+    assert other["serving"]["e2e_s"] != serving["e2e_s"]
+
+
+def test_a_rate_sweep_finds_the_highest_rate_meeting_the_slo(decode):
+    _, plan = decode
+    doc = _serve(plan, "--workload", "mlperf-llama2-70b-server", "--requests", "40",
+                 "--rate-sweep")  # fmt: skip
+    assert "max_rate_per_s" in doc and doc["probes"]
+    assert all("ttft_p99_s" in p for p in doc["probes"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--workload", "no-such-workload"], "no-such-workload"),
+     (["--workload", "chat", "--rate", "3"], "give --workload or --rate, not both"),
+     (["--rate", "-1"], "--rate must be a positive number")],
+)  # fmt: skip
+def test_bad_serving_flags_are_one_line(decode, flags, message):
+    _, plan = decode
+    result = run_cli("simulate", str(plan), *flags)
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err
+
+
+def test_a_plan_without_a_load_model_is_refused(tmp_path):
+    model = tmp_path / "prefill.onnx"
+    llama.build(model, "tiny", kind="prefill")
+    plan = tmp_path / "prefill.plan.json"
+    run_cli(str(model), "--target", "h100x1", "--dim", "batch=1", "--dim", "seq=8",
+            "-o", str(plan), "-q")  # fmt: skip
+    result = run_cli("simulate", str(plan), "--rate", "1")
+    assert result.code == 2 and "has no load model" in result.err
+
+
+def test_compare_rows_say_which_targets_fit(decode, tmp_path):
+    model, _ = decode
+    small = tmp_path / "small.yaml"
+    small.write_text("extends: h100x1\nall_devices: {hbm_bytes: 100000}\n")
+    result = run_cli("compare", str(model), "--targets", f"h100x2,{small}", "--dim", "batch=1",
+                     "--dim", "past=4095", "--rate", "10", "--requests", "20",
+                     "--prompt-len", "32", "--output-len", "8", "--json", "--time-limit", "2")  # fmt: skip
+    assert result.code == 0, result.err
+    rows = {r["target"]: r for r in json.loads(result.out)["rows"]}
+    assert rows["h100x2"]["fits"] and rows["h100x2"]["serving"]["completed"] == 20
+    assert not rows[str(small)]["fits"] and "does not fit" in rows[str(small)]["reason"]
