@@ -25,6 +25,7 @@ from partitioner.plan.document import HOST, Partition, Plan
 from partitioner.plan.validate_parallel import (
     check_collectives,
     check_groups,
+    check_load_model,
     check_parallelism,
     check_partial_sums,
     check_shards,
@@ -72,6 +73,7 @@ def validate_plan(
     found += [Violation(*v) for v in check_parallelism(plan)]
     found += [Violation(*v) for v in check_shards(plan, graph)]
     found += [Violation(*v) for v in check_collectives(plan, graph)]
+    found += [Violation(*v) for v in check_load_model(plan)]
     found += _check_memory(plan)
     if plan.target.kind == "wafer":
         found += _check_regions(plan, facts)

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from partitioner.plan.document import Plan
+from partitioner.plan.load_model import evaluate
 from passes.ir import Graph
 
 __all__ = [
@@ -163,3 +164,31 @@ def check_parallelism(plan: Plan) -> Iterator[tuple[str, str]]:
             f"{par.dp} replica(s) of a pipeline on {used} device(s) need {used * par.dp}; "
             f"the target has {len(devices)}",
         )
+
+
+def check_load_model(plan: Plan) -> Iterator[tuple[str, str]]:
+    """A load model describes this plan: one stage per partition, its transfers in order,
+    and at the plan's own dims its KV cache is each partition's."""
+    load = plan.load_model
+    if load is None:
+        return
+    ids = [s.partition for s in load.stages]
+    if sorted(ids) != sorted(p.id for p in plan.partitions):
+        yield "load_model", f"its stages {ids} are not the plan's partitions"
+        return
+    ends = [(t.src, t.dst) for t in load.transfers]
+    if ends != [(t.src, t.dst) for t in plan.transfers]:
+        yield "load_model", "its transfers are not the plan's, in the plan's order"
+    dims = plan.model.dims
+    if any(load.dims[role] not in dims for role in ("batch", "past")):
+        yield "load_model", f"its dims {dict(load.dims)} are not among the model's {dict(dims)}"
+        return
+    own = (dims[load.dims["batch"]], dims[load.dims["past"]])
+    for p in plan.partitions:
+        kv = evaluate(load.stage(p.id).kv_cache_bytes, *own)
+        if abs(kv - p.kv_cache_bytes) > 1e-6 * max(p.kv_cache_bytes, 1) + 1:
+            yield (
+                "load_model",
+                f"partition {p.id}: its KV cache at the plan's dims is {kv:.0f} B, "
+                f"the plan says {p.kv_cache_bytes} B",
+            )

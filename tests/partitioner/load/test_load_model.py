@@ -120,3 +120,25 @@ def test_a_mixed_iteration_is_priced_term_by_term_through_the_cost_model(decode)
                 b = sum(x * m for x, m in zip(t.bytes, flop_m, strict=True))
                 want += cost.transfer_time_s(b, p.devices[0], plan.partition(t.dst).devices[0])
         assert seconds == pytest.approx(want, rel=1e-9)
+
+
+def test_validate_refuses_a_load_model_of_another_plan(decode):
+    import dataclasses
+
+    from partitioner.plan.validate import validate_plan
+
+    plan = plan_pipeline(decode, get_preset("h100x4"), GpuOptions(tp=1, pp=2)).plan
+    assert validate_plan(plan) == []
+    load = plan.load_model
+    renamed = dataclasses.replace(load.stages[0], partition=99)
+    bad = dataclasses.replace(
+        plan, load_model=dataclasses.replace(load, stages=(renamed, *load.stages[1:]))
+    )
+    assert [v.rule for v in validate_plan(bad)] == ["load_model"]
+    kv = list(load.stages[0].kv_cache_bytes)
+    kv[4] += 8  # 8 more bytes per token of context: 32 KB more at past 4095
+    wrong = dataclasses.replace(load.stages[0], kv_cache_bytes=tuple(kv))
+    bad = dataclasses.replace(
+        plan, load_model=dataclasses.replace(load, stages=(wrong, *load.stages[1:]))
+    )
+    assert "its KV cache at the plan's dims" in str(validate_plan(bad)[0])
