@@ -12,6 +12,7 @@ from its ``power_w``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from partitioner.commands._common import console
 from partitioner.errors import UsageError
+from partitioner.outputs import Outputs
 from partitioner.plan import Plan
 from partitioner.simulate.common import devices_in_use, replica_devices
 from partitioner.simulate.serving import (
@@ -37,6 +39,7 @@ from targets.cost import CostModel
 from targets.loader import target_from_dict
 
 __all__ = [
+    "serving_command",
     "add_serving_arguments",
     "wants_serving",
     "workload_of",
@@ -239,3 +242,25 @@ def _summary(f: dict[str, Any]) -> str:
     if f["meets_slo"] is not None:
         parts.append("meets the SLO" if f["meets_slo"] else "misses the SLO")
     return "; ".join(parts)
+
+
+def serving_command(plan: Plan, args: argparse.Namespace, outputs: Outputs) -> int:
+    """`simulate PLAN --workload/--rate`: simulate, draw (--png with --rate-sweep), print."""
+    if args.trace is not None:
+        raise UsageError("--trace draws one step's stages; leave it out with --workload/--rate")
+    doc = serve(plan, args)
+    with outputs:
+        if args.png is not None:
+            if "probes" not in doc:
+                raise UsageError("--png with --workload/--rate draws a --rate-sweep's curves")
+            from partitioner.simulate.serving_plot import render_sweep_png
+
+            outputs.stage(args.png, render_sweep_png({plan.target.name: doc}))
+        outputs.commit()
+    if args.json:
+        print(json.dumps({"plan": str(args.plan), **doc}, indent=1))
+        return 0
+    print_serving(doc)
+    if args.png is not None:
+        console.print(f"picture written to {args.png}", markup=False)
+    return 0

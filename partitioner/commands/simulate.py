@@ -15,10 +15,17 @@ spec and its sha256, ids, devices, memory within capacity, wafer regions inside
 the grid and apart): exit 1 names the first violation, as `partition validate`
 does. Exit 2 for bad input, a plan that fails its schema included.
 
+Serving (`--workload`/`--rate`): request-level simulation of the plan's load model
+(decode graphs planned with --dim batch=N --dim past=N); `--deployment` serves
+pools of plans with a router and a fallback, `--fail` takes a pool down.
+
 examples:
   partition simulate gpt2.h100x4.plan.json
   partition simulate llama.wse3.plan.json --png llama-floorplan.png
   partition simulate plan.json --json
+  partition simulate llama8b.h100x4.plan.json --workload chat
+  partition simulate llama70b.h100x8.plan.json --workload mlperf-llama2-70b-server --rate-sweep --png curve.png
+  partition simulate --deployment hybrid.yaml --workload chat --fail wafer@30:60
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ from pathlib import Path
 from rich.table import Table
 
 from partitioner.commands._common import console, err_console
-from partitioner.commands.serving import add_serving_arguments, print_serving, serve, wants_serving
+from partitioner.commands.deployment import (
+    add_deployment_arguments,
+    deployment_command,
+    wants_deployment,
+)
+from partitioner.commands.serving import add_serving_arguments, serving_command, wants_serving
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import HOST, Plan
@@ -56,7 +68,9 @@ TOP_LINKS = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("plan", metavar="PLAN", type=Path, help="the plan JSON")
+    parser.add_argument("plan", metavar="PLAN", type=Path, nargs="?",
+                        help="the plan JSON (left out with --deployment, whose pools "
+                        "name their plans)")  # fmt: skip
     parser.add_argument(
         "--png",
         type=Path,
@@ -80,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     add_serving_arguments(parser)
+    add_deployment_arguments(parser)
 
 
 def _device(device: int) -> str:
@@ -315,28 +330,11 @@ def _trace_json(plan: Plan, report: SimulationReport, args: argparse.Namespace) 
     return json.dumps(chrome_trace(predicted_spans(report, items), meta))
 
 
-def _run_serving(plan: Plan, args: argparse.Namespace, outputs: Outputs) -> int:
-    if args.trace is not None:
-        raise UsageError("--trace draws one step's stages; leave it out with --workload/--rate")
-    doc = serve(plan, args)
-    with outputs:
-        if args.png is not None:
-            if "probes" not in doc:
-                raise UsageError("--png with --workload/--rate draws a --rate-sweep's curves")
-            from partitioner.simulate.serving_plot import render_sweep_png
-
-            outputs.stage(args.png, render_sweep_png({plan.target.name: doc}))
-        outputs.commit()
-    if args.json:
-        print(json.dumps({"plan": str(args.plan), **doc}, indent=1))
-        return 0
-    print_serving(doc)
-    if args.png is not None:
-        console.print(f"picture written to {args.png}", markup=False)
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
+    if wants_deployment(args):
+        return deployment_command(args)
+    if args.plan is None:
+        raise UsageError("give the PLAN to simulate (or --deployment FILE)")
     outputs = Outputs([args.plan])
     for flag, path in (("--png", args.png), ("--trace", args.trace)):
         if path is not None:
@@ -346,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
     if invalid is not None:
         return invalid
     if wants_serving(args):
-        return _run_serving(plan, args, outputs)
+        return serving_command(plan, args, outputs)
     report = simulate_plan(plan)
     differences = estimate_differences(report, plan)
     with outputs:

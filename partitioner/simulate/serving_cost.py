@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from partitioner.plan import Partition, Plan
+from partitioner.plan import Partition, Plan, Transfer
 from partitioner.plan.load_model import MONOMIALS
 from partitioner.simulate.serving.iteration import IterationShape
 from targets.cost import GpuCostModel, WaferCostModel
@@ -147,18 +147,56 @@ class PlanIterationCost:
 
 
 class WaferIterationCost:
-    """`IterationCost` of a wafer plan with a load model: one stage per region."""
+    """`IterationCost` of a wafer plan with a load model: one stage per region.
+
+    A region's seconds are linear in its FLOPs per dtype (`block_compute_s`: FMAC time
+    plus a mesh term that depends only on its contractions and shape), so each kernel
+    becomes one row with its seconds per FLOP on its region, read off the cost model,
+    and an iteration is priced with a few array operations, as on GPUs.
+    """
 
     def __init__(self, plan: Plan, target: WaferTarget) -> None:
         if plan.load_model is None:
             raise ValueError("the plan has no load model")
         self.plan, self.cost = plan, WaferCostModel(target)
-        self._sends = {p.id: [] for p in plan.partitions}
+        stage_of, count, flops, s_per_flop, mesh_s = [], [], [], [], []
+        for k, p in enumerate(plan.partitions):
+            assert p.region is not None
+            w, h = p.region.w, p.region.h
+            terms = plan.load_model.stage(p.id).terms
+            matmuls = sum(t.count * t.matmuls for t in terms)
+            mesh_s.append(self.cost.block_compute_s({}, w, h, matmuls))
+            for t in terms:
+                stage_of.append(k)
+                count.append(t.count)
+                flops.append(t.flops)
+                s_per_flop.append(self.cost.region_compute_s(1.0, w, h, t.dtype))
+        self._stage_of = np.array(stage_of, dtype=np.int64)
+        self._count = np.array(count, dtype=float)
+        self._flops = np.array(flops, dtype=float).reshape(-1, len(MONOMIALS))
+        self._s_per_flop = np.array(s_per_flop, dtype=float)
+        self._mesh_s = np.array(mesh_s)
+        self._sends = self._send_rows(plan)
+
+    def _send_rows(self, plan: Plan) -> tuple[np.ndarray, ...]:
+        """Each transfer between regions: its stage, bytes polynomial, fixed seconds and
+        seconds per byte (the plan's byte time over its bytes)."""
+        rows = []
+        index = {p.id: k for k, p in enumerate(plan.partitions)}
+        assert plan.load_model is not None
         for t, load in zip(plan.transfers, plan.load_model.transfers, strict=True):
             if t.src != HOST and t.dst != HOST:
-                self._sends[t.src].append((load.bytes, t, self._latency_s(t)))
+                fixed = self._latency_s(t)
+                per_byte = max(t.time_s - fixed, 0.0) / t.bytes if t.bytes else 0.0
+                rows.append((index[t.src], load.bytes, fixed, per_byte))
+        return (
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[1] for r in rows], dtype=float).reshape(-1, len(MONOMIALS)),
+            np.array([r[2] for r in rows], dtype=float),
+            np.array([r[3] for r in rows], dtype=float),
+        )
 
-    def _latency_s(self, t) -> float:
+    def _latency_s(self, t: Transfer) -> float:
         """The part of a transfer's seconds that does not grow with its bytes."""
         if t.hops is not None:
             wafer = self.cost.target.wafer
@@ -170,21 +208,16 @@ class WaferIterationCost:
         return len(self.plan.partitions)
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
-        flop_m = _monomials(shape, False)
-        return [self._seconds(p, flop_m) for p in self.plan.partitions]
-
-    def _seconds(self, p: Partition, flop_m: Sequence[float]) -> float:
-        assert self.plan.load_model is not None and p.region is not None
-        by_dtype: dict[str | None, float] = {}
-        matmuls = 0
-        for t in self.plan.load_model.stage(p.id).terms:
-            by_dtype[t.dtype] = by_dtype.get(t.dtype, 0.0) + t.count * _value(t.flops, flop_m)
-            matmuls += t.count * t.matmuls
-        total = self.cost.block_compute_s(by_dtype, p.region.w, p.region.h, matmuls)
-        for poly, t, latency_s in self._sends[p.id]:
-            scale = _value(poly, flop_m) / t.bytes if t.bytes else 0.0
-            total += latency_s + max(t.time_s - latency_s, 0.0) * scale
-        return total
+        flop_m = np.array(_monomials(shape, False))
+        flops = np.maximum(self._flops @ flop_m, 0.0)
+        total = self._mesh_s + np.bincount(
+            self._stage_of, weights=self._count * flops * self._s_per_flop, minlength=self.stages
+        )
+        stage, polys, fixed, per_byte = self._sends
+        if len(stage):
+            nbytes = np.maximum(polys @ flop_m, 0.0)
+            total += np.bincount(stage, weights=fixed + per_byte * nbytes, minlength=self.stages)
+        return total.tolist()
 
 
 def iteration_cost(plan: Plan, target: GpuTarget | WaferTarget):

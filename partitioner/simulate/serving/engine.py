@@ -39,6 +39,15 @@ one in admission order. On one stage, stretches where a single group decodes
 alone run in `steady.steady_run`'s tight loop. Both shortcuts give the same
 figures as the rules above applied literally (the tests compare them with a
 one-request-at-a-time reference).
+
+Advancing in steps (several engines sharing a clock, `fleet`): ``run(horizon_s)``
+stops at ``horizon_s`` once the iterations that complete by then have
+completed, before the requests arriving then are queued and before an iteration
+is formed then; `submit` hands it a request arriving at the time it stopped,
+and the next ``run`` carries on from there. Stopping where nothing happens
+changes nothing (a step that formed nothing, formed again with nothing changed,
+forms nothing again), so an engine run in steps gives the figures of one run
+over the same arrivals.
 """
 
 from __future__ import annotations
@@ -94,11 +103,34 @@ class Engine:
         self.free_blocks = capacity
         self.next_arrival = 0
         self.rec = Recorder(count, stages)
+        self.now_s = 0.0
+        self.horizon_s = math.inf
 
-    def run(self) -> Recorder:
-        """Simulate until every admitted request has finished."""
+    def submit(self, prompt_tokens: int, output_tokens: int) -> int:
+        """A request arriving now (where `run` stopped); its index in this engine."""
+        final = prompt_tokens + output_tokens - 1
+        limit = self.budget if not self.config.chunked_prefill else math.inf
+        fits = blocks_for(final, self.block) <= self.config.kv_capacity_blocks and final <= limit
+        self.arrival_s.append(self.now_s)
+        self.prompt.append(prompt_tokens)
+        self.output.append(output_tokens)
+        self.final_ctx.append(final)
+        self.fits.append(fits)
+        self.generated.append(0)
+        self.ctx.append(0)
+        self.known.append(0)
+        self.busy.append(False)
+        self.last_token_s.append(math.nan)
+        self.group_of.append(None)
+        self.rec.add_request()
+        return len(self.arrival_s) - 1
+
+    def run(self, horizon_s: float = math.inf) -> Recorder:
+        """Simulate until every admitted request has finished, or stop at ``horizon_s``
+        (module doc)."""
         in_flight, arrival, stage_free = self.in_flight, self.arrival_s, self.stage_free_s
-        count, now = len(arrival), 0.0
+        count, now = len(arrival), self.now_s
+        self.horizon_s = horizon_s
         while True:
             while in_flight and in_flight[0][0] <= now:
                 self.complete(*in_flight.popleft())
@@ -114,11 +146,21 @@ class Engine:
             # stage 0 freeing matters only to work that waits for it alone
             if work and now < stage_free[0] < upcoming and len(in_flight) < self.stages:
                 upcoming = stage_free[0]
-            if upcoming == math.inf:
+            if upcoming >= horizon_s:
+                if horizon_s < math.inf:
+                    return self.stop(horizon_s)
                 if work:
                     raise RuntimeError("serving simulation stalled with work left (a bug)")
                 return self.rec
             now = upcoming
+
+    def stop(self, horizon_s: float) -> Recorder:
+        """Complete what completes by ``horizon_s`` and wait there (module doc)."""
+        in_flight = self.in_flight
+        while in_flight and in_flight[0][0] <= horizon_s:
+            self.complete(*in_flight.popleft())
+        self.now_s = horizon_s
+        return self.rec
 
     def arrive(self, now: float) -> None:
         """Queue the requests that have arrived by ``now``; refuse those that never fit."""

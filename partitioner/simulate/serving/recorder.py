@@ -47,6 +47,26 @@ class Recorder:
         self._gap_values: list[float] = []
         self._gap_counts: list[int] = []
 
+    def add_request(self) -> None:
+        """One more request (an engine given requests as they arrive)."""
+        self.first_scheduled_s.append(math.nan)
+        self.first_token_s.append(math.nan)
+        self.finish_s.append(math.nan)
+
+    def absorb(self, other: Recorder) -> None:
+        """Add ``other``'s totals, token gaps and busy time (stage by stage) to this one's;
+        per-request times are not touched, and KV peaks take the larger."""
+        self.iterations += other.iterations
+        self.batched_sequences += other.batched_sequences
+        self.preemptions += other.preemptions
+        self.rejected += other.rejected
+        self.kv_block_seconds += other.kv_block_seconds
+        self.kv_peak_blocks = max(self.kv_peak_blocks, other.kv_peak_blocks)
+        self._gap_values += other._gap_values
+        self._gap_counts += other._gap_counts
+        for stage, busy_s in enumerate(other.stage_busy_s[: len(self.stage_busy_s)]):
+            self.stage_busy_s[stage] += busy_s
+
     def kv_change(self, time_s: float, blocks: int) -> None:
         """``blocks`` more (or, negative, fewer) KV blocks held from ``time_s`` on."""
         if blocks == 0:

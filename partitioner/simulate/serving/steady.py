@@ -9,7 +9,10 @@ same arithmetic (so every figure comes out bit for bit the same), without the
 loop's general machinery, and hands back as soon as anything else could
 happen: a request may be admitted (one is waiting, or arrived during the last
 iteration, and a slot is free), the next iteration's blocks do not fit (it would
-preempt), the group outgrows the token budget, or it empties.
+preempt), the group outgrows the token budget, or it empties. An engine run
+in steps (`Engine.run`'s horizon) must not complete an iteration at or past
+the horizon, since requests may arrive then: that one is left in flight, as the
+event loop would have it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from partitioner.simulate.serving.groups import DecodeGroup
 from partitioner.simulate.serving.iteration import IterationShape
+from partitioner.simulate.serving.launch import Launch
 
 if TYPE_CHECKING:
     from partitioner.simulate.serving.engine import Engine
@@ -46,6 +51,18 @@ def _priced(engine: Engine, start_s: float, shape: IterationShape) -> float:
     return done
 
 
+def _leave_in_flight(engine: Engine, group: DecodeGroup, done_s: float) -> None:
+    """Put the group's priced iteration in flight until ``done_s``, as `Engine.launch_groups`
+    and `Engine.launch` would have."""
+    launch = Launch()
+    launch.group = group
+    launch.cohorts = [(group.last_token_s, len(group.members))]
+    group.counter += 1
+    group.busy = True
+    engine.idle_groups = []
+    engine.in_flight.append((done_s, launch))
+
+
 def steady_run(engine: Engine, now: float) -> bool:
     """Run the group's iterations from ``now`` while nothing else can happen (module doc);
     False, touching nothing, if not even one applies."""
@@ -54,7 +71,7 @@ def steady_run(engine: Engine, now: float) -> bool:
     n = len(group.members)
     if n == 0 or n > budget or not _blocked(engine):
         return False
-    t, ran = now, False
+    t, ran, horizon = now, False, engine.horizon_s
     top, until = group.max_context() - group.counter, group.iterations_to_finish()
     while True:
         opens = group.phases[-group.counter % block]
@@ -66,6 +83,9 @@ def steady_run(engine: Engine, now: float) -> bool:
         done = _priced(
             engine, t, IterationShape(n, n, before + n, before + n, top + group.counter + 1)
         )
+        if done >= horizon:  # what arrives then must be queued before the next one forms
+            _leave_in_flight(engine, group, done)
+            return True
         group.counter += 1
         rec.repeated_gap(done - group.last_token_s, n)
         group.last_token_s = t = done

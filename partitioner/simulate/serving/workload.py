@@ -8,9 +8,11 @@ gamma-distributed with shape ``burstiness`` and scale ``1/(rate·burstiness)``
 above 1 more regular). ``offline`` puts every request at t = 0; a trace gives
 each request's arrival and lengths.
 
-Randomness comes from one seed split into three independent streams (gaps,
-prompt lengths, output lengths), so changing the rate rescales the same gaps
-and keeps the same lengths: a rate sweep compares like with like.
+Randomness comes from one seed split into independent streams (gaps, prompt
+lengths, output lengths, and the requests' classes when the workload mixes
+classes), so changing the rate rescales the same gaps and keeps the same
+lengths: a rate sweep compares like with like. The class stream is the fourth
+child of the seed, so adding a class mix leaves the other draws as they were.
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ class Requests:
         arrival_s: Arrival times in seconds, non-decreasing (float64).
         prompt_tokens: Prompt length of each request, at least 1 (int64).
         output_tokens: Tokens each request generates, at least 1 (int64).
+        classes: Each request's class name (a router's SLO class), or None when the
+            workload has no classes.
     """
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
+    classes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         arrival = np.array(self.arrival_s, dtype=np.float64)
@@ -62,11 +67,13 @@ class Requests:
             raise ValueError("requests: arrival times must be non-decreasing")
         if arrival.size and (prompt.min() < 1 or output.min() < 1):
             raise ValueError("requests: every prompt and output has at least one token")
-        for name, array in (
-            ("arrival_s", arrival),
-            ("prompt_tokens", prompt),
-            ("output_tokens", output),
-        ):
+        arrays = [("arrival_s", arrival), ("prompt_tokens", prompt), ("output_tokens", output)]
+        if self.classes is not None:
+            classes = np.array(self.classes, dtype=np.str_)
+            if classes.shape != arrival.shape:
+                raise ValueError("requests: classes must give one class per request")
+            arrays.append(("classes", classes))
+        for name, array in arrays:
             array.flags.writeable = False
             object.__setattr__(self, name, array)
 
@@ -104,6 +111,16 @@ class Arrivals:
     burstiness: float = 1.0
 
 
+def _classes(
+    mix: tuple[tuple[str, float], ...], rng: np.random.Generator, count: int
+) -> np.ndarray:
+    """``count`` class names drawn with the mix's fractions (one uniform draw per request)."""
+    names = np.array([name for name, _ in mix], dtype=np.str_)
+    edges = np.cumsum([fraction for _, fraction in mix])
+    picks = np.searchsorted(edges / edges[-1], rng.random(count), side="right")
+    return names[np.minimum(picks, len(mix) - 1)]
+
+
 def _gaps_s(arrivals: Arrivals, rng: np.random.Generator, count: int) -> np.ndarray:
     """Arrival times of ``count`` requests for poisson/gamma/offline (see the module doc)."""
     if arrivals.process == "offline" or count == 0:
@@ -129,6 +146,8 @@ class Workload:
         slo: Latency targets, if any.
         seed: Seed of the draws, unless the serving config overrides it.
         trace: The trace's requests (``arrivals.process == "trace"`` only).
+        classes: The class mix, ``(name, fraction)`` pairs with fractions summing to 1;
+            None for a workload without classes.
     """
 
     name: str
@@ -140,6 +159,7 @@ class Workload:
     slo: Slo | None = None
     seed: int = 0
     trace: Requests | None = None
+    classes: tuple[tuple[str, float], ...] | None = None
 
     def with_rate(self, rate_per_s: float) -> Workload:
         """The same workload at another mean arrival rate (a trace is rescaled in time).
@@ -173,16 +193,20 @@ class Workload:
 
     def sample(self, seed: int | None = None) -> Requests:
         """Draw the requests (``seed`` overrides the workload's own)."""
+        streams = np.random.SeedSequence(self.seed if seed is None else seed).spawn(4)
+        gaps, prompts, outputs, classes = (np.random.default_rng(s) for s in streams)
         if self.trace is not None:
-            return _trace_requests(self)
-        assert self.prompt_len is not None and self.output_len is not None
-        streams = np.random.SeedSequence(self.seed if seed is None else seed).spawn(3)
-        gaps, prompts, outputs = (np.random.default_rng(s) for s in streams)
-        return Requests(
-            _gaps_s(self.arrivals, gaps, self.requests),
-            self.prompt_len.sample(prompts, self.requests),
-            self.output_len.sample(outputs, self.requests),
-        )
+            drawn = _trace_requests(self)
+        else:
+            assert self.prompt_len is not None and self.output_len is not None
+            drawn = Requests(
+                _gaps_s(self.arrivals, gaps, self.requests),
+                self.prompt_len.sample(prompts, self.requests),
+                self.output_len.sample(outputs, self.requests),
+            )
+        if self.classes is None:
+            return drawn
+        return replace(drawn, classes=_classes(self.classes, classes, len(drawn)))
 
 
 def _trace_span_s(workload: Workload) -> float:

@@ -17,6 +17,8 @@ Format (every field but ``arrivals`` and, for a trace, ``requests`` has a defaul
       {distribution: normal, mean: 300, std: 80, min: 1, max: 1024}
     output_len: 128                  # as prompt_len
     slo: {ttft_p99_s: 2.0, tpot_p99_s: 0.2}     # optional; either key may be left out
+    classes: {interactive: 0.3, batch: 0.7}     # optional: each request's class (a router's
+                                     # SLO class), drawn with these fractions (summing to 1)
 
 A trace is JSON Lines, one request a line:
 ``{"arrival_s": 0.25, "prompt_len": 512, "output_len": 128}`` (other keys are
@@ -49,10 +51,26 @@ from partitioner.simulate.serving.lengths import (
 )
 from partitioner.simulate.serving.workload import Arrivals, Requests, Slo, Workload
 
-__all__ = ["WORKLOADS_DIR", "bundled_workloads", "load_workload", "parse_workload"]
+__all__ = [
+    "WORKLOADS_DIR",
+    "FieldReader",
+    "bundled_workloads",
+    "load_workload",
+    "parse_workload",
+]
 
 WORKLOADS_DIR = Path(__file__).resolve().parent / "workloads"
-TOP_KEYS = {"name", "source", "requests", "seed", "arrivals", "prompt_len", "output_len", "slo"}
+TOP_KEYS = {
+    "name",
+    "source",
+    "requests",
+    "seed",
+    "arrivals",
+    "prompt_len",
+    "output_len",
+    "slo",
+    "classes",
+}
 ARRIVAL_KEYS = {
     "poisson": {"rate"},
     "gamma": {"rate", "burstiness"},
@@ -61,14 +79,15 @@ ARRIVAL_KEYS = {
 }
 
 
-class _File:
-    """One workload file being read: every complaint names it and the field."""
+class FieldReader:
+    """One file being read: every complaint names it (``workload chat.yaml: ...``) and the
+    field."""
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self, label: str, kind: str = "workload") -> None:
+        self.label, self.kind = label, kind
 
     def error(self, message: str) -> UsageError:
-        return UsageError(f"workload {self.label}: {message}")
+        return UsageError(f"{self.kind} {self.label}: {message}")
 
     def mapping(self, value: object, where: str, allowed: set[str]) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
@@ -94,7 +113,7 @@ class _File:
         return value
 
 
-def _bounds(f: _File, spec: Mapping[str, Any], where: str) -> tuple[int, int | None]:
+def _bounds(f: FieldReader, spec: Mapping[str, Any], where: str) -> tuple[int, int | None]:
     low = f.integer(spec.get("min", 1), f"{where}.min")
     high = spec.get("max")
     if high is not None:
@@ -104,7 +123,7 @@ def _bounds(f: _File, spec: Mapping[str, Any], where: str) -> tuple[int, int | N
     return low, high
 
 
-def _length(f: _File, value: object, where: str) -> LengthSpec:
+def _length(f: FieldReader, value: object, where: str) -> LengthSpec:
     if isinstance(value, int) and not isinstance(value, bool):
         return FixedLength(f.integer(value, where))
     kinds = ("uniform", "lognormal", "normal")
@@ -134,7 +153,7 @@ def _length(f: _File, value: object, where: str) -> LengthSpec:
     return NormalLength(mean, f.number(spec.get("std"), f"{where}.std", zero_ok=True), low, high)
 
 
-def _arrivals(f: _File, value: object) -> tuple[Arrivals, str | None]:
+def _arrivals(f: FieldReader, value: object) -> tuple[Arrivals, str | None]:
     process = value.get("process") if isinstance(value, Mapping) else None
     if process not in ARRIVAL_KEYS:
         raise f.error(f"arrivals.process must be one of {', '.join(ARRIVAL_KEYS)}; got {process!r}")
@@ -151,7 +170,7 @@ def _arrivals(f: _File, value: object) -> tuple[Arrivals, str | None]:
     return Arrivals(process, rate, burstiness if process == "gamma" else 1.0), None
 
 
-def _slo(f: _File, value: object) -> Slo | None:
+def _slo(f: FieldReader, value: object) -> Slo | None:
     if value is None:
         return None
     spec = f.mapping(value, "slo", {"ttft_p99_s", "tpot_p99_s"})
@@ -164,7 +183,23 @@ def _slo(f: _File, value: object) -> Slo | None:
     )
 
 
-def _trace_line(f: _File, where: str, text: str) -> tuple[float, int, int]:
+def _classes(f: FieldReader, value: object) -> tuple[tuple[str, float], ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise f.error(f"classes must map class names to fractions, got {value!r}")
+    mix = []
+    for name, fraction in value.items():
+        if not isinstance(name, str) or not name:
+            raise f.error(f"classes: a class name must be text, got {name!r}")
+        mix.append((name, f.number(fraction, f"classes.{name}")))
+    total = sum(fraction for _, fraction in mix)
+    if abs(total - 1) > 1e-6:
+        raise f.error(f"classes: the fractions must sum to 1, not {total:g}")
+    return tuple(mix)
+
+
+def _trace_line(f: FieldReader, where: str, text: str) -> tuple[float, int, int]:
     try:
         row = json.loads(text)
     except json.JSONDecodeError as err:
@@ -178,7 +213,7 @@ def _trace_line(f: _File, where: str, text: str) -> tuple[float, int, int]:
     )
 
 
-def _read_trace(f: _File, folder: Path, file: str) -> Requests:
+def _read_trace(f: FieldReader, folder: Path, file: str) -> Requests:
     base = folder.resolve()
     path = (base / file).resolve()
     if not path.is_relative_to(base):
@@ -199,7 +234,7 @@ def _read_trace(f: _File, folder: Path, file: str) -> Requests:
     return Requests(arrival[order], prompt[order], output[order])
 
 
-def _requests(f: _File, data: Mapping[str, Any], trace: Requests | None) -> int:
+def _requests(f: FieldReader, data: Mapping[str, Any], trace: Requests | None) -> int:
     if trace is None:
         return f.integer(data.get("requests"), "requests")
     count = f.integer(data.get("requests", len(trace)), "requests")
@@ -220,7 +255,7 @@ def parse_workload(data: object, label: str, folder: Path, default_name: str) ->
     Raises:
         UsageError: A field is missing, unknown or out of range.
     """
-    f = _File(label)
+    f = FieldReader(label)
     data = f.mapping(data, "the document", TOP_KEYS)
     for key in ("name", "source"):
         if key in data and not isinstance(data[key], str):
@@ -246,6 +281,7 @@ def parse_workload(data: object, label: str, folder: Path, default_name: str) ->
         slo=_slo(f, data.get("slo")),
         seed=f.integer(data.get("seed", 0), "seed", minimum=0),
         trace=trace,
+        classes=_classes(f, data.get("classes")),
     )
 
 
