@@ -7,7 +7,8 @@ intra-op thread count a rank uses (one by default):
   at shapes transformer layers use, the weight an initializer as in a stage's
   model; the best shape's rate is the achieved peak;
 - stream: an elementwise Add over 64 MB arrays (two reads, one write);
-- per-op overhead: a chain of tiny Adds, total time over the op count;
+- per-op overhead: a chain of small ops of a transformer's kinds, total time over
+  the op count;
 - per-step overhead: one ``session.run`` of a one-op model, the fixed cost a
   stage pays per step whatever it computes (`step_model` builds that model,
   which the link workers also time while ranks pass messages).
@@ -148,22 +149,44 @@ def stream_rate(threads: int, repeats: int = 7) -> Measured:
     )
 
 
+# One cycle of the per-op chain: kernels a transformer graph is full of, each of which the
+# cost model charges a launch for (no views), on a [4, 8] float tensor too small to compute.
+_CYCLE = ("Add", "Transpose", "Softmax", "Transpose", "Mul", "MatMul")
+
+
+def _chain_node(op: str, i: int) -> onnx.NodeProto:
+    x, y = f"x{i}", f"x{i + 1}"
+    if op == "Transpose":
+        return helper.make_node(op, [x], [y], perm=[1, 0])
+    if op == "Softmax":
+        return helper.make_node(op, [x], [y], axis=-1)
+    second = {"Add": "one", "Mul": "half", "MatMul": "w"}[op]
+    return helper.make_node(op, [x, second], [y])
+
+
 def per_op_overhead(threads: int, repeats: int = 30) -> Measured:
-    """Seconds onnxruntime spends per op on a chain of ops too small to compute anything."""
+    """Seconds onnxruntime spends per op on a chain of small ops of the kinds a
+    transformer runs (elementwise, transposes, softmax, matmul), too small to compute
+    anything: what each of a real graph's kernels costs beyond its roofline."""
     f = TensorProto.FLOAT
-    nodes = [helper.make_node("Add", [f"x{i}", "one"], [f"x{i + 1}"]) for i in range(CHAIN_OPS)]
+    count = CHAIN_OPS - CHAIN_OPS % len(_CYCLE)
+    nodes = [_chain_node(_CYCLE[i % len(_CYCLE)], i) for i in range(count)]
+    constants = [
+        numpy_helper.from_array(np.ones((1,), np.float32), "one"),
+        numpy_helper.from_array(np.full((1,), 0.5, np.float32), "half"),
+        numpy_helper.from_array(np.eye(8, dtype=np.float32), "w"),
+    ]
     graph = helper.make_graph(
-        nodes, "chain",
-        [helper.make_tensor_value_info("x0", f, [1]), helper.make_tensor_value_info("one", f, [1])],
-        [helper.make_tensor_value_info(f"x{CHAIN_OPS}", f, [1])],
+        nodes, "chain", [helper.make_tensor_value_info("x0", f, [4, 8])],
+        [helper.make_tensor_value_info(f"x{count}", f, [4, 8])], constants,
     )  # fmt: skip
     run = session(graph, threads)
-    feeds = {"x0": np.zeros(1, np.float32), "one": np.ones(1, np.float32)}
-    seconds = median_s(lambda: run.run(None, feeds), repeats) / CHAIN_OPS
+    feeds = {"x0": np.zeros((4, 8), np.float32)}
+    seconds = median_s(lambda: run.run(None, feeds), repeats) / count
     return Measured(
         seconds,
-        f"onnxruntime CPU chain of {CHAIN_OPS} Adds on 1 element, {threads} thread(s), "
-        f"median of {repeats}, per op",
+        f"onnxruntime CPU chain of {count} small ops ({', '.join(_CYCLE)} in turn) on a 4x8 "
+        f"tensor, {threads} thread(s), median of {repeats}, per op",
     )
 
 

@@ -3,9 +3,10 @@
 On the CPU (the default), through onnxruntime with the threads a `partition
 run` rank uses (--threads, default 1): MatMul FLOP/s per dtype at a few
 transformer shapes (the best is the achieved peak), the bandwidth of a
-streaming Add over 64 MB arrays, and the overhead per op of a chain of tiny
-Adds, and the fixed cost of one step (a one-op session.run). With --ranks 2 or more (the default is 2), the send/recv and all-reduce
-latency and bandwidth between that many local processes through
+streaming Add over 64 MB arrays, the overhead per op of a chain of small ops
+of a transformer's kinds (Add, Transpose, Softmax, Mul, MatMul), and the fixed
+cost of one step (a one-op session.run). With --ranks 2 or more (the default
+is 2), the send/recv and all-reduce latency and bandwidth between that many local processes through
 torch.distributed (gloo; needs torch), and the step's cost again while the
 ranks pass messages, which is what a stage of `run` pays. With --device cuda the same figures
 come from torch on the GPU and NCCL.
