@@ -56,6 +56,8 @@ import math
 import numbers
 from collections import deque
 
+import numpy as np
+
 from partitioner.errors import UsageError
 from partitioner.simulate.serving.groups import DecodeGroup
 from partitioner.simulate.serving.iteration import IterationCost, IterationShape, ServingConfig
@@ -65,7 +67,10 @@ from partitioner.simulate.serving.recorder import Recorder
 from partitioner.simulate.serving.steady import steady_run
 from partitioner.simulate.serving.workload import Requests
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "DEEP_PIPELINE_STAGES"]
+
+#: Beyond this many stages an iteration is priced with arrays (`Engine._price_deep`).
+DEEP_PIPELINE_STAGES = 16
 
 
 class Engine:
@@ -100,9 +105,13 @@ class Engine:
         self.waiting: deque[int] = deque()
         self.in_flight: deque[tuple[float, Launch]] = deque()
         self.stage_free_s = [0.0] * stages
+        if stages > DEEP_PIPELINE_STAGES:  # priced with arrays (`_price_deep`)
+            self.stage_free_s = np.zeros(stages)
         self.free_blocks = capacity
         self.next_arrival = 0
         self.rec = Recorder(count, stages)
+        if stages > DEEP_PIPELINE_STAGES:
+            self.rec.stage_busy_s = np.zeros(stages)  # type: ignore[assignment]
         self.now_s = 0.0
         self.horizon_s = math.inf
 
@@ -268,19 +277,39 @@ class Engine:
             raise UsageError(
                 f"serving: the cost model gave {len(seconds)} stage times for {self.stages} stages"
             )
-        t, free, busy = now, self.stage_free_s, self.rec.stage_busy_s
-        for s, raw in enumerate(seconds):
-            d = float(raw)
-            if not 0.0 <= d < math.inf:
-                raise UsageError(
-                    f"serving: the cost model priced stage {s} at {raw!r} s for {shape}"
-                )
-            t = (t if t > free[s] else free[s]) + d
-            free[s] = t
-            busy[s] += d
+        if self.stages > DEEP_PIPELINE_STAGES:
+            t = self._price_deep(now, shape, seconds)
+        else:
+            t, free, busy = now, self.stage_free_s, self.rec.stage_busy_s
+            for s, raw in enumerate(seconds):
+                d = float(raw)
+                if not 0.0 <= d < math.inf:
+                    raise UsageError(
+                        f"serving: the cost model priced stage {s} at {raw!r} s for {shape}"
+                    )
+                t = (t if t > free[s] else free[s]) + d
+                free[s] = t
+                busy[s] += d
         self.rec.iterations += 1
         self.rec.batched_sequences += shape.sequences
         return t
+
+    def _price_deep(self, now: float, shape: IterationShape, seconds: object) -> float:
+        """`price` for a deep pipeline (a wafer's regions), with arrays: the recurrence
+        ``t[s] = max(t[s-1], free[s]) + d[s]`` unrolled as ``t[s] = D[s] + max(now,
+        max over j <= s of (free[j] - D[j-1]))`` with ``D`` the running sum of ``d``
+        (equal to the loop up to float rounding)."""
+        d = np.asarray(seconds, dtype=float)
+        bad = ~((d >= 0.0) & np.isfinite(d))
+        if bad.any():
+            s = int(np.argmax(bad))
+            raise UsageError(f"serving: the cost model priced stage {s} at {d[s]!r} s for {shape}")
+        free = self.stage_free_s  # arrays, made so in __init__; updated in place (run aliases it)
+        total = np.cumsum(d)
+        before = np.concatenate(([0.0], total[:-1]))
+        free[:] = total + np.maximum(now, np.maximum.accumulate(free - before))
+        self.rec.stage_busy_s += d
+        return float(free[-1])
 
     def complete(self, done_s: float, launch: Launch) -> None:
         """``launch`` left the last stage at ``done_s``: emit tokens, retire finished requests."""
