@@ -22,7 +22,7 @@ from typing import Any
 from rich.table import Table
 
 from partitioner.commands._common import console
-from partitioner.commands.serving import Served, workload_of
+from partitioner.commands.serving import Served, add_prices, workload_of
 from partitioner.errors import PartitionError, UsageError
 from partitioner.plan.io import load_plan
 from partitioner.plan.validate import validate_plan
@@ -93,21 +93,6 @@ def _pool(spec: PoolSpec, args: argparse.Namespace, label: str) -> tuple[FleetPo
     return FleetPool(spec.name, served.cost, served.config, engines), info
 
 
-def _per_million(usd_per_hour: float | None, tokens_per_s: float) -> float | None:
-    if usd_per_hour is None or tokens_per_s <= 0:
-        return None
-    return usd_per_hour / 3600 / tokens_per_s * 1e6
-
-
-def _prices(figures: dict[str, Any], usd_per_hour: float | None, power_w: float | None) -> None:
-    """Add $ and joules per token to ``figures`` (as `Served.figures` does for one plan)."""
-    out_s, in_s = figures["throughput_tokens_per_s"], figures["input_tokens_per_s"]
-    figures["usd_per_hour"] = usd_per_hour
-    figures["usd_per_million_tokens"] = _per_million(usd_per_hour, out_s + in_s)
-    figures["usd_per_million_output_tokens"] = _per_million(usd_per_hour, out_s)
-    figures["joules_per_token"] = power_w / out_s if power_w and out_s > 0 else None
-
-
 def _total(values: list[float | None]) -> float | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
@@ -143,10 +128,10 @@ def run_deployment(args: argparse.Namespace) -> dict[str, Any]:
         recovery_window_s=deployment.recovery_window_s,
     )
     for (name, figures), info in zip(doc["pools"].items(), infos, strict=True):
-        _prices(figures, info["usd_per_hour"], info["power_w"])
+        add_prices(figures, info["usd_per_hour"], info["power_w"])
         doc["pools"][name] = info | figures
     usd = _total([info["usd_per_hour"] for info in infos])
-    _prices(doc["serving"], usd, _total([info["power_w"] for info in infos]))
+    add_prices(doc["serving"], usd, _total([info["power_w"] for info in infos]))
     head = {"deployment": deployment.name, "workload": workload.name, "source": workload.source}
     policy = {"routing": deployment.routing.to_json(), "fallback": deployment.fallback}
     return head | policy | doc

@@ -36,10 +36,12 @@ from partitioner.simulate.serving import (
 from partitioner.simulate.serving_cost import iteration_cost, kv_capacity_tokens
 from partitioner.units import human_seconds
 from targets.cost import CostModel
+from targets.formulas import joules_per_token, usd_per_token
 from targets.loader import target_from_dict
 
 __all__ = [
     "serving_command",
+    "add_prices",
     "add_serving_arguments",
     "wants_serving",
     "workload_of",
@@ -150,21 +152,25 @@ class Served:
             doc[key] *= self.replicas
         if doc["goodput_requests_per_s"] is not None:
             doc["goodput_requests_per_s"] *= self.replicas
-        out_s, in_s = doc["throughput_tokens_per_s"], doc["input_tokens_per_s"]
-        usd_s = self.usd_per_hour / 3600 if self.usd_per_hour is not None else None
         doc["replicas"] = self.replicas
         doc["kv_capacity_tokens"] = self.config.kv_capacity_tokens
-        doc["usd_per_hour"] = self.usd_per_hour
-        doc["usd_per_million_tokens"] = _per_million(usd_s, out_s + in_s)
-        doc["usd_per_million_output_tokens"] = _per_million(usd_s, out_s)
-        doc["joules_per_token"] = self.power_w / out_s if self.power_w and out_s > 0 else None
+        add_prices(doc, self.usd_per_hour, self.power_w)
         return doc
 
 
-def _per_million(usd_per_s: float | None, tokens_per_s: float) -> float | None:
-    if usd_per_s is None or tokens_per_s <= 0:
-        return None
-    return usd_per_s / tokens_per_s * 1e6
+def add_prices(figures: dict[str, Any], usd_per_hour: float | None, power_w: float | None) -> None:
+    """Add the price per hour, $ per million tokens (all, and output only) and joules per
+    output token to a serving report's ``figures`` (None where unknown or nothing made)."""
+    out_s, in_s = figures["throughput_tokens_per_s"], figures["input_tokens_per_s"]
+
+    def per_million(tokens_per_s: float) -> float | None:
+        usd = usd_per_token(tokens_per_s, usd_per_hour) if tokens_per_s > 0 else None
+        return None if usd is None else usd * 1e6
+
+    figures["usd_per_hour"] = usd_per_hour
+    figures["usd_per_million_tokens"] = per_million(out_s + in_s)
+    figures["usd_per_million_output_tokens"] = per_million(out_s)
+    figures["joules_per_token"] = joules_per_token(out_s, power_w) if out_s > 0 else None
 
 
 def serve(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:

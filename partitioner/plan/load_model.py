@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "MONOMIALS",
+    "BATCH_PAST",
     "LoadModel",
     "LoadTerm",
     "LoadCollective",
@@ -32,6 +33,8 @@ __all__ = [
 
 #: Exponents of (batch, past) for each coefficient, in order.
 MONOMIALS: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2))
+#: Where the b·p coefficient sits: per sequence and token of context (a KV cache's bytes).
+BATCH_PAST = MONOMIALS.index((1, 1))
 #: Roles of the dims the polynomials are in, in `MONOMIALS` order.
 ROLES = ("batch", "past")
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from partitioner.plan import Partition, Plan, Transfer
-from partitioner.plan.load_model import MONOMIALS
+from partitioner.plan.load_model import BATCH_PAST, MONOMIALS
 from partitioner.simulate.serving.iteration import IterationShape
 from targets.cost import GpuCostModel, WaferCostModel
 from targets.gpu import HOST, GpuTarget
@@ -53,10 +53,6 @@ def _monomials(shape: IterationShape, per_sequence: bool) -> tuple[float, ...]:
     else:
         paired = float(max(shape.row_context_sum - shape.rows, 0))
     return (1.0, rows, longest, rows * rows, paired, longest * longest)
-
-
-def _value(poly: Sequence[float], monomials: Sequence[float]) -> float:
-    return max(sum(c * m for c, m in zip(poly, monomials, strict=True)), 0.0)
 
 
 def _affine(time_s: Callable[[float], float]) -> tuple[float, float]:
@@ -238,7 +234,7 @@ def kv_capacity_tokens(plan: Plan) -> int:
         raise ValueError("the plan has no load model")
     tokens = []
     for p in plan.partitions:
-        per_token = plan.load_model.stage(p.id).kv_cache_bytes[4]
+        per_token = plan.load_model.stage(p.id).kv_cache_bytes[BATCH_PAST]
         if per_token <= 0:
             continue
         room = p.capacity_bytes - (p.memory_bytes - p.kv_cache_bytes)

@@ -48,8 +48,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from partitioner.errors import UsageError
 from partitioner.simulate.serving.routing import (
     OverflowRouting,
@@ -147,11 +145,7 @@ def _name(f: FieldReader, value: object, where: str) -> str:
 def _plan_path(f: FieldReader, value: object, where: str, folder: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise f.error(f"{where} must name a plan file, got {value!r}")
-    base = folder.resolve()
-    path = (base / value).resolve()
-    if not path.is_relative_to(base):
-        raise f.error(f"{where} {value!r} lies outside the deployment file's folder")
-    return path
+    return f.inside(folder, value, where)
 
 
 def _pool(f: FieldReader, name: object, value: object, folder: Path) -> PoolSpec:
@@ -288,15 +282,7 @@ def load_deployment(path: Path) -> Deployment:
     Raises:
         UsageError: The file cannot be read, is not YAML, or is not a deployment.
     """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(
-            f"deployment {path.name}: cannot be read ({err.__class__.__name__})"
-        ) from None
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else "syntax error"
-        raise UsageError(f"deployment {path.name}: not valid YAML ({first})") from None
+    data = FieldReader(path.name, "deployment").read_yaml(path)
     return parse_deployment(data, path.name, path.parent, path.stem)
 
 

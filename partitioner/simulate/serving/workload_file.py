@@ -89,6 +89,24 @@ class FieldReader:
     def error(self, message: str) -> UsageError:
         return UsageError(f"{self.kind} {self.label}: {message}")
 
+    def inside(self, folder: Path, name: str, where: str) -> Path:
+        """``name`` resolved against the file's ``folder``, refused if it escapes it."""
+        base = folder.resolve()
+        path = (base / name).resolve()
+        if not path.is_relative_to(base):
+            raise self.error(f"{where} {name!r} lies outside the {self.kind} file's folder")
+        return path
+
+    def read_yaml(self, path: Path) -> object:
+        """The YAML document at ``path`` (the file this reader names)."""
+        try:
+            return yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise self.error(f"cannot be read ({err.__class__.__name__})") from None
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0] if str(err) else "syntax error"
+            raise self.error(f"not valid YAML ({first})") from None
+
     def mapping(self, value: object, where: str, allowed: set[str]) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
             raise self.error(f"{where} must be a mapping, got {value!r}")
@@ -214,10 +232,7 @@ def _trace_line(f: FieldReader, where: str, text: str) -> tuple[float, int, int]
 
 
 def _read_trace(f: FieldReader, folder: Path, file: str) -> Requests:
-    base = folder.resolve()
-    path = (base / file).resolve()
-    if not path.is_relative_to(base):
-        raise f.error(f"arrivals.file {file!r} lies outside the workload file's folder")
+    path = f.inside(folder, file, "arrivals.file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -304,13 +319,5 @@ def load_workload(spec: str | Path) -> Workload:
                 f"({', '.join(bundled_workloads())})"
             )
         path = WORKLOADS_DIR / f"{spec}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(
-            f"workload {path.name}: cannot be read ({err.__class__.__name__})"
-        ) from None
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else "syntax error"
-        raise UsageError(f"workload {path.name}: not valid YAML ({first})") from None
+    data = FieldReader(path.name).read_yaml(path)
     return parse_workload(data, path.name, path.parent, path.stem)
