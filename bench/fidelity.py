@@ -8,11 +8,12 @@ rates come from datasheets and the H200 measurements in their sources.
 
     python bench/fidelity.py [--cpu]
 
-``--cpu`` adds the rows measured here: `partition calibrate --ranks 2` writes
-this CPU's target, then GPT-2 small, BERT-base and the tiny Llama (random
-weights) are planned into 2 stages on it and run with `partition run` (one
-micro-batch at a time); per stage and whole model, measured compute against
-the plan's. Run it on a quiet machine: the ranks take both cores. The wafer
+``--cpu`` adds the rows measured here: for each of GPT-2 small, BERT-base and
+the tiny Llama (random weights), `partition calibrate --ranks 2` writes this
+CPU's target, the model is planned into 2 stages on it and run with
+`partition run` (one micro-batch at a time), and calibrate's GEMM is timed
+again; per stage and whole model, measured compute against the plan's, and
+the machine's drift between calibration and run. Run it on a quiet machine: the ranks take both cores. The wafer
 rows (Cerebras, WaferLLM) are in bench/wafer.py.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import ROOT, console, machine, partition_json, print_table  # noqa: E402
+from targets.loader import load_target  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -85,32 +87,52 @@ def _cpu_model(name: str, folder: Path) -> Path:
     return path
 
 
+def _calibrate(target: Path) -> float:
+    """Calibrate this machine into ``target``; its float32 GEMM rate, for the drift check."""
+    subprocess.run([sys.executable, "-m", "partitioner", "calibrate", "--ranks", "2",
+                    "-o", str(target)], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    return load_target(target).devices[0].peak_flops_per_s["float32"]
+
+
+def _gemm_now() -> float:
+    """The float32 GEMM rate calibrate would measure now (after a run): how far the
+    machine drifted from the figure the plan was made with."""
+    from partitioner.calibrate.host import gemm_rates
+
+    return gemm_rates(threads=1)["float32"].value
+
+
 def cpu_rows() -> None:
-    """Measured per-stage and whole-model compute against the plan, on calibrate's target."""
+    """Measured per-stage and whole-model compute against the plan, on calibrate's target.
+
+    Each model is planned on a calibration made just before its run, and the GEMM rate is
+    measured again just after: this VM's speed wanders by 10-15 % over minutes, and the
+    drift column says how much of an error is the machine, not the model."""
     import statistics
 
     rows, errors = [], []
     with tempfile.TemporaryDirectory() as folder:
-        target = Path(folder) / "cpu.yaml"
-        subprocess.run([sys.executable, "-m", "partitioner", "calibrate", "--ranks", "2",
-                        "-o", str(target)], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
         for name, dims in CPU_MODELS:
+            target = Path(folder) / f"{name}.cpu.yaml"
             path, plan = _cpu_model(name, Path(folder)), Path(folder) / f"{name}.plan.json"
+            before = _calibrate(target)
             _plan(path, str(target), ("--tp", "1", "--pp", "2", *dims), plan)
             report = partition_json("run", str(path), str(plan), "--microbatches", "1",
                                      "--requests", "8", "--json")  # fmt: skip
+            drift = f"{before / _gemm_now():.2f}"
             stages = report["stages"]
             for s in stages:
                 errors.append(abs(s["ratio"]["compute_s"] - 1))
                 rows.append((name, s["stage"], f"{s['compute_s'] * 1e3:.2f}",
                              f"{s['estimated']['compute_s'] * 1e3:.2f}",
-                             f"{s['ratio']['compute_s']:.2f}"))  # fmt: skip
+                             f"{s['ratio']['compute_s']:.2f}", drift))  # fmt: skip
             measured = sum(s["compute_s"] for s in stages)
             estimated = sum(s["estimated"]["compute_s"] for s in stages)
             rows.append((name, "whole", f"{measured * 1e3:.2f}", f"{estimated * 1e3:.2f}",
-                         f"{measured / estimated:.2f}"))  # fmt: skip
+                         f"{measured / estimated:.2f}", drift))  # fmt: skip
     print_table("CPU: measured compute against the plan (ms per micro-batch; ratio = measured / estimate)",
-                ["model", "stage", "measured", "estimate", "ratio"], rows)  # fmt: skip
+                ["model", "stage", "measured", "estimate", "ratio",
+                 "GEMM rate at calibration / after the run"], rows)  # fmt: skip
     console.print(f"median absolute error per stage: {statistics.median(errors):.1%}")
 
 

@@ -65,7 +65,7 @@ def test_calibrate_measures_this_cpu_and_writes_a_loadable_target(tmp_path):
     assert device.peak_flops_per_s["float32"] > 1e8  # any CPU does 0.1 GFLOP/s
     assert device.hbm_bandwidth_bytes_per_s > 1e8 and 0 < device.launch_overhead_s < 1e-3
     assert 0 < target.intra_node_link.latency_s < 0.1
-    assert "onnxruntime CPU MatMul float32" in out.read_text()
+    assert "onnxruntime CPU MatMul chains float32" in out.read_text()
     # measured among 2 ranks passing messages; a one-op run is not free, nor a millisecond
     assert 1e-7 < device.step_overhead_s < 1e-2
     assert "passing steps along a torch.distributed gloo pipeline" in out.read_text()
@@ -86,3 +86,20 @@ def test_calibrate_refuses_bad_numbers(tmp_path, flags, message):
 def test_calibrate_will_not_write_over_a_folder(tmp_path):
     result = run_cli("calibrate", "--ranks", "1", "-o", str(tmp_path))
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+
+
+def test_the_gemm_chain_streams_twice_the_cache_of_weights(monkeypatch):
+    import numpy as np
+
+    from partitioner.calibrate import host
+
+    # a [8, 16] weight is 512 B of float32; twice a 4 KiB cache is 8 KiB: 8 pairs of weights
+    monkeypatch.setattr(host, "cache_bytes", lambda: 4096)
+    graph, flops = host._gemm_chain(4, 8, 16, np.dtype(np.float32))
+    assert [n.op_type for n in graph.node] == ["MatMul"] * 16
+    assert sum(np.prod(w.dims) * 4 for w in graph.initializer) == 8192
+    assert len({w.name for w in graph.initializer}) == 16  # distinct weights, none reused
+    assert flops == 16 * 2 * 4 * 8 * 16  # 16 MatMuls of 2·M·K·N
+    # a weight bigger than twice the cache still makes one pair
+    graph, flops = host._gemm_chain(1, 64, 64, np.dtype(np.float32))
+    assert len(graph.node) == 2 and flops == 2 * 2 * 64 * 64
