@@ -28,8 +28,10 @@ How the real loop keeps to what the simulator prices (engine.py, serving_cost.py
   chunk row copies the cache a fused kernel reads once per sequence). The
   iteration table prices both shapes with the plan's cost model to size this.
 - One stage: `partition run` drives fixed micro-batches through torch.distributed
-  ranks and has no request loop. Host work the simulator does not price (gathering
-  the caches, writing new keys back, argmax, scheduling in Python) is timed apart.
+  ranks and has no request loop. The loop's host work (gathering the caches, writing
+  new keys back, argmax, scheduling in Python) is measured first, on a separate serve
+  of other requests, and given to simulate as ``--iteration-overhead``; the compared
+  runs time it apart again.
   ``python bench/serving_fidelity.py [--scale X]``, on a quiet machine.
 """
 
@@ -74,6 +76,7 @@ class Load:
 
 
 LOADS = (Load("moderate", 100.0, 1200), Load("heavy", 200.0, 2400))
+HOST_REQUESTS = 300  # the warm-up serve that measures the loop's host work
 
 
 @dataclass(frozen=True)
@@ -245,12 +248,12 @@ class RealEngine:
 
 class PricedEngine(RealEngine):
     """The same loop on a virtual clock that each iteration advances by the plan's price
-    of it, the graph not run: its report must be `partition simulate`'s, which shows
+    of it and the host overhead given to simulate, the graph not run: its report must be `partition simulate`'s, which shows
     that the real loop schedules as the simulator's engine does."""
 
-    def __init__(self, requests: Requests, cost) -> None:
+    def __init__(self, requests: Requests, cost, host_s: float) -> None:
         super().__init__(None, requests)
-        self.cost, self.now = cost, 0.0
+        self.cost, self.host_s, self.now = cost, host_s, 0.0
 
     def clock(self) -> float:
         return self.now
@@ -265,7 +268,7 @@ class PricedEngine(RealEngine):
 
     def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
         _, shape, past, run_s = super().step(schedule)
-        self.now += self.cost.stage_seconds(shape)[0]
+        self.now += self.cost.stage_seconds(shape)[0] + self.host_s
         return self.now, shape, past, run_s
 
 
@@ -281,10 +284,10 @@ def plan_cost(plan: Path):
     return iteration_cost(loaded, target_from_dict(loaded.target.spec))
 
 
-def scheduler_check(cost, load: Load, predicted: dict) -> float:
+def scheduler_check(cost, load: Load, predicted: dict, host_s: float) -> float:
     """Largest relative difference of `PricedEngine`'s latency percentiles from simulate's."""
     requests = requests_of(load)
-    ours = build_report(PricedEngine(requests, cost).serve(), requests, 1, None).to_json()
+    ours = build_report(PricedEngine(requests, cost, host_s).serve(), requests, 1, None).to_json()
     keys = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
     worst = max(abs(ours[k][p] / predicted[k][p] - 1) for k in keys for p in ("p50", "p99"))
     return math.inf if ours["iterations"] != predicted["iterations"] else worst
@@ -317,12 +320,27 @@ def measure(model: Path, load: Load) -> tuple[ServingReport, list[Iteration]]:
     return build_report(engine.serve(), requests, 1, None), engine.trace
 
 
-def predict(plan: Path, load: Load) -> dict:
-    """``partition simulate`` of the same requests and engine limits."""
+def host_overhead_s(model: Path) -> float:
+    """This loop's host seconds per iteration outside ``session.run`` (forming, gathering and
+    writing back caches, argmax, bookkeeping), the mean over a separate serve of other
+    requests (seed `SEED` + 1): the runtime's own per-iteration cost, measured like calibrate's
+    figures and apart from the runs compared. The mean, not the median: iterations add their
+    host time up, and its distribution has a long tail."""
+    workload = workload_from_args(LOADS[-1].rate_per_s, HOST_REQUESTS, PROMPT_TOKENS,
+                                  OUTPUT_TOKENS)  # fmt: skip
+    engine = RealEngine(session(model), workload.sample(SEED + 1))
+    engine.serve()
+    return float(np.mean([it.total_s - it.run_s for it in engine.trace]))
+
+
+def predict(plan: Path, load: Load, host_s: float) -> dict:
+    """``partition simulate`` of the same requests and engine limits, the loop's host work
+    per iteration given as ``--iteration-overhead``."""
     doc = partition_json("simulate", str(plan), "--rate", str(load.rate_per_s), "--requests",
                          str(load.requests), "--prompt-len", str(PROMPT_TOKENS), "--output-len",
                          str(OUTPUT_TOKENS), "--seed", str(SEED), "--max-batch", str(MAX_BATCH),
-                         "--token-budget", str(TOKEN_BUDGET), "--json")  # fmt: skip
+                         "--token-budget", str(TOKEN_BUDGET), "--iteration-overhead",
+                         repr(host_s), "--json")  # fmt: skip
     return doc["serving"]
 
 
@@ -373,11 +391,17 @@ def main() -> None:
         cost, step_s = plan_cost(plan), json.loads(plan.read_text())["estimate"]["s_per_token"]
         console.print(f"plan: 1 stage, {step_s * 1e6:.0f} µs a step at batch 1, past "
                       f"{MAX_CONTEXT}; real run: 1 onnxruntime session, 1 thread")  # fmt: skip
+        host_s = host_overhead_s(model)
+        console.print(f"the loop's host work: {host_s * 1e6:.0f} µs an iteration (mean of a "
+                      f"separate serve of {HOST_REQUESTS} other requests)")  # fmt: skip
         for load in loads:
-            predicted = predict(plan, load)
+            predicted = predict(plan, load, host_s)
             start = time.perf_counter()
             measured, trace = measure(model, load)
-            wall_s, check = time.perf_counter() - start, scheduler_check(cost, load, predicted)
+            wall_s, check = (
+                time.perf_counter() - start,
+                scheduler_check(cost, load, predicted, host_s),
+            )
             console.print(f"{load.name}: {load.requests} requests at {load.rate_per_s:g}/s served "
                           f"in {wall_s:.1f} s; the loop on the plan's prices differs from "
                           f"`simulate` by {check:.1e}")  # fmt: skip
@@ -386,7 +410,8 @@ def main() -> None:
         after = calibrate(Path(folder) / "after.yaml")  # how much the machine drifted
     console.print(f"calibrated after: {after}; load average {os.getloadavg()[0]:.2f}")
     flags = (f"--prompt-len {PROMPT_TOKENS} --output-len {OUTPUT_TOKENS} --seed {SEED} "
-             f"--max-batch {MAX_BATCH} --token-budget {TOKEN_BUDGET}")  # fmt: skip
+             f"--max-batch {MAX_BATCH} --token-budget {TOKEN_BUDGET} "
+             f"--iteration-overhead {host_s:.2e}")  # fmt: skip
     print_table(f"Serving: measured on this CPU against `partition simulate PLAN --rate R "
                 f"--requests N {flags} --json` (ratio = predicted / measured)",
                 ["load", "figure", "measured", "predicted", "ratio"], latency)  # fmt: skip

@@ -78,6 +78,10 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                        "default 8192)")  # fmt: skip
     group.add_argument("--no-chunked-prefill", action="store_true",
                        help="prefill each prompt whole in one iteration")  # fmt: skip
+    group.add_argument("--iteration-overhead", type=float, default=0.0, metavar="SEC",
+                       help="host seconds per iteration not overlapped with the devices "
+                       "(scheduling, inputs, sampling in a synchronous loop; default 0, "
+                       "a runtime that overlaps them)")  # fmt: skip
     group.add_argument("--rate-sweep", action="store_true",
                        help="find the highest arrival rate that meets the workload's SLO; "
                        "with --png, draw latency against throughput")  # fmt: skip
@@ -136,6 +140,7 @@ class Served:
             kv_capacity_tokens=tokens, max_num_seqs=args.max_batch,
             max_num_batched_tokens=args.token_budget,
             chunked_prefill=not args.no_chunked_prefill, seed=args.seed,
+            iteration_overhead_s=args.iteration_overhead,
         )  # fmt: skip
         devices = replica_devices(devices_in_use(plan.partitions), self.replicas)
         model = CostModel(self.target)

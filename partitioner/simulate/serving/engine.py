@@ -85,6 +85,7 @@ class Engine:
         stages = int(stages)
         count = len(requests)
         self.cost, self.stages, self.config = cost, stages, config
+        self.host_s = float(config.iteration_overhead_s)
         self.block, self.budget = config.block_size_tokens, config.max_num_batched_tokens
         self.arrival_s: list[float] = requests.arrival_s.tolist()
         self.prompt: list[int] = requests.prompt_tokens.tolist()
@@ -281,15 +282,17 @@ class Engine:
             t = self._price_deep(now, shape, seconds)
         else:
             t, free, busy = now, self.stage_free_s, self.rec.stage_busy_s
+            host_s = self.host_s  # before the first stage, which waits for it
             for s, raw in enumerate(seconds):
                 d = float(raw)
                 if not 0.0 <= d < math.inf:
                     raise UsageError(
                         f"serving: the cost model priced stage {s} at {raw!r} s for {shape}"
                     )
-                t = (t if t > free[s] else free[s]) + d
+                t = (t if t > free[s] else free[s]) + d + host_s
                 free[s] = t
                 busy[s] += d
+                host_s = 0.0
         self.rec.iterations += 1
         self.rec.batched_sequences += shape.sequences
         return t
@@ -306,6 +309,7 @@ class Engine:
             raise UsageError(f"serving: the cost model priced stage {s} at {d[s]!r} s for {shape}")
         free = self.stage_free_s  # arrays, made so in __init__; updated in place (run aliases it)
         total = np.cumsum(d)
+        total += self.host_s  # the host's part holds the first stage, so every later one
         before = np.concatenate(([0.0], total[:-1]))
         free[:] = total + np.maximum(now, np.maximum.accumulate(free - before))
         self.rec.stage_busy_s += d

@@ -22,7 +22,10 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from partitioner.errors import UsageError
 
-__all__ = ["IterationShape", "IterationCost", "ServingConfig"]
+__all__ = ["IterationShape", "IterationCost", "ServingConfig", "MAX_ITERATION_OVERHEAD_S"]
+
+#: A host pause per iteration beyond any runtime's (a second), which keeps the clock finite.
+MAX_ITERATION_OVERHEAD_S = 1.0
 
 
 class IterationShape(NamedTuple):
@@ -80,6 +83,10 @@ class ServingConfig:
         block_size_tokens: Tokens per KV-cache block (vLLM's default 16); caches grow by
             whole blocks.
         seed: Overrides the workload's seed when set.
+        iteration_overhead_s: Host seconds each iteration spends before its first stage
+            can start (scheduling, building inputs, sampling), when the runtime does not
+            overlap them with the devices. 0 (the default) prices a runtime that does, as
+            vLLM's asynchronous scheduling aims to; a synchronous Python loop pays it all.
     """
 
     kv_capacity_tokens: int
@@ -88,6 +95,7 @@ class ServingConfig:
     chunked_prefill: bool = True
     block_size_tokens: int = 16
     seed: int | None = None
+    iteration_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         _positive_int(self.kv_capacity_tokens, "kv_capacity_tokens")
@@ -107,6 +115,14 @@ class ServingConfig:
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
         ):
             raise UsageError(f"serving: seed must be a non-negative integer, got {self.seed!r}")
+        overhead = self.iteration_overhead_s
+        if isinstance(overhead, bool) or not isinstance(overhead, (int, float)):
+            raise UsageError(f"serving: iteration_overhead_s must be a number, got {overhead!r}")
+        if not 0.0 <= overhead <= MAX_ITERATION_OVERHEAD_S:
+            raise UsageError(
+                f"serving: iteration_overhead_s must be from 0 to {MAX_ITERATION_OVERHEAD_S:g} s,"
+                f" got {overhead!r}"
+            )
 
     @property
     def kv_capacity_blocks(self) -> int:

@@ -127,6 +127,37 @@ def test_two_stages_interleave_two_requests():
     assert rec.stage_busy_s == [6.0, 6.0]
 
 
+def test_host_overhead_comes_before_every_iteration_and_is_not_device_time():
+    # the first test's request, each iteration 0.25 s of host work longer: tokens at
+    # 1.25, 2.05, 2.85, 3.65; the device computes 1.0 + 3 * 0.55 = 2.65 s of it
+    cost = LinearCost(base_s=0.5, per_row_s=0.05)
+    config = ServingConfig(kv_capacity_tokens=160, iteration_overhead_s=0.25)
+    report = simulate_requests(requests((0.0, 10, 4)), cost, config)
+    assert report.ttft_s.p50 == pytest.approx(1.25)
+    assert report.e2e_s.p50 == pytest.approx(3.65)
+    assert report.itl_s.p99 == pytest.approx(0.8)
+    assert report.stage_utilisation == (pytest.approx(2.65 / 3.65),)
+
+
+def test_host_overhead_holds_the_first_stage_of_a_pipeline():
+    # two 1 s stages, 0.5 s of host work before stage 0 of each iteration. A: stage 0 ends
+    # 1.5, stage 1 2.5; B starts when stage 0 frees: 3.0, 4.0; A's next waits for stage 0
+    # (3.0): 4.5, 5.5; B: 6.0, 7.0; A: 7.5, 8.5; B: 9.0, 10.0
+    config = ServingConfig(
+        kv_capacity_tokens=1024, max_num_batched_tokens=4, iteration_overhead_s=0.5
+    )
+    rec = Engine(requests((0.0, 4, 3), (0.0, 4, 3)), LinearCost(stages=2, base_s=1.0), config).run()
+    assert rec.first_token_s == [2.5, 4.0]
+    assert rec.finish_s == [8.5, 10.0]
+    assert rec.stage_busy_s == [6.0, 6.0]
+
+
+@pytest.mark.parametrize("overhead", [-1e-3, 2.0, float("nan"), True, "1ms"])
+def test_a_bad_host_overhead_is_refused(overhead):
+    with pytest.raises(UsageError, match="iteration_overhead_s"):
+        ServingConfig(kv_capacity_tokens=160, iteration_overhead_s=overhead)
+
+
 def test_a_slower_second_stage_holds_iterations_back():
     # stage 0 takes 1 s, stage 1 takes 2 s: an iteration waits for stage 1 to free
     config = ServingConfig(kv_capacity_tokens=1024, max_num_batched_tokens=4)
