@@ -53,6 +53,16 @@ def test_simulate_with_a_rate_reports_the_contract_keys(decode):
     assert other["serving"]["e2e_s"] != serving["e2e_s"]
 
 
+def test_iteration_overhead_lengthens_every_token_by_its_amount(decode):
+    _, plan = decode
+    flags = ("--rate", "inf", "--requests", "1", "--prompt-len", "8", "--output-len", "5")
+    plain = _serve(plan, *flags)["serving"]
+    slow = _serve(plan, *flags, "--iteration-overhead", "0.002")["serving"]
+    # one request alone: 1 prefill and 4 decode iterations, each 2 ms later
+    assert slow["ttft_s"]["p50"] == pytest.approx(plain["ttft_s"]["p50"] + 0.002)
+    assert slow["e2e_s"]["p50"] == pytest.approx(plain["e2e_s"]["p50"] + 5 * 0.002)
+
+
 def test_a_rate_sweep_finds_the_highest_rate_meeting_the_slo(decode):
     _, plan = decode
     doc = _serve(plan, "--workload", "mlperf-llama2-70b-server", "--requests", "40",
@@ -65,7 +75,8 @@ def test_a_rate_sweep_finds_the_highest_rate_meeting_the_slo(decode):
     ("flags", "message"),
     [(["--workload", "no-such-workload"], "no-such-workload"),
      (["--workload", "chat", "--rate", "3"], "give --workload or --rate, not both"),
-     (["--rate", "-1"], "--rate must be a positive number")],
+     (["--rate", "-1"], "--rate must be a positive number"),
+     (["--rate", "3", "--iteration-overhead", "-0.001"], "iteration_overhead_s must be from 0")],
 )  # fmt: skip
 def test_bad_serving_flags_are_one_line(decode, flags, message):
     _, plan = decode

@@ -1,0 +1,219 @@
+"""The real serving loop of bench/serving_fidelity.py, and the same loop on a virtual clock.
+
+The rules the loop keeps to (what the simulator prices) are in serving_fidelity.py's doc.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from partitioner.simulate.serving import IterationShape, Requests
+from partitioner.simulate.serving.recorder import Recorder
+
+__all__ = ["Iteration", "PricedEngine", "RealEngine", "session", "MAX_CONTEXT", "PROMPT_TOKENS",
+           "OUTPUT_TOKENS", "MAX_BATCH", "TOKEN_BUDGET", "SEED"]  # fmt: skip
+
+PROMPT_TOKENS, OUTPUT_TOKENS = 32, 32
+MAX_CONTEXT = PROMPT_TOKENS + OUTPUT_TOKENS - 1  # the last token's KV is never written
+MAX_BATCH, TOKEN_BUDGET, SEED = 16, 64, 7
+VOCAB, LAYERS, KV_HEADS, HEAD_DIM = 256, 2, 2, 16  # examples.llama "tiny"
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """One real iteration: what it computed and how long it took."""
+
+    shape: IterationShape  # as the simulator's engine counts it
+    past: int  # the graph's padded ``past`` dim
+    run_s: float  # inside session.run
+    total_s: float  # forming, gathering, running, writing back, bookkeeping
+
+
+def session(model: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()  # as a `partition run` rank's, one thread
+    options.log_severity_level, options.intra_op_num_threads = 3, 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+class RealEngine:
+    """Serves ``requests`` on the decode graph in wall-clock time (module doc's rules)."""
+
+    def __init__(self, sess, requests: Requests) -> None:
+        self.sess = sess
+        self.names = [o.name for o in sess.get_outputs()] if sess is not None else []
+        self.arrival_s = requests.arrival_s.tolist()
+        self.prompt, self.output = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
+        count = len(self.arrival_s)
+        prompt_ids = np.random.default_rng(SEED).integers(0, VOCAB, (count, PROMPT_TOKENS))
+        self.prompt_ids = prompt_ids.tolist()
+        self.ctx, self.generated = [0] * count, [0] * count
+        self.token, self.slot = [0] * count, [0] * count
+        self.last_token_s = [math.nan] * count
+        self.running: dict[int, None] = {}  # admission order
+        self.waiting: deque[int] = deque()
+        self.free_slots = list(range(MAX_BATCH - 1, -1, -1))
+        # per (layer, key|value), per slot: [kv heads, context, head dim]
+        self.cache = np.zeros((2 * LAYERS, MAX_BATCH, KV_HEADS, MAX_CONTEXT, HEAD_DIM), np.float32)
+        # the batch's padded pasts are gathered here: fresh arrays each iteration would
+        # page-fault their way in, which is no part of serving
+        self.pasts = np.zeros(self.cache[:, :1].size * TOKEN_BUDGET, np.float32)
+        self.rec = Recorder(count, 1)
+        self.trace: list[Iteration] = []
+        self.tokens: list[int] = []  # the last iteration's next token, per row
+        self.next_arrival, self.t0 = 0, 0.0
+
+    def clock(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def serve(self) -> Recorder:
+        self.warm_up()
+        count, finished = len(self.arrival_s), 0
+        gc.collect()
+        gc.disable()  # a collection pause is no part of what the simulator prices
+        self.t0 = time.perf_counter()
+        while finished < count:
+            start = self.clock()
+            self.arrive(start)
+            if not self.running and not self.waiting:
+                self.wait_until(self.arrival_s[self.next_arrival])
+                continue
+            schedule = self.form(start)
+            done_s, shape, past, run_s = self.step(schedule)
+            finished += self.complete(schedule, done_s)
+            self.trace.append(Iteration(shape, past, run_s, self.clock() - start))
+        gc.enable()
+        self.rec.stage_busy_s[0] = sum(it.run_s for it in self.trace)  # the graph's time
+        return self.rec
+
+    def warm_up(self) -> None:
+        """Run the largest shapes once, so onnxruntime's buffers exist before the clock."""
+        for rows, past in ((1, 1), (TOKEN_BUDGET, MAX_CONTEXT - 1), (MAX_BATCH, MAX_CONTEXT - 1)):
+            self.run_graph(np.zeros(rows, np.int64), np.zeros(rows, np.int64),
+                           np.zeros(rows, np.intp), past)  # fmt: skip
+
+    def wait_until(self, arrival_s: float) -> None:
+        """Sleep to just before ``arrival_s``, then spin (a sleep overshoots by ~0.1 ms)."""
+        while (left := arrival_s - self.clock()) > 0:
+            if left > 2e-3:
+                time.sleep(left - 1e-3)
+
+    def arrive(self, now: float) -> None:
+        arrival, i = self.arrival_s, self.next_arrival
+        while i < len(arrival) and arrival[i] <= now:
+            self.waiting.append(i)
+            i += 1
+        self.next_arrival = i
+
+    def form(self, now: float) -> list[tuple[int, int]]:
+        """(request, tokens) of the next iteration: running ones first, then admissions."""
+        budget, schedule = TOKEN_BUDGET, []
+        for r in self.running:
+            if budget <= 0:
+                break
+            take = min(1 if self.generated[r] else self.prompt[r] - self.ctx[r], budget)
+            schedule.append((r, take))
+            budget -= take
+        while self.waiting and len(self.running) < MAX_BATCH and budget > 0:
+            r = self.waiting.popleft()
+            take = min(self.prompt[r], budget)
+            self.running[r] = None
+            self.slot[r] = self.free_slots.pop()
+            self.rec.scheduled(r, now)
+            schedule.append((r, take))
+            budget -= take
+        return schedule
+
+    def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
+        """Run one iteration; when it ended, its shape, its padded past and its run seconds."""
+        ids, pos, slots = [], [], []  # per row
+        row_ctx = seq_ctx = max_ctx = 0
+        for r, take in schedule:
+            before = self.ctx[r]
+            if self.generated[r]:
+                ids.append(self.token[r])
+            else:
+                ids.extend(self.prompt_ids[r][before : before + take])
+            pos.extend(range(before, before + take))
+            slots.extend([self.slot[r]] * take)
+            row_ctx += take * before + take * (take + 1) // 2
+            seq_ctx += before + take
+            max_ctx = max(max_ctx, before + take)
+        shape = IterationShape(len(ids), len(schedule), row_ctx, seq_ctx, max_ctx)
+        self.tokens, run_s = self.run_graph(
+            np.array(ids, np.int64), np.array(pos, np.int64), np.array(slots, np.intp), max_ctx - 1
+        )
+        return self.clock(), shape, max_ctx - 1, run_s
+
+    def run_graph(self, ids, pos, slots, past: int) -> tuple[list[int], float]:
+        """One session.run on ``past``-long padded caches; the next token of every row."""
+        feeds = {"input_ids": ids[:, None], "position_ids": pos[:, None]}
+        shape = (2 * LAYERS, len(ids), KV_HEADS, past, HEAD_DIM)
+        pasts = self.pasts[: math.prod(shape)].reshape(shape)
+        np.take(self.cache[:, :, :, :past], slots, axis=1, out=pasts, mode="clip")  # unbuffered
+        for j in range(2 * LAYERS):
+            feeds[f"past.{j // 2}.{'value' if j % 2 else 'key'}"] = pasts[j]
+        start = time.perf_counter()
+        logits, *present = self.sess.run(self.names, feeds)
+        run_s = time.perf_counter() - start
+        for j, kv in enumerate(present):  # key, value per layer; a row's new token is last
+            self.cache[j, slots, :, pos, :] = kv[:, :, past]
+        return logits[:, 0, :].argmax(axis=-1).tolist(), run_s
+
+    def complete(self, schedule: list[tuple[int, int]], done_s: float) -> int:
+        """Emit the iteration's tokens at ``done_s``; how many requests finished."""
+        k = finished = 0
+        for r, take in schedule:
+            k += take
+            self.ctx[r] += take
+            if not self.generated[r] and self.ctx[r] < self.prompt[r]:
+                continue  # a partial chunk: no token yet
+            if self.generated[r]:
+                self.rec.repeated_gap(done_s - self.last_token_s[r], 1)
+            else:
+                self.rec.first_token_s[r] = done_s
+            self.token[r], self.last_token_s[r] = self.tokens[k - 1], done_s
+            self.generated[r] += 1
+            if self.generated[r] == self.output[r]:
+                self.rec.finish_s[r] = done_s
+                del self.running[r]
+                self.free_slots.append(self.slot[r])
+                finished += 1
+        self.rec.iterations += 1
+        self.rec.batched_sequences += len(schedule)
+        return finished
+
+
+class PricedEngine(RealEngine):
+    """The same loop on a virtual clock that each iteration advances by the plan's price
+    of it and the host overhead given to simulate, the graph not run: its report must be `partition simulate`'s, which shows
+    that the real loop schedules as the simulator's engine does."""
+
+    def __init__(self, requests: Requests, cost, host_s: float) -> None:
+        super().__init__(None, requests)
+        self.cost, self.host_s, self.now = cost, host_s, 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def wait_until(self, arrival_s: float) -> None:
+        self.now = max(self.now, arrival_s)
+
+    def warm_up(self) -> None: ...
+
+    def run_graph(self, ids, pos, slots, past: int) -> tuple[list[int], float]:
+        return [0] * len(ids), 0.0
+
+    def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
+        _, shape, past, run_s = super().step(schedule)
+        self.now += self.cost.stage_seconds(shape)[0] + self.host_s
+        return self.now, shape, past, run_s
