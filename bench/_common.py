@@ -36,6 +36,7 @@ __all__ = [
     "Timed",
     "best_of",
     "partition_json",
+    "calibrate",
     "median_s",
     "print_table",
     "machine",
@@ -140,6 +141,15 @@ def partition_json(*argv: str) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"partition {argv[0]} failed: {done.stderr.strip()[-500:]}")
     return json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+
+
+def calibrate(target: Path, ranks: int) -> str:
+    """``partition calibrate --ranks RANKS -o TARGET`` in a fresh process; what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "partitioner", "calibrate", "--ranks", str(ranks), "-o",
+         str(target)], cwd=ROOT, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return done.stdout
 
 
 def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:

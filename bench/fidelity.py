@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, console, machine, partition_json, print_table  # noqa: E402
+from bench._common import ROOT, calibrate, console, machine, partition_json, print_table  # noqa: E402
 from targets.loader import load_target  # noqa: E402
 
 
@@ -89,8 +89,7 @@ def _cpu_model(name: str, folder: Path) -> Path:
 
 def _calibrate(target: Path) -> float:
     """Calibrate this machine into ``target``; its float32 GEMM rate, for the drift check."""
-    subprocess.run([sys.executable, "-m", "partitioner", "calibrate", "--ranks", "2",
-                    "-o", str(target)], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    calibrate(target, ranks=2)
     return load_target(target).devices[0].peak_flops_per_s["float32"]
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import DIMS, ROOT, console, machine, model, print_table  # noqa: E402
+from bench._common import DIMS, calibrate, console, machine, model, print_table  # noqa: E402
 from partitioner.executor.verify import make_inputs  # noqa: E402
 from passes.analysis import node_costs  # noqa: E402
 from passes.load import load  # noqa: E402
@@ -65,8 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         target_path = args.target or Path(folder) / "cpu.yaml"
         if args.target is None:
-            subprocess.run([sys.executable, "-m", "partitioner", "calibrate", "--ranks", "1",
-                            "-o", str(target_path)], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+            calibrate(target_path, ranks=1)
         cost = CostModel(load_target(target_path))
         graph = load(path, DIMS[args.model])
         measured = _profile(path, make_inputs(graph, 0), Path(folder))

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, console, machine, model, partition_json, print_table  # noqa: E402
+from bench._common import calibrate, console, machine, model, partition_json, print_table  # noqa: E402
 
 SEQ = 64
 
@@ -73,11 +72,7 @@ def main() -> None:
     gpt2 = model("gpt2-small")
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / "cpu.yaml"
-        calibrated = subprocess.run(
-            [sys.executable, "-m", "partitioner", "calibrate", "--ranks", "2", "-o", str(target)],
-            capture_output=True, text=True, cwd=ROOT, check=True,
-        )  # fmt: skip
-        console.print(calibrated.stdout)
+        console.print(calibrate(target, ranks=2))
         plan = Path(folder) / "gpt2.cpu.plan.json"
         partition_json(str(gpt2), "--target", str(target), "--tp", "1", "--pp", "2",
                    "--dim", "batch=1", "--dim", f"seq={SEQ}", "-o", str(plan), "-q")  # fmt: skip

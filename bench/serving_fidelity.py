@@ -52,7 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import ROOT, console, machine, partition_json, print_table  # noqa: E402
+from bench._common import ROOT, calibrate, console, machine, partition_json, print_table  # noqa: E402
 from bench._serving_loop import (  # noqa: E402
     MAX_BATCH,
     MAX_CONTEXT,
@@ -104,10 +104,9 @@ def scheduler_check(cost, load: Load, predicted: dict, host_s: float) -> float:
     return math.inf if ours["iterations"] != predicted["iterations"] else worst
 
 
-def calibrate(target: Path) -> str:
+def calibrated(target: Path) -> str:
     """`partition calibrate --ranks 1` into ``target``; its per-op and per-step figures."""
-    subprocess.run([sys.executable, "-m", "partitioner", "calibrate", "--ranks", "1", "-o",
-                    str(target)], cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    calibrate(target, ranks=1)
     cpu = load_target(target).devices[0]
     return f"{cpu.launch_overhead_s * 1e9:.0f} ns an op, {cpu.step_overhead_s * 1e6:.1f} µs a step"
 
@@ -115,7 +114,7 @@ def calibrate(target: Path) -> str:
 def prepare(folder: Path) -> tuple[Path, Path]:
     """Calibrate this CPU, build the tiny Llama decode graph and plan it on one stage."""
     target, model, plan = folder / "cpu.yaml", folder / "tiny-decode.onnx", folder / "plan.json"
-    console.print(f"calibrated before: {calibrate(target)}")
+    console.print(f"calibrated before: {calibrated(target)}")
     subprocess.run([sys.executable, "-m", "examples.llama", "--config", "tiny", "--kind",
                     "decode", "--weights", "random", "--out", str(model)],
                    cwd=ROOT, check=True, capture_output=True)  # fmt: skip
@@ -218,7 +217,7 @@ def main() -> None:
                           f"`simulate` by {check:.1e}")  # fmt: skip
             latency += latency_rows(load, measured, predicted)
             iterations.append(iteration_rows(load, trace, cost))
-        after = calibrate(Path(folder) / "after.yaml")  # how much the machine drifted
+        after = calibrated(Path(folder) / "after.yaml")  # how much the machine drifted
     console.print(f"calibrated after: {after}; load average {os.getloadavg()[0]:.2f}")
     flags = (f"--prompt-len {PROMPT_TOKENS} --output-len {OUTPUT_TOKENS} --seed {SEED} "
              f"--max-batch {MAX_BATCH} --token-budget {TOKEN_BUDGET} "

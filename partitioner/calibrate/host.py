@@ -17,6 +17,7 @@ intra-op thread count a rank uses (one by default):
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -97,8 +98,6 @@ def session(graph: onnx.GraphProto, threads: int) -> Any:
 
 def cache_bytes() -> int:
     """This CPU's last-level cache, or `DEFAULT_CACHE_BYTES` where the OS does not say."""
-    import os
-
     try:
         size = os.sysconf("SC_LEVEL3_CACHE_SIZE") or os.sysconf("SC_LEVEL2_CACHE_SIZE")
     except (ValueError, OSError):  # not a name this OS knows
