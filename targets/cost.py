@@ -361,6 +361,11 @@ class WaferCostModel(CostModel):
         wafer = self.target.wafer
         return nbytes / (wafer.link_bytes_per_cycle * wafer.clock_hz)
 
+    def hop_latency_s(self, hops: int) -> float:
+        """Seconds a message takes to cross ``hops`` fabric hops: ``hops · hop_latency / clock``."""
+        wafer = self.target.wafer
+        return hops * wafer.hop_latency_cycles / wafer.clock_hz
+
     def fabric_transfer_s(self, nbytes: float, hops: int, boundary_links: int) -> float:
         """Seconds to move ``nbytes`` between regions ``hops`` apart over ``boundary_links`` links.
 
@@ -376,9 +381,7 @@ class WaferCostModel(CostModel):
             raise ValueError(
                 f"need hops >= 0 and boundary_links >= 1, got {hops}, {boundary_links}"
             )
-        wafer = self.target.wafer
-        latency_s = hops * wafer.hop_latency_cycles / wafer.clock_hz
-        return latency_s + self.link_time_s(nbytes) / boundary_links
+        return self.hop_latency_s(hops) + self.link_time_s(nbytes) / boundary_links
 
     def inter_wafer_transfer_s(self, nbytes: float) -> float:
         """Seconds to move ``nbytes`` between two wafers (systems)."""

@@ -195,8 +195,7 @@ class WaferIterationCost:
     def _latency_s(self, t: Transfer) -> float:
         """The part of a transfer's seconds that does not grow with its bytes."""
         if t.hops is not None:
-            wafer = self.cost.target.wafer
-            return t.hops * wafer.hop_latency_cycles / wafer.clock_hz
+            return self.cost.hop_latency_s(t.hops)
         return self.cost.inter_wafer_transfer_s(0.0)
 
     @property

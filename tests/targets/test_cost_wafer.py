@@ -66,6 +66,7 @@ def test_fabric_link_and_transfer_times(tiny2: WaferTarget) -> None:
     # 3 hops × 1 cycle / 1e9 + 4000 B / (4 links × 4e9 B/s) = 3e-9 + 2.5e-7
     assert cost.fabric_transfer_s(4000, hops=3, boundary_links=4) == pytest.approx(2.53e-7)
     assert cost.fabric_transfer_s(0, hops=3, boundary_links=4) == 0.0
+    assert cost.hop_latency_s(3) == pytest.approx(3e-9)  # the latency part alone
     with pytest.raises(ValueError):
         cost.fabric_transfer_s(4000, hops=3, boundary_links=0)
 
