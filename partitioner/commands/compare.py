@@ -1,9 +1,11 @@
 """Plan one model on several targets and serve the same workload on each, side by side.
 
-Each target is planned as `partition MODEL --target T` plans it by default
-(every device, tensor- and pipeline-parallel degrees searched on GPUs; the fewest
-wafers that fit on wafer targets), then its plan serves the workload
-(`partition simulate PLAN --workload W`). When the workload has an SLO, each
+On a GPU target, every replica count that divides its GPUs is tried: one
+replica is planned on its share (tp x pp searched, as `partition --dp N` does),
+it serves the workload (`partition simulate PLAN --workload W`), and the shape
+serving most is kept: the highest rate meeting the SLO, or without one the lowest
+mean latency (`--parallelism plan` keeps the planner's own batch-1 choice
+instead). A wafer target uses the fewest wafers that fit. When the workload has an SLO, each
 target's highest arrival rate meeting it is found too. A target the model does
 not fit on is a row that says why. The model must be a decode-step graph with
 its batch and past dims given (--dim batch=1 --dim past=4095), so that each plan
@@ -26,9 +28,11 @@ from typing import Any
 from rich.table import Table
 
 from partitioner.commands._common import add_model_arguments, console, err_console, load_graph
+from partitioner.commands.compare_shapes import best_shape
 from partitioner.commands.serving import add_serving_arguments, serve, workload_of
 from partitioner.errors import InfeasibleError, UsageError
 from partitioner.outputs import Outputs
+from partitioner.plan import Plan
 from partitioner.planning import GpuOptions, WaferOptions, plan_model
 from partitioner.units import human_seconds
 from passes.ir import Graph
@@ -45,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="presets or target files, comma-separated")  # fmt: skip
     parser.add_argument("--time-limit", type=float, default=20.0, metavar="SEC",
                         help="solver budget per target (default 20 s)")  # fmt: skip
+    parser.add_argument("--parallelism", choices=("serve", "plan"), default="serve",
+                        help="GPU targets. serve (default): try every replica count, each "
+                        "replica's tp x pp planned, and keep the one serving the workload best; "
+                        "plan: the planner's choice for one stream's latency (one plan, faster)")  # fmt: skip
     parser.add_argument("--png", type=Path, metavar="FILE",
                         help="latency against throughput for every target (needs an SLO)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -66,21 +74,43 @@ def _options(target: Target, args: argparse.Namespace) -> GpuOptions | WaferOpti
     return GpuOptions(time_limit_s=args.time_limit, seed=0)
 
 
+def _served(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
+    # sweep the rate when the workload names an SLO (probing needs one)
+    sweep = args.rate_sweep or workload_of(args).slo is not None
+    return serve(plan, argparse.Namespace(**{**vars(args), "rate_sweep": sweep}))
+
+
+def _plan_and_serve(
+    name: str, graph: Graph, target: Target, args: argparse.Namespace
+) -> tuple[Plan, dict[str, Any], list[dict[str, Any]] | None]:
+    """The plan kept for ``target``, its serving document and (searched) every shape tried."""
+    options = _options(target, args)
+    if isinstance(options, WaferOptions) or args.parallelism == "plan":
+        err_console.print(f"planning on {name} ...", markup=False)
+        plan = plan_model(graph, target, options).plan
+        err_console.print(f"serving on {name} ...", markup=False)
+        return plan, _served(plan, args), None
+    return best_shape(
+        options, target.num_devices,
+        plan_with=lambda o: plan_model(graph, target, o).plan,
+        serve=lambda plan: _served(plan, args),
+        say=lambda line: err_console.print(f"{name}: {line}", markup=False),
+    )  # fmt: skip
+
+
 def _row(name: str, graph: Graph, target: Target, args: argparse.Namespace) -> dict[str, Any]:
     """One target's row: plan, serve, and the figures the table shows."""
-    err_console.print(f"planning on {name} ...", markup=False)
     try:
-        plan = plan_model(graph, target, _options(target, args)).plan
+        plan, served, tried = _plan_and_serve(name, graph, target, args)
     except InfeasibleError as err:
         return {"target": name, "fits": False, "reason": f"does not fit on {name}: {err}"}
     row: dict[str, Any] = {"target": name, "fits": True}
     row["devices"] = len({d for p in plan.partitions for d in p.devices}) * plan.parallelism.dp
     row["parallelism"] = {k: getattr(plan.parallelism, k) for k in ("tp", "pp", "dp")}
     row["bottleneck"] = plan.estimate.bottleneck.kind
-    err_console.print(f"serving on {name} ...", markup=False)
-    # sweep the rate when the workload names an SLO (probing needs one)
-    sweep = args.rate_sweep or workload_of(args).slo is not None
-    row.update(serve(plan, argparse.Namespace(**{**vars(args), "rate_sweep": sweep})))
+    row.update(served)
+    if tried is not None:
+        row["shapes_tried"] = tried
     return row
 
 
@@ -147,3 +177,17 @@ def _print(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if not row["fits"]:
             console.print(f"{row['target']}: {row['reason']}", markup=False)
+        elif row.get("shapes_tried"):
+            tried = "; ".join(_shape_said(t) for t in row["shapes_tried"])
+            console.print(f"{row['target']} shapes tried: {tried}", markup=False)
+
+
+def _shape_said(tried: dict[str, Any]) -> str:
+    """One shape `compare` tried, as the line under the table says it."""
+    if not tried["fits"]:
+        return f"dp{tried['dp']} does not fit"
+    shape = f"tp{tried['tp']} pp{tried['pp']} dp{tried['dp']}"
+    rate, tokens = tried["max_rate_per_s"], tried["throughput_tokens_per_s"]
+    if rate is not None:
+        return f"{shape} {rate:.3g}/s at the SLO"
+    return shape if tokens is None else f"{shape} {tokens:,.0f} tokens/s"

@@ -143,6 +143,13 @@ def _add_gpu_arguments(group: argparse._ArgumentGroup) -> None:
         help="pipeline stages, or auto (default: search); tp x pp is the devices used",
     )
     group.add_argument(
+        "--dp",
+        default=None,
+        metavar="N",
+        help="replicas of the tp x pp pipeline, each on its own devices, serving 1/N of the "
+        "requests (default: 1, or searched with --objective throughput)",
+    )
+    group.add_argument(
         "--microbatches",
         type=int,
         default=None,
@@ -267,6 +274,7 @@ _GPU_ONLY = {
     "--blocks": "blocks",
     "--tp": "tp",
     "--pp": "pp",
+    "--dp": "dp",
 }
 _WAFER_ONLY = {"--regions": "regions", "--tile": "tile"}
 """Flags of one target kind, by argparse destination; given for the other kind, they are refused."""
@@ -303,6 +311,7 @@ def plan_options(args: argparse.Namespace, target: Target) -> GpuOptions | Wafer
         target_blocks=args.blocks,
         tp=_degree_option("--tp", args.tp),
         pp=_degree_option("--pp", args.pp),
+        dp=_degree_option("--dp", args.dp),
     )
 
 

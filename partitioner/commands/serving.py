@@ -242,7 +242,8 @@ def _summary(f: dict[str, Any]) -> str:
         f"{f['throughput_tokens_per_s']:,.0f} output tokens/s",
         f"{f['requests_per_s']:.3g} requests/s",
         f"{f['completed']}/{f['requests']} completed"
-        + (f", {f['rejected']} rejected" if f["rejected"] else ""),
+        + (f", {f['rejected']} rejected" if f["rejected"] else "")
+        + (f" per replica ({f['replicas']} replicas)" if f["replicas"] > 1 else ""),
         f"{f['preemptions']} preemptions",
         f"KV cache {f['kv_cache_utilisation']['mean']:.0%} used on average "
         f"({f['kv_capacity_tokens']:,} tokens)",

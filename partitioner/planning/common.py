@@ -140,16 +140,18 @@ def check_total_fits(
 def device_count(options: PlanOptions, target: GpuTarget | WaferTarget) -> int | None:
     """The number of devices to use: all, a given count (checked), or None for 'auto'.
 
-    With both --tp and --pp pinned and no --devices, their product: the help says
-    "tp x pp is the devices used"."""
+    With --tp and --pp pinned and no --devices, their product (times --dp): the
+    help says "tp x pp is the devices used"."""
     tp, pp = getattr(options, "tp", None), getattr(options, "pp", None)
+    dp = getattr(options, "dp", None) or 1
     if options.devices is None and tp is not None and pp is not None:
-        if tp * pp > target.num_devices:
+        if tp * pp * dp > target.num_devices:
+            said = f"--tp {tp} x --pp {pp}" + (f" x --dp {dp}" if dp > 1 else "")
             raise UsageError(
-                f"--tp {tp} x --pp {pp} needs {tp * pp} devices; target {target.name} has "
+                f"{said} needs {tp * pp * dp} devices; target {target.name} has "
                 f"{target.num_devices}"
             )
-        return tp * pp
+        return tp * pp * dp
     if options.devices in (None, "all"):
         return target.num_devices
     if options.devices == "auto":

@@ -92,6 +92,8 @@ class GpuOptions(_CommonOptions):
         target_blocks: coarsen to about this many blocks (None: by device count).
         tp: tensor-parallel degree, devices per stage (None: search).
         pp: pipeline stages (None: search); tp × pp is the devices used.
+        dp: replicas of the tp × pp pipeline, each on its own devices (None: one,
+            or searched for the throughput objective); tp × pp × dp is the devices used.
     """
 
     microbatches_in_flight: int = 1
@@ -99,6 +101,7 @@ class GpuOptions(_CommonOptions):
     target_blocks: int | None = None
     tp: int | None = None
     pp: int | None = None
+    dp: int | None = None
 
     kind: ClassVar[str] = "gpu"
     solvers: ClassVar[tuple[str, ...]] = GPU_SOLVERS
@@ -109,6 +112,12 @@ class GpuOptions(_CommonOptions):
         _check_whole("--blocks", self.target_blocks)
         _check_whole("--tp", self.tp)
         _check_whole("--pp", self.pp)
+        _check_whole("--dp", self.dp)
+        if self.dp is not None and self.devices == "auto":
+            raise UsageError(
+                "--dp with --devices auto: give the devices to use (a count, or all), "
+                "which the replicas share"
+            )
         if self.microbatches_in_flight > MAX_MICROBATCHES:
             raise UsageError(
                 f"--microbatches {str(self.microbatches_in_flight)[:24]}: at most "

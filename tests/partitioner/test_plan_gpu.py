@@ -227,6 +227,10 @@ def test_time_limit_too_short_says_so(dag, monkeypatch):
         (["--target", "wse2", "--tile", "-2"], "--tile -2"),
         (["--time-limit", "0"], "--time-limit 0"),
         (["--seed", "-1"], "--seed -1"),
+        (["--dp", "0"], "--dp 0"),
+        (["--dp", "3"], "--dp 3 does not divide the 4 devices used"),
+        (["--dp", "2", "--devices", "auto"], "--dp with --devices auto"),
+        (["--tp", "2", "--pp", "1", "--dp", "4"], "--tp 2 x --pp 1 x --dp 4 needs 8 devices"),
         (["-o", "/nonexistent/dir/plan.json"], "folder /nonexistent/dir does not exist"),
     ],
 )
@@ -244,6 +248,7 @@ def test_impossible_options_are_refused_before_any_work(dag, extra, needle):
         ("wse2", ["--microbatches", "4"], "--microbatches applies to GPU targets only"),
         ("wse2", ["--overlap"], "--overlap applies to GPU targets only"),
         ("wse2", ["--blocks", "64"], "--blocks applies to GPU targets only"),
+        ("wse2", ["--dp", "2"], "--dp applies to GPU targets only"),
         ("h100x4", ["--regions", "12"], "--regions applies to wafer targets only"),
         ("h100x4", ["--tile", "8"], "--tile applies to wafer targets only"),
         ("h100x4", ["--solver", "snake"], "--solver snake: on gpu targets choose one of"),
@@ -295,3 +300,16 @@ def test_a_step_overhead_adds_once_to_every_stage(dag):
     assert b.solver.bound_s <= b.solver.objective_s + 1e-15
     assert "step_overhead_s" not in plain.devices[0].to_dict()
     assert slow.devices[0].to_dict()["step_overhead_s"] == 1e-3
+
+
+def test_pinned_replicas_share_the_devices(dag):
+    """--dp 2 on four devices: every candidate is a two-device replica, the plan's partitions
+    use two devices, and the system serves twice one replica's throughput at its latency."""
+    target = toy_target([50_000] * 4)
+    one = plan_pipeline(dag, target, GpuOptions(devices=2, dp=1, time_limit_s=5)).plan
+    two = plan_pipeline(dag, target, GpuOptions(dp=2, time_limit_s=5)).plan
+    assert two.parallelism.dp == 2 and {c.dp for c in two.solver.candidates} == {2}
+    assert {(c.tp, c.pp) for c in two.solver.candidates} == {(1, 2), (2, 1)}
+    assert len({d for p in two.partitions for d in p.devices}) == 2
+    assert two.estimate.latency_s == pytest.approx(one.estimate.latency_s)
+    assert two.estimate.throughput_per_s == pytest.approx(2 * one.estimate.throughput_per_s)

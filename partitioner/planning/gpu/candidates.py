@@ -60,8 +60,14 @@ def parallel_shapes(
 
     Replicas (dp > 1) only raise throughput, so they are tried for the
     throughput objective and only when ``--pp`` is not pinned; each replica is
-    a tp × pp pipeline on its own devices.
+    a tp × pp pipeline on its own devices. ``--dp`` pins the replicas: the
+    degrees are then searched on each replica's share of the devices.
     """
+    if options.dp is not None:
+        if devices % options.dp:
+            raise UsageError(f"--dp {options.dp} does not divide the {devices} devices used")
+        share = devices // options.dp
+        return [(tp, pp, options.dp) for tp, pp in tp_candidates(cost_model, options, share)]
     shapes = []
     for tp, pp in tp_candidates(cost_model, options, devices):
         replicated = options.objective == "throughput" and options.pp is None

@@ -103,5 +103,41 @@ def test_compare_rows_say_which_targets_fit(decode, tmp_path):
                      "--prompt-len", "32", "--output-len", "8", "--json", "--time-limit", "2")  # fmt: skip
     assert result.code == 0, result.err
     rows = {r["target"]: r for r in json.loads(result.out)["rows"]}
-    assert rows["h100x2"]["fits"] and rows["h100x2"]["serving"]["completed"] == 20
+    served = rows["h100x2"]["serving"]
+    # one replica is simulated, with its share of the requests (counts are per replica)
+    assert rows["h100x2"]["fits"] and served["completed"] == 20 // served["replicas"]
     assert not rows[str(small)]["fits"] and "does not fit" in rows[str(small)]["reason"]
+
+
+def test_compare_keeps_the_replica_count_that_serves_best(decode):
+    """On four GPUs, compare plans 1, 2 and 4 replicas and keeps the best-scoring one; with
+    --parallelism plan it keeps the planner's one replica."""
+    model, _ = decode
+    flags = ("--dim", "batch=1", "--dim", "past=4095", "--rate", "10", "--requests", "20",
+             "--prompt-len", "32", "--output-len", "8", "--json", "--time-limit", "2")  # fmt: skip
+    result = run_cli("compare", str(model), "--targets", "h100x4", *flags)
+    assert result.code == 0, result.err
+    row = json.loads(result.out)["rows"][0]
+    tried = row["shapes_tried"]
+    assert [t["dp"] for t in tried] == [1, 2, 4] and all(t["fits"] for t in tried)
+    assert all(t["tp"] * t["pp"] * t["dp"] == 4 for t in tried)
+    assert row["devices"] == 4 and row["serving"]["replicas"] == row["parallelism"]["dp"]
+    best = min(tried, key=lambda t: t["e2e_mean_s"])  # no SLO: the lowest mean latency
+    assert row["parallelism"]["dp"] == best["dp"]
+    assert row["serving"]["e2e_s"]["mean"] == best["e2e_mean_s"]
+    single = run_cli("compare", str(model), "--targets", "h100x4", "--parallelism", "plan", *flags)
+    assert single.code == 0, single.err
+    row = json.loads(single.out)["rows"][0]
+    assert row["parallelism"]["dp"] == 1 and "shapes_tried" not in row
+
+
+def test_shape_score_ranks_rate_at_the_slo_then_tokens():
+    from partitioner.commands.compare_shapes import replica_counts, shape_score
+
+    assert replica_counts(8) == [1, 2, 4, 8] and replica_counts(6) == [1, 2, 3, 6]
+    swept = [{"max_rate_per_s": r, "serving": {"throughput_tokens_per_s": t}}
+             for r, t in ((None, 0.0), (2.0, 90.0), (3.0, 10.0), (3.0, 20.0))]  # fmt: skip
+    assert sorted(swept, key=shape_score) == swept
+    fixed = [{"serving": {"throughput_tokens_per_s": 5.0, "e2e_s": {"mean": m}}}
+             for m in (9.0, 2.0, 1.0)]  # fmt: skip
+    assert sorted(fixed, key=shape_score) == fixed
