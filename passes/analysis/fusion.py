@@ -7,7 +7,10 @@ Serving runtimes (vLLM, TensorRT-LLM) do not run an ONNX graph op by op:
   probabilities or KV heads repeated for grouped-query attention. Each
   `attention_patterns` match becomes one kernel whose bytes are its Q, K and V
   sources and its output; the ops that only repeat or reshape K and V for it
-  are absorbed.
+  are absorbed. A decode step's cache append (a ``Concat`` of the cache input,
+  ``past``, with the new rows into ``present``) is paged attention's in-place
+  write: the kernel reads the cache where it lies and writes only the new rows,
+  where an eager runtime copies the whole cache into ``present`` first.
 - **Elementwise chains** (norms, rotary embeddings, activations, residual
   adds, casts) between two contractions run as one memory pass: a group's
   bytes are what enters it from outside and what leaves it, not every
@@ -67,8 +70,25 @@ def _kv_source(graph: Graph, name: str, absorbed: set[int]) -> str:
         name = node.present_inputs[0]
 
 
+def _cache_append(graph: Graph, name: str) -> tuple[int, list[str], list[str]] | None:
+    """(Concat, cache inputs, new rows) when ``name`` is a decode step's KV-cache append:
+    a Concat whose output is a graph output (``present``) and whose first input is a
+    graph input (``past``: exporters append the new rows after it)."""
+    t = graph.tensors.get(name)
+    if t is None or t.producer is None or not t.is_graph_output:
+        return None
+    node = graph.nodes[t.producer]
+    if node.op_type != "Concat" or node.folded or node.domain not in ("", "ai.onnx"):
+        return None
+    first, *new = node.present_inputs
+    if graph.tensors[first].kind != "input" or not new:
+        return None
+    return node.index, [first], new
+
+
 def _attention_groups(graph: Graph, costs: CostReport) -> list[tuple[list[int], int]]:
-    """(members, bytes) per attention: Q, K, V sources read once, the output written once."""
+    """(members, bytes) per attention: Q, K, V sources read once, the output written once;
+    a cache appended to in place is read where it lies, and only its new rows written."""
     groups = []
     for pattern in attention_patterns(graph, costs):
         members = set(pattern.nodes)
@@ -81,11 +101,19 @@ def _attention_groups(graph: Graph, costs: CostReport) -> list[tuple[list[int], 
             and graph.tensors[name].producer not in members
             and not graph.tensors[name].is_param
         }
-        sources = {_kv_source(graph, name, absorbed) for name in entering}
+        moved = 0
+        for source in {_kv_source(graph, name, absorbed) for name in entering}:
+            append = _cache_append(graph, source)
+            if append is None:
+                moved += _activation_bytes(graph, source)
+                continue
+            concat, cache, new = append
+            absorbed.add(concat)
+            # the cache read once, the new rows read and written into it
+            moved += sum(_activation_bytes(graph, n) for n in cache)
+            moved += 2 * sum(_activation_bytes(graph, n) for n in new)
         last = graph.nodes[max(pattern.nodes)]
-        moved = sum(_activation_bytes(graph, n) for n in sources) + sum(
-            _activation_bytes(graph, o) for o in last.present_outputs
-        )
+        moved += sum(_activation_bytes(graph, o) for o in last.present_outputs)
         groups.append((sorted(members | absorbed), moved))
     return groups
 

@@ -59,3 +59,34 @@ def test_attention_reads_q_k_v_once_and_never_writes_scores(tmp_path):
     assert rest == []  # the mask's Not stays a kernel of its own
     eager = sum(costs.nodes[i].bytes_moved for i in members)
     assert eager > 2 * moved  # scores and probabilities were written and read again
+
+
+def _decode_attention(tmp_path):
+    """present_k = Concat(past_k [1,2,3,4], k [1,2,1,4]) (likewise v), both graph outputs;
+    o = Softmax(q [1,2,1,4] · present_kᵀ) · present_v: one head group's decode step."""
+    nodes = [
+        helper.make_node("Concat", ["past_k", "k"], ["present_k"], axis=2),
+        helper.make_node("Concat", ["past_v", "v"], ["present_v"], axis=2),
+        helper.make_node("Transpose", ["present_k"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "present_v"], ["o"]),
+    ]
+    inputs = [vi("past_k", [1, 2, 3, 4]), vi("past_v", [1, 2, 3, 4])]
+    inputs += [vi(n, [1, 2, 1, 4]) for n in ("q", "k", "v")]
+    outputs = [vi("o", [1, 2, 1, 4]), vi("present_k", [1, 2, 4, 4]), vi("present_v", [1, 2, 4, 4])]
+    return load(save(make_model(nodes, inputs, outputs, []), tmp_path / "decode.onnx"))
+
+
+def test_a_cache_append_is_written_in_place_and_read_once(tmp_path):
+    """Paged attention reads the cache where it lies and writes only the new rows; an
+    eager runtime copies past and the new rows into present, then reads present."""
+    g = _decode_attention(tmp_path)
+    costs = node_costs(g)
+    (members, moved), *rest = fusion_groups(g, costs)
+    assert members == [0, 1, 2, 3, 4, 5] and rest == []
+    # float32: past 96 B each, new rows 32 B each (read, then written into the cache),
+    # q 32 B, o 32 B: 32 + 2 * (96 + 2 * 32) + 32
+    assert moved == 384
+    # eagerly each Concat alone moved past + rows + present = 96 + 32 + 128
+    assert costs.nodes[0].bytes_moved == costs.nodes[1].bytes_moved == 256
