@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from examples._llama_quant import fp8_matmul
+from examples._llama_rope import rope_inv_freq, rope_tables
+
 if TYPE_CHECKING:
     from examples.llama import LlamaConfig
 
@@ -55,45 +58,21 @@ DTYPES: dict[str, _DType] = {
 }
 
 
-def rope_inv_freq(config: LlamaConfig) -> np.ndarray:
-    """RoPE inverse frequencies ``theta ** (-2i / head_dim)``, with Llama 3.1's scaling.
-
-    Args:
-        config: The model config; ``rope_scaling`` (factor, low/high frequency factors,
-            original context) applies the "llama3" smoothing when set.
-
-    Returns:
-        float32 array of ``head_dim // 2`` frequencies.
-    """
-    head_dim = config.head_dim
-    inv_freq = 1.0 / config.rope_theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    scaling = config.rope_scaling
-    if scaling is not None:
-        low_wavelen = scaling.original_max_position / scaling.low_freq_factor
-        high_wavelen = scaling.original_max_position / scaling.high_freq_factor
-        wavelen = 2 * math.pi / inv_freq
-        scaled = np.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
-        smooth = (scaling.original_max_position / wavelen - scaling.low_freq_factor) / (
-            scaling.high_freq_factor - scaling.low_freq_factor
-        )
-        smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
-        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
-        inv_freq = np.where(medium, smoothed, scaled)
-    return inv_freq.astype(np.float32)
-
-
 class _Builder:
     """Accumulates nodes, shared constants and weight initializers."""
 
     def __init__(
-        self, dtype: str, weights: WeightMode, data_location: str, seed: int, opset: int
-    ) -> None:
+        self, dtype: str, weights: WeightMode, data_location: str, seed: int, opset: int,
+        quant: str = "none",
+    ) -> None:  # fmt: skip
         self.dtype = DTYPES[dtype]
         self.numpy_type = self.dtype.numpy_type
         self.weights = weights
         self.data_location = data_location
         self.rng = np.random.default_rng(seed)
         self.opset = opset
+        self.quant = quant
+        self.quantized: dict[str, str] = {}  # tensor -> its FP8 round trip (`_llama_quant`)
         self.nodes: list = []
         self.constant_nodes: list = []
         self.initializers: list[TensorProto] = []
@@ -145,17 +124,8 @@ class _Builder:
         tensor.name = name
         tensor.dims.extend(shape)
         tensor.data_type = self.dtype.onnx_type
-        length_bytes = math.prod(shape) * self.dtype.itemsize_bytes
         if self.weights == "none":
-            tensor.data_location = TensorProto.EXTERNAL
-            for key, value in (
-                ("location", self.data_location),
-                ("offset", str(self._offset_bytes)),
-                ("length", str(length_bytes)),
-            ):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
-            self._offset_bytes += length_bytes
+            self.external(tensor, math.prod(shape) * self.dtype.itemsize_bytes)
         else:
             if fan_in is None and len(shape) == 1:
                 values = 1.0 + 0.1 * self.rng.standard_normal(shape)
@@ -164,6 +134,24 @@ class _Builder:
             tensor.raw_data = values.astype(np.float32).astype(self.numpy_type).tobytes()
         self.initializers.append(tensor)
         return name
+
+    def external(self, tensor: TensorProto, length_bytes: int) -> None:
+        """Point ``tensor`` at the next ``length_bytes`` of the (never written) data file."""
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (
+            ("location", self.data_location),
+            ("offset", str(self._offset_bytes)),
+            ("length", str(length_bytes)),
+        ):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        self._offset_bytes += length_bytes
+
+    def linear(self, x: str, weight: str, shape: tuple[int, int], name: str) -> str:
+        """``x @ weight`` for a projection (fan-in ``shape[0]``); FP8 with ``--quant fp8``."""
+        if self.quant == "fp8":
+            return fp8_matmul(self, x, weight, shape, shape[0], name)
+        return self.node("MatMul", [x, self.weight(weight, shape, fan_in=shape[0])], name)
 
     def cast(self, value: str, to: int, name: str) -> str:
         return self.node("Cast", [value], name, to=to)
@@ -227,8 +215,7 @@ def _project_heads(
         ("k", config.num_kv_heads),
         ("v", config.num_kv_heads),
     ):
-        weight = b.weight(f"{p}.{proj}_proj.weight", (hidden, count * head_dim), fan_in=hidden)
-        y = b.node("MatMul", [x, weight], f"{p}.{proj}_proj")
+        y = b.linear(x, f"{p}.{proj}_proj.weight", (hidden, count * head_dim), f"{p}.{proj}_proj")
         y = b.node(
             "Reshape",
             [y, b.ints([0, 0, count, head_dim], f"{proj}_heads_shape")],
@@ -298,41 +285,19 @@ def _attention(
     hidden = config.hidden_size
     merged = b.ints([0, 0, hidden], "hidden_shape")
     context = b.node("Reshape", [context, merged], f"{p}.merge_heads")
-    o_weight = b.weight(f"{p}.o_proj.weight", (hidden, hidden), fan_in=hidden)
-    return b.node("MatMul", [context, o_weight], f"{p}.o_proj")
+    return b.linear(context, f"{p}.o_proj.weight", (hidden, hidden), f"{p}.o_proj")
 
 
 def _mlp(b: _Builder, x: str, layer: int, config: LlamaConfig) -> str:
     p = f"model.layers.{layer}.mlp"
     hidden, inner = config.hidden_size, config.intermediate_size
-    gate_w = b.weight(f"{p}.gate_proj.weight", (hidden, inner), fan_in=hidden)
-    up_w = b.weight(f"{p}.up_proj.weight", (hidden, inner), fan_in=hidden)
-    down_w = b.weight(f"{p}.down_proj.weight", (inner, hidden), fan_in=inner)
-    gate = b.node("MatMul", [x, gate_w], f"{p}.gate_proj")
-    up = b.node("MatMul", [x, up_w], f"{p}.up_proj")
+    gate = b.linear(x, f"{p}.gate_proj.weight", (hidden, inner), f"{p}.gate_proj")
+    up = b.linear(x, f"{p}.up_proj.weight", (hidden, inner), f"{p}.up_proj")
     # SiLU(g) = g * sigmoid(g), spelled out in standard ops.
     sigmoid = b.node("Sigmoid", [gate], f"{p}.sigmoid")
     silu = b.node("Mul", [gate, sigmoid], f"{p}.silu")
     gated = b.node("Mul", [silu, up], f"{p}.gate_mul_up")
-    return b.node("MatMul", [gated, down_w], f"{p}.down_proj")
-
-
-def _rope_tables(b: _Builder, config: LlamaConfig) -> tuple[str, str]:
-    """cos/sin [batch, 1, seq, head_dim] from ``position_ids``, shared by every layer."""
-    positions = b.cast("position_ids", TensorProto.FLOAT, "rope.positions_float")
-    positions = b.node("Unsqueeze", [positions, b.ints([-1], "axes_last")], "rope.positions_column")
-    inv_freq = b.const(rope_inv_freq(config), "inv_freq")
-    freqs = b.node("Mul", [positions, inv_freq], "rope.freqs")
-    angles = b.node("Concat", [freqs, freqs], "rope.angles", axis=-1)
-    tables = []
-    for fn in ("Cos", "Sin"):
-        table = b.node(fn, [angles], f"rope.{fn.lower()}")
-        if b.dtype.onnx_type != TensorProto.FLOAT:
-            table = b.cast(table, b.dtype.onnx_type, f"rope.{fn.lower()}_cast")
-        tables.append(
-            b.node("Unsqueeze", [table, b.ints([1], "axis_1")], f"rope.{fn.lower()}_heads")
-        )
-    return tables[0], tables[1]
+    return b.linear(gated, f"{p}.down_proj.weight", (inner, hidden), f"{p}.down_proj")
 
 
 def _causal_mask(b: _Builder) -> str:
@@ -359,6 +324,7 @@ def build_graph(
     data_location: str,
     seed: int,
     opset: int,
+    quant: str = "none",
 ) -> tuple[list, list, list[TensorProto]]:
     """Nodes, graph inputs/outputs and initializers of a Llama prefill or decode graph.
 
@@ -370,15 +336,16 @@ def build_graph(
         data_location: External data file name recorded in weightless initializers.
         seed: Seed of random weights.
         opset: ONNX opset; 23 and above use the fused ``RMSNormalization``.
+        quant: ``"none"``, or ``"fp8"`` for FP8 projections (`examples._llama_quant`).
 
     Returns:
         ``(nodes, (inputs, outputs), initializers)`` ready for ``helper.make_graph``.
     """
-    b = _Builder(dtype, weights, data_location, seed, opset)
+    b = _Builder(dtype, weights, data_location, seed, opset, quant)
     hidden, vocab = config.hidden_size, config.vocab_size
     embed = b.weight("model.embed_tokens.weight", (vocab, hidden))
     x = b.node("Gather", [embed, "input_ids"], "model.embed_tokens", axis=0)
-    rope = _rope_tables(b, config)
+    rope = rope_tables(b, config)
     mask = _causal_mask(b) if kind == "prefill" else None
     for layer in range(config.num_layers):
         p = f"model.layers.{layer}"

@@ -45,6 +45,7 @@ from pathlib import Path
 from onnx import helper
 
 from examples._llama_graph import DTYPES, GraphKind, WeightMode, build_graph
+from examples._llama_quant import FP8_MIN_OPSET, QUANT_MODES
 from examples._onnx_utils import ExampleError, reports_errors, resolve_config, save_model
 
 __all__ = [
@@ -183,6 +184,7 @@ def build(
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     data_location: str | None = None,
+    quant: str = "none",
 ) -> Path:
     """Build a Llama prefill or decode graph and write it to ``out_path``.
 
@@ -195,6 +197,7 @@ def build(
             (default: the config's).
         opset: 18..23; 23 uses the fused ``RMSNormalization``.
         seed: Seed of random weights (ignored for ``"none"``).
+        quant: ``"none"`` or ``"fp8"`` (QDQ projections, `examples._llama_quant`; opset 19+).
         data_location: ``location`` recorded in weightless initializers (default
             ``<file name>.data``, where real weights would sit next to the model). onnx
             1.23's checker insists that such a file exists, even in memory; the planner
@@ -209,14 +212,14 @@ def build(
     c = _resolve(config)
     dtype = dtype or c.default_dtype
     weights = weights or c.default_weights
-    _check_options(c, kind, dtype, weights, opset)
+    _check_options(c, kind, dtype, weights, opset, quant)
     path = Path(out_path)
     data_file = path.with_name(f"{path.name}.data")
     if data_location is None:
         data_location = data_file.name
     nodes, (inputs, outputs), initializers = build_graph(
-        c, kind, dtype=dtype, weights=weights, data_location=data_location, seed=seed, opset=opset
-    )
+        c, kind, dtype=dtype, weights=weights, data_location=data_location, seed=seed,
+        opset=opset, quant=quant)  # fmt: skip
     graph = helper.make_graph(nodes, f"llama_{kind}", inputs, outputs, initializer=initializers)
     opset_imports = [helper.make_opsetid("", opset)]
     model = helper.make_model(
@@ -225,15 +228,9 @@ def build(
         producer_name="partition.examples.llama",
         ir_version=helper.find_min_ir_version_for(opset_imports),
     )
-    helper.set_model_props(
-        model,
-        {
-            "config": json.dumps(dataclasses.asdict(c), sort_keys=True),
-            "kind": kind,
-            "dtype": dtype,
-            "weights": weights,
-        },
-    )
+    config_json = json.dumps(dataclasses.asdict(c), sort_keys=True)
+    props = {"config": config_json, "kind": kind, "dtype": dtype, "weights": weights}
+    helper.set_model_props(model, props | ({"quant": quant} if quant != "none" else {}))
     if weights == "random":
         return save_model(model, path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +240,13 @@ def build(
     return path
 
 
-def _check_options(config: LlamaConfig, kind: str, dtype: str, weights: str, opset: int) -> None:
+def _check_options(
+    config: LlamaConfig, kind: str, dtype: str, weights: str, opset: int, quant: str
+) -> None:
+    if quant not in QUANT_MODES:
+        raise ExampleError(f"unknown quantisation {quant!r}; use one of {', '.join(QUANT_MODES)}")
+    if quant == "fp8" and opset < FP8_MIN_OPSET:
+        raise ExampleError(f"--quant fp8 needs --opset {FP8_MIN_OPSET} or later (got {opset})")
     if kind not in ("prefill", "decode"):
         raise ExampleError(f"unknown graph kind {kind!r}; use 'prefill' or 'decode'")
     if dtype not in DTYPES:
@@ -262,9 +265,7 @@ def _check_options(config: LlamaConfig, kind: str, dtype: str, weights: str, ops
         )
 
 
-@reports_errors
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m examples.llama --config llama3.1-8b --out l8.onnx``."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m examples.llama",
         description="Build a Llama-style decoder graph with onnx.helper (no torch). Real sizes "
@@ -310,7 +311,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="external-data location written into weightless initializers (default "
         "'#<out name>.data'; the leading '#' lets onnx.checker accept the missing file)",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--quant",
+        choices=QUANT_MODES,
+        default="none",
+        help="fp8: projection weights stored as float8e4m3fn with per-tensor scales and their "
+        "inputs quantised, in QDQ form (MLPerf's and TensorRT-LLM's FP8 recipe; embedding, "
+        "norms and LM head stay in --dtype); needs --opset 19 or later",
+    )
+    return parser
+
+
+@reports_errors
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m examples.llama --config llama3.1-8b --out l8.onnx``."""
+    args = _parser().parse_args(argv)
     path = build(
         args.out,
         args.config,
@@ -320,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         opset=args.opset,
         seed=args.seed,
         data_location=args.data_location,
+        quant=args.quant,
     )
     print(path)
     return 0

@@ -29,6 +29,7 @@ import networkx as nx
 import onnx
 
 from passes.dtypes import FLOAT_DTYPES, dtype_bits, dtype_name
+from passes.subgraphs import node_subgraphs, outer_references
 
 __all__ = [
     "Dim",
@@ -70,6 +71,11 @@ class Tensor:
     consumers: tuple[int, ...] = ()
     is_graph_output: bool = False
     external: bool = False
+    stored_elem_type: int = 0
+    """A constant dequantised from a narrower stored form (a folded DequantizeLinear of
+    a float8 or integer weight): runtimes keep the stored form resident and dequantise
+    as they read it (onnxruntime leaves weight DequantizeLinear unfolded; TensorRT and
+    vLLM run FP8 GEMMs on it), so its bytes are the stored type's. 0: stored as typed."""
 
     @property
     def dtype(self) -> str:
@@ -89,7 +95,8 @@ class Tensor:
     @property
     def nbytes(self) -> int:
         """Bytes of the tensor (packed sub-byte types round up)."""
-        return -(-self.numel * dtype_bits(self.elem_type) // 8)  # exact for huge shapes
+        bits = dtype_bits(self.stored_elem_type or self.elem_type)
+        return -(-self.numel * bits // 8)  # exact for huge shapes
 
     @property
     def is_param(self) -> bool:
@@ -229,36 +236,6 @@ def _attribute_value(attr: onnx.AttributeProto) -> Any:
     return value
 
 
-def node_subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    """The bodies a control-flow node carries in GRAPH / GRAPHS attributes (If, Loop, Scan)."""
-    out: list[onnx.GraphProto] = []
-    for a in node.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            out.append(a.g)
-        elif a.type == onnx.AttributeProto.GRAPHS:
-            out.extend(a.graphs)
-    return out
-
-
-def outer_references(graph: onnx.GraphProto) -> tuple[str, ...]:
-    """Names a (sub-)graph reads but does not define: values from its enclosing scope."""
-    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    defined |= {t.values.name for t in graph.sparse_initializer}
-    used: dict[str, None] = {}
-    for n in graph.node:
-        for name in n.input:
-            if name and name not in defined:
-                used.setdefault(name)
-        for sub in node_subgraphs(n):
-            for name in outer_references(sub):
-                if name not in defined:
-                    used.setdefault(name)
-        defined.update(o for o in n.output if o)
-    # a body may return an enclosing-scope value directly (onnxruntime runs such bodies)
-    used.update(dict.fromkeys(o.name for o in graph.output if o.name not in defined))
-    return tuple(used)
-
-
 def _display_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
     """Stable, unique display names: the node's own name, else ``op_type_index``."""
     seen: dict[str, int] = {}
@@ -293,6 +270,19 @@ def _shape_of(type_proto: onnx.TypeProto) -> tuple[int, tuple[Dim, ...] | None]:
     return tt.elem_type, tuple(dims)
 
 
+def _stored_form(tensors: dict[str, dict[str, Any]], node: onnx.NodeProto, folded: bool) -> None:
+    """A folded DequantizeLinear's output keeps its narrower source's stored type."""
+    if not folded or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        return
+    source = tensors.get(node.input[0])
+    out = tensors.get(node.output[0])
+    if source is None or out is None or not source["elem_type"] or not out["elem_type"]:
+        return
+    stored = source.get("stored_elem_type") or source["elem_type"]
+    if dtype_bits(stored) < dtype_bits(out["elem_type"]):
+        out["stored_elem_type"] = stored
+
+
 def build_graph(
     model: onnx.ModelProto,
     *,
@@ -305,8 +295,7 @@ def build_graph(
 
     Args:
         model: the model (weights need not be loaded).
-        path: where it was read from.
-        sha256: sha256 of the file bytes.
+        path, sha256: where it was read from, and the sha256 of the file bytes.
         folded: indices of nodes computed at load time (their outputs are constants).
         dims: the symbolic-dim overrides already applied to ``model``.
     """
@@ -378,6 +367,7 @@ def build_graph(
                 kind="constant" if i in folded else "activation",
                 producer=i,
             )
+        _stored_form(tensors, n, folded=i in folded)
     output_names = tuple(o.name for o in g.output)
     for name in output_names:
         if name in tensors:

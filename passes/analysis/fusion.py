@@ -18,6 +18,9 @@ Serving runtimes (vLLM, TensorRT-LLM) do not run an ONNX graph op by op:
   topological order between two non-fusible nodes, so a group never waits on
   work outside it.
 
+QDQ GEMMs run on their quantised operands (`fusion_quant`), and a
+``QuantizeLinear`` joins the elementwise pass before it.
+
 `fused_costs` keeps every total (FLOPs, parameters), gives each group the bytes
 of one pass, shared among its members, and one launch.
 With ``cuda_graph`` (a decode step, which serving runtimes capture once and
@@ -31,6 +34,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from passes.analysis.costs import INDEXED_READS, CostReport
+from passes.analysis.fusion_quant import quantised_gemms
 from passes.analysis.patterns import attention_patterns
 from passes.ir import Graph, Node
 
@@ -45,7 +49,7 @@ FUSIBLE_OPS = frozenset(
         "Not", "And", "Or", "IsNaN", "ReduceMean", "ReduceSum", "ReduceMax", "Softmax",
         "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization",
         "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout", "Transpose",
-        "Concat", "Split", "Expand", "Tile",
+        "Concat", "Split", "Expand", "Tile", "QuantizeLinear",
     }
 )  # fmt: skip
 # Ops that only repeat or rearrange K/V on their way into attention.
@@ -191,7 +195,7 @@ def fused_costs(graph: Graph, costs: CostReport, *, cuda_graph: bool = False) ->
     every member keeps its own FLOPs; the group launches once, on its last node. With
     ``cuda_graph`` (a decode step replayed as one graph) no kernel pays its own launch.
     """
-    nodes = list(costs.nodes)
+    nodes = quantised_gemms(graph, costs.nodes)
     position = {i: k for k, i in enumerate(graph.topological_order())}
     for members, moved in fusion_groups(graph, costs):
         head = max(members, key=lambda i: position[i])

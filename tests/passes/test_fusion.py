@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from passes.analysis import node_costs
 from passes.analysis.fusion import fused_costs, fusion_groups
@@ -90,3 +90,42 @@ def test_a_cache_append_is_written_in_place_and_read_once(tmp_path):
     assert moved == 384
     # eagerly each Concat alone moved past + rows + present = 96 + 32 + 128
     assert costs.nodes[0].bytes_moved == costs.nodes[1].bytes_moved == 256
+
+
+def _qdq_matmul(tmp_path):
+    """y [4,8] = DQ(Q(x [4,8] f32)) @ DQ(w8 [8,8] float8e4m3fn, 0.5): W8A8 in QDQ form."""
+    import ml_dtypes
+    from onnx import TensorProto
+
+    w8 = numpy_helper.from_array(np.ones((8, 8), ml_dtypes.float8_e4m3fn), "w8")
+    assert w8.data_type == TensorProto.FLOAT8E4M3FN
+    inits = [
+        w8,
+        init("w_scale", np.array(0.5, np.float32)),
+        init("x_scale", np.array(1.0, np.float32)),
+        init("zero8", np.array(0, ml_dtypes.float8_e4m3fn)),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w8", "w_scale"], ["w"]),
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "zero8"], ["x8"]),
+        helper.make_node("DequantizeLinear", ["x8", "x_scale", "zero8"], ["xq"]),
+        helper.make_node("MatMul", ["xq", "w"], ["y"]),
+    ]
+    model = make_model(nodes, [vi("x", [4, 8])], [vi("y", [4, 8])], inits, opset=21)
+    return load(save(model, tmp_path / "qdq.onnx"))
+
+
+def test_a_qdq_gemm_reads_its_stored_operands_on_fp8_tensor_cores(tmp_path):
+    g = _qdq_matmul(tmp_path)
+    assert g.nodes[0].folded and g.tensors["w"].nbytes == 64  # stored: 64 float8 bytes
+    costs = node_costs(g)
+    # resident: w as stored (64 B), and the activation's scale and zero point (4 + 1 B)
+    assert costs.param_bytes == 64 + 5
+    # eagerly the MatMul reads the dequantised x (128 B) and w (64 B), writes y (128 B)
+    assert (costs.nodes[3].bytes_read, costs.nodes[3].bytes_written) == (192, 128)
+    assert costs.nodes[3].dtype == "float32"
+    fused = fused_costs(g, costs)
+    # fused: x read as its 32 float8 bytes, w as stored; the DequantizeLinear is no kernel
+    assert (fused.nodes[3].bytes_read, fused.nodes[3].dtype) == (96, "float8_e4m3fn")
+    assert fused.nodes[2].bytes_moved == 0 and fused.nodes[2].kernels == 0
+    assert fused.nodes[1] == costs.nodes[1]  # the QuantizeLinear alone: its own pass

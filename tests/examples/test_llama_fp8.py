@@ -1,0 +1,62 @@
+"""`examples.llama --quant fp8`: QDQ projections that onnxruntime runs and the planner
+costs at their stored bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto
+
+from examples import llama
+from examples._onnx_utils import ExampleError
+from passes.analysis import node_costs
+from passes.load import load
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _logits(path: Path) -> np.ndarray:
+    ids = np.random.default_rng(5).integers(0, llama.CONFIGS["tiny"].vocab_size, (2, 6))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "position_ids": np.tile(np.arange(6), (2, 1))}
+    return session.run(["logits"], feeds)[0]
+
+
+def test_fp8_tiny_runs_and_stays_close_to_the_plain_model(tmp_path):
+    """The FP8 model quantises the plain model's own random weights: its logits follow
+    the plain ones to within FP8's rounding, and differ from them (it is not a no-op)."""
+    plain = llama.build(tmp_path / "plain.onnx", "tiny", opset=21)
+    fp8 = llama.build(tmp_path / "fp8.onnx", "tiny", opset=21, quant="fp8")
+    model = onnx.load(fp8)
+    onnx.checker.check_model(model, full_check=True)
+    stored = {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT8E4M3FN}
+    layers = llama.CONFIGS["tiny"].num_layers
+    assert len(stored) == layers * len(PROJECTIONS)
+    assert all(name.split(".")[-2] in PROJECTIONS for name in stored)
+    a, b = _logits(plain), _logits(fp8)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_fp8_needs_opset_19(tmp_path):
+    with pytest.raises(ExampleError, match="--quant fp8 needs --opset 19 or later"):
+        llama.build(tmp_path / "x.onnx", "tiny", quant="fp8")
+    with pytest.raises(ExampleError, match="unknown quantisation 'int3'"):
+        llama.build(tmp_path / "x.onnx", "tiny", opset=21, quant="int3")
+
+
+def test_weightless_8b_fp8_holds_one_byte_per_projection_weight(tmp_path):
+    """Projections are stored in FP8 (1 byte), the embedding, norms and LM head in bf16."""
+    path = llama.build(tmp_path / "l8.onnx", "llama3.1-8b", kind="decode", opset=21, quant="fp8")
+    c = llama.CONFIGS["llama3.1-8b"]
+    kv = c.num_kv_heads * c.head_dim
+    per_layer = c.hidden_size * (2 * c.hidden_size + 2 * kv + 3 * c.intermediate_size)
+    projections = c.num_layers * per_layer
+    total = llama.analytic_param_count(c)
+    costs = node_costs(load(path, dims={"batch": 1, "past": 15}))
+    expected = projections + 2 * (total - projections)
+    assert abs(costs.param_bytes - expected) < 1024  # plus the activation scale's constants
