@@ -4,7 +4,8 @@ The plan's load model (`partitioner.plan.load_model`, recorded for decode
 graphs planned with ``--dim batch=... --dim past=...``) prices every iteration
 of a vLLM-style engine (`partitioner.simulate.serving`) at its own batch and
 context lengths; the KV cache holds what the plan's memory leaves free. With
-``dp`` replicas in the plan, each replica serves 1/dp of the arrivals.
+``dp`` replicas in the plan, one replica is simulated at 1/dp of the arrival rate
+(on the workload's full request count, so that its run is as long as one engine's).
 Dollars come from the target's ``usd_per_hour`` (labelled in the presets), joules
 from its ``power_w``.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -104,20 +104,21 @@ def workload_of(args: argparse.Namespace) -> Workload:
 
 
 def _replica_share(workload: Workload, replicas: int) -> Workload:
-    """What one of ``replicas`` engines serves: 1/replicas of the requests and the rate."""
-    if replicas == 1:
+    """What one of ``replicas`` engines serves: 1/replicas of the rate, and as many
+    requests as the workload has. A replica's run is then as long as one engine's would
+    be, so an overload shows as it would there: with 1/replicas of the requests, a
+    replica's queue would build for 1/replicas of the time, and a rate sweep would pass
+    rates no replica sustains."""
+    if replicas == 1 or workload.arrivals.process == "offline":
         return workload
-    shared = workload.with_requests(max(1, math.ceil(workload.requests / replicas)))
-    if workload.arrivals.process == "offline":
-        return shared
     rate = workload.arrivals.rate_per_s
     if rate is None:  # a trace at its own pace: its mean rate, from its arrivals
         arrivals = workload.sample().arrival_s
         span_s = float(arrivals[-1] - arrivals[0])
         if len(arrivals) < 2 or span_s <= 0:
-            return shared
+            return workload
         rate = (len(arrivals) - 1) / span_s
-    return shared.with_rate(rate / replicas)
+    return workload.with_rate(rate / replicas)
 
 
 class Served:

@@ -104,8 +104,8 @@ def test_compare_rows_say_which_targets_fit(decode, tmp_path):
     assert result.code == 0, result.err
     rows = {r["target"]: r for r in json.loads(result.out)["rows"]}
     served = rows["h100x2"]["serving"]
-    # one replica is simulated, with its share of the requests (counts are per replica)
-    assert rows["h100x2"]["fits"] and served["completed"] == 20 // served["replicas"]
+    # one replica is simulated at its share of the rate, on all the requests
+    assert rows["h100x2"]["fits"] and served["completed"] == 20
     assert not rows[str(small)]["fits"] and "does not fit" in rows[str(small)]["reason"]
 
 
