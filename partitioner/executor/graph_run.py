@@ -220,6 +220,7 @@ def run_partition(
     *,
     keep: Collection[str],
     opsets: Mapping[str, int] | None = None,
+    in_place: Collection[str] = (),
 ) -> PartitionResult:
     """Run one partition's runtime nodes on their own, as one device would.
 
@@ -234,6 +235,8 @@ def run_partition(
         kv_cache: KV-cache graph inputs by name; those it reads are resident here.
         keep: names to return in the outbox: what it sends on and the graph outputs it makes.
         opsets: domain -> opset version; the graph's own by default.
+        in_place: outputs the plan's runtime writes into resident memory (a fused
+            runtime's KV-cache appends): not counted as held.
 
     Raises:
         MissingInputError: it reads a value it neither received nor holds resident.
@@ -241,6 +244,7 @@ def run_partition(
     io = partition_io(graph, partition.nodes)
     env = _partition_env(partition.id, io, inbox, params, kv_cache)
     resident = {name for name in env if name in graph.tensors and graph.tensors[name].is_param}
+    resident |= set(in_place)
     peak = 0
 
     def observe(local: Mapping[str, Any]) -> None:
@@ -297,6 +301,7 @@ def _run_group(
     keep: Collection[str],
     opsets: Mapping[str, int],
     shardings: dict[int, ShardingPlan],
+    in_place: Collection[str],
 ) -> GroupResult:
     """Run a tensor-parallel partition with the plan's shards and collectives."""
     # Imported here: tensor_parallel builds on this module, and only such plans need it.
@@ -317,7 +322,17 @@ def _run_group(
         keep=keep,
         opsets=opsets,
         partition_id=partition.id,
+        in_place=in_place,
     )
+
+
+def _in_place(graph: Graph, plan: Plan) -> frozenset[str]:
+    """What the plan's runtime appends in place, as its memory was counted with."""
+    if plan.target.spec.get("runtime") != "fused":
+        return frozenset()
+    from passes.analysis.fusion import in_place_outputs
+
+    return in_place_outputs(graph)
 
 
 def run_plan(
@@ -339,6 +354,7 @@ def run_plan(
     transferred: dict[str, Any] = {}
     collected: dict[str, Any] = {}
     shardings: dict[int, ShardingPlan] = {}  # group size -> shard_graph's, computed once
+    in_place = _in_place(graph, plan)
     runs = []
     for p in plan.partitions:
         inbox = _inbox(plan, p.id, outbox)
@@ -348,11 +364,15 @@ def run_plan(
         keep = leaving.get(p.id, set()) | made
         try:
             if len(p.devices) > 1:
-                group = _run_group(graph, plan, p, inbox, params, feeds, keep, opsets, shardings)
+                group = _run_group(
+                    graph, plan, p, inbox, params, feeds, keep, opsets, shardings, in_place
+                )
                 collected.update(group.collected)
                 result = PartitionResult(group.outbox, group.peak_bytes)
             else:
-                result = run_partition(graph, p, inbox, params, feeds, opsets=opsets, keep=keep)
+                result = run_partition(
+                    graph, p, inbox, params, feeds, opsets=opsets, keep=keep, in_place=in_place
+                )
         except MissingInputError as error:
             raise PlanExecutionError(_no_transfer(graph, owner, error)) from None
         outbox[p.id] = result.outbox

@@ -247,6 +247,7 @@ def run_group(
     keep: Collection[str],
     opsets: Mapping[str, int] | None = None,
     partition_id: int = 0,
+    in_place: Collection[str] = (),
 ) -> GroupResult:
     """Run ``nodes`` on ``sharding.degree`` ranks in lockstep, collectives included.
 
@@ -260,6 +261,7 @@ def run_group(
         keep: names to return, whole.
         opsets: domain -> opset version; the graph's own by default.
         partition_id: named in errors.
+        in_place: outputs written into resident memory, not counted as held.
 
     Raises:
         MissingInputError: a value the group reads was neither received nor resident.
@@ -274,7 +276,8 @@ def run_group(
     if opsets is None:
         opsets = {o.domain: o.version for o in models[0].opset_import}
     where = f"partition {partition_id}"
-    peak, collected = _lockstep(graph, models[0].graph.node, envs, keep, opsets, io.params, where)
+    resident = [*io.params, *in_place]
+    peak, collected = _lockstep(graph, models[0].graph.node, envs, keep, opsets, resident, where)
     outbox = {
         # a value it received and passes on is still whole
         name: inbox[name]

@@ -38,7 +38,7 @@ from passes.analysis.fusion_quant import quantised_gemms
 from passes.analysis.patterns import attention_patterns
 from passes.ir import Graph, Node
 
-__all__ = ["FUSIBLE_OPS", "fused_costs", "fusion_groups"]
+__all__ = ["FUSIBLE_OPS", "fused_costs", "fusion_groups", "in_place_outputs"]
 
 # Ops a fusing runtime folds into one elementwise/normalisation pass.
 FUSIBLE_OPS = frozenset(
@@ -88,6 +88,16 @@ def _cache_append(graph: Graph, name: str) -> tuple[int, list[str], list[str]] |
     if graph.tensors[first].kind != "input" or not new:
         return None
     return node.index, [first], new
+
+
+def in_place_outputs(graph: Graph) -> frozenset[str]:
+    """Cache appends' outputs (``present``): a paged runtime writes the new rows into the
+    resident cache, so they take no memory of their own (`activation_liveness`)."""
+    return frozenset(
+        name
+        for name in graph.outputs
+        if name in graph.tensors and _cache_append(graph, name) is not None
+    )
 
 
 def _attention_groups(graph: Graph, costs: CostReport) -> list[tuple[list[int], int]]:

@@ -89,6 +89,7 @@ def activation_liveness(
     schedule: Sequence[int] | None = None,
     nbytes: Callable[[str], int] | None = None,
     sent: Collection[str] = (),
+    in_place: Collection[str] = (),
 ) -> LivenessReport:
     """Peak activation memory when the nodes in ``schedule`` run in that order.
 
@@ -100,6 +101,8 @@ def activation_liveness(
             whole tensor); a tensor-parallel rank holds a slice of some.
         sent: tensors the stage sends on after it ran; one it receives and reads is
             held to the end, not freed after its last local use.
+        in_place: outputs written into resident memory (a fused runtime's KV-cache
+            appends, `fusion.in_place_outputs`): no bytes of their own.
     """
     order = [
         i
@@ -112,6 +115,8 @@ def activation_liveness(
 
     def size(name: str) -> int:
         t = graph.tensors[name]
+        if name in in_place:
+            return 0
         if t.is_static:
             return t.nbytes if nbytes is None else nbytes(name)
         unknown.append(name)

@@ -16,6 +16,7 @@ lets `shard_graph` drop the column split that caused it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from passes.analysis.sharding_attention import attention
@@ -63,6 +64,16 @@ _AXES_INPUT_OPSET = {"ReduceSum": 13}
 def elementwise(ctx: Propagation, node: Node) -> Decision | None:
     out = ctx.shape(node.outputs[0])
     return None if out is None else join_split(ctx, node, node.present_inputs, len(out))
+
+
+def linear_quantization(ctx: Propagation, node: Node) -> Decision | None:
+    """QuantizeLinear/DequantizeLinear with a per-tensor scale (and zero point): elementwise
+    over input 0, so its split carries through; per-axis or blocked scales run whole."""
+    for name in node.present_inputs[1:]:
+        shape = ctx.shape(name)
+        if shape is None or math.prod(shape) != 1:
+            return None
+    return Decision.same(node, ctx.layout(node.inputs[0]))
 
 
 def follow_first(ctx: Propagation, node: Node) -> Decision | None:
@@ -208,6 +219,7 @@ RULES: dict[str, Rule] = {
     **dict.fromkeys(("ArgMax", "ArgMin"), arg_reduction),
     **dict.fromkeys(("LayerNormalization", "RMSNormalization"), normalization),
     "CastLike": follow_first,
+    **dict.fromkeys(("QuantizeLinear", "DequantizeLinear"), linear_quantization),
     "Attention": attention,
     "MatMul": matmul,
     "Gemm": gemm,

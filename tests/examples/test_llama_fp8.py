@@ -60,3 +60,19 @@ def test_weightless_8b_fp8_holds_one_byte_per_projection_weight(tmp_path):
     costs = node_costs(load(path, dims={"batch": 1, "past": 15}))
     expected = projections + 2 * (total - projections)
     assert abs(costs.param_bytes - expected) < 1024  # plus the activation scale's constants
+
+
+def test_fp8_projections_shard_like_the_plain_ones(tmp_path):
+    """Per-tensor QuantizeLinear/DequantizeLinear carry a split through, so tensor
+    parallelism needs the same collectives as the plain model, not an all-gather before
+    every quantised input."""
+    from passes.analysis.sharding import shard_graph
+
+    dims = {"batch": 1, "past": 15}
+    plain = llama.build(tmp_path / "plain.onnx", "tiny", kind="decode", opset=21)
+    fp8 = llama.build(tmp_path / "fp8.onnx", "tiny", kind="decode", opset=21, quant="fp8")
+    kinds = [
+        sorted(c.kind for c in shard_graph(load(path, dims=dims), 2).collectives)
+        for path in (plain, fp8)
+    ]
+    assert kinds[0] == kinds[1] and kinds[0]

@@ -129,3 +129,16 @@ def test_a_qdq_gemm_reads_its_stored_operands_on_fp8_tensor_cores(tmp_path):
     assert (fused.nodes[3].bytes_read, fused.nodes[3].dtype) == (96, "float8_e4m3fn")
     assert fused.nodes[2].bytes_moved == 0 and fused.nodes[2].kernels == 0
     assert fused.nodes[1] == costs.nodes[1]  # the QuantizeLinear alone: its own pass
+
+
+def test_a_fused_runtime_holds_no_memory_for_its_cache_appends(tmp_path):
+    """present_k and present_v are the new rows written into the resident cache: with them
+    in place the peak drops by their 128 B each, which an eager runtime does allocate."""
+    from passes.analysis.fusion import in_place_outputs
+    from passes.analysis.liveness import activation_liveness
+
+    g = _decode_attention(tmp_path)
+    assert in_place_outputs(g) == {"present_k", "present_v"}
+    eager = activation_liveness(g).peak_bytes
+    fused = activation_liveness(g, in_place=in_place_outputs(g)).peak_bytes
+    assert eager - fused == 2 * 128

@@ -13,6 +13,7 @@ from partitioner.plan import Collective, Partition, Shard
 from partitioner.planning.gpu.problem import PipelineSetup
 from partitioner.planning.gpu.tensor_parallel import local_bytes, local_param_bytes
 from passes.analysis.costs import CostReport
+from passes.analysis.fusion import in_place_outputs
 from passes.analysis.liveness import activation_liveness
 from passes.analysis.partition_io import residency
 from passes.ir import Graph
@@ -61,8 +62,10 @@ def stage_partition(
     held = residency(graph, runtime)
     param_bytes = local_param_bytes(graph, setup.sharding, held.params)
     kv_bytes = local_param_bytes(graph, setup.sharding, held.kv_cache)
+    # a fused runtime appends to the KV cache in place (`fusion.in_place_outputs`)
+    in_place = in_place_outputs(graph) if cost_model.target.runtime == "fused" else ()
     peak = (
-        activation_liveness(graph, runtime, _rank_bytes(graph, setup), sent).peak_bytes
+        activation_liveness(graph, runtime, _rank_bytes(graph, setup), sent, in_place).peak_bytes
         if runtime
         else 0
     )
