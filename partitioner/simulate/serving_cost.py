@@ -25,13 +25,12 @@ at the plan's own (batch, past) the stage seconds are the plan's own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-import numpy as np
+from collections.abc import Callable
 
 from partitioner.plan import Partition, Plan, Transfer
 from partitioner.plan.load_model import BATCH_PAST, MONOMIALS
 from partitioner.simulate.serving.iteration import IterationShape
+from partitioner.simulate.serving_pricing import KernelRow, LinkRow, StagePricing
 from targets.cost import GpuCostModel, WaferCostModel
 from targets.gpu import HOST, GpuTarget
 from targets.wafer import WaferTarget
@@ -45,14 +44,15 @@ __all__ = [
 ]
 
 
-def _monomials(shape: IterationShape, per_sequence: bool) -> tuple[float, ...]:
+def _monomials(shape: IterationShape) -> tuple[float, ...]:
+    """The six monomials read per row, then the six per sequence (`StagePricing`)."""
     rows = float(shape.rows)
     longest = float(max(shape.max_context - 1, 0))
-    if per_sequence:
-        paired = float(max(shape.sequence_context_sum - shape.sequences, 0))
-    else:
-        paired = float(max(shape.row_context_sum - shape.rows, 0))
-    return (1.0, rows, longest, rows * rows, paired, longest * longest)
+    per_sequence = float(max(shape.sequence_context_sum - shape.sequences, 0))
+    per_row = float(max(shape.row_context_sum - shape.rows, 0))
+    common = (1.0, rows, longest, rows * rows)
+    tail = longest * longest
+    return (*common, per_row, tail, *common, per_sequence, tail)
 
 
 def _affine(time_s: Callable[[float], float]) -> tuple[float, float]:
@@ -76,11 +76,11 @@ class PlanIterationCost:
         if plan.load_model is None:
             raise ValueError("the plan has no load model")
         self.plan, self.cost = plan, GpuCostModel(target)
-        rows: list[tuple[int, float, Sequence[float], Sequence[float], float, float, float]] = []
-        links: list[tuple[int, Sequence[float], float, float, bool]] = []
+        kernels: list[KernelRow] = []
+        links: list[LinkRow] = []
         by_id = {p.id: p for p in plan.partitions}
         for k, p in enumerate(plan.partitions):
-            self._add_stage(k, p, rows, links)
+            self._add_stage(k, p, kernels, links)
         for t in plan.load_model.transfers:
             if t.src != HOST and t.dst != HOST:
                 k = plan.partitions.index(by_id[t.src])
@@ -88,58 +88,29 @@ class PlanIterationCost:
                 fixed, per_byte = _affine(
                     lambda n, a=src, b=dst: self.cost.transfer_time_s(n, a, b)
                 )
-                links.append((k, t.bytes, fixed, per_byte, False))
-        self._stage_of = np.array([r[0] for r in rows], dtype=np.int64)
-        self._count = np.array([r[1] for r in rows])
-        self._flops = np.array([r[2] for r in rows]).reshape(-1, len(MONOMIALS))
-        self._bytes = np.array([r[3] for r in rows]).reshape(-1, len(MONOMIALS))
-        self._s_per_flop = np.array([r[4] for r in rows])
-        self._s_per_byte = np.array([r[5] for r in rows])
-        self._launch_s = np.array([r[6] for r in rows])
-        # links: (stage, bytes poly, seconds at 0 bytes, seconds per byte, per sequence?)
-        self._link_stage = np.array([x[0] for x in links], dtype=np.int64)
-        self._link_bytes = np.array([x[1] for x in links]).reshape(-1, len(MONOMIALS))
-        self._link_fixed_s = np.array([x[2] for x in links])
-        self._link_s_per_byte = np.array([x[3] for x in links])
-        self._link_per_sequence = np.array([x[4] for x in links], dtype=bool)
-        self._overhead_s = np.array(
-            [self.cost.step_overhead_s(p.devices[0]) for p in plan.partitions]
-        )
+                links.append(LinkRow(k, 1.0, tuple(t.bytes), fixed, per_byte, False))
+        overhead_s = [self.cost.step_overhead_s(p.devices[0]) for p in plan.partitions]
+        self._pricing = StagePricing(self.stages, kernels, links, overhead_s)
 
-    def _add_stage(self, k: int, p: Partition, rows: list, links: list) -> None:
+    def _add_stage(self, k: int, p: Partition, kernels: list, links: list) -> None:
         assert self.plan.load_model is not None
         load, lead = self.plan.load_model.stage(p.id), p.devices[0]
         for t in load.terms:
             unit = self.cost.op_time_parts(1.0, 1.0, t.dtype, lead, t.kernels)
-            rows.append((k, t.count, t.flops, t.bytes, unit.compute_s, unit.memory_s,
-                         unit.launch_s))  # fmt: skip
+            kernels.append(KernelRow(k, t.count, tuple(t.flops), unit.compute_s, tuple(t.bytes),
+                                     unit.memory_s, unit.launch_s))  # fmt: skip
         for c in load.collectives:
             fixed, per_byte = _affine(
                 lambda n, kind=c.kind: self.cost.collective_time_s(kind, n, p.devices)
             )
-            links.extend([(k, c.bytes, fixed, per_byte, True)] * c.count)
+            links.append(LinkRow(k, float(c.count), tuple(c.bytes), fixed, per_byte, True))
 
     @property
     def stages(self) -> int:
         return len(self.plan.partitions)
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
-        flop_m = np.array(_monomials(shape, False))
-        byte_m = np.array(_monomials(shape, True))
-        flops = np.maximum(self._flops @ flop_m, 0.0)
-        moved = np.maximum(self._bytes @ byte_m, 0.0)
-        each = np.maximum(flops * self._s_per_flop, moved * self._s_per_byte) + self._launch_s
-        total = self._overhead_s + np.bincount(
-            self._stage_of, weights=self._count * each, minlength=self.stages
-        )
-        if len(self._link_stage):
-            nbytes = np.maximum(
-                np.where(self._link_per_sequence, self._link_bytes @ byte_m,
-                         self._link_bytes @ flop_m), 0.0,
-            )  # fmt: skip
-            seconds = np.where(nbytes > 0, self._link_fixed_s + self._link_s_per_byte * nbytes, 0)
-            total += np.bincount(self._link_stage, weights=seconds, minlength=self.stages)
-        return total.tolist()
+        return self._pricing.seconds(_monomials(shape))
 
 
 class WaferIterationCost:
@@ -155,7 +126,9 @@ class WaferIterationCost:
         if plan.load_model is None:
             raise ValueError("the plan has no load model")
         self.plan, self.cost = plan, WaferCostModel(target)
-        stage_of, count, flops, s_per_flop, mesh_s = [], [], [], [], []
+        kernels: list[KernelRow] = []
+        mesh_s = []
+        zero = (0.0,) * len(MONOMIALS)
         for k, p in enumerate(plan.partitions):
             assert p.region is not None
             w, h = p.region.w, p.region.h
@@ -163,18 +136,11 @@ class WaferIterationCost:
             matmuls = sum(t.count * t.matmuls for t in terms)
             mesh_s.append(self.cost.block_compute_s({}, w, h, matmuls))
             for t in terms:
-                stage_of.append(k)
-                count.append(t.count)
-                flops.append(t.flops)
-                s_per_flop.append(self.cost.region_compute_s(1.0, w, h, t.dtype))
-        self._stage_of = np.array(stage_of, dtype=np.int64)
-        self._count = np.array(count, dtype=float)
-        self._flops = np.array(flops, dtype=float).reshape(-1, len(MONOMIALS))
-        self._s_per_flop = np.array(s_per_flop, dtype=float)
-        self._mesh_s = np.array(mesh_s)
-        self._sends = self._send_rows(plan)
+                s_per_flop = self.cost.region_compute_s(1.0, w, h, t.dtype)
+                kernels.append(KernelRow(k, t.count, tuple(t.flops), s_per_flop, zero, 0.0, 0.0))
+        self._pricing = StagePricing(self.stages, kernels, self._send_rows(plan), mesh_s)
 
-    def _send_rows(self, plan: Plan) -> tuple[np.ndarray, ...]:
+    def _send_rows(self, plan: Plan) -> list[LinkRow]:
         """Each transfer between regions: its stage, bytes polynomial, fixed seconds and
         seconds per byte (the plan's byte time over its bytes)."""
         rows = []
@@ -184,13 +150,9 @@ class WaferIterationCost:
             if t.src != HOST and t.dst != HOST:
                 fixed = self._latency_s(t)
                 per_byte = max(t.time_s - fixed, 0.0) / t.bytes if t.bytes else 0.0
-                rows.append((index[t.src], load.bytes, fixed, per_byte))
-        return (
-            np.array([r[0] for r in rows], dtype=np.int64),
-            np.array([r[1] for r in rows], dtype=float).reshape(-1, len(MONOMIALS)),
-            np.array([r[2] for r in rows], dtype=float),
-            np.array([r[3] for r in rows], dtype=float),
-        )
+                rows.append(LinkRow(index[t.src], 1.0, tuple(load.bytes), fixed, per_byte,
+                                    per_sequence=False, always_fixed=True))  # fmt: skip
+        return rows
 
     def _latency_s(self, t: Transfer) -> float:
         """The part of a transfer's seconds that does not grow with its bytes."""
@@ -203,16 +165,7 @@ class WaferIterationCost:
         return len(self.plan.partitions)
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
-        flop_m = np.array(_monomials(shape, False))
-        flops = np.maximum(self._flops @ flop_m, 0.0)
-        total = self._mesh_s + np.bincount(
-            self._stage_of, weights=self._count * flops * self._s_per_flop, minlength=self.stages
-        )
-        stage, polys, fixed, per_byte = self._sends
-        if len(stage):
-            nbytes = np.maximum(polys @ flop_m, 0.0)
-            total += np.bincount(stage, weights=fixed + per_byte * nbytes, minlength=self.stages)
-        return total.tolist()
+        return self._pricing.seconds(_monomials(shape))
 
 
 def iteration_cost(plan: Plan, target: GpuTarget | WaferTarget):
