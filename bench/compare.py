@@ -13,7 +13,7 @@
    length, which is what a run as long as MLPerf's (at least ten minutes) measures.
 3. Times the simulator alone: 100,000 chat requests on the h100x8 plan.
 
-    python bench/compare.py [--targets h100x8,h200x8,b200x8,wse3x4] [--quant fp8]
+    python bench/compare.py [--targets h100x8,h200x8,b200x8,wse3x4] [--quant fp8|fp8-kv]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ WORKLOAD = "mlperf-llama2-70b-server"
 
 def _build(folder: Path, quant: str) -> Path:
     path = folder / f"llama3.1-70b-decode-{quant}.onnx"
-    opset = ["--opset", "21", "--quant", "fp8"] if quant == "fp8" else []
+    opset = ["--opset", "21", "--quant", quant] if quant != "none" else []
     subprocess.run([sys.executable, "-m", "examples.llama", "--config", "llama3.1-70b",
                     "--kind", "decode", "--out", str(path), *opset],
                    cwd=ROOT, check=True, capture_output=True)  # fmt: skip
@@ -104,8 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", default="h100x8,h200x8,b200x8,wse3x4")
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--quant", choices=("none", "fp8"), default="none",
-                        help="fp8: the graph's projections in FP8 (examples.llama --quant fp8)")  # fmt: skip
+    parser.add_argument("--quant", choices=("none", "fp8", "fp8-kv"), default="none",
+                        help="fp8: the graph's projections in FP8, fp8-kv: its KV cache too "
+                        "(examples.llama --quant)")  # fmt: skip
     args = parser.parse_args()
     console.print(machine())
     with tempfile.TemporaryDirectory() as name:

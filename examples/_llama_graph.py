@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from examples._llama_quant import fp8_matmul
+from examples._llama_quant import cache_read, cache_write, fp8_matmul
 from examples._llama_rope import rope_inv_freq, rope_tables
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class _Builder:
         self.rng = np.random.default_rng(seed)
         self.opset = opset
         self.quant = quant
+        self.kv_fp8 = quant == "fp8-kv"  # the KV cache too (`_llama_quant.cache_read`)
         self.quantized: dict[str, str] = {}  # tensor -> its FP8 round trip (`_llama_quant`)
         self.nodes: list = []
         self.constant_nodes: list = []
@@ -149,7 +150,7 @@ class _Builder:
 
     def linear(self, x: str, weight: str, shape: tuple[int, int], name: str) -> str:
         """``x @ weight`` for a projection (fan-in ``shape[0]``); FP8 with ``--quant fp8``."""
-        if self.quant == "fp8":
+        if self.quant in ("fp8", "fp8-kv"):
             return fp8_matmul(self, x, weight, shape, shape[0], name)
         return self.node("MatMul", [x, self.weight(weight, shape, fan_in=shape[0])], name)
 
@@ -221,32 +222,25 @@ def _project_heads(
             [y, b.ints([0, 0, count, head_dim], f"{proj}_heads_shape")],
             f"{p}.{proj}_reshape",
         )
-        # In prefill the new V (and the rotated K below) is the cache: name it as the output.
-        out = f"present.{layer}.value" if prefill and proj == "v" else ""
+        # In prefill the new V (and the rotated K below) is the cache: name it as the output
+        # (with an FP8 cache, its quantised copy is: `cache_write` below).
+        out = f"present.{layer}.value" if prefill and proj == "v" and not b.kv_fp8 else ""
         heads[proj] = b.node("Transpose", [y], f"{p}.{proj}_transpose", out=out, perm=[0, 2, 1, 3])
     cos, sin = rope
     q = _rotary(b, heads["q"], cos, sin, head_dim // 2, f"{p}.q_rope")
+    named = {part: "" if b.kv_fp8 else f"present.{layer}.{part}" for part in ("key", "value")}
     k = _rotary(
-        b,
-        heads["k"],
-        cos,
-        sin,
-        head_dim // 2,
-        f"{p}.k_rope",
-        out=f"present.{layer}.key" if prefill else "",
+        b, heads["k"], cos, sin, head_dim // 2, f"{p}.k_rope", out=named["key"] if prefill else ""
     )
     v = heads["v"]
     if not prefill:
-        k = b.node(
-            "Concat", [f"past.{layer}.key", k], f"{p}.k_cache", out=f"present.{layer}.key", axis=2
-        )
-        v = b.node(
-            "Concat",
-            [f"past.{layer}.value", v],
-            f"{p}.v_cache",
-            out=f"present.{layer}.value",
-            axis=2,
-        )
+        # appended after the new rows exist, so a tensor-parallel split reaches the cache
+        past = {part: cache_read(b, f"past.{layer}.{part}") for part in ("key", "value")}
+        k = b.node("Concat", [past["key"], k], f"{p}.k_cache", out=named["key"], axis=2)
+        v = b.node("Concat", [past["value"], v], f"{p}.v_cache", out=named["value"], axis=2)
+    if b.kv_fp8:
+        cache_write(b, k, f"present.{layer}.key")
+        cache_write(b, v, f"present.{layer}.value")
     return q, k, v
 
 
@@ -363,11 +357,12 @@ def build_graph(
     else:
         head = b.weight("lm_head.weight", (hidden, vocab), fan_in=hidden)
     b.node("MatMul", [x, head], "lm_head", out="logits")
-    inputs, outputs = _io(config, kind, b.dtype.onnx_type)
+    kv_type = TensorProto.FLOAT8E4M3FN if b.kv_fp8 else b.dtype.onnx_type
+    inputs, outputs = _io(config, kind, b.dtype.onnx_type, kv_type)
     return [*b.constant_nodes, *b.nodes], (inputs, outputs), b.initializers
 
 
-def _io(config: LlamaConfig, kind: GraphKind, elem_type: int) -> tuple[list, list]:
+def _io(config: LlamaConfig, kind: GraphKind, elem_type: int, kv_type: int) -> tuple[list, list]:
     seq = "seq" if kind == "prefill" else 1
     total = "seq" if kind == "prefill" else "past+1"
     kv = [config.num_kv_heads, config.head_dim]
@@ -383,12 +378,12 @@ def _io(config: LlamaConfig, kind: GraphKind, elem_type: int) -> tuple[list, lis
             if kind == "decode":
                 inputs.append(
                     helper.make_tensor_value_info(
-                        f"past.{layer}.{part}", elem_type, ["batch", kv[0], "past", kv[1]]
+                        f"past.{layer}.{part}", kv_type, ["batch", kv[0], "past", kv[1]]
                     )
                 )
             outputs.append(
                 helper.make_tensor_value_info(
-                    f"present.{layer}.{part}", elem_type, ["batch", kv[0], total, kv[1]]
+                    f"present.{layer}.{part}", kv_type, ["batch", kv[0], total, kv[1]]
                 )
             )
     return inputs, outputs

@@ -12,7 +12,10 @@ models:
   into the GEMM runs it on FP8 tensor cores; projections reading the same input
   share one pair;
 * the embedding, the norms and the LM head stay in the model dtype, as in those
-  checkpoints.
+  checkpoints;
+* ``fp8-kv`` also keeps the KV cache in FP8 (MLPerf's FP8 entries did): ``past`` is
+  float8e4m3fn, dequantised before the new rows are appended (Concat has no float8
+  types), and ``present`` is the appended cache quantised back.
 
 Random weights are quantised from the same values the plain model draws (scale
 ``max|w| / 448``); weightless ones declare FP8 external data and a scale of 1. The
@@ -33,9 +36,9 @@ from onnx import TensorProto, numpy_helper
 if TYPE_CHECKING:
     from examples._llama_graph import _Builder
 
-__all__ = ["QUANT_MODES", "FP8_MIN_OPSET", "fp8_matmul"]
+__all__ = ["QUANT_MODES", "FP8_MIN_OPSET", "fp8_matmul", "cache_read", "cache_write"]
 
-QUANT_MODES = ("none", "fp8")
+QUANT_MODES = ("none", "fp8", "fp8-kv")
 FP8_MIN_OPSET = 19
 """QuantizeLinear and DequantizeLinear take float8 types from opset 19."""
 FP8_MAX = 448.0
@@ -75,3 +78,22 @@ def fp8_matmul(b: _Builder, x: str, weight: str, shape: tuple[int, int], fan_in:
     """``x @ weight`` with both operands FP8 in QDQ form; the MatMul's output name."""
     w = _fp8_weight(b, weight, shape, fan_in)
     return b.node("MatMul", [_fp8_activation(b, x), w], name)
+
+
+def _kv_scale(b: _Builder) -> tuple[str, str]:
+    zero = b.const(np.array(0, dtype=ml_dtypes.float8_e4m3fn), "fp8_zero")
+    return b.scalar(1.0, "kv_scale"), zero
+
+
+def cache_read(b: _Builder, past: str) -> str:
+    """The cache input as the model computes with it: dequantised from FP8 with ``fp8-kv``."""
+    if not b.kv_fp8:
+        return past
+    scale, zero = _kv_scale(b)
+    return b.node("DequantizeLinear", [past, scale, zero], f"{past}.dequantize")
+
+
+def cache_write(b: _Builder, value: str, present: str) -> None:
+    """The appended cache quantised to FP8 as the ``present`` output (``fp8-kv``)."""
+    scale, zero = _kv_scale(b)
+    b.node("QuantizeLinear", [value, scale, zero], f"{present}.quantize", out=present)

@@ -245,8 +245,8 @@ def _check_options(
 ) -> None:
     if quant not in QUANT_MODES:
         raise ExampleError(f"unknown quantisation {quant!r}; use one of {', '.join(QUANT_MODES)}")
-    if quant == "fp8" and opset < FP8_MIN_OPSET:
-        raise ExampleError(f"--quant fp8 needs --opset {FP8_MIN_OPSET} or later (got {opset})")
+    if quant != "none" and opset < FP8_MIN_OPSET:
+        raise ExampleError(f"--quant {quant} needs --opset {FP8_MIN_OPSET} or later (got {opset})")
     if kind not in ("prefill", "decode"):
         raise ExampleError(f"unknown graph kind {kind!r}; use 'prefill' or 'decode'")
     if dtype not in DTYPES:
@@ -317,7 +317,8 @@ def _parser() -> argparse.ArgumentParser:
         default="none",
         help="fp8: projection weights stored as float8e4m3fn with per-tensor scales and their "
         "inputs quantised, in QDQ form (MLPerf's and TensorRT-LLM's FP8 recipe; embedding, "
-        "norms and LM head stay in --dtype); needs --opset 19 or later",
+        "norms and LM head stay in --dtype); fp8-kv: the KV cache in float8e4m3fn too; "
+        "needs --opset 19 or later",
     )
     return parser
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
+from passes.analysis.cache_append import cache_append, in_place_outputs
 from passes.analysis.costs import INDEXED_READS, CostReport
 from passes.analysis.fusion_quant import quantised_gemms
 from passes.analysis.patterns import attention_patterns
@@ -74,32 +75,6 @@ def _kv_source(graph: Graph, name: str, absorbed: set[int]) -> str:
         name = node.present_inputs[0]
 
 
-def _cache_append(graph: Graph, name: str) -> tuple[int, list[str], list[str]] | None:
-    """(Concat, cache inputs, new rows) when ``name`` is a decode step's KV-cache append:
-    a Concat whose output is a graph output (``present``) and whose first input is a
-    graph input (``past``: exporters append the new rows after it)."""
-    t = graph.tensors.get(name)
-    if t is None or t.producer is None or not t.is_graph_output:
-        return None
-    node = graph.nodes[t.producer]
-    if node.op_type != "Concat" or node.folded or node.domain not in ("", "ai.onnx"):
-        return None
-    first, *new = node.present_inputs
-    if graph.tensors[first].kind != "input" or not new:
-        return None
-    return node.index, [first], new
-
-
-def in_place_outputs(graph: Graph) -> frozenset[str]:
-    """Cache appends' outputs (``present``): a paged runtime writes the new rows into the
-    resident cache, so they take no memory of their own (`activation_liveness`)."""
-    return frozenset(
-        name
-        for name in graph.outputs
-        if name in graph.tensors and _cache_append(graph, name) is not None
-    )
-
-
 def _attention_groups(graph: Graph, costs: CostReport) -> list[tuple[list[int], int]]:
     """(members, bytes) per attention: Q, K, V sources read once, the output written once;
     a cache appended to in place is read where it lies, and only its new rows written."""
@@ -117,15 +92,14 @@ def _attention_groups(graph: Graph, costs: CostReport) -> list[tuple[list[int], 
         }
         moved = 0
         for source in {_kv_source(graph, name, absorbed) for name in entering}:
-            append = _cache_append(graph, source)
+            append = cache_append(graph, source)
             if append is None:
                 moved += _activation_bytes(graph, source)
                 continue
-            concat, cache, new = append
-            absorbed.add(concat)
-            # the cache read once, the new rows read and written into it
-            moved += sum(_activation_bytes(graph, n) for n in cache)
-            moved += 2 * sum(_activation_bytes(graph, n) for n in new)
+            absorbed.update(append.nodes)
+            # the cache read once as stored, the new rows read and written into it
+            moved += _activation_bytes(graph, append.cache)
+            moved += 2 * sum(_activation_bytes(graph, n) for n in append.new_rows)
         last = graph.nodes[max(pattern.nodes)]
         moved += sum(_activation_bytes(graph, o) for o in last.present_outputs)
         groups.append((sorted(members | absorbed), moved))

@@ -73,7 +73,29 @@ def linear_quantization(ctx: Propagation, node: Node) -> Decision | None:
         shape = ctx.shape(name)
         if shape is None or math.prod(shape) != 1:
             return None
-    return Decision.same(node, ctx.layout(node.inputs[0]))
+    source = node.inputs[0]
+    if ctx.is_source(source) and source not in ctx.sources:
+        axis = _joined_split(ctx, node)
+        if axis is not None and ctx.can_split_source(source, axis):
+            # a dequantised KV cache read split like the new rows appended to it
+            return Decision.same(node, Layout(axis), split_sources={source: axis})
+    return Decision.same(node, ctx.layout(source))
+
+
+def _joined_split(ctx: Propagation, node: Node) -> int | None:
+    """The axis the other operands of the Concat reading ``node``'s output are split on,
+    when that Concat is its only reader and the axis is not the one it joins on."""
+    out = ctx.graph.tensors.get(node.outputs[0])
+    if out is None or len(out.consumers) != 1:
+        return None
+    concat = ctx.graph.nodes[out.consumers[0]]
+    shape = ctx.shape(out.name)
+    if concat.op_type != "Concat" or shape is None:
+        return None
+    joined = normalize_axis(int(concat.attributes.get("axis", 0)), len(shape))
+    axes = {ctx.layout(n).axis for n in concat.present_inputs if n != out.name}
+    axis = next(iter(axes)) if len(axes) == 1 else None
+    return axis if axis is not None and axis != joined else None
 
 
 def follow_first(ctx: Propagation, node: Node) -> Decision | None:

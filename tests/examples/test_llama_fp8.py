@@ -76,3 +76,47 @@ def test_fp8_projections_shard_like_the_plain_ones(tmp_path):
         for path in (plain, fp8)
     ]
     assert kinds[0] == kinds[1] and kinds[0]
+
+
+def test_fp8_kv_cache_decodes_what_prefill_cached(tmp_path):
+    """With ``fp8-kv`` the cache is float8 in and out; decoding the last token from the
+    prefill's cache gives about the prefill's own last logits (onnxruntime's numpy binding
+    takes float8 only through OrtValues: `partitioner.executor.reference`)."""
+    from partitioner.executor.reference import _run
+
+    kw = {"opset": 21, "quant": "fp8-kv"}
+    prefill = llama.build(tmp_path / "p.onnx", "tiny", kind="prefill", **kw)
+    decode = llama.build(tmp_path / "d.onnx", "tiny", kind="decode", **kw)
+    inputs = onnx.load(decode).graph.input
+    assert {i.type.tensor_type.elem_type for i in inputs if i.name.startswith("past")} == {
+        TensorProto.FLOAT8E4M3FN
+    }
+    p, d = (ort.InferenceSession(str(m), providers=["CPUExecutionProvider"])
+            for m in (prefill, decode))  # fmt: skip
+    ids = np.random.default_rng(2).integers(0, llama.CONFIGS["tiny"].vocab_size, (2, 7))
+    pos = np.tile(np.arange(7), (2, 1))
+    names = [o.name for o in p.get_outputs()]
+    full = _run(p, names, {"input_ids": ids, "position_ids": pos})
+    cached = _run(p, names, {"input_ids": ids[:, :-1], "position_ids": pos[:, :-1]})
+    feeds = {"input_ids": ids[:, -1:], "position_ids": pos[:, -1:]}
+    feeds |= {n.replace("present.", "past."): v for n, v in zip(names[1:], cached[1:], strict=True)}
+    last = _run(d, [o.name for o in d.get_outputs()], feeds)[0][:, 0]
+    assert cached[1].dtype.name == "float8_e4m3fn"
+    # close, not equal: the prefill attended to its own rows before they were rounded to FP8
+    assert np.corrcoef(last.ravel(), full[0][:, -1].ravel())[0, 1] > 0.99
+
+
+def test_fp8_kv_cache_shards_by_heads_and_halves_the_cache_bytes(tmp_path):
+    from passes.analysis.sharding import shard_graph
+
+    dims = {"batch": 1, "past": 15}
+    kinds = []
+    for quant in ("fp8", "fp8-kv"):
+        path = llama.build(tmp_path / f"{quant}.onnx", "tiny", kind="decode", opset=21, quant=quant)
+        graph = load(path, dims=dims)
+        kinds.append(sorted(c.kind for c in shard_graph(graph, 2).collectives))
+        cache = sum(t.nbytes for t in graph.iter_tensors() if t.is_kv_cache)
+        if quant == "fp8":
+            float32_cache = cache
+    assert kinds[0] == kinds[1]  # the dequantised cache is split by heads like the rows
+    assert cache * 4 == float32_cache  # the tiny model's cache is float32 otherwise

@@ -142,3 +142,45 @@ def test_a_fused_runtime_holds_no_memory_for_its_cache_appends(tmp_path):
     eager = activation_liveness(g).peak_bytes
     fused = activation_liveness(g, in_place=in_place_outputs(g)).peak_bytes
     assert eager - fused == 2 * 128
+
+
+def _fp8_cache_attention(tmp_path):
+    """`_decode_attention` with the cache kept in float8: past8 [1,2,3,4] float8e4m3fn is
+    dequantised, appended to, and the appended cache quantised back to present8."""
+    import ml_dtypes
+    from onnx import TensorProto
+
+    nodes, inputs, outputs = [], [vi("q", [1, 2, 1, 4])], [vi("o", [1, 2, 1, 4])]
+    for part in ("k", "v"):
+        nodes += [
+            helper.make_node("DequantizeLinear", [f"past8_{part}", "s", "z"], [f"past_{part}"]),
+            helper.make_node("Concat", [f"past_{part}", part], [f"cache_{part}"], axis=2),
+            helper.make_node("QuantizeLinear", [f"cache_{part}", "s", "z"], [f"present8_{part}"]),
+        ]
+        fp8 = TensorProto.FLOAT8E4M3FN
+        inputs += [helper.make_tensor_value_info(f"past8_{part}", fp8, [1, 2, 3, 4])]
+        inputs += [vi(part, [1, 2, 1, 4])]
+        outputs += [helper.make_tensor_value_info(f"present8_{part}", fp8, [1, 2, 4, 4])]
+    nodes += [
+        helper.make_node("Transpose", ["cache_k"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "cache_v"], ["o"]),
+    ]
+    inits = [init("s", np.array(1.0, np.float32)),
+             init("z", np.array(0, ml_dtypes.float8_e4m3fn))]  # fmt: skip
+    model = make_model(nodes, inputs, outputs, inits, opset=21)
+    return load(save(model, tmp_path / "decode8.onnx"))
+
+
+def test_an_fp8_cache_is_read_as_stored_and_appended_in_place(tmp_path):
+    from passes.analysis.fusion import in_place_outputs
+
+    g = _fp8_cache_attention(tmp_path)
+    (members, moved), *rest = fusion_groups(g, node_costs(g))
+    assert len(members) == 10 and rest == []  # 2 x (DQ, Concat, Q) and the attention's 4
+    # q 32 B, each cache 24 float8 bytes as stored plus its new rows read and written
+    # (2 x 32 B), o 32 B: 32 + 2 * (24 + 64) + 32
+    assert moved == 240
+    copies = {f"{v}_{p}" for v in ("past", "cache", "present8") for p in ("k", "v")}
+    assert in_place_outputs(g) == copies
