@@ -14,6 +14,11 @@
 3. Times the simulator alone: 100,000 chat requests on the h100x8 plan.
 
     python bench/compare.py [--targets h100x8,h200x8,b200x8,wse3x4] [--quant fp8|fp8-kv]
+                            [--offline]
+
+``--offline`` serves the bundled ``offline`` workload instead (the same lengths, every
+request at once, 3,000 of them), each target's replica count chosen for tokens/s, and
+compares the tokens/s with MLPerf v4.1 offline (8xH100 24,525, 8xH200 31,303).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import ROOT, console, machine, partition_json, print_table  # noqa: E402
 
 MLPERF_SERVER = {"h100x8": 21606.0, "h200x8": 29228.0}  # tokens/s, MLPerf v4.1 closed, FP8
+MLPERF_OFFLINE = {"h100x8": 24525.0, "h200x8": 31303.0}  # the same, offline
+OFFLINE_REQUESTS = "3000"  # per replica simulated: the drain of the last long outputs stays small
 DIMS = ("--dim", "batch=1", "--dim", "past=4095")
 WORKLOAD = "mlperf-llama2-70b-server"
 
@@ -100,6 +107,30 @@ def _speed(model: Path, folder: Path) -> None:
                   f"{serving['requests'] / wall_s:,.0f}"]])  # fmt: skip
 
 
+def _offline(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        model = _build(Path(name), args.quant)
+        doc = partition_json("compare", str(model), "--targets", args.targets, *DIMS,
+                             "--workload", "offline", "--requests", OFFLINE_REQUESTS, "--json")  # fmt: skip
+    Path("/tmp/compare-offline-last.json").write_text(json.dumps(doc, indent=1))
+    rows = []
+    for r in doc["rows"]:
+        if not (r["fits"] and r["serving"]):
+            continue
+        par, ours = r["parallelism"], r["serving"]["throughput_tokens_per_s"]
+        public = MLPERF_OFFLINE.get(r["target"])
+        tried = "; ".join(f"dp{t['dp']} {t['throughput_tokens_per_s'] or 0:,.0f}"
+                          for t in r["shapes_tried"] if t["fits"])  # fmt: skip
+        rows.append([r["target"], f"tp{par['tp']} pp{par['pp']} dp{par['dp']}", f"{ours:,.0f}",
+                     "-" if public is None else f"{public:,.0f}",
+                     "-" if public is None else f"{ours / public:.2f}", tried])  # fmt: skip
+    print_table(
+        f"offline: MLPerf lengths, every request at once ({args.quant}); ratio = ours / MLPerf",
+        ["target", "shape", "tokens/s", "MLPerf offline", "ratio", "tokens/s per shape"],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", default="h100x8,h200x8,b200x8,wse3x4")
@@ -107,8 +138,13 @@ def main() -> None:
     parser.add_argument("--quant", choices=("none", "fp8", "fp8-kv"), default="none",
                         help="fp8: the graph's projections in FP8, fp8-kv: its KV cache too "
                         "(examples.llama --quant)")  # fmt: skip
+    parser.add_argument("--offline", action="store_true",
+                        help="the offline scenario, against MLPerf's offline results")  # fmt: skip
     args = parser.parse_args()
     console.print(machine())
+    if args.offline:
+        _offline(args)
+        return
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         model = _build(folder, args.quant)

@@ -3,8 +3,8 @@
 On a GPU target, every replica count that divides its GPUs is tried: one
 replica is planned on its share (tp x pp searched, as `partition --dp N` does),
 it serves the workload (`partition simulate PLAN --workload W`), and the shape
-serving most is kept: the highest rate meeting the SLO, or without one the lowest
-mean latency (`--parallelism plan` keeps the planner's own batch-1 choice
+serving most is kept: the highest rate meeting the SLO, offline the most tokens/s,
+or else the lowest mean latency (`--parallelism plan` keeps the planner's own batch-1 choice
 instead). A wafer target uses the fewest wafers that fit. When the workload has an SLO, each
 target's highest arrival rate meeting it is found too. A target the model does
 not fit on is a row that says why. The model must be a decode-step graph with
@@ -95,6 +95,7 @@ def _plan_and_serve(
         plan_with=lambda o: plan_model(graph, target, o).plan,
         serve=lambda plan: _served(plan, args),
         say=lambda line: err_console.print(f"{name}: {line}", markup=False),
+        offline=workload_of(args).arrivals.process == "offline",
     )  # fmt: skip
 
 

@@ -9,7 +9,8 @@ its share, as ``partition --dp N`` does), the workload is served on it, and the
 shape that serves most is kept:
 
 - with an SLO: the highest arrival rate meeting it, then the most tokens/s;
-- without one: the lowest mean end-to-end latency at the workload's own load.
+- offline (every request at once): the most tokens/s;
+- otherwise: the lowest mean end-to-end latency at the workload's own load.
 
 Replica counts whose replica cannot hold the model are recorded with the reason.
 """
@@ -37,10 +38,15 @@ def replica_counts(num_devices: int) -> list[int]:
     return [dp for dp in range(1, num_devices + 1) if num_devices % dp == 0]
 
 
-def shape_score(doc: dict[str, Any]) -> tuple[float, float]:
-    """Larger is better: (max rate at the SLO, tokens/s) when swept, else (-mean E2E, tokens/s)."""
+def shape_score(doc: dict[str, Any], offline: bool = False) -> tuple[float, float]:
+    """Larger is better: (max rate at the SLO, tokens/s) when swept, (tokens/s, 0) offline,
+    else (-mean E2E, tokens/s). Offline, each replica serves every request (one replica is
+    simulated for all, `commands.serving`), so latencies of different replica counts are
+    of different amounts of work; the system's tokens/s compare."""
     figures = doc.get("serving") or {}
     tokens_per_s = float(figures.get("throughput_tokens_per_s") or 0.0)
+    if offline and "max_rate_per_s" not in doc:
+        return (tokens_per_s, 0.0)
     if "max_rate_per_s" in doc:
         rate = doc["max_rate_per_s"]
         return (-1.0 if rate is None else float(rate), tokens_per_s)
@@ -68,6 +74,7 @@ def best_shape(
     plan_with: PlanWith,
     serve: Serve,
     say: Callable[[str], None],
+    offline: bool = False,
 ) -> tuple[Plan, dict[str, Any], list[dict[str, Any]]]:
     """Plan and serve each replica count; the best plan, its serving document, and every try.
 
@@ -90,7 +97,7 @@ def best_shape(
         say(f"{_plural(dp, 'replica')} (tp{par.tp} pp{par.pp}): serving ...")
         doc = serve(plan)
         tried.append(_tried(dp, plan, doc, ""))
-        if best is None or shape_score(doc) > shape_score(best[1]):
+        if best is None or shape_score(doc, offline) > shape_score(best[1], offline):
             best = (plan, doc)
     if best is None:
         assert last_error is not None

@@ -141,3 +141,7 @@ def test_shape_score_ranks_rate_at_the_slo_then_tokens():
     fixed = [{"serving": {"throughput_tokens_per_s": 5.0, "e2e_s": {"mean": m}}}
              for m in (9.0, 2.0, 1.0)]  # fmt: skip
     assert sorted(fixed, key=shape_score) == fixed
+    # offline, every replica serves all the requests: the system's tokens/s rank them
+    offline = [{"serving": {"throughput_tokens_per_s": t, "e2e_s": {"mean": m}}}
+               for t, m in ((5.0, 1.0), (9.0, 4.0))]  # fmt: skip
+    assert sorted(offline, key=lambda d: shape_score(d, offline=True)) == offline
