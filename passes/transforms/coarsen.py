@@ -21,6 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from passes.analysis.cache_append import cache_append
 from passes.analysis.costs import CostReport
 from passes.analysis.liveness import activation_liveness
 from passes.analysis.partition_io import residency
@@ -110,12 +111,46 @@ def target_block_count(num_devices: int, num_runtime_nodes: int) -> int:
     return max(1, min(num_runtime_nodes, max(64, min(512, 32 * num_devices))))
 
 
+_VIEWS = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Expand", "Tile"})
+
+
+def _readers(graph: Graph, name: str) -> list[int]:
+    """The first nodes reading ``name`` other than through view and repeat ops."""
+    found, stack = [], [name]
+    while stack:
+        for c in graph.tensors[stack.pop()].consumers:
+            node = graph.nodes[c]
+            if node.op_type in _VIEWS and node.domain in ("", "ai.onnx"):
+                stack.extend(node.present_outputs)
+            else:
+                found.append(c)
+    return found
+
+
+def glued_nodes(graph: Graph, order: Sequence[int]) -> frozenset[int]:
+    """Nodes no block may start at: from a KV-cache append (`cache_append`) to the first
+    nodes reading the appended cache. A cut there would send the whole cache between
+    stages or regions every step, where a runtime appends in place and reads it where
+    it lies."""
+    position = {n: k for k, n in enumerate(order)}
+    glued: set[int] = set()
+    for node in graph.nodes:
+        append = cache_append(graph, node.outputs[0]) if node.op_type == "Concat" else None
+        if append is None or node.index not in position:
+            continue
+        start = min(position[i] for i in append.nodes if i in position)
+        ends = [position[r] for r in _readers(graph, node.outputs[0]) if r in position]
+        glued.update(order[start + 1 : max(ends, default=start) + 1])
+    return frozenset(glued)
+
+
 def _segments(
     order: Sequence[int],
     weights: Sequence[float],
     param_bytes_of: Sequence[dict[str, int]],
     target_blocks: int,
     max_block_param_bytes: int | None,
+    glued: frozenset[int] = frozenset(),
 ) -> list[list[int]]:
     total = sum(weights[i] for i in order)
     cap = total / target_blocks if total > 0 else math.inf
@@ -134,7 +169,7 @@ def _segments(
             and max_block_param_bytes is not None
             and sum(params.values()) + sum(extra.values()) > max_block_param_bytes
         )
-        if over_weight or over_count or over_params:
+        if (over_weight or over_count or over_params) and i not in glued:
             segments.append(current)
             current, weight, params = [], 0.0, {}
             extra = dict(param_bytes_of[i])
@@ -167,8 +202,9 @@ def coarsen(
     # Per node, so a segment can be cut before its distinct parameters pass the budget.
     param_bytes_of = [dict(residency(graph, [n.index]).params) for n in graph.nodes]
     segments = _segments(
-        runtime, weights, param_bytes_of, max(1, target_blocks), max_block_param_bytes
-    )
+        runtime, weights, param_bytes_of, max(1, target_blocks), max_block_param_bytes,
+        glued_nodes(graph, runtime),
+    )  # fmt: skip
     if not segments:
         segments = [[]]
     block_of = _block_of(graph, order, segments)

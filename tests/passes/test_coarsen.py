@@ -71,3 +71,24 @@ def test_any_target_gives_a_dag_covering_all_nodes(tmp_path_factory, layers, tar
     assert all(e.src < e.dst for e in bg.edges)
     assert sorted(n for b in bg.blocks for n in b.nodes) == list(range(g.num_nodes))
     assert len(bg.blocks) <= 2 * target + 1
+
+
+def test_no_block_starts_between_a_cache_append_and_its_reader(tmp_path):
+    """However fine the blocks, the appended KV cache is read in the block that appends
+    it: a cut there would send the whole cache every step."""
+    from examples import llama
+    from passes.transforms.coarsen import glued_nodes
+
+    graph = load(llama.build(tmp_path / "d.onnx", "tiny", kind="decode"), {"batch": 1, "past": 7})
+    costs = node_costs(graph)
+    runtime = [i for i in graph.topological_order() if not graph.nodes[i].folded]
+    glued = glued_nodes(graph, runtime)
+    appends = [n for n in graph.nodes if n.op_type == "Concat" and "cache" in n.name]
+    assert len(appends) == 4 and glued  # k and v of two layers
+    for node in appends:  # the nodes from the append on to the Q·Kᵀ / P·V reading it
+        at = runtime.index(node.index)
+        assert runtime[at + 1] in glued
+    blocks = coarsen(graph, costs, [1.0] * graph.num_nodes, len(runtime))
+    starts = {b.nodes[len([n for n in b.nodes if graph.nodes[n].folded])] for b in blocks.blocks
+              if any(not graph.nodes[n].folded for n in b.nodes)}  # fmt: skip
+    assert not starts & glued
