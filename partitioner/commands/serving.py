@@ -63,7 +63,9 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                        help="Poisson arrivals per second, instead of a workload file "
                        "(inf: all at once)")  # fmt: skip
     group.add_argument("--requests", type=int, default=None, metavar="N",
-                       help="how many requests (default: the workload's; 1000 with --rate)")  # fmt: skip
+                       help="how many requests (default: the workload's; 1000 with --rate); a "
+                       "plan of dp replicas simulates one replica on all of them at 1/dp of "
+                       "the rate")  # fmt: skip
     group.add_argument("--prompt-len", type=int, default=512, metavar="N",
                        help="prompt tokens with --rate (default 512)")  # fmt: skip
     group.add_argument("--output-len", type=int, default=128, metavar="N",
