@@ -66,8 +66,7 @@ def _fp8_weight(b: _Builder, name: str, shape: tuple[int, int], fan_in: int) -> 
 def _fp8_activation(b: _Builder, x: str) -> str:
     """``x`` quantised to FP8 and back, once per tensor."""
     if x not in b.quantized:
-        scale = b.scalar(1.0, "activation_scale")
-        zero = b.const(np.array(0, dtype=ml_dtypes.float8_e4m3fn), "fp8_zero")
+        scale, zero = b.scalar(1.0, "activation_scale"), _fp8_zero(b)
         q = b.node("QuantizeLinear", [x, scale, zero], f"{x}.quantize")
         b.quantized[x] = b.node("DequantizeLinear", [q, scale, zero], f"{x}.dequantize")
     return b.quantized[x]
@@ -80,9 +79,13 @@ def fp8_matmul(b: _Builder, x: str, weight: str, shape: tuple[int, int], fan_in:
     return b.node("MatMul", [_fp8_activation(b, x), w], name)
 
 
+def _fp8_zero(b: _Builder) -> str:
+    """The shared float8 zero point: it gives QuantizeLinear its output type."""
+    return b.const(np.array(0, dtype=ml_dtypes.float8_e4m3fn), "fp8_zero")
+
+
 def _kv_scale(b: _Builder) -> tuple[str, str]:
-    zero = b.const(np.array(0, dtype=ml_dtypes.float8_e4m3fn), "fp8_zero")
-    return b.scalar(1.0, "kv_scale"), zero
+    return b.scalar(1.0, "kv_scale"), _fp8_zero(b)
 
 
 def cache_read(b: _Builder, past: str) -> str:

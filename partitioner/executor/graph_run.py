@@ -34,6 +34,7 @@ from partitioner.executor.errors import ExecutorError
 from partitioner.executor.runtime import run_nodes
 from partitioner.executor.weights import WeightStore
 from partitioner.plan import HOST, Partition, Plan
+from passes.analysis.cache_append import in_place_outputs
 from passes.analysis.partition_io import PartitionIO, partition_io
 from passes.functions import expand_nodes
 from passes.ir import Graph
@@ -326,15 +327,6 @@ def _run_group(
     )
 
 
-def _in_place(graph: Graph, plan: Plan) -> frozenset[str]:
-    """What the plan's runtime appends in place, as its memory was counted with."""
-    if plan.target.spec.get("runtime") != "fused":
-        return frozenset()
-    from passes.analysis.fusion import in_place_outputs
-
-    return in_place_outputs(graph)
-
-
 def run_plan(
     graph: Graph,
     plan: Plan,
@@ -354,7 +346,8 @@ def run_plan(
     transferred: dict[str, Any] = {}
     collected: dict[str, Any] = {}
     shardings: dict[int, ShardingPlan] = {}  # group size -> shard_graph's, computed once
-    in_place = _in_place(graph, plan)
+    # what the plan's runtime appends in place, as its memory was counted
+    in_place = in_place_outputs(graph, plan.target.spec.get("runtime", ""))
     runs = []
     for p in plan.partitions:
         inbox = _inbox(plan, p.id, outbox)

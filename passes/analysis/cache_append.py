@@ -12,11 +12,15 @@ so those are part of the append too.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from passes.ir import Graph, Node
 
-__all__ = ["CacheAppend", "cache_append", "in_place_outputs"]
+__all__ = ["KV_VIEWS", "CacheAppend", "cache_append", "cache_appends", "in_place_outputs"]
+
+KV_VIEWS = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Expand", "Tile", "Transpose"})
+"""Ops that only view or repeat a KV cache on its way between the append and attention."""
 
 
 @dataclass(frozen=True)
@@ -75,14 +79,21 @@ def cache_append(graph: Graph, name: str) -> CacheAppend | None:
     return CacheAppend((concat.index, *wrappers), cache, tuple(new), tuple(copies))
 
 
-def in_place_outputs(graph: Graph) -> frozenset[str]:
-    """Every value of every append that a paged runtime never materialises: the appended
-    cache (``present``), and with an FP8 cache its dequantised and quantised copies; no
-    memory of their own (`activation_liveness`)."""
-    found: set[str] = set()
+def cache_appends(graph: Graph) -> Iterator[CacheAppend]:
+    """Every append of the graph, in node order (``nodes[0]`` is its Concat, ``copies[0]``
+    the appended cache)."""
     for node in graph.nodes:
         if _standard(node, "Concat"):
             append = cache_append(graph, node.outputs[0])
             if append is not None:
-                found.update(append.copies)
-    return frozenset(found)
+                yield append
+
+
+def in_place_outputs(graph: Graph, runtime: str) -> frozenset[str]:
+    """What a ``fused`` runtime never materialises, so it holds no memory of its own
+    (`activation_liveness`): every append's appended cache (``present``) and, with an
+    FP8 cache, its dequantised and quantised copies. None for an ``eager`` runtime,
+    which copies the cache into ``present`` every step."""
+    if runtime != "fused":
+        return frozenset()
+    return frozenset(name for append in cache_appends(graph) for name in append.copies)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from passes.analysis.cache_append import cache_append, in_place_outputs
+from passes.analysis.cache_append import KV_VIEWS, cache_append, in_place_outputs
 from passes.analysis.costs import INDEXED_READS, CostReport
 from passes.analysis.fusion_quant import quantised_gemms
 from passes.analysis.patterns import attention_patterns
@@ -53,8 +53,6 @@ FUSIBLE_OPS = frozenset(
         "Concat", "Split", "Expand", "Tile", "QuantizeLinear",
     }
 )  # fmt: skip
-# Ops that only repeat or rearrange K/V on their way into attention.
-_KV_REARRANGE = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Expand", "Tile", "Transpose"})
 
 
 def _activation_bytes(graph: Graph, name: str) -> int:
@@ -69,7 +67,7 @@ def _kv_source(graph: Graph, name: str, absorbed: set[int]) -> str:
         if t is None or t.producer is None or len(t.consumers) != 1:
             return name
         node = graph.nodes[t.producer]
-        if node.op_type not in _KV_REARRANGE or node.folded:
+        if node.op_type not in KV_VIEWS or node.folded:
             return name
         absorbed.add(node.index)
         name = node.present_inputs[0]

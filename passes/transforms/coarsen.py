@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from passes.analysis.cache_append import cache_append
+from passes.analysis.cache_append import KV_VIEWS, cache_appends
 from passes.analysis.costs import CostReport
 from passes.analysis.liveness import activation_liveness
 from passes.analysis.partition_io import residency
@@ -111,16 +111,13 @@ def target_block_count(num_devices: int, num_runtime_nodes: int) -> int:
     return max(1, min(num_runtime_nodes, max(64, min(512, 32 * num_devices))))
 
 
-_VIEWS = frozenset({"Unsqueeze", "Squeeze", "Reshape", "Transpose", "Expand", "Tile"})
-
-
 def _readers(graph: Graph, name: str) -> list[int]:
     """The first nodes reading ``name`` other than through view and repeat ops."""
     found, stack = [], [name]
     while stack:
         for c in graph.tensors[stack.pop()].consumers:
             node = graph.nodes[c]
-            if node.op_type in _VIEWS and node.domain in ("", "ai.onnx"):
+            if node.op_type in KV_VIEWS and node.domain in ("", "ai.onnx"):
                 stack.extend(node.present_outputs)
             else:
                 found.append(c)
@@ -134,12 +131,11 @@ def glued_nodes(graph: Graph, order: Sequence[int]) -> frozenset[int]:
     it lies."""
     position = {n: k for k, n in enumerate(order)}
     glued: set[int] = set()
-    for node in graph.nodes:
-        append = cache_append(graph, node.outputs[0]) if node.op_type == "Concat" else None
-        if append is None or node.index not in position:
+    for append in cache_appends(graph):
+        if append.nodes[0] not in position:
             continue
         start = min(position[i] for i in append.nodes if i in position)
-        ends = [position[r] for r in _readers(graph, node.outputs[0]) if r in position]
+        ends = [position[r] for r in _readers(graph, append.copies[0]) if r in position]
         glued.update(order[start + 1 : max(ends, default=start) + 1])
     return frozenset(glued)
 

@@ -138,9 +138,10 @@ def test_a_fused_runtime_holds_no_memory_for_its_cache_appends(tmp_path):
     from passes.analysis.liveness import activation_liveness
 
     g = _decode_attention(tmp_path)
-    assert in_place_outputs(g) == {"present_k", "present_v"}
+    assert in_place_outputs(g, "fused") == {"present_k", "present_v"}
+    assert in_place_outputs(g, "eager") == frozenset()  # an eager runtime copies the cache
     eager = activation_liveness(g).peak_bytes
-    fused = activation_liveness(g, in_place=in_place_outputs(g)).peak_bytes
+    fused = activation_liveness(g, in_place=in_place_outputs(g, "fused")).peak_bytes
     assert eager - fused == 2 * 128
 
 
@@ -183,4 +184,4 @@ def test_an_fp8_cache_is_read_as_stored_and_appended_in_place(tmp_path):
     # (2 x 32 B), o 32 B: 32 + 2 * (24 + 64) + 32
     assert moved == 240
     copies = {f"{v}_{p}" for v in ("past", "cache", "present8") for p in ("k", "v")}
-    assert in_place_outputs(g) == copies
+    assert in_place_outputs(g, "fused") == copies

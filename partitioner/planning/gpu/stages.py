@@ -62,8 +62,7 @@ def stage_partition(
     held = residency(graph, runtime)
     param_bytes = local_param_bytes(graph, setup.sharding, held.params)
     kv_bytes = local_param_bytes(graph, setup.sharding, held.kv_cache)
-    # a fused runtime appends to the KV cache in place (`fusion.in_place_outputs`)
-    in_place = in_place_outputs(graph) if cost_model.target.runtime == "fused" else ()
+    in_place = in_place_outputs(graph, cost_model.target.runtime)  # a fused runtime's appends
     peak = (
         activation_liveness(graph, runtime, _rank_bytes(graph, setup), sent, in_place).peak_bytes
         if runtime
