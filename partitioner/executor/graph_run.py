@@ -36,6 +36,7 @@ from partitioner.executor.weights import WeightStore
 from partitioner.plan import HOST, Partition, Plan
 from passes.analysis.cache_append import in_place_outputs
 from passes.analysis.partition_io import PartitionIO, partition_io
+from passes.analysis.stored_weights import stored_inputs
 from passes.functions import expand_nodes
 from passes.ir import Graph
 
@@ -142,6 +143,7 @@ def constant_values(graph: Graph, weights: WeightStore) -> dict[str, Any]:
         if name in graph.tensors and graph.tensors[name].is_param
     }
     wanted |= {o for o in graph.outputs if graph.tensors[o].is_param}
+    wanted |= set(stored_inputs(graph, wanted))  # tensor-parallel ranks keep them quantised
     needed_by_folded = {name for i in folded for name in graph.nodes[i].present_inputs}
     values: dict[str, Any] = {
         name: weights.get(name) for name in (wanted | needed_by_folded) if name in weights

@@ -123,24 +123,24 @@ _FLOAT8 = {"tensor(float8e4m3fn)", "tensor(float8e4m3fnuz)", "tensor(float8e5m2)
            "tensor(float8e5m2fnuz)"}  # fmt: skip
 
 
-def _run(session: Any, names: list[str], feeds: Mapping[str, Any]) -> list[Any]:
-    """``session.run``; with float8 inputs or outputs, which onnxruntime's numpy binding
-    does not take, through OrtValues of their ONNX type (float8 bits as uint8)."""
+def ort_value(value: Any) -> Any:
+    """An onnxruntime OrtValue of an array; float8, which onnxruntime's numpy binding
+    does not take, goes in as its bits (uint8) with its ONNX type."""
     import onnxruntime as ort
 
+    array = np.ascontiguousarray(value)
+    if array.dtype.name.startswith("float8"):
+        elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(array.view(np.uint8), elem)
+    return ort.OrtValue.ortvalue_from_numpy(array)
+
+
+def session_run(session: Any, names: list[str], feeds: Mapping[str, Any]) -> list[Any]:
+    """``session.run``; with float8 inputs or outputs through OrtValues (`ort_value`)."""
     types = [o.type for o in session.get_outputs()] + [i.type for i in session.get_inputs()]
     if not _FLOAT8 & set(types):
         return session.run(names, dict(feeds))
-    values = {}
-    for name, value in feeds.items():
-        array = np.asarray(value)
-        if array.dtype.name.startswith("float8"):
-            elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
-            values[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
-                np.ascontiguousarray(array).view(np.uint8), elem
-            )
-        else:
-            values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+    values = {name: ort_value(value) for name, value in feeds.items()}
     out = session.run_with_ort_values(names, values)
     kinds = {o.name: o.type for o in session.get_outputs()}
     return [_from_ort(v, kinds[n]) for n, v in zip(names, out, strict=True)]
@@ -182,7 +182,7 @@ def run_reference(
         source = model if isinstance(model, str) else model.SerializeToString()
         session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        values = _run(session, names, feeds)
+        values = session_run(session, names, feeds)
     except Exception as err:  # onnxruntime raises its own exception types for unsupported models
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise OnnxRuntimeError(

@@ -38,7 +38,9 @@ from partitioner.executor.graph_run import PlanExecutionError, _nbytes, _partiti
 from partitioner.executor.runtime import run_nodes
 from partitioner.executor.tensor_parallel_plan import check_group_sharding, group_sharding
 from passes.analysis.partition_io import partition_io
+from passes.analysis.stored_weights import stored_inputs
 from passes.ir import Graph
+from passes.transforms.rank_params import declared_split
 from passes.transforms.tensor_parallel import (
     COLLECTIVE_DOMAIN,
     chunk,
@@ -114,12 +116,11 @@ def rank_env(
     """Rank ``rank``'s starting values: its parameters and what it receives, local."""
     env: dict[str, Any] = {}
     for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:  # declared: sliced from the whole
-            axis = sharding.weights.get(init.name)
-            value = whole[init.name]
-            env[init.name] = (
-                value if axis is None else chunk(value, axis, rank, sharding.degree, init.name)
-            )
+        declaration = declared_split(init)
+        if declaration is not None:  # declared: cut from the whole as the rank graph says
+            source, cut = declaration
+            value = whole[source]
+            env[init.name] = value if cut is None else chunk(value, *cut, source)
         else:  # a shape constant, with its per-rank value
             env[init.name] = numpy_helper.to_array(init)
     for vi in model.graph.input:
@@ -271,12 +272,14 @@ def run_group(
     """
     io = partition_io(graph, nodes)
     whole = _partition_env(partition_id, io, inbox, params, kv_cache)
+    stored = stored_inputs(graph, io.params)
+    whole.update((name, params[name]) for name in stored)
     models = rank_models(graph, sharding, io.nodes)
     envs = [rank_env(sharding, m, whole, r) for r, m in enumerate(models)]
     if opsets is None:
         opsets = {o.domain: o.version for o in models[0].opset_import}
     where = f"partition {partition_id}"
-    resident = [*io.params, *in_place]
+    resident = [*io.params, *stored, *in_place]
     peak, collected = _lockstep(graph, models[0].graph.node, envs, keep, opsets, resident, where)
     outbox = {
         # a value it received and passes on is still whole

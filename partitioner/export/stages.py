@@ -6,7 +6,9 @@ its outputs the tensors transferred out of it plus the graph outputs that stay
 on it (KV-cache ``present.*``), so chaining the stages by tensor name computes
 the whole model. Constants folded at load time are handed to the Extractor as
 inputs (so it does not walk into the folded nodes) and then turned into
-initializers holding their values.
+initializers holding their values, except the stored weights
+(`passes.analysis.stored_weights`): a quantised weight keeps its initializers
+and its DequantizeLinear, so the file holds the bytes the plan counted.
 
 A relayed tensor (received and sent on unchanged) is a graph input that is
 also a graph output: a pass-through under the same name, which ONNX and
@@ -35,6 +37,7 @@ from partitioner.executor.weights import WeightStore
 from partitioner.plan import HOST, Partition, Plan
 from passes.analysis.partition_io import partition_io
 from passes.analysis.sharding import shard_graph
+from passes.analysis.stored_weights import stored_weights
 from passes.errors import PassError
 from passes.functions import expand_nodes
 from passes.ir import Graph
@@ -96,14 +99,25 @@ def folded_values(graph: Graph, weights: WeightStore, names: set[str]) -> dict[s
     return {n: np.asarray(env[n]) for n in wanted}
 
 
+def _folded(partitions: list[Partition], graph: Graph) -> set[str]:
+    """The folded constants these partitions read whose values a stage file holds: not the
+    stored weights, which keep their quantised form and DequantizeLinear."""
+    params = {n for p in partitions for n in partition_io(graph, p.nodes).params}
+    constants = {n for n in params if graph.tensors[n].kind == "constant"}
+    return constants - set(stored_weights(graph, constants))
+
+
 def _pipeline_stage(
     graph: Graph, plan: Plan, partition: Partition, constants: Mapping[str, np.ndarray]
 ) -> StageModel:
     inputs, outputs = boundary(graph, plan, partition)
     io = partition_io(graph, partition.nodes)
-    folded = [n for n in io.params if graph.tensors[n].kind == "constant"]
+    stored = stored_weights(graph, io.params)  # the Extractor takes their DequantizeLinear
+    folded = [n for n in io.params if graph.tensors[n].kind == "constant" and n not in stored]
     model = onnx.utils.Extractor(graph.model).extract_model(list(inputs) + folded, list(outputs))
-    runtime = {o for i in io.nodes for o in graph.nodes[i].outputs}
+    runtime = {
+        o for i in [*io.nodes, *(w.node for w in stored.values())] for o in graph.nodes[i].outputs
+    }
     stray = [o for n in model.graph.node for o in n.output if o and o not in runtime]
     if stray:  # the plan's transfers do not close this partition off
         raise PassError(
@@ -125,9 +139,9 @@ def pipeline_stage_model(
     graph: Graph, plan: Plan, partition: Partition, weights: WeightStore
 ) -> StageModel:
     """One single-device partition's model alone (what one rank of a runtime loads)."""
-    io = partition_io(graph, partition.nodes)
-    folded = {n for n in io.params if graph.tensors[n].kind == "constant"}
-    return _pipeline_stage(graph, plan, partition, folded_values(graph, weights, folded))
+    return _pipeline_stage(
+        graph, plan, partition, folded_values(graph, weights, _folded([partition], graph))
+    )
 
 
 def _rank_stages(graph: Graph, plan: Plan, partition: Partition) -> list[StageModel]:
@@ -156,13 +170,7 @@ def _rank_stages(graph: Graph, plan: Plan, partition: Partition) -> list[StageMo
 def stage_models(graph: Graph, plan: Plan, weights: WeightStore) -> list[StageModel]:
     """Every stage file's model, in the plan's partition order (an order that executes)."""
     readers = [p for p in plan.partitions if len(p.devices) == 1]
-    folded = {
-        n
-        for p in readers
-        for n in partition_io(graph, p.nodes).params
-        if graph.tensors[n].kind == "constant"
-    }
-    constants = folded_values(graph, weights, folded)
+    constants = folded_values(graph, weights, _folded(readers, graph))
     stages: list[StageModel] = []
     for p in plan.partitions:
         if len(p.devices) > 1:

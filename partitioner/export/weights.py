@@ -15,7 +15,6 @@ no data file.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -29,7 +28,7 @@ from partitioner.executor.weights import WeightStore
 from partitioner.export.stages import StageModel
 from passes.ir import INLINE_MARKER, Graph
 from passes.load import external_data_ref
-from passes.transforms.tensor_parallel import SOURCE_KEY, SPLIT_KEY, chunk
+from passes.transforms.rank_params import chunk, declared_split
 
 __all__ = ["StageFiles", "stage_files", "INLINE_LIMIT_BYTES"]
 
@@ -37,7 +36,6 @@ __all__ = ["StageFiles", "stage_files", "INLINE_LIMIT_BYTES"]
 INLINE_LIMIT_BYTES = 1024
 _ALIGN_BYTES = 64  # aligned offsets let a runtime memory-map each tensor
 _COPY_CHUNK_BYTES = 16 * 1024 * 1024
-_SPLIT = re.compile(r"axis (\d+), chunk (\d+) of (\d+)")
 
 Piece = Callable[[], Iterator[bytes]]
 
@@ -91,15 +89,13 @@ def _piece(
     numel = int(np.prod([int(d) for d in t.dims], dtype=np.int64))
     itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
     length = numel * itemsize
-    if SOURCE_KEY in entries:  # a tensor-parallel rank's declared parameter
-        source, split = entries[SOURCE_KEY], _SPLIT.fullmatch(entries.get(SPLIT_KEY, ""))
+    declaration = declared_split(t)
+    if declaration is not None:  # a tensor-parallel rank's declared parameter
+        source, cut = declaration
 
         def read() -> np.ndarray:
             whole = store.get(source) if source in store else folded()[source]
-            if split is None:
-                return whole
-            axis, rank, parts = (int(g) for g in split.groups())
-            return chunk(whole, axis, rank, parts, source)
+            return whole if cut is None else chunk(whole, *cut, source)
 
         return _array_piece(read), length
     if INLINE_MARKER in entries:

@@ -29,6 +29,7 @@ from partitioner.units import human_bytes
 from passes.analysis.costs import CostReport, node_costs
 from passes.analysis.edges import unsized_tensors
 from passes.analysis.fusion import fused_costs
+from passes.analysis.stored_weights import eager_dequantise
 from passes.ir import Graph, Tensor
 from targets import GpuTarget, WaferTarget
 from targets.cost import CostModel
@@ -181,13 +182,14 @@ def decode_batch(graph: Graph) -> int | None:
 
 
 def runtime_costs(graph: Graph, runtime: str, eager: CostReport | None = None) -> CostReport:
-    """Per-node costs as the target's runtime executes the graph: op by op (``eager``) or
-    fused, a decode step replayed as one CUDA graph (``fused``, `passes.analysis.fusion`).
+    """Per-node costs as the target's runtime executes the graph: op by op (``eager``;
+    stored weights dequantised each step, `passes.analysis.stored_weights`) or fused, a
+    decode step replayed as one CUDA graph (``fused``, `passes.analysis.fusion`).
     ``eager``: the graph's `node_costs`, when already computed."""
     costs = eager if eager is not None else node_costs(graph)
     if runtime == "fused":
-        costs = fused_costs(graph, costs, cuda_graph=decode_batch(graph) is not None)
-    return costs
+        return fused_costs(graph, costs, cuda_graph=decode_batch(graph) is not None)
+    return eager_dequantise(graph, costs)  # a stored weight is dequantised every step
 
 
 def unsized_extra(graph: Graph, transfers: Sequence[Transfer]) -> dict[str, list[str]]:

@@ -142,7 +142,8 @@ def _work(
 ) -> _Work:
     """Every count at the graph's dims; ``runtime`` None for a wafer (op by op)."""
     eager = node_costs(graph)
-    costs = (eager, runtime_costs(graph, runtime, eager) if runtime else eager)
+    run = runtime_costs(graph, runtime, eager) if runtime else eager
+    costs = (run if runtime == "eager" else eager, run)
     groups = _fused_groups(graph, eager) if runtime == "fused" else {}
     shardings: dict[int, ShardingPlan] = {}
     nodes, collectives, kv = [], [], []

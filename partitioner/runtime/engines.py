@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 
 from partitioner.executor.graph_run import run_partition
+from partitioner.executor.reference import ort_value, session_run
 from partitioner.executor.runtime import run_nodes
 from partitioner.executor.tensor_parallel import Segment
 from partitioner.executor.weights import WeightStore
@@ -94,9 +95,7 @@ def _session(
     options.inter_op_num_threads = 1
     if external:
         names = list(external)
-        values = [
-            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(external[n])) for n in names
-        ]
+        values = [ort_value(external[n]) for n in names]
         options.add_external_initializers(names, values)
     try:
         return ort.InferenceSession(
@@ -128,7 +127,7 @@ def _ort_pipeline_step(
 
     def run(values: Mapping[str, Any], _c: Collectives | None, _log: CollectiveLog) -> dict:
         feeds = {name: values[name] for name in stage.inputs}
-        return dict(zip(names, session.run(names, feeds), strict=True))
+        return dict(zip(names, session_run(session, names, feeds), strict=True))
 
     return PartitionStep(partition.id, run, stage.inputs)
 
@@ -160,7 +159,7 @@ def _segment_runner(
         if "s" not in sessions:
             sessions["s"] = _segment_session(segment, env, made, opsets, config)
         session, inputs, outputs = sessions["s"]
-        results = session.run(outputs, {name: env[name] for name in inputs})
+        results = session_run(session, outputs, {name: env[name] for name in inputs})
         out = {k: v for k, v in env.items() if k in segment.keep}
         out.update(zip(outputs, results, strict=True))
         return out

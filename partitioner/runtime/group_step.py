@@ -30,6 +30,7 @@ from partitioner.runtime.engines import (
 )
 from passes.analysis.partition_io import partition_io
 from passes.analysis.sharding import ShardingPlan, shard_graph
+from passes.analysis.stored_weights import stored_inputs
 from passes.ir import Graph
 from passes.transforms.tensor_parallel import rank_graph, tensor_layout
 
@@ -77,6 +78,7 @@ def _group_step(
     sharding = group_sharding(graph, plan, partition, shard_graph(graph, degree))
     io = partition_io(graph, partition.nodes)
     model = rank_graph(graph, sharding, group_rank, io.nodes)
+    stored = stored_inputs(graph, io.params)  # kept quantised: the rank graph dequantises
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     opsets = {o.domain: o.version for o in model.opset_import}
@@ -88,6 +90,7 @@ def _group_step(
         assert collectives is not None
         inbox = {name: values[name] for name in io.inputs if name in values}
         whole = _partition_env(partition.id, io, inbox, params, values)
+        whole.update((name, params[name]) for name in stored)
         env = rank_env(sharding, model, whole, group_rank)
         collected: set[str] = set()
         for piece, runner in zip(pieces, runners, strict=True):

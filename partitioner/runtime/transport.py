@@ -114,7 +114,11 @@ class TorchCollectives:
         return _to_numpy(tensor, value.dtype)
 
     def all_gather(self, value: np.ndarray, axis: int) -> np.ndarray:
-        tensor = _to_torch(value)
+        bits = value.dtype.name.startswith("float8")  # torch takes no ml_dtypes float8
+        tensor = _to_torch(value.view(np.uint8) if bits else value)
         parts = [torch.empty_like(tensor) for _ in range(self.size)]
         dist.all_gather(parts, tensor, group=self.group)
-        return np.concatenate([_to_numpy(p, value.dtype) for p in parts], axis=axis)
+        gathered = [_to_numpy(p, value.dtype) for p in parts]
+        if bits:
+            gathered = [p.view(value.dtype) for p in gathered]
+        return np.concatenate(gathered, axis=axis)

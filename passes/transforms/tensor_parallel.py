@@ -8,7 +8,9 @@ which nodes. `RankGraph` turns it into the model one rank runs:
   original order, read their local tensors under the same names;
 - parameters become initializers: a sharded one holds chunk ``rank`` of
   ``degree`` equal chunks along its axis, a shape constant its per-rank value,
-  every other one its whole value;
+  every other one its whole value. A quantised weight (a folded DequantizeLinear,
+  `passes.analysis.stored_weights`) enters as its stored initializers and the
+  DequantizeLinear itself (`passes.transforms.rank_params`), as the plan counts it;
 - every collective is an explicit node of the custom domain
   ``partition.collective`` (``AllReduce``, ``AllGather`` with ``axis``; both
   carry ``group_size``) right after the node that makes its tensor. The producer
@@ -40,9 +42,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 from passes.analysis.partition_io import PartitionIO, partition_io
 from passes.analysis.sharding_layout import ALL_GATHER, ALL_REDUCE, CollectiveOp, Layout
+from passes.analysis.stored_weights import stored_weights
 from passes.errors import PassError
 from passes.ir import Dim, Graph, node_subgraphs, outer_references
 from passes.pass_infra import Pass, PassResult
+from passes.transforms.rank_params import (
+    SOURCE_KEY,
+    SPLIT_KEY,
+    chunk,
+    declared,
+    split_text,
+    stored_initializers,
+    stored_nodes,
+)
 from passes.transforms.tensor_parallel_vocab import vocab_lookup, vocab_split_table
 
 if TYPE_CHECKING:
@@ -68,9 +80,6 @@ COLLECTIVE_OPSET = 1
 COLLECTIVE_OP_TYPES: Mapping[str, str] = {ALL_REDUCE: "AllReduce", ALL_GATHER: "AllGather"}
 # What the producer of a collective's tensor writes instead of the tensor itself.
 _SUFFIX: Mapping[str, str] = {ALL_REDUCE: "__partial", ALL_GATHER: "__local"}
-# Keys of the external-data entries that declare a parameter without its data.
-SOURCE_KEY = "partition.source"
-SPLIT_KEY = "partition.split"
 
 ParamReader = Callable[[str], np.ndarray]
 """The whole value of a parameter (initializer or folded constant) by name."""
@@ -99,19 +108,6 @@ def collective_input(op: CollectiveOp) -> str:
             f"(known: {', '.join(sorted(_SUFFIX))})"
         )
     return op.tensor + _SUFFIX[op.kind]
-
-
-def chunk(array: np.ndarray, axis: int, rank: int, degree: int, name: str) -> np.ndarray:
-    """Chunk ``rank`` of ``degree`` equal chunks of ``array`` along ``axis`` (a view)."""
-    if not 0 <= axis < array.ndim or array.shape[axis] % degree:
-        raise PassError(
-            f"tensor {name!r} of shape {list(array.shape)} does not split into {degree} equal "
-            f"parts along axis {axis}"
-        )
-    step = array.shape[axis] // degree
-    index = [slice(None)] * array.ndim
-    index[axis] = slice(rank * step, (rank + 1) * step)
-    return array[tuple(index)]
 
 
 def _runtime_order(graph: Graph, nodes: Iterable[int] | None) -> tuple[int, ...]:
@@ -197,19 +193,6 @@ def _nodes(
     return out, constants
 
 
-def _declared(graph: Graph, name: str, dims: Iterable[int], split: str) -> TensorProto:
-    """A parameter with its type and local dims but no data (structure-only models)."""
-    t = TensorProto()
-    t.name = name
-    t.data_type = graph.tensors[name].elem_type
-    t.dims.extend(int(d) for d in dims)
-    t.data_location = TensorProto.EXTERNAL
-    for key, value in ((SOURCE_KEY, name), (SPLIT_KEY, split)):
-        entry = t.external_data.add()
-        entry.key, entry.value = key, value
-    return t
-
-
 def _initializer(
     graph: Graph, sharding: ShardingPlan, name: str, rank: int, read: ParamReader | None
 ) -> TensorProto:
@@ -222,16 +205,38 @@ def _initializer(
             value = value.reshape(t.shape)  # type: ignore[arg-type]
         return numpy_helper.from_array(value, name)
     axis = sharding.weights.get(name)
-    split = "" if axis is None else f"axis {axis}, chunk {rank} of {sharding.degree}"
+    split = split_text(axis, rank, sharding.degree)
     if read is None:
         shape = _local_shape(graph, sharding, name)
         if shape is None or not all(isinstance(d, int) for d in shape):
             raise PassError(f"parameter {name!r} has no static shape to declare: {shape}")
-        return _declared(graph, name, shape, split)  # type: ignore[arg-type]
+        return declared(graph, name, shape, split)  # type: ignore[arg-type]
     value = np.asarray(read(name))
     if axis is not None:
         value = chunk(value, axis, rank, sharding.degree, name)
     return numpy_helper.from_array(value, name)
+
+
+def _initializers(
+    graph: Graph,
+    sharding: ShardingPlan,
+    params: Iterable[str],
+    rank: int,
+    read: ParamReader | None,
+) -> list[TensorProto]:
+    """Every parameter's initializers; a stored weight's are its quantised data, scale and
+    zero point (`passes.transforms.rank_params`), each name once."""
+    stored = stored_weights(graph, params)
+    out: dict[str, TensorProto] = {}
+    for name in params:
+        weight = stored.get(name)
+        if weight is None:
+            out.setdefault(name, _initializer(graph, sharding, name, rank, read))
+            continue
+        axis = sharding.weights.get(name)
+        for t in stored_initializers(graph, weight, axis, rank, sharding.degree, read):
+            out.setdefault(t.name, t)
+    return list(out.values())
 
 
 def _boundary(
@@ -315,10 +320,9 @@ class RankGraph(Pass[Graph, onnx.ModelProto]):
         graph, sharding = model, self.sharding
         group = _group(graph, sharding, self.nodes)
         inputs, outputs, inner = _boundary(graph, sharding, group)
-        initializers = [
-            _initializer(graph, sharding, n, self.rank, self.read_param) for n in group.io.params
-        ]
+        initializers = _initializers(graph, sharding, group.io.params, self.rank, self.read_param)
         nodes, constants = _nodes(graph, sharding, group, self.rank)
+        nodes = stored_nodes(graph, stored_weights(graph, group.io.params).values()) + nodes
         body = helper.make_graph(
             nodes,
             f"{graph.model.graph.name or 'model'}_rank{self.rank}_of_{sharding.degree}",

@@ -82,7 +82,7 @@ def test_fp8_kv_cache_decodes_what_prefill_cached(tmp_path):
     """With ``fp8-kv`` the cache is float8 in and out; decoding the last token from the
     prefill's cache gives about the prefill's own last logits (onnxruntime's numpy binding
     takes float8 only through OrtValues: `partitioner.executor.reference`)."""
-    from partitioner.executor.reference import _run
+    from partitioner.executor.reference import session_run
 
     kw = {"opset": 21, "quant": "fp8-kv"}
     prefill = llama.build(tmp_path / "p.onnx", "tiny", kind="prefill", **kw)
@@ -96,11 +96,11 @@ def test_fp8_kv_cache_decodes_what_prefill_cached(tmp_path):
     ids = np.random.default_rng(2).integers(0, llama.CONFIGS["tiny"].vocab_size, (2, 7))
     pos = np.tile(np.arange(7), (2, 1))
     names = [o.name for o in p.get_outputs()]
-    full = _run(p, names, {"input_ids": ids, "position_ids": pos})
-    cached = _run(p, names, {"input_ids": ids[:, :-1], "position_ids": pos[:, :-1]})
+    full = session_run(p, names, {"input_ids": ids, "position_ids": pos})
+    cached = session_run(p, names, {"input_ids": ids[:, :-1], "position_ids": pos[:, :-1]})
     feeds = {"input_ids": ids[:, -1:], "position_ids": pos[:, -1:]}
     feeds |= {n.replace("present.", "past."): v for n, v in zip(names[1:], cached[1:], strict=True)}
-    last = _run(d, [o.name for o in d.get_outputs()], feeds)[0][:, 0]
+    last = session_run(d, [o.name for o in d.get_outputs()], feeds)[0][:, 0]
     assert cached[1].dtype.name == "float8_e4m3fn"
     # close, not equal: the prefill attended to its own rows before they were rounded to FP8
     assert np.corrcoef(last.ravel(), full[0][:, -1].ravel())[0, 1] > 0.99

@@ -20,6 +20,7 @@ import pytest
 from examples import gpt2, llama
 from partitioner.planning import GpuOptions, plan_pipeline
 from passes.load import load
+from targets.presets import presets
 from tests.partitioner.gpu_targets import toy_target
 
 pytest.importorskip("torch")
@@ -142,6 +143,18 @@ def test_a_tensor_parallel_stage_runs_its_collectives_across_ranks(tiny_llama):
     report = _check_report(result, ranks=2, stages=1)
     assert report["stages"][0]["ranks"] == [0, 1]
     assert report["stages"][0]["collective_s"] > 0
+
+
+def test_fp8_weights_and_cache_run_tensor_parallel_under_onnxruntime(tmp_path):
+    """The ranks load float8 weights and a float8 KV cache, which onnxruntime's numpy
+    binding and torch's collectives do not take as they are."""
+    model = llama.build(tmp_path / "t8.onnx", "tiny", kind="decode", opset=21, quant="fp8-kv")
+    graph = load(model, {"batch": 1, "past": 7})
+    options = GpuOptions(pp=1, tp=2, time_limit_s=5, objective="latency")
+    plan = plan_pipeline(graph, presets()["h100x8"], options).plan
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(plan.to_json())
+    _check_report(_run(str(model), str(plan_path), "--json"), ranks=2, stages=1)
 
 
 def test_torchrun_starts_the_same_worker(tiny_llama):
