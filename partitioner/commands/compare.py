@@ -29,6 +29,7 @@ from rich.table import Table
 
 from partitioner.commands._common import add_model_arguments, console, err_console, load_graph
 from partitioner.commands.compare_shapes import best_shape
+from partitioner.commands.plan_prefill import add_prefill_arguments, prepare_prefill, with_prefill
 from partitioner.commands.serving import add_serving_arguments, serve, workload_of
 from partitioner.errors import InfeasibleError, UsageError
 from partitioner.outputs import Outputs
@@ -36,7 +37,7 @@ from partitioner.plan import Plan
 from partitioner.planning import GpuOptions, WaferOptions, plan_model
 from partitioner.units import human_seconds
 from passes.ir import Graph
-from targets import Target, WaferTarget, load_target
+from targets import GpuTarget, Target, WaferTarget, load_target
 
 __all__ = ["add_arguments", "run", "compare_targets"]
 
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", type=Path, metavar="FILE",
                         help="latency against throughput for every target (needs an SLO)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_prefill_arguments(parser.add_argument_group("prefill from a second file (GPU targets)"))
     add_serving_arguments(parser)
 
 
@@ -85,14 +87,23 @@ def _plan_and_serve(
 ) -> tuple[Plan, dict[str, Any], list[dict[str, Any]] | None]:
     """The plan kept for ``target``, its serving document and (searched) every shape tried."""
     options = _options(target, args)
+
+    def plan_with(o: GpuOptions | WaferOptions) -> Plan:
+        plan = plan_model(graph, target, o).plan
+        if isinstance(target, GpuTarget):  # wafers price prompts through the decode graph
+            plan = with_prefill(
+                getattr(args, "prefill_graph", None), plan, graph, target, Path.cwd()
+            )
+        return plan
+
     if isinstance(options, WaferOptions) or args.parallelism == "plan":
         err_console.print(f"planning on {name} ...", markup=False)
-        plan = plan_model(graph, target, options).plan
+        plan = plan_with(options)
         err_console.print(f"serving on {name} ...", markup=False)
         return plan, _served(plan, args), None
     return best_shape(
         options, target.num_devices,
-        plan_with=lambda o: plan_model(graph, target, o).plan,
+        plan_with=plan_with,
         serve=lambda plan: _served(plan, args),
         say=lambda line: err_console.print(f"{name}: {line}", markup=False),
         offline=workload_of(args).arrivals.process == "offline",
@@ -124,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if args.png is not None:
         outputs.add("--png", args.png)
     graph = load_graph(args)
+    args.prefill_graph = prepare_prefill(args, graph, outputs)
     rows = compare_targets(graph, args)
     with outputs:
         if args.png is not None:

@@ -16,6 +16,7 @@ examples:
   partition model.onnx --target h100x8 --devices auto      # fewest GPUs that fit
   partition model.onnx --target h100x8 --solver params     # DeepSpeed-style baseline
   partition llama70b-decode.onnx --target wse3x4 --dim batch=1 --dim past=4095 --png floor.png
+  partition decode.onnx --prefill prefill.onnx --target h100x8 --dim batch=1 --dim past=4095
 
 Ctrl-C during the solve stops the search and writes the best plan found so far.
 """
@@ -36,6 +37,12 @@ from partitioner.commands._common import (
     external_data_paths,
     load_graph,
 )
+from partitioner.commands.plan_prefill import (
+    PREFILL_FLAGS,
+    add_prefill_arguments,
+    prepare_prefill,
+    with_prefill,
+)
 from partitioner.commands.summaries import print_summary, print_wafer_summary
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
@@ -55,7 +62,7 @@ from partitioner.simulate.plot import render_png
 from partitioner.solvers.interrupt import Interrupt, exit_code
 from partitioner.units import human_seconds
 from passes.ir import Graph
-from targets import Target, WaferTarget, load_target
+from targets import GpuTarget, Target, WaferTarget, load_target
 
 __all__ = ["add_arguments", "run", "default_plan_path"]
 
@@ -168,6 +175,7 @@ def _add_gpu_arguments(group: argparse._ArgumentGroup) -> None:
         metavar="N",
         help="coarsen to about N blocks (default: 32 per device, 64..512)",
     )
+    add_prefill_arguments(group)
 
 
 def _add_wafer_arguments(group: argparse._ArgumentGroup) -> None:
@@ -275,6 +283,7 @@ _GPU_ONLY = {
     "--tp": "tp",
     "--pp": "pp",
     "--dp": "dp",
+    **PREFILL_FLAGS,
 }
 _WAFER_ONLY = {"--regions": "regions", "--tile": "tile"}
 """Flags of one target kind, by argparse destination; given for the other kind, they are refused."""
@@ -349,10 +358,13 @@ def run(args: argparse.Namespace) -> int:
     with outputs:
         graph = load_graph(args)
         outputs.add_inputs(external_data_paths(graph))
+        prefill = prepare_prefill(args, graph, outputs)
         # From here on Ctrl-C and SIGTERM stop the search and keep the best plan.
         with Interrupt() as stop:
             outcome = _plan(args, target, graph, options)
             plan = _with_model_path(outcome.plan, args.model, plan_path.resolve())
+            if isinstance(target, GpuTarget):
+                plan = with_prefill(prefill, plan, graph, target, plan_path.resolve().parent)
             outputs.stage(plan_path, plan.to_json())
             if args.png is not None:
                 title = f"{args.model.name} on {plan.target.name}"

@@ -11,6 +11,12 @@ model (`targets.cost`), never from here.
 
 Every polynomial is a list of coefficients over `MONOMIALS`, the exponents of
 (batch, past) of total degree at most 2: ``1, b, p, b², b·p, p²``.
+
+A plan made with a second, prefill file (`partitioner.planning.prefill_fit`)
+also holds that graph's load model as ``prefill``: polynomials in (batch, seq)
+over `PREFILL_MONOMIALS`, ``1, b, s, b·s, s², b·s²`` (a prompt's attention
+grows with seq², and prompts of a batch are independent), with the file it
+came from as ``source``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "MONOMIALS",
+    "PREFILL_MONOMIALS",
     "BATCH_PAST",
     "LoadModel",
     "LoadTerm",
@@ -33,6 +40,8 @@ __all__ = [
 
 #: Exponents of (batch, past) for each coefficient, in order.
 MONOMIALS: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2))
+#: Exponents of (batch, seq) for a prefill graph's coefficients, in order.
+PREFILL_MONOMIALS: tuple[tuple[int, int], ...] = ((0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2))
 #: Where the b·p coefficient sits: per sequence and token of context (a KV cache's bytes).
 BATCH_PAST = MONOMIALS.index((1, 1))
 #: Roles of the dims the polynomials are in, in `MONOMIALS` order.
@@ -41,9 +50,14 @@ ROLES = ("batch", "past")
 Poly = tuple[float, ...]
 
 
-def evaluate(poly: Sequence[float], batch: float, past: float) -> float:
-    """The polynomial's value at (batch, past)."""
-    return sum(c * batch**i * past**j for c, (i, j) in zip(poly, MONOMIALS, strict=True))
+def evaluate(
+    poly: Sequence[float],
+    batch: float,
+    past: float,
+    monomials: Sequence[tuple[int, int]] = MONOMIALS,
+) -> float:
+    """The polynomial's value at (batch, past), or at (batch, seq) over `PREFILL_MONOMIALS`."""
+    return sum(c * batch**i * past**j for c, (i, j) in zip(poly, monomials, strict=True))
 
 
 def _poly(value: Any, where: str) -> Poly:
@@ -104,6 +118,11 @@ class LoadModel:
             the analysis (the plan's own dims among them).
         max_relative_error: the worst difference found there, over any FLOP or
             byte count (0 when every polynomial is exact).
+        monomials: the basis: `MONOMIALS`, or `PREFILL_MONOMIALS` for ``prefill``.
+        prefill: the load model of a prefill graph run on the same stages, when the
+            plan was made with one (its dims are "batch" and "seq").
+        source: for ``prefill``, the file it was fitted from: path (relative to the
+            plan's folder) and sha256.
     """
 
     dims: Mapping[str, str]
@@ -112,6 +131,13 @@ class LoadModel:
     max_relative_error: float
     stages: tuple[LoadStage, ...]
     transfers: tuple[LoadTransfer, ...]
+    monomials: tuple[tuple[int, int], ...] = MONOMIALS
+    prefill: LoadModel | None = None
+    source: Mapping[str, str] | None = None
+
+    def value(self, poly: Sequence[float], batch: float, second: float) -> float:
+        """``poly`` of this model at (batch, past), or (batch, seq) for a prefill model."""
+        return evaluate(poly, batch, second, self.monomials)
 
     def stage(self, partition: int) -> LoadStage:
         for s in self.stages:
@@ -122,8 +148,9 @@ class LoadModel:
     def to_dict(self) -> dict[str, Any]:
         """The plan's ``load_model`` section."""
         return {
+            **({"source": dict(self.source)} if self.source else {}),
             "dims": dict(self.dims),
-            "monomials": [list(m) for m in MONOMIALS],
+            "monomials": [list(m) for m in self.monomials],
             "points": [list(p) for p in self.points],
             "checked": [list(p) for p in self.checked],
             "max_relative_error": self.max_relative_error,
@@ -131,6 +158,7 @@ class LoadModel:
             "transfers": [
                 {"src": t.src, "dst": t.dst, "bytes": list(t.bytes)} for t in self.transfers
             ],
+            **({"prefill": self.prefill.to_dict()} if self.prefill else {}),
         }
 
 
@@ -162,7 +190,8 @@ def load_model_from_dict(doc: Mapping[str, Any]) -> LoadModel:
         ValueError: the monomials are not `MONOMIALS` (a newer tool's basis) or a
             polynomial has the wrong length.
     """
-    if [tuple(m) for m in doc["monomials"]] != list(MONOMIALS):
+    basis = PREFILL_MONOMIALS if "seq" in doc["dims"] else MONOMIALS
+    if [tuple(m) for m in doc["monomials"]] != list(basis):
         raise ValueError("load_model.monomials is not the basis this version reads")
     stages = tuple(
         LoadStage(
@@ -196,4 +225,7 @@ def load_model_from_dict(doc: Mapping[str, Any]) -> LoadModel:
         float(doc["max_relative_error"]),
         stages,
         transfers,
+        basis,
+        load_model_from_dict(doc["prefill"]) if "prefill" in doc else None,
+        dict(doc["source"]) if "source" in doc else None,
     )

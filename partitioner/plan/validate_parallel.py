@@ -179,8 +179,9 @@ def check_load_model(plan: Plan) -> Iterator[tuple[str, str]]:
     ends = [(t.src, t.dst) for t in load.transfers]
     if ends != [(t.src, t.dst) for t in plan.transfers]:
         yield "load_model", "its transfers are not the plan's, in the plan's order"
+    yield from _check_prefill(plan)
     dims = plan.model.dims
-    if any(load.dims[role] not in dims for role in ("batch", "past")):
+    if any(load.dims.get(role) not in dims for role in ("batch", "past")):
         yield "load_model", f"its dims {dict(load.dims)} are not among the model's {dict(dims)}"
         return
     own = (dims[load.dims["batch"]], dims[load.dims["past"]])
@@ -192,3 +193,19 @@ def check_load_model(plan: Plan) -> Iterator[tuple[str, str]]:
                 f"partition {p.id}: its KV cache at the plan's dims is {kv:.0f} B, "
                 f"the plan says {p.kv_cache_bytes} B",
             )
+
+
+def _check_prefill(plan: Plan) -> Iterator[tuple[str, str]]:
+    """A prefill load model runs on the plan's partitions, between them, in (batch, seq)."""
+    assert plan.load_model is not None
+    prefill = plan.load_model.prefill
+    if prefill is None:
+        return
+    ids = sorted(p.id for p in plan.partitions)
+    if sorted(s.partition for s in prefill.stages) != ids:
+        yield "load_model.prefill", "its stages are not the plan's partitions"
+    strays = [(t.src, t.dst) for t in prefill.transfers if t.src not in ids or t.dst not in ids]
+    if strays:
+        yield "load_model.prefill", f"its transfer {strays[0]} is not between the plan's partitions"
+    if sorted(prefill.dims) != ["batch", "seq"] or prefill.source is None:
+        yield "load_model.prefill", "it needs dims batch and seq and the source it was fitted from"

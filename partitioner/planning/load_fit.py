@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,12 +28,12 @@ import onnx
 
 from partitioner.plan import Partition, Transfer
 from partitioner.plan.load_model import (
+    MONOMIALS,
     LoadCollective,
     LoadModel,
     LoadStage,
     LoadTerm,
     LoadTransfer,
-    evaluate,
 )
 from partitioner.planning.common import runtime_costs
 from partitioner.planning.gpu.tensor_parallel import local_bytes, rank_kernels, rank_work
@@ -44,7 +44,15 @@ from passes.analysis.sharding import ShardingPlan, shard_graph
 from passes.ir import Graph
 from passes.load import graph_at_dims, read_model
 
-__all__ = ["serving_dims", "fit_load_model", "BATCH_NAMES", "PAST_NAMES"]
+__all__ = [
+    "serving_dims",
+    "fit_load_model",
+    "fit_works",
+    "work_at",
+    "Fit",
+    "BATCH_NAMES",
+    "PAST_NAMES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +88,7 @@ class _Work:
     point: tuple[int, int]
 
 
-def _graph_at(model: onnx.ModelProto, path: Path, sha: str, dims: Mapping[str, int]) -> Graph:
+def graph_at(model: onnx.ModelProto, path: Path, sha: str, dims: Mapping[str, int]) -> Graph:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     return graph_at_dims(copy, path, sha, dims)
@@ -137,10 +145,15 @@ def _units(
     return tuple(tuple(u[:6]) for u in units.values())  # type: ignore[misc]
 
 
-def _work(
-    graph: Graph, runtime: str | None, parts: Sequence[Partition], transfers: Sequence[Transfer]
+def work_at(
+    graph: Graph,
+    runtime: str | None,
+    parts: Sequence[Partition],
+    transfers: Sequence[Transfer],
+    roles: tuple[str, str] | None = None,
 ) -> _Work:
-    """Every count at the graph's dims; ``runtime`` None for a wafer (op by op)."""
+    """Every count at the graph's dims; ``runtime`` None for a wafer (op by op); ``roles``:
+    the two dims the polynomials are in (the decode graph's batch and past by default)."""
     eager = node_costs(graph)
     run = runtime_costs(graph, runtime, eager) if runtime else eager
     costs = (run if runtime == "eager" else eager, run)
@@ -160,15 +173,13 @@ def _work(
         held = residency(graph, runtime_nodes).kv_cache
         kv.append(sum(local_bytes(graph, sharding, name) for name in held))
     sizes = tuple(graph.tensors[t.tensor].nbytes for t in transfers)
-    point = (
-        (graph.dims[dims["batch"]], graph.dims[dims["past"]])
-        if (dims := serving_dims(graph))
-        else (0, 0)
-    )
+    if roles is None and (dims := serving_dims(graph)):
+        roles = (dims["batch"], dims["past"])
+    point = (graph.dims[roles[0]], graph.dims[roles[1]]) if roles else (0, 0)
     return _Work(tuple(nodes), tuple(collectives), tuple(kv), sizes, point)
 
 
-def _structure(work: _Work) -> tuple[object, ...]:
+def structure(work: _Work) -> tuple[object, ...]:
     """What must be the same at every point for the counts to line up."""
     nodes = tuple(tuple(n[:4] for n in stage) for stage in work.nodes)
     kinds = tuple(tuple(kind for kind, _ in stage) for stage in work.collectives)
@@ -195,20 +206,20 @@ def _solve(values: Sequence[float], base: tuple[int, int]) -> tuple[float, ...]:
     return tuple(float(c) for c in (c_1, c_b, c_p, a20 / 2, a11, a02 / 2))
 
 
-def _fit_stage(k: int, works: Sequence[_Work], base: tuple[int, int], part: Partition):
+def _fit_stage(k: int, works: Sequence[_Work], solve: Solver, part: Partition):
     terms: Counter[tuple[str, int, int, tuple[float, ...], tuple[float, ...]]] = Counter()
     for i, unit in enumerate(works[0].nodes[k]):
-        flops = _solve([w.nodes[k][i][4] for w in works], base)
-        moved = _solve([w.nodes[k][i][5] for w in works], base)
+        flops = solve([w.nodes[k][i][4] for w in works])
+        moved = solve([w.nodes[k][i][5] for w in works])
         terms[(unit[1], unit[2], unit[3], flops, moved)] += 1
     kinds: Counter[tuple[str, tuple[float, ...]]] = Counter()
     for i, (kind, _) in enumerate(works[0].collectives[k]):
-        kinds[(kind, _solve([w.collectives[k][i][1] for w in works], base))] += 1
+        kinds[(kind, solve([w.collectives[k][i][1] for w in works]))] += 1
     return LoadStage(
         part.id,
         tuple(LoadTerm(n, d, kern, mm, f, b) for (d, kern, mm, f, b), n in terms.items()),
         tuple(LoadCollective(n, kind, b) for (kind, b), n in kinds.items()),
-        _solve([w.kv_bytes[k] for w in works], base),
+        solve([w.kv_bytes[k] for w in works]),
     )
 
 
@@ -223,14 +234,14 @@ def _check(model: LoadModel, work: _Work, point: tuple[int, int]) -> float:
         model.stages, work.nodes, work.collectives, work.kv_bytes, strict=True
     ):
         for pick, actual in ((4, sum(n[4] for n in nodes)), (5, sum(n[5] for n in nodes))):
-            poly = [t.count * evaluate(t.flops if pick == 4 else t.bytes, *point)
+            poly = [t.count * model.value(t.flops if pick == 4 else t.bytes, *point)
                     for t in stage.terms]  # fmt: skip
             worst = max(worst, _relative(sum(poly), actual))
-        sent = sum(c.count * evaluate(c.bytes, *point) for c in stage.collectives)
+        sent = sum(c.count * model.value(c.bytes, *point) for c in stage.collectives)
         worst = max(worst, _relative(sent, sum(b for _, b in collectives)))
-        worst = max(worst, _relative(evaluate(stage.kv_cache_bytes, *point), kv))
+        worst = max(worst, _relative(model.value(stage.kv_cache_bytes, *point), kv))
     for t, actual in zip(model.transfers, work.transfer_bytes, strict=True):
-        worst = max(worst, _relative(evaluate(t.bytes, *point), actual))
+        worst = max(worst, _relative(model.value(t.bytes, *point), actual))
     return worst
 
 
@@ -255,37 +266,58 @@ def fit_load_model(
 
     def at(point: tuple[int, int]) -> _Work:
         bound = {**graph.dims, dims["batch"]: point[0], dims["past"]: point[1]}
-        return _work(_graph_at(model, graph.path, sha, bound), runtime, parts, transfers)
+        return work_at(graph_at(model, graph.path, sha, bound), runtime, parts, transfers)
 
-    checks = [_work(graph, runtime, parts, transfers), at(far)]
+    checks = [work_at(graph, runtime, parts, transfers), at(far)]
     works = [at(p) for p in points[:BILINEAR]]
-    fitted = _fitted(dims, works, checks, base, parts, transfers)
+
+    def fit() -> LoadModel | None:
+        return fit_works(
+            Fit(dims, MONOMIALS, points[: len(works)], lambda v: _solve(v, base)),
+            works, checks, parts, transfers,
+        )  # fmt: skip
+
+    fitted = fit()
     if fitted is not None and fitted.max_relative_error > EXACT:  # b² or p² terms: 6 points
         works += [at(p) for p in points[BILINEAR:]]
-        fitted = _fitted(dims, works, checks, base, parts, transfers)
+        fitted = fit()
     return fitted
 
 
-def _fitted(
-    dims: Mapping[str, str],
+Solver = Callable[[Sequence[float]], tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What a load model is solved over: its dims by role, its basis, the points the
+    works were taken at, and the exact solver for values at those points."""
+
+    dims: Mapping[str, str]
+    monomials: tuple[tuple[int, int], ...]
+    points: Sequence[tuple[int, int]]
+    solve: Solver
+
+
+def fit_works(
+    fit: Fit,
     works: Sequence[_Work],
     checks: Sequence[_Work],
-    base: tuple[int, int],
     parts: Sequence[Partition],
     transfers: Sequence[Transfer],
 ) -> LoadModel | None:
-    """The polynomials through ``works`` (at base + OFFSETS), compared at the checks."""
-    if len({_structure(w) for w in (*works, *checks)}) != 1:
-        log.info("no load model: the graph's structure changes with batch or past")
+    """The polynomials through ``works`` (at ``fit.points``), compared at the checks (the
+    graph's own dims, then a point far from both); None when the structure changes."""
+    if len({structure(w) for w in (*works, *checks)}) != 1:
+        log.info("no load model: the graph's structure changes with its dims")
         return None
-    stages = tuple(_fit_stage(k, works, base, p) for k, p in enumerate(parts))
+    stages = tuple(_fit_stage(k, works, fit.solve, p) for k, p in enumerate(parts))
     moved = tuple(
-        LoadTransfer(t.src, t.dst, _solve([w.transfer_bytes[i] for w in works], base))
+        LoadTransfer(t.src, t.dst, fit.solve([w.transfer_bytes[i] for w in works]))
         for i, t in enumerate(transfers)
     )
-    points = tuple((base[0] + i, base[1] + j) for i, j in OFFSETS[: len(works)])
     own, far = checks[0], checks[1]
-    checked = (own.point, far.point)
-    fitted = LoadModel(dims, points, checked, 0.0, stages, moved)
+    fitted = LoadModel(
+        fit.dims, tuple(fit.points), (own.point, far.point), 0.0, stages, moved, fit.monomials
+    )
     worst = max(_check(fitted, w, w.point) for w in (own, far))
     return dataclasses.replace(fitted, max_relative_error=worst)

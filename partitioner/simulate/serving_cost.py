@@ -15,6 +15,11 @@ which `IterationShape` sums up; its monomials are read as follows:
   this undercounts for prefill chunks;
 - ``p`` and ``p²`` alone (mask-sized work) take the longest context, ``b²`` the rows.
 
+With a prefill file (`partitioner.planning.prefill_fit`) the chunks that start
+an empty cache are priced instead as one prefill pass of ``[batch, seq]``
+(batch: those chunks, seq: the longest), and the other rows as above, the two
+passes one after the other, as a runtime serving two graphs runs them.
+
 On GPUs each kernel is then timed by the one roofline (`CostModel.op_time_parts`),
 each collective and transfer by its link, plus each stage's fixed step overhead.
 On wafers every region is a stage: its FLOPs by dtype and its contractions go
@@ -28,7 +33,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from partitioner.plan import Partition, Plan, Transfer
-from partitioner.plan.load_model import BATCH_PAST, MONOMIALS
+from partitioner.plan.load_model import (
+    BATCH_PAST,
+    MONOMIALS,
+    PREFILL_MONOMIALS,
+    LoadModel,
+    LoadStage,
+)
 from partitioner.simulate.serving.iteration import IterationShape
 from partitioner.simulate.serving_pricing import KernelRow, LinkRow, StagePricing
 from targets.cost import GpuCostModel, WaferCostModel
@@ -76,12 +87,19 @@ class PlanIterationCost:
         if plan.load_model is None:
             raise ValueError("the plan has no load model")
         self.plan, self.cost = plan, GpuCostModel(target)
+        self._pricing = self._priced(plan.load_model)
+        prefill = plan.load_model.prefill
+        self._prefill = None if prefill is None else self._priced(prefill)
+
+    def _priced(self, load: LoadModel) -> StagePricing:
+        """The matrices of one load model (the decode graph's, or the prefill file's)."""
         kernels: list[KernelRow] = []
         links: list[LinkRow] = []
+        plan = self.plan
         by_id = {p.id: p for p in plan.partitions}
         for k, p in enumerate(plan.partitions):
-            self._add_stage(k, p, kernels, links)
-        for t in plan.load_model.transfers:
+            self._add_stage(k, p, load.stage(p.id), kernels, links)
+        for t in load.transfers:
             if t.src != HOST and t.dst != HOST:
                 k = plan.partitions.index(by_id[t.src])
                 src, dst = by_id[t.src].devices[0], by_id[t.dst].devices[0]
@@ -90,11 +108,10 @@ class PlanIterationCost:
                 )
                 links.append(LinkRow(k, 1.0, tuple(t.bytes), fixed, per_byte, False))
         overhead_s = [self.cost.step_overhead_s(p.devices[0]) for p in plan.partitions]
-        self._pricing = StagePricing(self.stages, kernels, links, overhead_s)
+        return StagePricing(self.stages, kernels, links, overhead_s)
 
-    def _add_stage(self, k: int, p: Partition, kernels: list, links: list) -> None:
-        assert self.plan.load_model is not None
-        load, lead = self.plan.load_model.stage(p.id), p.devices[0]
+    def _add_stage(self, k: int, p: Partition, load: LoadStage, kernels: list, links: list) -> None:
+        lead = p.devices[0]
         for t in load.terms:
             unit = self.cost.op_time_parts(1.0, 1.0, t.dtype, lead, t.kernels)
             kernels.append(KernelRow(k, t.count, tuple(t.flops), unit.compute_s, tuple(t.bytes),
@@ -110,7 +127,17 @@ class PlanIterationCost:
         return len(self.plan.partitions)
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
-        return self._pricing.seconds(_monomials(shape))
+        if self._prefill is None or not shape.prefill_sequences:
+            return self._pricing.seconds(_monomials(shape))
+        # a two-file runtime: the new prompts in one padded prefill pass, the rest decode
+        batch, seq = shape.prefill_sequences, shape.prefill_max_tokens
+        per_row = [float(batch**i * seq**j) for i, j in PREFILL_MONOMIALS]
+        seconds = self._prefill.seconds(per_row + per_row)
+        rest = shape.decode_part()
+        if rest.sequences:
+            decode = self._pricing.seconds(_monomials(rest))
+            seconds = [a + b for a, b in zip(seconds, decode, strict=True)]
+        return seconds
 
 
 class WaferIterationCost:

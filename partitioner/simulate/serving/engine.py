@@ -266,8 +266,9 @@ class Engine:
         if launch.sequences == 0:
             return False
         shape = IterationShape(
-            launch.rows, launch.sequences, launch.row_ctx, launch.seq_ctx, launch.max_ctx
-        )
+            launch.rows, launch.sequences, launch.row_ctx, launch.seq_ctx, launch.max_ctx,
+            launch.fresh, launch.fresh_rows, launch.fresh_row_ctx, launch.fresh_max,
+        )  # fmt: skip
         self.in_flight.append((self.price(now, shape), launch))
         return True
 

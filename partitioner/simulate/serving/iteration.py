@@ -40,6 +40,13 @@ class IterationShape(NamedTuple):
         row_context_sum: Sum over rows of the keys that row attends to.
         sequence_context_sum: Sum over sequences of their KV-cache length after the iteration.
         max_context: The largest KV-cache length after the iteration.
+        prefill_sequences: Of ``sequences``, those whose chunk starts an empty cache
+            (a prompt's first chunk, or a preempted request's recompute).
+        prefill_rows: Their tokens (included in ``rows``).
+        prefill_row_context_sum: Their share of ``row_context_sum`` (n(n+1)/2 each).
+        prefill_max_tokens: The longest of those chunks: a prefill graph of ``[batch,
+            seq]`` pads its batch to it. A plan with a prefill load model prices these
+            chunks as one prefill pass, and the rest through the decode polynomials.
     """
 
     rows: int
@@ -47,6 +54,20 @@ class IterationShape(NamedTuple):
     row_context_sum: int
     sequence_context_sum: int
     max_context: int
+    prefill_sequences: int = 0
+    prefill_rows: int = 0
+    prefill_row_context_sum: int = 0
+    prefill_max_tokens: int = 0
+
+    def decode_part(self) -> IterationShape:
+        """The iteration without its chunks that start an empty cache."""
+        return IterationShape(
+            self.rows - self.prefill_rows,
+            self.sequences - self.prefill_sequences,
+            self.row_context_sum - self.prefill_row_context_sum,
+            self.sequence_context_sum - self.prefill_rows,
+            self.max_context,
+        )
 
 
 @runtime_checkable

@@ -24,6 +24,10 @@ class Launch:
         "row_ctx",
         "seq_ctx",
         "max_ctx",
+        "fresh",
+        "fresh_rows",
+        "fresh_row_ctx",
+        "fresh_max",
     )
 
     def __init__(self) -> None:
@@ -31,6 +35,8 @@ class Launch:
         self.cohorts: list[tuple[float, int]] = []  # (previous token time, how many) of the group
         self.prefills: list[int] = []  # requests given a prefill chunk
         self.rows = self.sequences = self.row_ctx = self.seq_ctx = self.max_ctx = 0
+        # chunks that start an empty cache (`IterationShape.prefill_sequences` ...)
+        self.fresh = self.fresh_rows = self.fresh_row_ctx = self.fresh_max = 0
 
     def add_rows(self, take: int, before: int) -> None:
         """Count a sequence computing ``take`` tokens on a cache of ``before``."""
@@ -42,3 +48,9 @@ class Launch:
         self.seq_ctx += after
         if after > self.max_ctx:
             self.max_ctx = after
+        if before == 0:
+            self.fresh += 1
+            self.fresh_rows += take
+            self.fresh_row_ctx += take * (take + 1) // 2
+            if take > self.fresh_max:
+                self.fresh_max = take

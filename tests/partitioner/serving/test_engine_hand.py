@@ -28,7 +28,7 @@ def test_single_request_prefill_then_decodes():
     report = simulate_requests(requests((0.0, 10, 4)), cost, config)
     # a chunk of 10 on an empty cache attends to 1 + 2 + ... + 10 = 55 keys; then 11, 12, 13
     assert cost.shapes == [
-        IterationShape(10, 1, 55, 10, 10),
+        IterationShape(10, 1, 55, 10, 10, 1, 10, 55, 10),  # a chunk on an empty cache
         IterationShape(1, 1, 11, 11, 11),
         IterationShape(1, 1, 12, 12, 12),
         IterationShape(1, 1, 13, 13, 13),
@@ -57,9 +57,10 @@ def test_token_budget_chunks_the_first_prompt_and_admits_the_second_behind_it():
     config = ServingConfig(kv_capacity_tokens=1024, max_num_batched_tokens=8)
     report = simulate_requests(requests((0.0, 10, 2), (0.0, 6, 2)), cost, config)
     assert cost.shapes == [
-        IterationShape(8, 1, 36, 8, 8),  # A rows 0..7: 1 + ... + 8
+        IterationShape(8, 1, 36, 8, 8, 1, 8, 36, 8),  # A rows 0..7: 1 + ... + 8
         # A rows 8, 9 attend to 9 + 10; B rows 0..5 to 1 + ... + 6 = 21
-        IterationShape(8, 2, 19 + 21, 10 + 6, 10),
+        # only B starts an empty cache
+        IterationShape(8, 2, 19 + 21, 10 + 6, 10, 1, 6, 21, 6),
         IterationShape(2, 2, 11 + 7, 11 + 7, 11),  # both decode
     ]
     # 1.8 s, 1.8 s, 1.2 s: first tokens at 3.6, last at 4.8
@@ -77,7 +78,7 @@ def test_without_chunked_prefill_a_prompt_over_the_budget_is_rejected():
     report = simulate_requests(requests((0.0, 10, 2), (0.0, 6, 2)), cost, config)
     # A: 10 + 2 - 1 = 11 tokens can never be prefilled at once; B: 7 can
     assert (report.requests, report.completed, report.rejected) == (2, 1, 1)
-    assert cost.shapes[0] == IterationShape(6, 1, 21, 6, 6)
+    assert cost.shapes[0] == IterationShape(6, 1, 21, 6, 6, 1, 6, 21, 6)
 
 
 def test_a_request_larger_than_the_cache_is_rejected_and_counted():
@@ -98,7 +99,7 @@ def test_preemption_recomputes_without_duplicating_tokens():
     # t=3 A needs a third: B, the last admitted, is preempted (frees 2) and A runs alone,
     # finishing at 4; t=4 B recomputes prompt + 3 generated = 5 tokens, emitting its 4th at 5
     assert [s.rows for s in cost.shapes] == [4, 2, 2, 1, 5]
-    assert cost.shapes[-1] == IterationShape(5, 1, 15, 5, 5)
+    assert cost.shapes[-1] == IterationShape(5, 1, 15, 5, 5, 1, 5, 15, 5)  # from empty
     assert rec.first_token_s == [1.0, 1.0]
     assert rec.finish_s == [4.0, 5.0]
     assert sorted(itl(rec)) == [1.0, 1.0, 1.0, 1.0, 1.0, 2.0]  # A: 1,1,1; B: 1,1, then 2
