@@ -110,10 +110,8 @@ def test_an_eager_runtime_dequantises_each_stored_weight_every_step(tmp_path):
     assert (stored.bytes_read, stored.bytes_written, stored.kernels) == (96, 32, 1)
     eager = eager_dequantise(graph, costs).nodes[matmul]
     assert (eager.bytes_read, eager.bytes_written, eager.kernels) == (240, 160, 2)
-    dq_flops = eager.flops - stored.flops
-    assert (
-        dq_flops > 0 and eager_dequantise(graph, costs).total_flops == costs.total_flops + dq_flops
-    )
+    assert eager.flops > stored.flops  # the DequantizeLinear's, on its reader
+    assert eager_dequantise(graph, costs).total_flops == costs.total_flops  # the model's
     plain = load(_plain_model(tmp_path / "plain.onnx"))
     assert eager_dequantise(plain, node_costs(plain)) == node_costs(plain)  # nothing stored
 
