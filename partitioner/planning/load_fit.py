@@ -129,7 +129,8 @@ def _units(
     eager, run = costs
     units: dict[object, list] = {}
     for n in nodes:
-        flops, moved = rank_work(graph, eager, sharding, degree, n)
+        _, moved = rank_work(graph, eager, sharding, degree, n)
+        flops, _ = rank_work(graph, run, sharding, degree, n)  # a causal kernel's share
         group = groups.get(n)
         if group is not None:  # its share of the one pass, scaled as rank_work scaled it
             moved = moved * group.moved_bytes / group.eager_bytes if group.eager_bytes else 0.0

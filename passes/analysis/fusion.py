@@ -22,7 +22,9 @@ QDQ GEMMs run on their quantised operands (`fusion_quant`), and a
 ``QuantizeLinear`` joins the elementwise pass before it.
 
 `fused_costs` keeps every total (FLOPs, parameters), gives each group the bytes
-of one pass, shared among its members, and one launch.
+of one pass, shared among its members, and one launch. A causal attention (its
+mask built as one, `passes.analysis.causal`) computes only the unmasked share of
+its scores, as FlashAttention's causal kernels do: about half for a prompt.
 With ``cuda_graph`` (a decode step, which serving runtimes capture once and
 replay) no kernel pays its own launch: the one launch of the replay, a few
 µs a step, is left out.
@@ -34,6 +36,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from passes.analysis.cache_append import KV_VIEWS, cache_append, in_place_outputs
+from passes.analysis.causal import causal_share
 from passes.analysis.costs import INDEXED_READS, CostReport
 from passes.analysis.fusion_quant import quantised_gemms
 from passes.analysis.patterns import attention_patterns
@@ -73,11 +76,18 @@ def _kv_source(graph: Graph, name: str, absorbed: set[int]) -> str:
         name = node.present_inputs[0]
 
 
-def _attention_groups(graph: Graph, costs: CostReport) -> list[tuple[list[int], int]]:
+def _attention_groups(
+    graph: Graph, costs: CostReport, shares: dict[int, float] | None = None
+) -> list[tuple[list[int], int]]:
     """(members, bytes) per attention: Q, K, V sources read once, the output written once;
-    a cache appended to in place is read where it lies, and only its new rows written."""
+    a cache appended to in place is read where it lies, and only its new rows written.
+    ``shares`` gets, for each member of a causal attention, the share of its FLOPs a
+    causal kernel computes (`passes.analysis.causal`)."""
     groups = []
     for pattern in attention_patterns(graph, costs):
+        if shares is not None and pattern.causal and pattern.q_len and pattern.kv_len:
+            share = causal_share(pattern.q_len, pattern.kv_len)
+            shares.update(dict.fromkeys(pattern.nodes, share))
         members = set(pattern.nodes)
         absorbed: set[int] = set()
         entering = {
@@ -159,10 +169,13 @@ def _group_bytes(graph: Graph, members: Iterable[int]) -> int:
     return sum(_activation_bytes(graph, n) for n in entering | leaving)
 
 
-def fusion_groups(graph: Graph, costs: CostReport) -> list[tuple[list[int], int]]:
+def fusion_groups(
+    graph: Graph, costs: CostReport, shares: dict[int, float] | None = None
+) -> list[tuple[list[int], int]]:
     """(member node indices, bytes moved) of every kernel a fusing runtime runs for
-    several ONNX nodes: attention first, then elementwise groups among the rest."""
-    groups = _attention_groups(graph, costs)
+    several ONNX nodes: attention first, then elementwise groups among the rest
+    (``shares``: filled as `_attention_groups` says)."""
+    groups = _attention_groups(graph, costs, shares)
     taken = {i for members, _ in groups for i in members}
     for members in _components(graph, _segments(graph, taken)):
         groups.append((members, _group_bytes(graph, members)))
@@ -174,12 +187,15 @@ def fused_costs(graph: Graph, costs: CostReport, *, cuda_graph: bool = False) ->
 
     A group's bytes are shared among its members in proportion to what each moved
     eagerly (so a pipeline cut inside a group splits its cost, not all or nothing);
-    every member keeps its own FLOPs; the group launches once, on its last node. With
+    every member keeps its own FLOPs, but a causal attention's computes only its
+    unmasked share; the group launches once, on its last node. ``total_flops`` stays
+    the model's. With
     ``cuda_graph`` (a decode step replayed as one graph) no kernel pays its own launch.
     """
     nodes = quantised_gemms(graph, costs.nodes)
     position = {i: k for k, i in enumerate(graph.topological_order())}
-    for members, moved in fusion_groups(graph, costs):
+    shares: dict[int, float] = {}
+    for members, moved in fusion_groups(graph, costs, shares):
         head = max(members, key=lambda i: position[i])
         eager = {i: costs.nodes[i].bytes_moved for i in members}
         total = sum(eager.values())
@@ -189,6 +205,8 @@ def fused_costs(graph: Graph, costs: CostReport, *, cuda_graph: bool = False) ->
                 costs.nodes[i], bytes_read=round(share), bytes_written=0, is_view=False,
                 kernels=1 if i == head else 0,
             )  # fmt: skip
+    for i, share in shares.items():  # a causal kernel skips the masked scores
+        nodes[i] = dataclasses.replace(nodes[i], flops=round(nodes[i].flops * share))
     if cuda_graph:
         nodes = [dataclasses.replace(n, kernels=0) for n in nodes]
     return dataclasses.replace(costs, nodes=tuple(nodes))

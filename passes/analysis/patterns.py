@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from passes.analysis.causal import is_causal_mask
 from passes.analysis.costs import CostReport
 from passes.ir import Graph, Node
 
@@ -38,6 +39,8 @@ class AttentionPattern:
         q_len: query positions (rows of the score matrix).
         kv_len: key positions (columns of the score matrix).
         fused: True for the single-node ONNX ``Attention`` op.
+        causal: its mask is built as a causal one (`passes.analysis.causal`), or the
+            ``Attention`` op says ``is_causal``.
     """
 
     nodes: tuple[int, ...]
@@ -45,6 +48,7 @@ class AttentionPattern:
     q_len: int | None
     kv_len: int | None
     fused: bool = False
+    causal: bool = False
 
 
 def _producer(graph: Graph, name: str) -> Node | None:
@@ -122,6 +126,19 @@ def _value_sink(graph: Graph, softmax: Node) -> list[Node] | None:
     return None
 
 
+def _masks(graph: Graph, before: list[Node]) -> list[str]:
+    """Operands of the ops between Q·Kᵀ and the softmax that are not the scores and
+    not scalars (a scale): the masks and biases added or selected in."""
+    made = {o for n in before for o in n.present_outputs}
+    out = []
+    for node in before[:-1]:  # the last is the contraction
+        for name in node.present_inputs:
+            t = graph.tensors.get(name)
+            if name not in made and t is not None and t.shape is not None and len(t.shape) >= 2:
+                out.append(name)
+    return out
+
+
 def _shape_dim(graph: Graph, name: str, axis: int) -> int | None:
     t = graph.tensors.get(name)
     if t is None or not t.is_static or not t.shape:
@@ -137,9 +154,10 @@ def attention_patterns(graph: Graph, costs: CostReport) -> tuple[AttentionPatter
             continue
         if node.op_type == "Attention" and node.domain in ("", "ai.onnx"):
             q_len = _shape_dim(graph, node.inputs[0], -2) if node.inputs else None
+            causal = bool(int(node.attributes.get("is_causal", 0) or 0))
             found.append(
                 AttentionPattern(
-                    (node.index,), costs.nodes[node.index].flops, q_len, None, fused=True
+                    (node.index,), costs.nodes[node.index].flops, q_len, None, True, causal
                 )
             )
             continue
@@ -156,6 +174,7 @@ def attention_patterns(graph: Graph, costs: CostReport) -> tuple[AttentionPatter
                 sum(costs.nodes[i].flops for i in members),
                 _shape_dim(graph, scores, -2),
                 _shape_dim(graph, scores, -1),
+                causal=any(is_causal_mask(graph, m) for m in _masks(graph, before)),
             )
         )
     return tuple(sorted(found, key=lambda p: p.nodes[0]))

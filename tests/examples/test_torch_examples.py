@@ -301,3 +301,5 @@ def test_attention_is_found_in_every_block_of_the_export(exported: tuple[Case, s
     found = attention_patterns(graph, node_costs(graph))
     assert len(found) == ATTENTION_LAYERS.get(name, 0)
     assert all(p.q_len == 5 and p.kv_len == 5 for p in found)
+    # GPT-2 masks the future (a causal kernel skips it); BERT attends both ways
+    assert all(p.causal == (name == "gpt2") for p in found)

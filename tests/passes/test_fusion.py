@@ -185,3 +185,29 @@ def test_an_fp8_cache_is_read_as_stored_and_appended_in_place(tmp_path):
     assert moved == 240
     copies = {f"{v}_{p}" for v in ("past", "cache", "present8") for p in ("k", "v")}
     assert in_place_outputs(g, "fused") == copies
+
+
+def test_a_causal_prompt_computes_half_its_scores_and_a_decode_row_all(tmp_path):
+    """By hand: a prompt of s = 16 tokens has 16·17/2 = 136 of its 256 scores unmasked, so
+    Q·Kᵀ, the softmax and ·V each cost 136/256 of their eager FLOPs fused; the decode
+    step's one row sees every key (share 1). The model's total stays the eager one."""
+    from examples import llama
+    from passes.analysis.causal import causal_share
+    from passes.analysis.patterns import attention_patterns
+    from passes.load import load
+
+    assert causal_share(16, 16) == 136 / 256 and causal_share(1, 16) == 1.0
+    assert causal_share(4, 10) == (4 * 6 + 10) / 40  # a chunk of 4 after 6 cached
+    for kind, dims, share in (("prefill", {"batch": 1, "seq": 16}, 136 / 256),
+                              ("decode", {"batch": 1, "past": 15}, 1.0)):  # fmt: skip
+        path = llama.build(tmp_path / f"{kind}.onnx", "tiny", kind=kind)
+        g = load(path, dims)
+        eager = node_costs(g)
+        fused = fused_costs(g, eager)
+        members = [i for p in attention_patterns(g, eager) for i in p.nodes]
+        assert members and all(
+            p.causal == (kind == "prefill") for p in attention_patterns(g, eager)
+        )
+        for i in members:
+            assert fused.nodes[i].flops == round(eager.nodes[i].flops * share)
+        assert fused.total_flops == eager.total_flops
