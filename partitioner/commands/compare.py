@@ -37,7 +37,7 @@ from partitioner.plan import Plan
 from partitioner.planning import GpuOptions, WaferOptions, plan_model
 from partitioner.units import human_seconds
 from passes.ir import Graph
-from targets import GpuTarget, Target, WaferTarget, load_target
+from targets import Target, WaferTarget, load_target
 
 __all__ = ["add_arguments", "run", "compare_targets"]
 
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", type=Path, metavar="FILE",
                         help="latency against throughput for every target (needs an SLO)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    add_prefill_arguments(parser.add_argument_group("prefill from a second file (GPU targets)"))
+    add_prefill_arguments(parser.add_argument_group("prefill from a second file"))
     add_serving_arguments(parser)
 
 
@@ -90,11 +90,7 @@ def _plan_and_serve(
 
     def plan_with(o: GpuOptions | WaferOptions) -> Plan:
         plan = plan_model(graph, target, o).plan
-        if isinstance(target, GpuTarget):  # wafers price prompts through the decode graph
-            plan = with_prefill(
-                getattr(args, "prefill_graph", None), plan, graph, target, Path.cwd()
-            )
-        return plan
+        return with_prefill(getattr(args, "prefill_graph", None), plan, graph, target, Path.cwd())
 
     if isinstance(options, WaferOptions) or args.parallelism == "plan":
         err_console.print(f"planning on {name} ...", markup=False)

@@ -38,7 +38,6 @@ from partitioner.commands._common import (
     load_graph,
 )
 from partitioner.commands.plan_prefill import (
-    PREFILL_FLAGS,
     add_prefill_arguments,
     prepare_prefill,
     with_prefill,
@@ -62,7 +61,7 @@ from partitioner.simulate.plot import render_png
 from partitioner.solvers.interrupt import Interrupt, exit_code
 from partitioner.units import human_seconds
 from passes.ir import Graph
-from targets import GpuTarget, Target, WaferTarget, load_target
+from targets import Target, WaferTarget, load_target
 
 __all__ = ["add_arguments", "run", "default_plan_path"]
 
@@ -71,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     _add_target_arguments(parser)
     _add_solver_arguments(parser.add_argument_group("solver"))
+    add_prefill_arguments(parser.add_argument_group("prefill from a second file"))
     _add_gpu_arguments(parser.add_argument_group("GPU targets only (refused on wafers)"))
     _add_wafer_arguments(parser.add_argument_group("wafer targets only (refused on GPUs)"))
 
@@ -175,7 +175,6 @@ def _add_gpu_arguments(group: argparse._ArgumentGroup) -> None:
         metavar="N",
         help="coarsen to about N blocks (default: 32 per device, 64..512)",
     )
-    add_prefill_arguments(group)
 
 
 def _add_wafer_arguments(group: argparse._ArgumentGroup) -> None:
@@ -283,7 +282,6 @@ _GPU_ONLY = {
     "--tp": "tp",
     "--pp": "pp",
     "--dp": "dp",
-    **PREFILL_FLAGS,
 }
 _WAFER_ONLY = {"--regions": "regions", "--tile": "tile"}
 """Flags of one target kind, by argparse destination; given for the other kind, they are refused."""
@@ -363,8 +361,7 @@ def run(args: argparse.Namespace) -> int:
         with Interrupt() as stop:
             outcome = _plan(args, target, graph, options)
             plan = _with_model_path(outcome.plan, args.model, plan_path.resolve())
-            if isinstance(target, GpuTarget):
-                plan = with_prefill(prefill, plan, graph, target, plan_path.resolve().parent)
+            plan = with_prefill(prefill, plan, graph, target, plan_path.resolve().parent)
             outputs.stage(plan_path, plan.to_json())
             if args.png is not None:
                 title = f"{args.model.name} on {plan.target.name}"

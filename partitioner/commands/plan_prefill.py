@@ -23,12 +23,10 @@ from partitioner.planning.prefill_fit import check_pair, fit_prefill, prefill_di
 from passes.ir import Graph
 from passes.load import load
 from passes.transforms.dims import parse_dim_overrides
-from targets import GpuTarget
+from targets import Target, WaferTarget
+from targets.cost import WaferCostModel
 
-__all__ = ["add_prefill_arguments", "prepare_prefill", "with_prefill", "PREFILL_FLAGS"]
-
-#: The flags, by argparse destination (GPU targets only).
-PREFILL_FLAGS = {"--prefill": "prefill", "--prefill-dim": "prefill_dim"}
+__all__ = ["add_prefill_arguments", "prepare_prefill", "with_prefill"]
 
 
 def add_prefill_arguments(group: argparse._ArgumentGroup) -> None:
@@ -76,7 +74,7 @@ def prepare_prefill(args: argparse.Namespace, graph: Graph, outputs: Outputs) ->
 
 
 def with_prefill(
-    prefill: Graph | None, plan: Plan, graph: Graph, target: GpuTarget, plan_folder: Path
+    prefill: Graph | None, plan: Plan, graph: Graph, target: Target, plan_folder: Path
 ) -> Plan:
     """``plan`` with the prefill graph's load model (``plan`` itself without one); its
     source path is recorded relative to ``plan_folder``, where the plan is written.
@@ -87,7 +85,10 @@ def with_prefill(
     """
     if prefill is None or plan.load_model is None:
         return plan
-    fitted = fit_prefill(graph, prefill, target.runtime, plan.partitions)
+    if isinstance(target, WaferTarget):
+        fitted = fit_prefill(graph, prefill, None, plan.partitions, WaferCostModel(target))
+    else:
+        fitted = fit_prefill(graph, prefill, target.runtime, plan.partitions)
     assert prefill.path is not None and prefill.sha256 is not None
     if fitted is None:
         raise UsageError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from partitioner.plan.document import Plan
+from partitioner.plan.document import HOST, Plan
 from partitioner.plan.load_model import evaluate
 from passes.ir import Graph
 
@@ -204,7 +204,8 @@ def _check_prefill(plan: Plan) -> Iterator[tuple[str, str]]:
     ids = sorted(p.id for p in plan.partitions)
     if sorted(s.partition for s in prefill.stages) != ids:
         yield "load_model.prefill", "its stages are not the plan's partitions"
-    strays = [(t.src, t.dst) for t in prefill.transfers if t.src not in ids or t.dst not in ids]
+    ends = {*ids, HOST}  # a wafer plan's prefill names its host transfers too
+    strays = [(t.src, t.dst) for t in prefill.transfers if t.src not in ends or t.dst not in ends]
     if strays:
         yield "load_model.prefill", f"its transfer {strays[0]} is not between the plan's partitions"
     if sorted(prefill.dims) != ["batch", "seq"] or prefill.source is None:

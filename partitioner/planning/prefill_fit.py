@@ -42,8 +42,10 @@ from partitioner.planning.load_fit import (
     structure,
     work_at,
 )
+from partitioner.planning.wafer.transfers import wafer_transfers
 from passes.ir import Graph
 from passes.load import read_model
+from targets.cost import WaferCostModel
 
 __all__ = [
     "SEQ_NAMES", "check_pair", "fit_prefill", "map_prefill_nodes", "prefill_dims", "prefill_roles",
@@ -208,16 +210,33 @@ def _far(own: tuple[int, int]) -> tuple[int, int]:
 
 
 def fit_prefill(
-    decode: Graph, prefill: Graph, runtime: str, parts: Sequence[Partition]
+    decode: Graph,
+    prefill: Graph,
+    runtime: str | None,
+    parts: Sequence[Partition],
+    wafer_cost: WaferCostModel | None = None,
 ) -> LoadModel | None:
     """The prefill graph's load model on ``parts`` (the decode plan's partitions), or None
-    when its structure changes with batch or seq (then no polynomial describes it)."""
+    when its structure changes with batch or seq (then no polynomial describes it).
+
+    ``runtime``: the GPU target's; None with ``wafer_cost`` for a wafer plan, whose
+    transfers are the wafer planner's (one crossing per other wafer, relayed there).
+    """
     assert prefill.path is not None
     roles = prefill_roles(list(prefill.dims))
     assert roles is not None, "prefill_dims bound the batch and seq dims"
     nodes = map_prefill_nodes(decode, prefill, parts)
     mapped = [dataclasses.replace(p, nodes=n) for p, n in zip(parts, nodes, strict=True)]
-    transfers = prefill_transfers(prefill, parts, nodes)
+    if wafer_cost is None:
+        transfers = prefill_transfers(prefill, parts, nodes)
+    else:
+        owner = {
+            i: p.id
+            for p, members in zip(parts, nodes, strict=True)
+            for i in members
+            if not prefill.nodes[i].folded
+        }
+        transfers = wafer_transfers(prefill, owner, parts, wafer_cost)
     model, sha = read_model(prefill.path)
     axes = (roles["batch"], roles["seq"])
     own = (prefill.dims[axes[0]], prefill.dims[axes[1]])

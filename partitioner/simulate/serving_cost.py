@@ -43,6 +43,7 @@ from partitioner.plan.load_model import (
 from partitioner.simulate.serving.iteration import IterationShape
 from partitioner.simulate.serving_pricing import KernelRow, LinkRow, StagePricing
 from targets.cost import GpuCostModel, WaferCostModel
+from targets.fabric import center_hops, transfer_lanes
 from targets.gpu import HOST, GpuTarget
 from targets.wafer import WaferTarget
 
@@ -64,6 +65,22 @@ def _monomials(shape: IterationShape) -> tuple[float, ...]:
     common = (1.0, rows, longest, rows * rows)
     tail = longest * longest
     return (*common, per_row, tail, *common, per_sequence, tail)
+
+
+def _two_passes(
+    decode: StagePricing, prefill: StagePricing | None, shape: IterationShape
+) -> list[float]:
+    """Seconds per stage of an iteration; with a prefill load model, a two-file runtime's:
+    the new prompts in one prefill pass padded to the longest, then the rest as decode."""
+    if prefill is None or not shape.prefill_sequences:
+        return decode.seconds(_monomials(shape))
+    batch, seq = shape.prefill_sequences, shape.prefill_max_tokens
+    per_row = [float(batch**i * seq**j) for i, j in PREFILL_MONOMIALS]
+    seconds = prefill.seconds(per_row + per_row)
+    rest = shape.decode_part()
+    if rest.sequences:
+        seconds = [a + b for a, b in zip(seconds, decode.seconds(_monomials(rest)), strict=True)]
+    return seconds
 
 
 def _affine(time_s: Callable[[float], float]) -> tuple[float, float]:
@@ -127,17 +144,7 @@ class PlanIterationCost:
         return len(self.plan.partitions)
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
-        if self._prefill is None or not shape.prefill_sequences:
-            return self._pricing.seconds(_monomials(shape))
-        # a two-file runtime: the new prompts in one padded prefill pass, the rest decode
-        batch, seq = shape.prefill_sequences, shape.prefill_max_tokens
-        per_row = [float(batch**i * seq**j) for i, j in PREFILL_MONOMIALS]
-        seconds = self._prefill.seconds(per_row + per_row)
-        rest = shape.decode_part()
-        if rest.sequences:
-            decode = self._pricing.seconds(_monomials(rest))
-            seconds = [a + b for a, b in zip(seconds, decode, strict=True)]
-        return seconds
+        return _two_passes(self._pricing, self._prefill, shape)
 
 
 class WaferIterationCost:
@@ -153,19 +160,53 @@ class WaferIterationCost:
         if plan.load_model is None:
             raise ValueError("the plan has no load model")
         self.plan, self.cost = plan, WaferCostModel(target)
+        kernels, mesh_s = self._kernel_rows(plan.load_model)
+        self._pricing = StagePricing(self.stages, kernels, self._send_rows(plan), mesh_s)
+        prefill = plan.load_model.prefill
+        self._prefill = None
+        if prefill is not None:
+            kernels, mesh_s = self._kernel_rows(prefill)
+            self._prefill = StagePricing(self.stages, kernels, self._region_sends(prefill), mesh_s)
+
+    def _kernel_rows(self, load: LoadModel) -> tuple[list[KernelRow], list[float]]:
+        """Each region's kernels, FLOPs at its rate per dtype, and its mesh seconds."""
         kernels: list[KernelRow] = []
         mesh_s = []
         zero = (0.0,) * len(MONOMIALS)
-        for k, p in enumerate(plan.partitions):
+        for k, p in enumerate(self.plan.partitions):
             assert p.region is not None
             w, h = p.region.w, p.region.h
-            terms = plan.load_model.stage(p.id).terms
+            terms = load.stage(p.id).terms
             matmuls = sum(t.count * t.matmuls for t in terms)
             mesh_s.append(self.cost.block_compute_s({}, w, h, matmuls))
             for t in terms:
                 s_per_flop = self.cost.region_compute_s(1.0, w, h, t.dtype)
                 kernels.append(KernelRow(k, t.count, tuple(t.flops), s_per_flop, zero, 0.0, 0.0))
-        self._pricing = StagePricing(self.stages, kernels, self._send_rows(plan), mesh_s)
+        return kernels, mesh_s
+
+    def _region_sends(self, load: LoadModel) -> list[LinkRow]:
+        """A prefill load model's transfers between regions, priced from where the regions
+        lie, as the wafer planner prices its own (`targets.fabric`)."""
+        parts = {p.id: p for p in self.plan.partitions}
+        index = {p.id: k for k, p in enumerate(self.plan.partitions)}
+        rows = []
+        for t in load.transfers:
+            if HOST in (t.src, t.dst):
+                continue
+            a, b = parts[t.src], parts[t.dst]
+            assert a.region is not None and b.region is not None
+            ra = (a.region.x, a.region.y, a.region.w, a.region.h)
+            rb = (b.region.x, b.region.y, b.region.w, b.region.h)
+            if a.devices[0] == b.devices[0]:
+                hops, lanes = center_hops(ra, rb), transfer_lanes(ra, rb)
+                fixed, per_byte = _affine(
+                    lambda n, h=hops, n_l=lanes: self.cost.fabric_transfer_s(n, h, n_l)
+                )
+            else:
+                fixed, per_byte = _affine(self.cost.inter_wafer_transfer_s)
+            rows.append(LinkRow(index[t.src], 1.0, tuple(t.bytes), fixed, per_byte,
+                                per_sequence=False, always_fixed=True))  # fmt: skip
+        return rows
 
     def _send_rows(self, plan: Plan) -> list[LinkRow]:
         """Each transfer between regions: its stage, bytes polynomial, fixed seconds and
@@ -192,7 +233,7 @@ class WaferIterationCost:
         return len(self.plan.partitions)
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
-        return self._pricing.seconds(_monomials(shape))
+        return _two_passes(self._pricing, self._prefill, shape)
 
 
 def iteration_cost(plan: Plan, target: GpuTarget | WaferTarget):

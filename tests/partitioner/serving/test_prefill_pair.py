@@ -15,7 +15,7 @@ from partitioner.plan.load_model import PREFILL_MONOMIALS, evaluate, load_model_
 from partitioner.planning.common import runtime_costs
 from partitioner.planning.prefill_fit import map_prefill_nodes, prefill_transfers, solve_exact
 from partitioner.simulate.serving.iteration import IterationShape
-from partitioner.simulate.serving_cost import PlanIterationCost
+from partitioner.simulate.serving_cost import PlanIterationCost, WaferIterationCost
 from passes.analysis.costs import node_costs
 from passes.load import load
 from targets.presets import presets
@@ -138,14 +138,33 @@ def test_bad_prefill_input_is_one_line_and_exit_2(pair, tmp_path, extra, message
     assert not out.exists()
 
 
-def test_prefill_is_refused_on_wafers_and_without_a_decode_model(pair, tmp_path):
-    decode, prefill, _ = pair
-    wafer = run_cli(str(decode), "--target", "wse3", *DIMS, "--prefill", str(prefill),
-                    "-o", str(tmp_path / "w.json"))  # fmt: skip
-    assert wafer.code == 2 and "--prefill applies to GPU targets only" in wafer.err
+def test_prefill_is_refused_without_a_decode_model(pair, tmp_path):
+    _, prefill, _ = pair
     plain = run_cli(str(prefill), "--target", "h100x8", "--dim", "batch=1", "--dim", "seq=8",
                     "--prefill", str(prefill), "-o", str(tmp_path / "p.json"))  # fmt: skip
     assert plain.code == 2 and "--prefill needs a decode-step MODEL" in plain.err
+
+
+def test_a_wafer_plan_prices_prompts_on_its_regions(pair, tmp_path):
+    """Each region runs its share of the prefill graph; the prefill's tensors cross the
+    fabric between regions as the wafer planner would move them."""
+    decode, prefill, _ = pair
+    plans = {}
+    for name, extra in (("single", ()), ("pair", ("--prefill", str(prefill)))):
+        out = tmp_path / f"{name}.json"
+        result = run_cli(str(decode), "--target", "wse3", *DIMS, *extra, "-o", str(out), "-q")
+        assert result.code == 0, result.err
+        assert run_cli("validate", str(out)).code == 0
+        plans[name] = load_plan(out)
+    load_model = plans["pair"].load_model.prefill
+    assert [s.partition for s in load_model.stages] == [p.id for p in plans["pair"].partitions]
+    target = presets()["wse3"]
+    single, paired = (WaferIterationCost(plans[k], target) for k in ("single", "pair"))
+    decode_only = IterationShape(4, 4, 4 * 30, 4 * 30, 30)
+    assert paired.stage_seconds(decode_only) == single.stage_seconds(decode_only)
+    prompt = IterationShape(12, 1, 78, 12, 12, 1, 12, 78, 12)
+    assert paired.stage_seconds(prompt) != single.stage_seconds(prompt)
+    assert all(s >= 0 for s in paired.stage_seconds(prompt))
 
 
 def test_compare_prices_prompts_with_the_prefill_file(pair):
