@@ -156,6 +156,9 @@ class WaferIterationCost:
     and an iteration is priced with a few array operations, as on GPUs.
     """
 
+    #: A region passes each row on as soon as it is done (`serving.streaming`).
+    streams_rows = True
+
     def __init__(self, plan: Plan, target: WaferTarget) -> None:
         if plan.load_model is None:
             raise ValueError("the plan has no load model")

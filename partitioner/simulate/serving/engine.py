@@ -65,6 +65,7 @@ from partitioner.simulate.serving.launch import Launch, blocks_for
 from partitioner.simulate.serving.ordered import form_ordered
 from partitioner.simulate.serving.recorder import Recorder
 from partitioner.simulate.serving.steady import steady_run
+from partitioner.simulate.serving.streaming import streamed_finish
 from partitioner.simulate.serving.workload import Requests
 
 __all__ = ["Engine", "DEEP_PIPELINE_STAGES"]
@@ -105,13 +106,16 @@ class Engine:
         self.idle_groups: list[DecodeGroup] = []
         self.waiting: deque[int] = deque()
         self.in_flight: deque[tuple[float, Launch]] = deque()
+        # rows stream through the stages (a wafer's regions, `streaming`): priced with arrays
+        self.streams = bool(getattr(cost, "streams_rows", False))
+        self.deep = stages > DEEP_PIPELINE_STAGES or self.streams
         self.stage_free_s = [0.0] * stages
-        if stages > DEEP_PIPELINE_STAGES:  # priced with arrays (`_price_deep`)
+        if self.deep:  # priced with arrays (`_price_deep`)
             self.stage_free_s = np.zeros(stages)
         self.free_blocks = capacity
         self.next_arrival = 0
         self.rec = Recorder(count, stages)
-        if stages > DEEP_PIPELINE_STAGES:
+        if self.deep:
             self.rec.stage_busy_s = np.zeros(stages)  # type: ignore[assignment]
         self.now_s = 0.0
         self.horizon_s = math.inf
@@ -279,7 +283,7 @@ class Engine:
             raise UsageError(
                 f"serving: the cost model gave {len(seconds)} stage times for {self.stages} stages"
             )
-        if self.stages > DEEP_PIPELINE_STAGES:
+        if self.deep:
             t = self._price_deep(now, shape, seconds)
         else:
             t, free, busy = now, self.stage_free_s, self.rec.stage_busy_s
@@ -309,6 +313,10 @@ class Engine:
             s = int(np.argmax(bad))
             raise UsageError(f"serving: the cost model priced stage {s} at {d[s]!r} s for {shape}")
         free = self.stage_free_s  # arrays, made so in __init__; updated in place (run aliases it)
+        if self.streams and shape.rows > 1:
+            free[:] = streamed_finish(free, d, shape.rows, now + self.host_s)
+            self.rec.stage_busy_s += d
+            return float(free[-1])
         total = np.cumsum(d)
         total += self.host_s  # the host's part holds the first stage, so every later one
         before = np.concatenate(([0.0], total[:-1]))

@@ -1,0 +1,38 @@
+"""An iteration whose rows stream through the stages, as on a layer-pipelined wafer.
+
+On a GPU pipeline a stage runs its kernels for the whole batch and hands the
+batch on. A wafer's regions pass each row (token) on as soon as it is done:
+region s works on row k while region s + 1 works on row k - 1, so an iteration
+of n rows is a flow shop of n identical jobs, row time ``u[s] = d[s] / n``:
+
+    start[s]  = max(free[s], start[s-1] + u[s-1])     (its first row arrives)
+    finish[s] = max(start[s] + d[s], finish[s-1] + u[s])   (and its last)
+
+which for stages free at the start gives the classic ``Σ u + (n - 1)·max u``
+and for one row the stage-by-stage sum. A stage is busy for ``d[s]`` either
+way, so throughput does not change; an iteration's latency (a prompt's TTFT, a
+batch's step) does. Both recurrences are prefix maxima, so a pipeline of
+hundreds of regions costs a few array operations.
+
+The row time is the iteration's average: a fixed part of a region's seconds
+(its mesh reduction, a transfer's hop latency) is spread over the rows, which
+makes the first row's trip an average one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["streamed_finish"]
+
+
+def streamed_finish(free: np.ndarray, seconds: np.ndarray, rows: int, start_s: float) -> np.ndarray:
+    """Each stage's finish time for an iteration of ``rows`` rows taking ``seconds[s]``
+    on stage ``s``, entering stage 0 at ``start_s`` at the earliest (module doc)."""
+    per_row = seconds / max(rows, 1)
+    through = np.cumsum(per_row)  # row time up to and including each stage
+    before = through - per_row
+    base = free - before
+    base[0] = max(start_s, float(free[0]))
+    first = before + np.maximum.accumulate(base)
+    return through + np.maximum.accumulate(first + seconds - through)

@@ -1,0 +1,55 @@
+"""Rows streaming through a wafer's regions (`partitioner.simulate.serving.streaming`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from partitioner.simulate.serving import IterationShape, Requests, ServingConfig
+from partitioner.simulate.serving.engine import Engine
+from partitioner.simulate.serving.streaming import streamed_finish
+
+
+def test_a_flow_shop_of_identical_rows_by_hand():
+    # 4 rows, stages of 4 s and 2 s: a row takes 1 s then 0.5 s; the last row leaves
+    # stage 0 at 4 and stage 1 at 4.5 (= 1 + 0.5 + 3·max(1, 0.5)), not 4 + 2 = 6
+    finish = streamed_finish(np.zeros(2), np.array([4.0, 2.0]), rows=4, start_s=0.0)
+    assert finish.tolist() == [4.0, 4.5]
+    # the slow stage second: 0.5 + 1 + 3·1 = 4.5 again
+    assert streamed_finish(np.zeros(2), np.array([2.0, 4.0]), 4, 0.0).tolist() == [2.0, 4.5]
+    # three stages, the middle one slowest: Σ u + (n - 1)·max u = 0.5 + 1 + 0.25 + 3
+    three = streamed_finish(np.zeros(3), np.array([2.0, 4.0, 1.0]), 4, 0.0)
+    assert three[-1] == pytest.approx(4.75)
+
+
+def test_one_row_is_the_stage_by_stage_sum_and_busy_stages_hold_it():
+    rng = np.random.default_rng(3)
+    free, d = rng.uniform(0, 5, 40), rng.uniform(0, 1, 40)
+    got = streamed_finish(free.copy(), d, rows=1, start_s=2.0)
+    t, expected = 2.0, []
+    for s in range(40):  # the engine's recurrence: t[s] = max(t[s-1], free[s]) + d[s]
+        t = max(t, free[s]) + d[s]
+        expected.append(t)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+class _Regions:
+    """Two stages of 1 s per row; rows stream when asked to."""
+
+    stages = 2
+
+    def __init__(self, streams: bool) -> None:
+        self.streams_rows = streams
+
+    def stage_seconds(self, shape: IterationShape) -> list[float]:
+        return [float(shape.rows)] * 2
+
+
+@pytest.mark.parametrize(("streams", "ttft_s"), [(False, 16.0), (True, 9.0)])
+def test_a_prompt_streams_through_the_regions(streams, ttft_s):
+    """A prompt of 8 tokens: 8 s on each stage; streamed, its last row leaves at 1 + 8."""
+    requests = Requests(np.array([0.0]), np.array([8]), np.array([2]))
+    engine = Engine(requests, _Regions(streams), ServingConfig(kv_capacity_tokens=64))
+    rec = engine.run()
+    assert rec.first_token_s == [ttft_s]
+    assert [float(b) for b in rec.stage_busy_s] == [9.0, 9.0]  # busy the same either way
