@@ -226,10 +226,11 @@ class WaferIterationCost:
         return rows
 
     def _latency_s(self, t: Transfer) -> float:
-        """The part of a transfer's seconds that does not grow with its bytes."""
+        """The part of a transfer's seconds that does not grow with its bytes (a link's
+        latency: the cost model gives 0 s for 0 bytes, so it is read off two sizes)."""
         if t.hops is not None:
             return self.cost.hop_latency_s(t.hops)
-        return self.cost.inter_wafer_transfer_s(0.0)
+        return _affine(self.cost.inter_wafer_transfer_s)[0]
 
     @property
     def stages(self) -> int:

@@ -53,3 +53,19 @@ def test_a_prompt_streams_through_the_regions(streams, ttft_s):
     rec = engine.run()
     assert rec.first_token_s == [ttft_s]
     assert [float(b) for b in rec.stage_busy_s] == [9.0, 9.0]  # busy the same either way
+
+
+def test_a_transfer_between_wafers_pays_its_latency_once_however_many_rows():
+    """The link's latency is a fixed cost of the transfer, not a cost per byte: priced at
+    the plan's batch of 1 and at 1,000 rows, only the bytes' time may grow."""
+    from partitioner.plan import Transfer
+    from partitioner.simulate.serving_cost import WaferIterationCost
+    from targets.cost import WaferCostModel
+    from targets.presets import presets
+
+    target = presets()["wse3x4"]
+    cost = WaferIterationCost.__new__(WaferIterationCost)  # only its cost model is needed
+    cost.cost = WaferCostModel(target)
+    one_row = Transfer("x", 256, 0, 1, cost.cost.inter_wafer_transfer_s(256), None)
+    latency = target.inter_wafer_link.latency_s
+    assert latency > 0 and cost._latency_s(one_row) == pytest.approx(latency)
