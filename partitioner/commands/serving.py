@@ -185,6 +185,9 @@ def serve(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     """Simulate the workload (or sweep its rate); the JSON document of the result."""
     served, workload = Served(plan, args), workload_of(args)
     doc: dict[str, Any] = {"workload": workload.name, "source": workload.source}
+    # which graph prices new prompts: the decode step's rows, or the plan's prefill file
+    prefill = plan.load_model.prefill if plan.load_model is not None else None
+    doc["prefill_model"] = None if prefill is None else dict(prefill.source or {}).get("path")
     if not args.rate_sweep:
         doc["serving"] = served.figures(served.run(workload))
         return doc
@@ -232,6 +235,9 @@ def print_serving(doc: dict[str, Any]) -> None:
         table.add_row(label, *(_s(stats[p]) for p in ("p50", "p90", "p95", "p99", "mean")))
     console.print(table)
     console.print(_summary(figures), markup=False)
+    if doc.get("prefill_model"):
+        console.print(f"new prompts priced as passes of {doc['prefill_model']} (the plan's "
+                      "prefill file), the other rows as decode steps", markup=False)  # fmt: skip
 
 
 def _s(value: float | None) -> str:

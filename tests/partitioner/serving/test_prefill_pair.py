@@ -181,3 +181,16 @@ def test_compare_prices_prompts_with_the_prefill_file(pair):
     pair, single = rows["pair"]["serving"], rows["single"]["serving"]
     assert pair["tpot_s"]["p50"] == pytest.approx(single["tpot_s"]["p50"])
     assert pair["ttft_s"]["p50"] > 1.5 * single["ttft_s"]["p50"]  # launches: no CUDA graph
+
+
+def test_simulate_says_which_graph_priced_the_prompts(pair):
+    _, _, plans = pair
+    said = {}
+    for name, plan in plans.items():
+        result = run_cli("simulate", str(plan), "--rate", "50", "--requests", "50",
+                         "--prompt-len", "12", "--output-len", "4", "--json")  # fmt: skip
+        assert result.code == 0, result.err
+        said[name] = json.loads(result.out)["prefill_model"]
+    assert said == {"single": None, "pair": "prefill.onnx"}
+    text = run_cli("simulate", str(plans["pair"]), "--rate", "50", "--requests", "50")
+    assert "new prompts priced as passes of prefill.onnx" in text.out
