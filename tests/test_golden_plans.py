@@ -43,6 +43,12 @@ def _llama(kind: str) -> Callable[[Path], None]:
     return build
 
 
+def _llama_pair(path: Path) -> None:
+    """The decode step as the model, its prefill graph beside it as prefill.onnx."""
+    llama.build(path, "tiny", kind="decode")
+    llama.build(path.with_name("prefill.onnx"), "tiny", kind="prefill")
+
+
 CASES: list[tuple[str, Callable[[Path], None], tuple[str, ...]]] = [
     ("mlp.h100x2", _mlp, ("--target", "h100x2")),
     ("mlp.wse2", _mlp, ("--target", "wse2", "--regions", "3")),
@@ -51,6 +57,11 @@ CASES: list[tuple[str, Callable[[Path], None], tuple[str, ...]]] = [
         _llama("decode"),
         ("--target", "h100x4", "--dim", "batch=1", "--dim", "past=15"),
     ),
+    (
+        "llama-tiny-pair.h100x4",
+        _llama_pair,
+        ("--target", "h100x4", "--dim", "batch=1", "--dim", "past=15", "--prefill", "prefill.onnx"),
+    ),  # fmt: skip
     (
         "llama-tiny-prefill.wse2",
         _llama("prefill"),
@@ -99,8 +110,12 @@ def _differences(a: object, b: object, path: str = "") -> list[str]:
     return [] if a == b else [path]
 
 
+# cases of what v1 plans could not hold (a prefill file's load model)
+V2_ONLY = frozenset({"llama-tiny-pair.h100x4"})
+
+
 def test_every_case_has_a_stored_v1_plan():
-    assert sorted(c[0] for c in CASES) == V1_NAMES
+    assert sorted(c[0] for c in CASES if c[0] not in V2_ONLY) == V1_NAMES
 
 
 @pytest.mark.parametrize("name", V1_NAMES)
