@@ -18,6 +18,8 @@ second, on the same devices with the same weights. `partition decode.onnx
 
 `simulate` then prices each iteration's new prompts as one prefill pass
 (padded to the longest) and its other rows through the decode polynomials.
+On a wafer plan the partitions are regions, and the prefill's tensors move as
+the wafer planner moves the decode graph's (`planning.wafer.transfers`).
 """
 
 from __future__ import annotations
