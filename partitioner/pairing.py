@@ -33,6 +33,12 @@ def plan_for_model(model: Path, plan_path: Path) -> tuple[Plan, str]:
     """
     plan = load_plan(plan_path)
     _, sha = read_model(model)
+    prefill = plan.load_model.prefill if plan.load_model is not None else None
+    if prefill is not None and prefill.source and sha == prefill.source.get("sha256"):
+        raise UsageError(
+            f"'{model}' is this plan's prefill file, which the plan prices for simulate; "
+            f"give the decode model it was planned for ({plan.model.path}) instead"
+        )
     if sha != plan.model.sha256:
         raise UsageError(
             f"the plan is for another model: plan sha256 {plan.model.sha256[:12]}…, "

@@ -194,3 +194,12 @@ def test_simulate_says_which_graph_priced_the_prompts(pair):
     assert said == {"single": None, "pair": "prefill.onnx"}
     text = run_cli("simulate", str(plans["pair"]), "--rate", "50", "--requests", "50")
     assert "new prompts priced as passes of prefill.onnx" in text.out
+
+
+@pytest.mark.parametrize("command", ["verify", "export"])
+def test_the_prefill_file_given_as_the_model_is_named_as_such(pair, tmp_path, command):
+    _, prefill, plans = pair
+    extra = ("--out", str(tmp_path / "out")) if command == "export" else ()
+    result = run_cli(command, str(prefill), str(plans["pair"]), *extra)
+    assert result.code == 2
+    assert "is this plan's prefill file" in result.err and "decode.onnx" in result.err
