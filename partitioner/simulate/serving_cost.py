@@ -236,6 +236,12 @@ class WaferIterationCost:
     def stages(self) -> int:
         return len(self.plan.partitions)
 
+    @property
+    def stage_fixed_s(self) -> list[float]:
+        """Each region's seconds that no row count changes (its mesh term, its sends'
+        hop latencies): a streaming row waits for them (`serving.streaming`)."""
+        return self._pricing.fixed_s.tolist()
+
     def stage_seconds(self, shape: IterationShape) -> list[float]:
         return _two_passes(self._pricing, self._prefill, shape)
 

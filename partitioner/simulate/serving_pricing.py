@@ -100,6 +100,9 @@ class StagePricing:
             counts[row.stage, k + j] += count
         self._weights, self._counts = weights, counts
         self._constant_s = np.asarray(constant_s, dtype=float) + launches
+        # per stage, what no row count changes: its constant and its links' fixed seconds
+        fixed_links = np.concatenate((np.zeros(k), self._fixed_s))
+        self.fixed_s: np.ndarray = self._constant_s + counts @ fixed_links
 
     def seconds(self, monomials: Sequence[float]) -> list[float]:
         """Each stage's seconds; ``monomials``: the six per-row values, then the six

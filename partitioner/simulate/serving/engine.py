@@ -65,7 +65,7 @@ from partitioner.simulate.serving.launch import Launch, blocks_for
 from partitioner.simulate.serving.ordered import form_ordered
 from partitioner.simulate.serving.recorder import Recorder
 from partitioner.simulate.serving.steady import steady_run
-from partitioner.simulate.serving.streaming import streamed_finish
+from partitioner.simulate.serving.streaming import row_latency, streamed_finish
 from partitioner.simulate.serving.workload import Requests
 
 __all__ = ["Engine", "DEEP_PIPELINE_STAGES"]
@@ -108,6 +108,8 @@ class Engine:
         self.in_flight: deque[tuple[float, Launch]] = deque()
         # rows stream through the stages (a wafer's regions, `streaming`): priced with arrays
         self.streams = bool(getattr(cost, "streams_rows", False))
+        fixed = getattr(cost, "stage_fixed_s", None) if self.streams else None
+        self.fixed_s = None if fixed is None else np.asarray(fixed, dtype=float)
         self.deep = stages > DEEP_PIPELINE_STAGES or self.streams
         self.stage_free_s = [0.0] * stages
         if self.deep:  # priced with arrays (`_price_deep`)
@@ -314,7 +316,8 @@ class Engine:
             raise UsageError(f"serving: the cost model priced stage {s} at {d[s]!r} s for {shape}")
         free = self.stage_free_s  # arrays, made so in __init__; updated in place (run aliases it)
         if self.streams and shape.rows > 1:
-            free[:] = streamed_finish(free, d, shape.rows, now + self.host_s)
+            per_row = row_latency(d, self.fixed_s, shape.rows)
+            free[:] = streamed_finish(free, d, per_row, now + self.host_s)
             self.rec.stage_busy_s += d
             return float(free[-1])
         total = np.cumsum(d)

@@ -14,22 +14,34 @@ way, so throughput does not change; an iteration's latency (a prompt's TTFT, a
 batch's step) does. Both recurrences are prefix maxima, so a pipeline of
 hundreds of regions costs a few array operations.
 
-The row time is the iteration's average: a fixed part of a region's seconds
-(its mesh reduction, a transfer's hop latency) is spread over the rows, which
-makes the first row's trip an average one.
+A row's time to cross a stage is the stage's fixed seconds (a region's mesh
+reduction, a transfer's hop latency: pipelined, so each row waits for them but
+they do not occupy the stage) plus its share of the rest (`row_latency`). The
+recurrences above hold with ``u[s]`` that latency and the stage busy ``d[s]``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["streamed_finish"]
+__all__ = ["row_latency", "streamed_finish"]
 
 
-def streamed_finish(free: np.ndarray, seconds: np.ndarray, rows: int, start_s: float) -> np.ndarray:
-    """Each stage's finish time for an iteration of ``rows`` rows taking ``seconds[s]``
-    on stage ``s``, entering stage 0 at ``start_s`` at the earliest (module doc)."""
-    per_row = seconds / max(rows, 1)
+def row_latency(seconds: np.ndarray, fixed_s: np.ndarray | None, rows: int) -> np.ndarray:
+    """How long one row takes to cross each stage: the stage's fixed part (pipelined, so
+    paid in latency, not in occupancy) plus its share of the rest; ``fixed_s`` None: none."""
+    if fixed_s is None:
+        return seconds / max(rows, 1)
+    fixed = np.minimum(fixed_s, seconds)
+    return fixed + (seconds - fixed) / max(rows, 1)
+
+
+def streamed_finish(
+    free: np.ndarray, seconds: np.ndarray, per_row: np.ndarray, start_s: float
+) -> np.ndarray:
+    """Each stage's finish time for an iteration taking ``seconds[s]`` on stage ``s`` whose
+    rows each take ``per_row[s]`` to cross it (`row_latency`), entering stage 0 at
+    ``start_s`` at the earliest (module doc)."""
     through = np.cumsum(per_row)  # row time up to and including each stage
     before = through - per_row
     base = free - before

@@ -7,25 +7,39 @@ import pytest
 
 from partitioner.simulate.serving import IterationShape, Requests, ServingConfig
 from partitioner.simulate.serving.engine import Engine
-from partitioner.simulate.serving.streaming import streamed_finish
+from partitioner.simulate.serving.streaming import row_latency, streamed_finish
 
 
 def test_a_flow_shop_of_identical_rows_by_hand():
     # 4 rows, stages of 4 s and 2 s: a row takes 1 s then 0.5 s; the last row leaves
     # stage 0 at 4 and stage 1 at 4.5 (= 1 + 0.5 + 3·max(1, 0.5)), not 4 + 2 = 6
-    finish = streamed_finish(np.zeros(2), np.array([4.0, 2.0]), rows=4, start_s=0.0)
+    d = np.array([4.0, 2.0])
+    finish = streamed_finish(np.zeros(2), d, row_latency(d, None, 4), start_s=0.0)
     assert finish.tolist() == [4.0, 4.5]
     # the slow stage second: 0.5 + 1 + 3·1 = 4.5 again
-    assert streamed_finish(np.zeros(2), np.array([2.0, 4.0]), 4, 0.0).tolist() == [2.0, 4.5]
+    d = np.array([2.0, 4.0])
+    assert streamed_finish(np.zeros(2), d, row_latency(d, None, 4), 0.0).tolist() == [2.0, 4.5]
     # three stages, the middle one slowest: Σ u + (n - 1)·max u = 0.5 + 1 + 0.25 + 3
-    three = streamed_finish(np.zeros(3), np.array([2.0, 4.0, 1.0]), 4, 0.0)
+    d = np.array([2.0, 4.0, 1.0])
+    three = streamed_finish(np.zeros(3), d, row_latency(d, None, 4), 0.0)
     assert three[-1] == pytest.approx(4.75)
+
+
+def test_a_fixed_part_is_latency_every_row_waits_for_not_occupancy():
+    """Two stages of 4 s, 1 s of each fixed (a mesh reduction): a row crosses a stage in
+    1 + 3/4 s, so the last of 4 rows leaves at 4 + 1.75 = 5.75 (5 with nothing fixed),
+    and one row alone takes the stages' whole 8 s either way."""
+    d, fixed = np.array([4.0, 4.0]), np.array([1.0, 1.0])
+    assert row_latency(d, fixed, 4).tolist() == [1.75, 1.75]
+    assert streamed_finish(np.zeros(2), d, row_latency(d, fixed, 4), 0.0).tolist() == [4.0, 5.75]
+    assert streamed_finish(np.zeros(2), d, row_latency(d, None, 4), 0.0).tolist() == [4.0, 5.0]
+    assert streamed_finish(np.zeros(2), d, row_latency(d, fixed, 1), 0.0).tolist() == [4.0, 8.0]
 
 
 def test_one_row_is_the_stage_by_stage_sum_and_busy_stages_hold_it():
     rng = np.random.default_rng(3)
     free, d = rng.uniform(0, 5, 40), rng.uniform(0, 1, 40)
-    got = streamed_finish(free.copy(), d, rows=1, start_s=2.0)
+    got = streamed_finish(free.copy(), d, row_latency(d, d / 3, 1), start_s=2.0)
     t, expected = 2.0, []
     for s in range(40):  # the engine's recurrence: t[s] = max(t[s-1], free[s]) + d[s]
         t = max(t, free[s]) + d[s]
