@@ -45,6 +45,7 @@ from passes.ir import Graph
 from passes.load import graph_at_dims, read_model
 
 __all__ = [
+    "far_point",
     "serving_dims",
     "fit_load_model",
     "fit_works",
@@ -262,7 +263,7 @@ def fit_load_model(
     model, sha = read_model(graph.path)
     own = (graph.dims[dims["batch"]], graph.dims[dims["past"]])
     base = (own[0] + 1, own[1] + 1)
-    far = (2 * own[0] + 7, 2 * own[1] + 13)
+    far = far_point(own)
     points = [(base[0] + i, base[1] + j) for i, j in OFFSETS]
 
     def at(point: tuple[int, int]) -> _Work:
@@ -286,6 +287,12 @@ def fit_load_model(
 
 
 Solver = Callable[[Sequence[float]], tuple[float, ...]]
+
+
+def far_point(own: tuple[int, int]) -> tuple[int, int]:
+    """A check point far from a fit's own dims and its points (odd, so no divisibility
+    the fit's points share is taken for granted there)."""
+    return 2 * own[0] + 7, 2 * own[1] + 13
 
 
 @dataclass(frozen=True)

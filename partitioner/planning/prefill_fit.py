@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -33,11 +34,12 @@ from pathlib import Path
 import onnx
 
 from partitioner.errors import UsageError
-from partitioner.plan import Partition, Transfer
+from partitioner.plan import HOST, Partition, Transfer
 from partitioner.plan.load_model import PREFILL_MONOMIALS, LoadModel
 from partitioner.planning.load_fit import (
     BATCH_NAMES,
     Fit,
+    far_point,
     fit_works,
     graph_at,
     serving_dims,
@@ -45,6 +47,7 @@ from partitioner.planning.load_fit import (
     work_at,
 )
 from partitioner.planning.wafer.transfers import wafer_transfers
+from passes.analysis.partition_io import tensor_flows
 from passes.ir import Graph
 from passes.load import read_model
 from targets.cost import WaferCostModel
@@ -74,8 +77,8 @@ def prefill_roles(names: Sequence[str]) -> dict[str, str] | None:
 def _decode_owners(decode: Graph, parts: Sequence[Partition]) -> tuple[dict, dict]:
     """(node name -> partition position, weight name -> partition position) of the plan."""
     by_name: dict[str, int] = {}
-    names = [n.name for n in decode.nodes]
-    unique = {n for n in names if n and names.count(n) == 1}
+    counts = Counter(n.name for n in decode.nodes)
+    unique = {name for name, count in counts.items() if name and count == 1}
     weights: dict[str, int] = {}
     for k, p in enumerate(parts):
         for i in p.nodes:
@@ -131,21 +134,31 @@ def map_prefill_nodes(
     return [tuple(sorted(nodes)) for nodes in out]
 
 
+def _runtime_owner(
+    prefill: Graph, parts: Sequence[Partition], nodes: Sequence[Sequence[int]]
+) -> dict[int, int]:
+    """Runtime prefill node -> the id of the partition that runs it."""
+    return {
+        i: p.id
+        for p, members in zip(parts, nodes, strict=True)
+        for i in members
+        if not prefill.nodes[i].folded
+    }
+
+
 def prefill_transfers(
     prefill: Graph, parts: Sequence[Partition], nodes: Sequence[Sequence[int]]
 ) -> list[Transfer]:
-    """The tensors one partition makes and a later one reads, once per reader partition
-    (sizes and times are the fit's business: 0 here). A KV cache the prefill writes stays
-    on the stage that makes it, as the decode plan keeps it there."""
-    where = {i: k for k, members in enumerate(nodes) for i in members}
-    out = []
-    for t in prefill.iter_tensors():
-        if t.producer is None or t.producer not in where:
-            continue
-        src = where[t.producer]
-        readers = sorted({where[c] for c in t.consumers if c in where and where[c] != src})
-        out += [Transfer(t.name, 0, parts[src].id, parts[k].id, 0.0) for k in readers]
-    return out
+    """The tensors one partition makes and another reads (`tensor_flows`), once per reader
+    partition; sizes and times are the fit's business (0 here). What the host sends or
+    gets is no stage's work, and a KV cache the prefill writes stays where it is made."""
+    flows = tensor_flows(prefill, _runtime_owner(prefill, parts, nodes))
+    return [
+        Transfer(f.tensor, 0, f.src, reader, 0.0)
+        for f in flows
+        if f.src != HOST
+        for reader in f.readers
+    ]
 
 
 def solve_exact(values: Sequence[float], points: Sequence[tuple[int, int]]) -> tuple[float, ...]:
@@ -206,11 +219,6 @@ def prefill_dims(path: Path, decode: Graph, extra: Mapping[str, int]) -> dict[st
     return dims
 
 
-def _far(own: tuple[int, int]) -> tuple[int, int]:
-    """The check point far from the fit's, as the decode fit takes it."""
-    return 2 * own[0] + 7, 2 * own[1] + 13
-
-
 def fit_prefill(
     decode: Graph,
     prefill: Graph,
@@ -232,12 +240,7 @@ def fit_prefill(
     if wafer_cost is None:
         transfers = prefill_transfers(prefill, parts, nodes)
     else:
-        owner = {
-            i: p.id
-            for p, members in zip(parts, nodes, strict=True)
-            for i in members
-            if not prefill.nodes[i].folded
-        }
+        owner = _runtime_owner(prefill, parts, nodes)
         transfers = wafer_transfers(prefill, owner, parts, wafer_cost)
     model, sha = read_model(prefill.path)
     axes = (roles["batch"], roles["seq"])
@@ -248,7 +251,7 @@ def fit_prefill(
         bound = {**prefill.dims, axes[0]: point[0], axes[1]: point[1]}
         return work_at(graph_at(model, prefill.path, sha, bound), runtime, mapped, transfers, axes)
 
-    checks = [work_at(prefill, runtime, mapped, transfers, axes), at(_far(own))]
+    checks = [work_at(prefill, runtime, mapped, transfers, axes), at(far_point(own))]
     if structure(checks[1]) != structure(checks[0]):  # a size-based sharding choice flipped
         checks[1] = at((own[0] + 3, own[1] + 5))
     fit = Fit(roles, PREFILL_MONOMIALS, grid, lambda v: solve_exact(v, grid))
