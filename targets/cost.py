@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from targets.errors import TargetError
-from targets.fabric import manhattan_hops, xy_route
+from targets.fabric import Rect, center_hops, manhattan_hops, transfer_lanes, xy_route
 from targets.formulas import (
     COLLECTIVE_KINDS,
     _nonneg,
@@ -367,14 +367,8 @@ class WaferCostModel(CostModel):
         return hops * wafer.hop_latency_cycles / wafer.clock_hz
 
     def fabric_transfer_s(self, nbytes: float, hops: int, boundary_links: int) -> float:
-        """Seconds to move ``nbytes`` between regions ``hops`` apart over ``boundary_links`` links.
-
-        ``hops · hop_latency / clock + bytes / (boundary_links ·
-        link_bytes_per_cycle · clock)``; 0 for 0 bytes. For regions side by
-        side, ``hops`` is 1 and ``boundary_links`` is
-        `targets.fabric.shared_boundary_links`; `targets.fabric.region_hops`
-        gives ``hops`` for regions apart.
-        """
+        """Seconds to move ``nbytes`` ``hops`` apart over ``boundary_links`` links (the
+        module doc's fabric transfer; 0 for 0 bytes). Between regions: `region_transfer_s`."""
         if _nonneg("nbytes", nbytes) == 0:
             return 0.0
         if hops < 0 or boundary_links < 1:
@@ -382,6 +376,11 @@ class WaferCostModel(CostModel):
                 f"need hops >= 0 and boundary_links >= 1, got {hops}, {boundary_links}"
             )
         return self.hop_latency_s(hops) + self.link_time_s(nbytes) / boundary_links
+
+    def region_transfer_s(self, nbytes: float, a: Rect, b: Rect) -> float:
+        """`fabric_transfer_s` between regions ``a`` and ``b`` (x, y, w, h) of one wafer:
+        their centres' hops (`center_hops`), the links between them (`transfer_lanes`)."""
+        return self.fabric_transfer_s(nbytes, center_hops(a, b), transfer_lanes(a, b))
 
     def inter_wafer_transfer_s(self, nbytes: float) -> float:
         """Seconds to move ``nbytes`` between two wafers (systems)."""

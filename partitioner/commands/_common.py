@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from partitioner.console import console, err_console
@@ -10,7 +11,10 @@ from passes.ir import Graph
 from passes.load import external_data_files, load
 from passes.transforms.dims import parse_dim_overrides
 
-__all__ = ["add_model_arguments", "load_graph", "console", "err_console", "external_data_paths"]
+__all__ = [
+    "add_model_arguments", "load_graph", "console", "err_console", "external_data_paths",
+    "path_from",
+]  # fmt: skip
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +38,9 @@ def external_data_paths(graph: Graph) -> list[Path]:
     """The files holding the model's external weights (inputs no output may replace)."""
     base = graph.path.parent if graph.path else Path.cwd()
     return [base / location for location in external_data_files(graph) if location]
+
+
+def path_from(folder: Path, path: Path) -> str:
+    """``path`` relative to ``folder`` (POSIX separators), as a plan records the files it
+    was made from, so that the plan and its models can move together."""
+    return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()

@@ -24,7 +24,6 @@ Ctrl-C during the solve stops the search and writes the best plan found so far.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import time
 from dataclasses import replace
@@ -36,6 +35,7 @@ from partitioner.commands._common import (
     err_console,
     external_data_paths,
     load_graph,
+    path_from,
 )
 from partitioner.commands.plan_prefill import (
     add_prefill_arguments,
@@ -335,8 +335,7 @@ def _declare_outputs(args: argparse.Namespace, target_name: str) -> tuple[Output
 
 def _with_model_path(plan: Plan, model: Path, plan_path: Path) -> Plan:
     """Record the model's path relative to the plan's folder, so both can move together."""
-    relative = os.path.relpath(model.resolve(), plan_path.parent)
-    return replace(plan, model=replace(plan.model, path=Path(relative).as_posix()))
+    return replace(plan, model=replace(plan.model, path=path_from(plan_path.parent, model)))
 
 
 def _plan(

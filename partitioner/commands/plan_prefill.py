@@ -10,11 +10,10 @@ serving stack runs.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import replace
 from pathlib import Path
 
-from partitioner.commands._common import external_data_paths
+from partitioner.commands._common import external_data_paths, path_from
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import Plan
@@ -80,8 +79,7 @@ def with_prefill(
     source path is recorded relative to ``plan_folder``, where the plan is written.
 
     Raises:
-        UsageError: the files are not a pair, or the prefill graph's work is not a
-            polynomial in its dims.
+        UsageError: the prefill graph's work is not a polynomial in its dims.
     """
     if prefill is None or plan.load_model is None:
         return plan
@@ -95,7 +93,6 @@ def with_prefill(
             f"--prefill: the work of {prefill.path.name} changes structure with its batch "
             "and seq, so no polynomial prices it"
         )
-    relative = os.path.relpath(prefill.path.resolve(), plan_folder.resolve())
-    source = {"path": Path(relative).as_posix(), "sha256": prefill.sha256}
+    source = {"path": path_from(plan_folder, prefill.path), "sha256": prefill.sha256}
     prefill_load = replace(fitted, source=source)
     return replace(plan, load_model=replace(plan.load_model, prefill=prefill_load))

@@ -43,7 +43,6 @@ from partitioner.plan.load_model import (
 from partitioner.simulate.serving.iteration import IterationShape
 from partitioner.simulate.serving_pricing import KernelRow, LinkRow, StagePricing
 from targets.cost import GpuCostModel, WaferCostModel
-from targets.fabric import center_hops, transfer_lanes
 from targets.gpu import HOST, GpuTarget
 from targets.wafer import WaferTarget
 
@@ -201,9 +200,8 @@ class WaferIterationCost:
             ra = (a.region.x, a.region.y, a.region.w, a.region.h)
             rb = (b.region.x, b.region.y, b.region.w, b.region.h)
             if a.devices[0] == b.devices[0]:
-                hops, lanes = center_hops(ra, rb), transfer_lanes(ra, rb)
                 fixed, per_byte = _affine(
-                    lambda n, h=hops, n_l=lanes: self.cost.fabric_transfer_s(n, h, n_l)
+                    lambda n, x=ra, y=rb: self.cost.region_transfer_s(n, x, y)
                 )
             else:
                 fixed, per_byte = _affine(self.cost.inter_wafer_transfer_s)

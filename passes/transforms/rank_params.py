@@ -16,7 +16,7 @@ DequantizeLinear, copied, ahead of the rank's other nodes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -101,7 +101,7 @@ def stored_initializers(
     axis: int | None,
     rank: int,
     degree: int,
-    read: object | None,
+    read: Callable[[str], np.ndarray] | None,
 ) -> list[TensorProto]:
     """Rank ``rank``'s initializers of a stored weight cut along ``axis`` (None: whole):
     declared when ``read`` is None, else values (``read`` maps a name to its whole value)."""
@@ -114,7 +114,7 @@ def stored_initializers(
                 dims[cut] //= degree
             out.append(declared(graph, name, dims, split_text(cut, rank, degree)))
             continue
-        value = np.asarray(read(name))  # type: ignore[operator]
+        value = np.asarray(read(name))
         if cut is not None:
             value = chunk(value, cut, rank, degree, name)
         out.append(numpy_helper.from_array(value, name))

@@ -10,7 +10,7 @@ from passes.analysis.partition_io import tensor_flows
 from passes.ir import Graph
 from targets import HOST
 from targets.cost import WaferCostModel
-from targets.fabric import center_hops, transfer_lanes
+from targets.fabric import center_hops
 
 __all__ = ["wafer_flows", "wafer_transfers"]
 
@@ -44,11 +44,8 @@ def wafer_transfers(
     out: list[Transfer] = []
 
     def fabric(name: str, nbytes: int, src: int, dst: int) -> Transfer:
-        hops = center_hops(rect[src], rect[dst])
-        lanes = transfer_lanes(rect[src], rect[dst])
-        return Transfer(
-            name, nbytes, src, dst, cost_model.fabric_transfer_s(nbytes, hops, lanes), hops
-        )
+        seconds = cost_model.region_transfer_s(nbytes, rect[src], rect[dst])
+        return Transfer(name, nbytes, src, dst, seconds, center_hops(rect[src], rect[dst]))
 
     # A tensor of unknown size moves all the same (see passes.analysis.edges).
     for f in tensor_flows(graph, owner):
