@@ -48,8 +48,8 @@ def session(model: Path):
 class RealEngine:
     """Serves ``requests`` on the decode graph in wall-clock time (module doc's rules)."""
 
-    def __init__(self, sess, requests: Requests) -> None:
-        self.sess = sess
+    def __init__(self, sess, requests: Requests, spin: bool = True) -> None:
+        self.sess, self.spin = sess, spin
         self.names = [o.name for o in sess.get_outputs()] if sess is not None else []
         self.arrival_s = requests.arrival_s.tolist()
         self.prompt, self.output = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
@@ -102,9 +102,12 @@ class RealEngine:
                            np.zeros(rows, np.intp), past)  # fmt: skip
 
     def wait_until(self, arrival_s: float) -> None:
-        """Sleep to just before ``arrival_s``, then spin (a sleep overshoots by ~0.1 ms)."""
+        """Wait for ``arrival_s``: spin (``spin``, as a polling serving loop waits), or sleep
+        to just before it and then spin (a sleep overshoots by ~0.1 ms). On this VM a core
+        that sleeps is descheduled and the next ``session.run`` starts cold, up to 0.5 ms
+        slower (bench/idle_wake.py): a cost of the machine, which the simulator leaves out."""
         while (left := arrival_s - self.clock()) > 0:
-            if left > 2e-3:
+            if left > 2e-3 and not self.spin:
                 time.sleep(left - 1e-3)
 
     def arrive(self, now: float) -> None:

@@ -123,14 +123,14 @@ def prepare(folder: Path) -> tuple[Path, Path]:
     return model, plan
 
 
-def measure(model: Path, load: Load) -> tuple[ServingReport, list[Iteration]]:
+def measure(model: Path, load: Load, spin: bool) -> tuple[ServingReport, list[Iteration]]:
     """Serve the load's requests for real; the report by the simulator's definitions."""
     requests = requests_of(load)
-    engine = RealEngine(session(model), requests)
+    engine = RealEngine(session(model), requests, spin)
     return build_report(engine.serve(), requests, 1, None), engine.trace
 
 
-def host_overhead_s(model: Path) -> float:
+def host_overhead_s(model: Path, spin: bool) -> float:
     """This loop's host seconds per iteration outside ``session.run`` (forming, gathering and
     writing back caches, argmax, bookkeeping), the mean over a separate serve of other
     requests (seed `SEED` + 1): the runtime's own per-iteration cost, measured like calibrate's
@@ -138,7 +138,7 @@ def host_overhead_s(model: Path) -> float:
     host time up, and its distribution has a long tail."""
     workload = workload_from_args(LOADS[-1].rate_per_s, HOST_REQUESTS, PROMPT_TOKENS,
                                   OUTPUT_TOKENS)  # fmt: skip
-    engine = RealEngine(session(model), workload.sample(SEED + 1))
+    engine = RealEngine(session(model), workload.sample(SEED + 1), spin)
     engine.serve()
     return float(np.mean([it.total_s - it.run_s for it in engine.trace]))
 
@@ -192,7 +192,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, metavar="X",
                         help="scale every load's request count (default 1)")  # fmt: skip
+    parser.add_argument("--wait", choices=("spin", "sleep"), default="spin",
+                        help="how the real loop waits for the next arrival when it has no "
+                        "work: spin, as a polling serving loop does (default), or sleep, "
+                        "which on a VM costs the next run a cold start")  # fmt: skip
     args = parser.parse_args()
+    spin = args.wait == "spin"
     console.print(f"{machine()}; load average {os.getloadavg()[0]:.2f}")
     loads = [Load(x.name, x.rate_per_s, max(1, round(x.requests * args.scale))) for x in LOADS]
     latency, iterations = [], []
@@ -200,14 +205,15 @@ def main() -> None:
         model, plan = prepare(Path(folder))
         cost, step_s = plan_cost(plan), json.loads(plan.read_text())["estimate"]["s_per_token"]
         console.print(f"plan: 1 stage, {step_s * 1e6:.0f} µs a step at batch 1, past "
-                      f"{MAX_CONTEXT}; real run: 1 onnxruntime session, 1 thread")  # fmt: skip
-        host_s = host_overhead_s(model)
+                      f"{MAX_CONTEXT}; real run: 1 onnxruntime session, 1 thread, waiting "
+                      f"for arrivals by {'spinning' if spin else 'sleeping'}")  # fmt: skip
+        host_s = host_overhead_s(model, spin)
         console.print(f"the loop's host work: {host_s * 1e6:.0f} µs an iteration (mean of a "
                       f"separate serve of {HOST_REQUESTS} other requests)")  # fmt: skip
         for load in loads:
             predicted = predict(plan, load, host_s)
             start = time.perf_counter()
-            measured, trace = measure(model, load)
+            measured, trace = measure(model, load, spin)
             wall_s, check = (
                 time.perf_counter() - start,
                 scheduler_check(cost, load, predicted, host_s),
