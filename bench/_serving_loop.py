@@ -198,10 +198,11 @@ class RealEngine:
 
 class PricedEngine(RealEngine):
     """The same loop on a virtual clock that each iteration advances by the plan's price
-    of it and the host overhead given to simulate, the graph not run: its report must be `partition simulate`'s, which shows
-    that the real loop schedules as the simulator's engine does."""
+    of it and the host work given to simulate (seconds per iteration and per token), the
+    graph not run: its report must be `partition simulate`'s, which shows that the real
+    loop schedules as the simulator's engine does."""
 
-    def __init__(self, requests: Requests, cost, host_s: float) -> None:
+    def __init__(self, requests: Requests, cost, host_s: tuple[float, float]) -> None:
         super().__init__(None, requests)
         self.cost, self.host_s, self.now = cost, host_s, 0.0
 
@@ -218,5 +219,8 @@ class PricedEngine(RealEngine):
 
     def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
         _, shape, past, run_s = super().step(schedule)
-        self.now += self.cost.stage_seconds(shape)[0] + self.host_s
+        per_iteration_s, per_token_s = self.host_s
+        self.now += self.cost.stage_seconds(shape)[0] + (
+            per_iteration_s + shape.rows * per_token_s
+        )
         return self.now, shape, past, run_s

@@ -95,7 +95,7 @@ def plan_cost(plan: Path):
     return iteration_cost(loaded, target_from_dict(loaded.target.spec))
 
 
-def scheduler_check(cost, load: Load, predicted: dict, host_s: float) -> float:
+def scheduler_check(cost, load: Load, predicted: dict, host_s: tuple[float, float]) -> float:
     """Largest relative difference of `PricedEngine`'s latency percentiles from simulate's."""
     requests = requests_of(load)
     ours = build_report(PricedEngine(requests, cost, host_s).serve(), requests, 1, None).to_json()
@@ -130,27 +130,32 @@ def measure(model: Path, load: Load, spin: bool) -> tuple[ServingReport, list[It
     return build_report(engine.serve(), requests, 1, None), engine.trace
 
 
-def host_overhead_s(model: Path, spin: bool) -> float:
-    """This loop's host seconds per iteration outside ``session.run`` (forming, gathering and
-    writing back caches, argmax, bookkeeping), the mean over a separate serve of other
-    requests (seed `SEED` + 1): the runtime's own per-iteration cost, measured like calibrate's
-    figures and apart from the runs compared. The mean, not the median: iterations add their
-    host time up, and its distribution has a long tail."""
+def host_overhead_s(model: Path, spin: bool) -> tuple[float, float]:
+    """This loop's host seconds outside ``session.run`` (forming, gathering and writing back
+    caches, argmax, bookkeeping) per iteration and per token, a least-squares line over the
+    iterations of a separate serve of other requests (seed `SEED` + 1): the runtime's own
+    cost, measured like calibrate's figures and apart from the runs compared. A line through
+    every iteration, not a median: iterations add their host time up, its distribution has
+    a long tail, and a prompt's iteration gathers and writes back 32 rows, a step's one."""
     workload = workload_from_args(LOADS[-1].rate_per_s, HOST_REQUESTS, PROMPT_TOKENS,
                                   OUTPUT_TOKENS)  # fmt: skip
     engine = RealEngine(session(model), workload.sample(SEED + 1), spin)
     engine.serve()
-    return float(np.mean([it.total_s - it.run_s for it in engine.trace]))
+    rows = np.array([it.shape.rows for it in engine.trace], dtype=float)
+    host = np.array([it.total_s - it.run_s for it in engine.trace])
+    per_token_s, per_iteration_s = np.polyfit(rows, host, 1)
+    return max(float(per_iteration_s), 0.0), max(float(per_token_s), 0.0)
 
 
-def predict(plan: Path, load: Load, host_s: float) -> dict:
+def predict(plan: Path, load: Load, host_s: tuple[float, float]) -> dict:
     """``partition simulate`` of the same requests and engine limits, the loop's host work
     per iteration given as ``--iteration-overhead``."""
     doc = partition_json("simulate", str(plan), "--rate", str(load.rate_per_s), "--requests",
                          str(load.requests), "--prompt-len", str(PROMPT_TOKENS), "--output-len",
                          str(OUTPUT_TOKENS), "--seed", str(SEED), "--max-batch", str(MAX_BATCH),
                          "--token-budget", str(TOKEN_BUDGET), "--iteration-overhead",
-                         repr(host_s), "--json")  # fmt: skip
+                         repr(host_s[0]), "--token-overhead", repr(host_s[1]),
+                         "--json")  # fmt: skip
     return doc["serving"]
 
 
@@ -208,7 +213,8 @@ def main() -> None:
                       f"{MAX_CONTEXT}; real run: 1 onnxruntime session, 1 thread, waiting "
                       f"for arrivals by {'spinning' if spin else 'sleeping'}")  # fmt: skip
         host_s = host_overhead_s(model, spin)
-        console.print(f"the loop's host work: {host_s * 1e6:.0f} µs an iteration (mean of a "
+        console.print(f"the loop's host work: {host_s[0] * 1e6:.0f} µs an iteration + "
+                      f"{host_s[1] * 1e6:.2f} µs a token (a line through the iterations of a "
                       f"separate serve of {HOST_REQUESTS} other requests)")  # fmt: skip
         for load in loads:
             predicted = predict(plan, load, host_s)
@@ -227,7 +233,7 @@ def main() -> None:
     console.print(f"calibrated after: {after}; load average {os.getloadavg()[0]:.2f}")
     flags = (f"--prompt-len {PROMPT_TOKENS} --output-len {OUTPUT_TOKENS} --seed {SEED} "
              f"--max-batch {MAX_BATCH} --token-budget {TOKEN_BUDGET} "
-             f"--iteration-overhead {host_s:.2e}")  # fmt: skip
+             f"--iteration-overhead {host_s[0]:.2e} --token-overhead {host_s[1]:.2e}")  # fmt: skip
     print_table(f"Serving: measured on this CPU against `partition simulate PLAN --rate R "
                 f"--requests N {flags} --json` (ratio = predicted / measured)",
                 ["load", "figure", "measured", "predicted", "ratio"], latency)  # fmt: skip

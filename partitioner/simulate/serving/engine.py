@@ -87,6 +87,7 @@ class Engine:
         count = len(requests)
         self.cost, self.stages, self.config = cost, stages, config
         self.host_s = float(config.iteration_overhead_s)
+        self.token_host_s = float(config.token_overhead_s)
         self.block, self.budget = config.block_size_tokens, config.max_num_batched_tokens
         self.arrival_s: list[float] = requests.arrival_s.tolist()
         self.prompt: list[int] = requests.prompt_tokens.tolist()
@@ -285,11 +286,11 @@ class Engine:
             raise UsageError(
                 f"serving: the cost model gave {len(seconds)} stage times for {self.stages} stages"
             )
+        host_s = self.host_s + shape.rows * self.token_host_s  # before the first stage
         if self.deep:
-            t = self._price_deep(now, shape, seconds)
+            t = self._price_deep(now, shape, seconds, host_s)
         else:
             t, free, busy = now, self.stage_free_s, self.rec.stage_busy_s
-            host_s = self.host_s  # before the first stage, which waits for it
             for s, raw in enumerate(seconds):
                 d = float(raw)
                 if not 0.0 <= d < math.inf:
@@ -304,7 +305,9 @@ class Engine:
         self.rec.batched_sequences += shape.sequences
         return t
 
-    def _price_deep(self, now: float, shape: IterationShape, seconds: object) -> float:
+    def _price_deep(
+        self, now: float, shape: IterationShape, seconds: object, host_s: float
+    ) -> float:
         """`price` for a deep pipeline (a wafer's regions), with arrays: the recurrence
         ``t[s] = max(t[s-1], free[s]) + d[s]`` unrolled as ``t[s] = D[s] + max(now,
         max over j <= s of (free[j] - D[j-1]))`` with ``D`` the running sum of ``d``
@@ -317,11 +320,11 @@ class Engine:
         free = self.stage_free_s  # arrays, made so in __init__; updated in place (run aliases it)
         if self.streams and shape.rows > 1:
             per_row = row_latency(d, self.fixed_s, shape.rows)
-            free[:] = streamed_finish(free, d, per_row, now + self.host_s)
+            free[:] = streamed_finish(free, d, per_row, now + host_s)
             self.rec.stage_busy_s += d
             return float(free[-1])
         total = np.cumsum(d)
-        total += self.host_s  # the host's part holds the first stage, so every later one
+        total += host_s  # the host's part holds the first stage, so every later one
         before = np.concatenate(([0.0], total[:-1]))
         free[:] = total + np.maximum(now, np.maximum.accumulate(free - before))
         self.rec.stage_busy_s += d

@@ -90,6 +90,15 @@ def _positive_int(value: object, name: str) -> int:
     return value
 
 
+def _overhead(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"serving: {name} must be a number, got {value!r}")
+    if not 0.0 <= value <= MAX_ITERATION_OVERHEAD_S:
+        raise UsageError(
+            f"serving: {name} must be from 0 to {MAX_ITERATION_OVERHEAD_S:g} s, got {value!r}"
+        )
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     """One serving engine (one replica), scheduled as vLLM's v1 scheduler does.
@@ -108,6 +117,10 @@ class ServingConfig:
             can start (scheduling, building inputs, sampling), when the runtime does not
             overlap them with the devices. 0 (the default) prices a runtime that does, as
             vLLM's asynchronous scheduling aims to; a synchronous Python loop pays it all.
+        token_overhead_s: Host seconds more per token (row) of the iteration, on the same
+            terms: the part of building inputs, writing caches back and sampling that
+            grows with the batch (a 32-token prompt's iteration costs a Python loop about
+            three times a one-token step's host work).
     """
 
     kv_capacity_tokens: int
@@ -117,6 +130,7 @@ class ServingConfig:
     block_size_tokens: int = 16
     seed: int | None = None
     iteration_overhead_s: float = 0.0
+    token_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         _positive_int(self.kv_capacity_tokens, "kv_capacity_tokens")
@@ -136,14 +150,12 @@ class ServingConfig:
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
         ):
             raise UsageError(f"serving: seed must be a non-negative integer, got {self.seed!r}")
-        overhead = self.iteration_overhead_s
-        if isinstance(overhead, bool) or not isinstance(overhead, (int, float)):
-            raise UsageError(f"serving: iteration_overhead_s must be a number, got {overhead!r}")
-        if not 0.0 <= overhead <= MAX_ITERATION_OVERHEAD_S:
-            raise UsageError(
-                f"serving: iteration_overhead_s must be from 0 to {MAX_ITERATION_OVERHEAD_S:g} s,"
-                f" got {overhead!r}"
-            )
+        for name in ("iteration_overhead_s", "token_overhead_s"):
+            _overhead(getattr(self, name), name)
+
+    def host_s(self, rows: int) -> float:
+        """Host seconds of an iteration of ``rows`` tokens (see the class's doc)."""
+        return self.iteration_overhead_s + rows * self.token_overhead_s
 
     @property
     def kv_capacity_blocks(self) -> int:

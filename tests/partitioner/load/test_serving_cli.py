@@ -61,6 +61,10 @@ def test_iteration_overhead_lengthens_every_token_by_its_amount(decode):
     # one request alone: 1 prefill and 4 decode iterations, each 2 ms later
     assert slow["ttft_s"]["p50"] == pytest.approx(plain["ttft_s"]["p50"] + 0.002)
     assert slow["e2e_s"]["p50"] == pytest.approx(plain["e2e_s"]["p50"] + 5 * 0.002)
+    # per token: the 8-token prompt's iteration 8 ms later, each decode step 1 ms
+    per_token = _serve(plan, *flags, "--token-overhead", "0.001")["serving"]
+    assert per_token["ttft_s"]["p50"] == pytest.approx(plain["ttft_s"]["p50"] + 0.008)
+    assert per_token["e2e_s"]["p50"] == pytest.approx(plain["e2e_s"]["p50"] + 0.012)
 
 
 def test_a_rate_sweep_finds_the_highest_rate_meeting_the_slo(decode):

@@ -153,10 +153,26 @@ def test_host_overhead_holds_the_first_stage_of_a_pipeline():
     assert rec.stage_busy_s == [6.0, 6.0]
 
 
+def test_host_overhead_per_token_grows_with_the_iteration():
+    # the first test's request (a 10-token prompt, then 3 one-token steps), 0.1 s of host
+    # work per iteration and 0.02 s per token: the prefill's host part is 0.1 + 10 * 0.02
+    # = 0.3 s, each step's 0.12 s. Tokens at 0.5 + 0.5 + 0.3 = 1.3, then 0.55 + 0.12 = 0.67
+    # apart: 1.97, 2.64, 3.31
+    cost = LinearCost(base_s=0.5, per_row_s=0.05)
+    config = ServingConfig(
+        kv_capacity_tokens=160, iteration_overhead_s=0.1, token_overhead_s=0.02
+    )
+    report = simulate_requests(requests((0.0, 10, 4)), cost, config)
+    assert report.ttft_s.p50 == pytest.approx(1.3)
+    assert report.e2e_s.p50 == pytest.approx(3.31)
+    assert report.stage_utilisation == (pytest.approx(2.65 / 3.31),)
+
+
+@pytest.mark.parametrize("name", ["iteration_overhead_s", "token_overhead_s"])
 @pytest.mark.parametrize("overhead", [-1e-3, 2.0, float("nan"), True, "1ms"])
-def test_a_bad_host_overhead_is_refused(overhead):
-    with pytest.raises(UsageError, match="iteration_overhead_s"):
-        ServingConfig(kv_capacity_tokens=160, iteration_overhead_s=overhead)
+def test_a_bad_host_overhead_is_refused(overhead, name):
+    with pytest.raises(UsageError, match=name):
+        ServingConfig(kv_capacity_tokens=160, **{name: overhead})
 
 
 def test_a_slower_second_stage_holds_iterations_back():

@@ -109,3 +109,19 @@ def test_the_steady_loop_carries_most_iterations(monkeypatch) -> None:
         random_requests(0, 60, rate, 40, outputs=150), EveryFieldCost(stages), config
     ).run()
     assert sum(iterations) > 0.8 * rec.iterations
+
+
+def test_the_steady_loop_prices_host_work_as_the_event_loop_does(monkeypatch) -> None:
+    from dataclasses import replace
+
+    from partitioner.simulate.serving import engine as engine_module
+
+    base, stages, rate = CASES["steady"]
+    config = replace(base, iteration_overhead_s=2e-4, token_overhead_s=3e-5)
+    reqs = random_requests(1, 60, rate, 40, outputs=150)
+    fast = Engine(reqs, EveryFieldCost(stages), config).run()
+    monkeypatch.setattr(engine_module, "steady_run", lambda engine, now: False)
+    slow = Engine(reqs, EveryFieldCost(stages), config).run()
+    assert fast.finish_s == slow.finish_s
+    assert fast.first_token_s == slow.first_token_s
+    assert fast.stage_busy_s == slow.stage_busy_s
