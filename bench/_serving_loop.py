@@ -220,7 +220,5 @@ class PricedEngine(RealEngine):
     def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
         _, shape, past, run_s = super().step(schedule)
         per_iteration_s, per_token_s = self.host_s
-        self.now += self.cost.stage_seconds(shape)[0] + (
-            per_iteration_s + shape.rows * per_token_s
-        )
+        self.now += self.cost.stage_seconds(shape)[0] + (per_iteration_s + shape.rows * per_token_s)
         return self.now, shape, past, run_s

@@ -42,8 +42,10 @@ def _priced(engine: Engine, start_s: float, shape: IterationShape) -> float:
         return engine.price(start_s, shape)  # let the general path raise its error
     d = float(seconds[0])
     free = engine.stage_free_s[0]
-    done = (start_s if start_s > free else free) + d + (
-        engine.host_s + shape.rows * engine.token_host_s
+    done = (
+        (start_s if start_s > free else free)
+        + d
+        + (engine.host_s + shape.rows * engine.token_host_s)
     )
     engine.stage_free_s[0] = done
     rec = engine.rec

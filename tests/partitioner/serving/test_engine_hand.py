@@ -159,9 +159,7 @@ def test_host_overhead_per_token_grows_with_the_iteration():
     # = 0.3 s, each step's 0.12 s. Tokens at 0.5 + 0.5 + 0.3 = 1.3, then 0.55 + 0.12 = 0.67
     # apart: 1.97, 2.64, 3.31
     cost = LinearCost(base_s=0.5, per_row_s=0.05)
-    config = ServingConfig(
-        kv_capacity_tokens=160, iteration_overhead_s=0.1, token_overhead_s=0.02
-    )
+    config = ServingConfig(kv_capacity_tokens=160, iteration_overhead_s=0.1, token_overhead_s=0.02)
     report = simulate_requests(requests((0.0, 10, 4)), cost, config)
     assert report.ttft_s.p50 == pytest.approx(1.3)
     assert report.e2e_s.p50 == pytest.approx(3.31)
