@@ -193,6 +193,27 @@ def iteration_rows(load: Load, trace: list[Iteration], cost) -> list[str]:
             f"{(total - run) / len(trace) * 1e6:.0f}"]  # fmt: skip
 
 
+def kind_rows(load: Load, trace: list[Iteration], cost) -> list[list[str]]:
+    """Median µs per iteration of decode steps alone and of iterations carrying a prompt
+    chunk: where TTFT's and TPOT's gaps come from."""
+    out = []
+    for kind, chosen in (("decode only", [it for it in trace if it.shape.rows == it.shape.sequences]),
+                         ("with a prompt", [it for it in trace if it.shape.rows > it.shape.sequences])):  # fmt: skip
+        if not chosen:
+            continue
+        run = np.median([it.run_s for it in chosen])
+        scheduled = np.median([cost.stage_seconds(it.shape)[0] for it in chosen])
+        padded = np.median([
+            cost.stage_seconds(IterationShape(it.shape.rows, it.shape.rows,
+                                              it.shape.rows * (it.past + 1),
+                                              it.shape.rows * (it.past + 1), it.past + 1))[0]
+            for it in chosen
+        ])  # fmt: skip
+        out.append([load.name, kind, f"{len(chosen):,}", f"{run * 1e6:.0f}",
+                    f"{scheduled * 1e6:.0f}", f"{padded * 1e6:.0f}"])  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, metavar="X",
@@ -205,7 +226,7 @@ def main() -> None:
     spin = args.wait == "spin"
     console.print(f"{machine()}; load average {os.getloadavg()[0]:.2f}")
     loads = [Load(x.name, x.rate_per_s, max(1, round(x.requests * args.scale))) for x in LOADS]
-    latency, iterations = [], []
+    latency, iterations, kinds = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         model, plan = prepare(Path(folder))
         cost, step_s = plan_cost(plan), json.loads(plan.read_text())["estimate"]["s_per_token"]
@@ -229,6 +250,7 @@ def main() -> None:
                           f"`simulate` by {check:.1e}")  # fmt: skip
             latency += latency_rows(load, measured, predicted)
             iterations.append(iteration_rows(load, trace, cost))
+            kinds += kind_rows(load, trace, cost)
         after = calibrated(Path(folder) / "after.yaml")  # how much the machine drifted
     console.print(f"calibrated after: {after}; load average {os.getloadavg()[0]:.2f}")
     flags = (f"--prompt-len {PROMPT_TOKENS} --output-len {OUTPUT_TOKENS} --seed {SEED} "
@@ -241,6 +263,9 @@ def main() -> None:
                 "priced / session.run; host = µs per iteration outside session.run)",
                 ["load", "iterations", "wall", "session.run", "priced as scheduled", "ratio",
                  "priced as padded", "ratio", "host µs/it"], iterations)  # fmt: skip
+    print_table("Median µs per iteration, by kind: session.run measured, priced as scheduled, "
+                "priced as the padded graph computes", ["load", "iterations", "count",
+                "session.run", "priced", "padded"], kinds)  # fmt: skip
 
 
 if __name__ == "__main__":
