@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partitioner.simulate.serving import IterationShape, Requests
+from partitioner.simulate.serving import IterationShape, Requests, ServingConfig
 from partitioner.simulate.serving.recorder import Recorder
 
 __all__ = ["Iteration", "PricedEngine", "RealEngine", "session", "MAX_CONTEXT", "PROMPT_TOKENS",
@@ -204,7 +204,10 @@ class PricedEngine(RealEngine):
 
     def __init__(self, requests: Requests, cost, host_s: tuple[float, float]) -> None:
         super().__init__(None, requests)
-        self.cost, self.host_s, self.now = cost, host_s, 0.0
+        # the simulator's own host formula, on a config whose KV capacity is never reached
+        self.host = ServingConfig(MAX_BATCH * MAX_CONTEXT, iteration_overhead_s=host_s[0],
+                                  token_overhead_s=host_s[1])  # fmt: skip
+        self.cost, self.now = cost, 0.0
 
     def clock(self) -> float:
         return self.now
@@ -219,6 +222,5 @@ class PricedEngine(RealEngine):
 
     def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
         _, shape, past, run_s = super().step(schedule)
-        per_iteration_s, per_token_s = self.host_s
-        self.now += self.cost.stage_seconds(shape)[0] + (per_iteration_s + shape.rows * per_token_s)
+        self.now += self.cost.stage_seconds(shape)[0] + self.host.host_s(shape.rows)
         return self.now, shape, past, run_s

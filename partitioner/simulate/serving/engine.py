@@ -86,8 +86,6 @@ class Engine:
         stages = int(stages)
         count = len(requests)
         self.cost, self.stages, self.config = cost, stages, config
-        self.host_s = float(config.iteration_overhead_s)
-        self.token_host_s = float(config.token_overhead_s)
         self.block, self.budget = config.block_size_tokens, config.max_num_batched_tokens
         self.arrival_s: list[float] = requests.arrival_s.tolist()
         self.prompt: list[int] = requests.prompt_tokens.tolist()
@@ -286,7 +284,7 @@ class Engine:
             raise UsageError(
                 f"serving: the cost model gave {len(seconds)} stage times for {self.stages} stages"
             )
-        host_s = self.host_s + shape.rows * self.token_host_s  # before the first stage
+        host_s = self.config.host_s(shape.rows)  # before the first stage, which waits for it
         if self.deep:
             t = self._price_deep(now, shape, seconds, host_s)
         else:

@@ -42,11 +42,7 @@ def _priced(engine: Engine, start_s: float, shape: IterationShape) -> float:
         return engine.price(start_s, shape)  # let the general path raise its error
     d = float(seconds[0])
     free = engine.stage_free_s[0]
-    done = (
-        (start_s if start_s > free else free)
-        + d
-        + (engine.host_s + shape.rows * engine.token_host_s)
-    )
+    done = (start_s if start_s > free else free) + d + engine.config.host_s(shape.rows)
     engine.stage_free_s[0] = done
     rec = engine.rec
     rec.stage_busy_s[0] += d
