@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from partitioner.plan import Partition, Plan, Transfer
 from partitioner.plan.load_model import (
     BATCH_PAST,
@@ -64,6 +66,34 @@ def _monomials(shape: IterationShape) -> tuple[float, ...]:
     common = (1.0, rows, longest, rows * rows)
     tail = longest * longest
     return (*common, per_row, tail, *common, per_sequence, tail)
+
+
+#: Lagrange's basis on the steps 0, 1 and 2, at every step of a run (`_decode_run`).
+_STEPS = np.arange(256, dtype=float)
+_LAGRANGE = np.vstack(
+    ((_STEPS - 1) * (_STEPS - 2) / 2, -_STEPS * (_STEPS - 2), _STEPS * (_STEPS - 1) / 2)
+)
+
+
+def _decode_run(pricing: StagePricing, first: IterationShape, iterations: int) -> np.ndarray:
+    """Seconds (stages by iterations) of up to 256 decode iterations of the same sequences:
+    ``first``, then each one token further, every sequence's cache one longer (both
+    context sums grow by the sequences, the longest context by one).
+
+    Along such a run every monomial is a quadratic in the step, so the run's monomials
+    are its first three iterations' times Lagrange's basis: whole numbers, and exactly
+    the ones `_monomials` gives each iteration while every product stays below 2**53
+    (contexts under 2**19 tokens; beyond, they round in the 16th digit)."""
+    n = first.sequences
+    if first.rows != n or first.prefill_sequences or not 0 < iterations <= len(_STEPS):
+        raise ValueError(f"not a run of decode iterations: {iterations} of {first}")
+    rows, sequences, longest = first.row_context_sum, first.sequence_context_sum, first.max_context
+    three = [
+        _monomials(IterationShape(n, n, rows + n * i, sequences + n * i, longest + i))
+        for i in range(3)
+    ]
+    monomials = np.array(three).T @ _LAGRANGE[:, :iterations]
+    return pricing.seconds_many(monomials)
 
 
 def _two_passes(
@@ -144,6 +174,11 @@ class PlanIterationCost:
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
         return _two_passes(self._pricing, self._prefill, shape)
+
+    def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
+        """`stage_seconds` of a run of decode iterations, as stages by iterations, in one
+        call (`_decode_run`): the steady loop's bulk path (`serving.steady`)."""
+        return _decode_run(self._pricing, first, iterations)
 
 
 class WaferIterationCost:
@@ -242,6 +277,11 @@ class WaferIterationCost:
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
         return _two_passes(self._pricing, self._prefill, shape)
+
+    def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
+        """`stage_seconds` of a run of decode iterations, as stages by iterations, in one
+        call (`_decode_run`): the steady loop's bulk path (`serving.steady`)."""
+        return _decode_run(self._pricing, first, iterations)
 
 
 def iteration_cost(plan: Plan, target: GpuTarget | WaferTarget):

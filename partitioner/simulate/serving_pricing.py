@@ -1,20 +1,25 @@
 """Price an iteration's stages with one matrix product (`serving_cost`'s inner loop).
 
-A serving simulation prices every iteration, hundreds of thousands of times a
-run, so the arithmetic is laid out once as a matrix over the twelve monomials
-of an `IterationShape` (six read per row, six per sequence, `serving_cost`):
+A serving simulation prices every iteration, millions of times a run, so the
+arithmetic is laid out once as a matrix over the twelve monomials of an
+`IterationShape` (six read per row, six per sequence, `serving_cost`):
 
-- a **kernel** is two rows, its FLOPs already times seconds per FLOP and its bytes
-  times seconds per byte; its seconds are the larger (the roofline) plus its launches;
-- a **link** (collective or transfer) is one row of its bytes; its seconds are its
-  fixed seconds when it moves anything (or always, ``always_fixed``) plus its bytes
-  times seconds per byte;
+- a **kernel** takes the larger of its FLOPs times seconds per FLOP and its bytes
+  times seconds per byte (the roofline), plus its launches. The larger of the two
+  is the bytes' time plus whatever the FLOPs' time exceeds it by, so its bytes join
+  its stage's one row of everything linear, and it keeps one row of its own: FLOPs'
+  time less bytes' time, of which only the positive part counts;
+- a **link** (collective or transfer) takes its fixed seconds when it moves
+  anything (or always, ``always_fixed``) plus its bytes times seconds per byte: the
+  bytes' time joins the stage's linear row, a fixed time paid always joins the
+  stage's constant, and a fixed time paid only when bytes move keeps one row, of
+  its bytes, to tell whether they do;
 - identical kernels and links of a stage are one row with their count, so a stage
   with 161 identical all-reduces costs one row, not 161.
 
-Per iteration that is one product, a few element-wise maxima and one product
-with the stage-by-row count matrix, the same formulas as before in fewer numpy
-calls.
+Per iteration that is one product, one maximum, one comparison and two small
+products with the stage-by-row counts; a run of iterations (`seconds_many`) is the
+same few operations on a matrix of monomials.
 """
 
 from __future__ import annotations
@@ -80,38 +85,57 @@ class StagePricing:
         constant_s: Sequence[float],
     ) -> None:
         kernel_rows, link_rows = _merged(kernels), _merged(links)
-        k, m = len(kernel_rows), len(link_rows)
-        self._k = k
-        weights = np.zeros((2 * k + m, 2 * N))
-        counts = np.zeros((stages, k + m))
-        launches = np.zeros(stages)
+        linear = np.zeros((stages, 2 * N))
+        constant = np.asarray(constant_s, dtype=float).copy()
+        fixed = constant.copy()  # what no row count changes, for `fixed_s`
+        excess = np.zeros((len(kernel_rows), 2 * N))
+        kernel_counts = np.zeros((stages, len(kernel_rows)))
         for i, (row, count) in enumerate(kernel_rows):
-            weights[i, :N] = np.asarray(row.flops) * row.s_per_flop
-            weights[k + i, N:] = np.asarray(row.bytes) * row.s_per_byte
-            counts[row.stage, i] += count
-            launches[row.stage] += count * row.launch_s
-        self._fixed_s, self._s_per_byte = np.zeros(m), np.zeros(m)
-        self._always = np.zeros(m, dtype=bool)
-        for j, (row, count) in enumerate(link_rows):
+            bytes_s = np.asarray(row.bytes) * row.s_per_byte
+            linear[row.stage, N:] += count * bytes_s
+            excess[i, :N], excess[i, N:] = np.asarray(row.flops) * row.s_per_flop, -bytes_s
+            kernel_counts[row.stage, i] += count
+            constant[row.stage] += count * row.launch_s
+            fixed[row.stage] += count * row.launch_s
+        moving, moving_fixed = [], []
+        for row, count in link_rows:
             half = slice(N, 2 * N) if row.per_sequence else slice(0, N)
-            weights[2 * k + j, half] = row.bytes
-            self._fixed_s[j], self._always[j] = row.fixed_s, row.always_fixed
-            self._s_per_byte[j] = row.s_per_byte
-            counts[row.stage, k + j] += count
-        self._weights, self._counts = weights, counts
-        self._constant_s = np.asarray(constant_s, dtype=float) + launches
-        # per stage, what no row count changes: its constant and its links' fixed seconds
-        fixed_links = np.concatenate((np.zeros(k), self._fixed_s))
-        self.fixed_s: np.ndarray = self._constant_s + counts @ fixed_links
+            linear[row.stage, half] += count * row.s_per_byte * np.asarray(row.bytes)
+            fixed[row.stage] += count * row.fixed_s
+            if row.always_fixed:
+                constant[row.stage] += count * row.fixed_s
+            elif row.fixed_s:
+                moved = np.zeros(2 * N)
+                moved[half] = row.bytes
+                moving.append(moved)
+                column = np.zeros(stages)
+                column[row.stage] = count * row.fixed_s
+                moving_fixed.append(column)
+        self._stages, self._k = stages, len(kernel_rows)
+        self._weights = (
+            np.vstack([linear, excess, *moving]) if moving else np.vstack([linear, excess])
+        )
+        self._kernel_counts = kernel_counts
+        self._moving_fixed = np.array(moving_fixed).T.reshape(stages, len(moving))
+        self._constant_col = constant[:, None]
+        #: Per stage, what no row count changes: its constant and its links' fixed seconds.
+        self.fixed_s: np.ndarray = fixed
 
     def seconds(self, monomials: Sequence[float]) -> list[float]:
         """Each stage's seconds; ``monomials``: the six per-row values, then the six
         per-sequence ones."""
-        v = self._weights @ np.asarray(monomials)
-        np.maximum(v, 0.0, out=v)
-        k = self._k
-        kernels = np.maximum(v[:k], v[k : 2 * k])
-        moved = v[2 * k :]
-        links = self._fixed_s * ((moved > 0) | self._always) + self._s_per_byte * moved
-        per_row = np.concatenate((kernels, links))
-        return (self._constant_s + self._counts @ per_row).tolist()
+        column = np.array(monomials, dtype=float, ndmin=2).T
+        return self.seconds_many(column)[:, 0].tolist()
+
+    def seconds_many(self, monomials: np.ndarray) -> np.ndarray:
+        """Seconds of many iterations at once, one per column of ``monomials`` (twelve rows,
+        as `seconds` reads them): an array of stages by iterations. A run of decode
+        iterations costs one call, not one per iteration (`serving.steady`)."""
+        v = self._weights @ monomials
+        s, k = self._stages, self._k
+        excess = v[s : s + k]
+        np.maximum(excess, 0.0, out=excess)
+        seconds = v[:s] + self._constant_col + self._kernel_counts @ excess
+        if self._moving_fixed.shape[1]:
+            seconds += self._moving_fixed @ (v[s + k :] > 0.0)
+        return seconds

@@ -88,6 +88,13 @@ class Recorder:
         self._gap_values.append(gap_s)
         self._gap_counts.append(count)
 
+    def repeated_gaps(self, gaps_s: list[float], count: int) -> None:
+        """Record ``count`` inter-token gaps of each of ``gaps_s``."""
+        if count == 0:
+            return
+        self._gap_values.extend(gaps_s)
+        self._gap_counts.extend([count] * len(gaps_s))
+
     def itl_distribution(self) -> tuple[np.ndarray, np.ndarray]:
         """Distinct inter-token gaps in ascending order, and how many times each occurred."""
         values = np.array(self._gap_values, dtype=np.float64)

@@ -142,3 +142,32 @@ def test_validate_refuses_a_load_model_of_another_plan(decode):
         plan, load_model=dataclasses.replace(load, stages=(wrong, *load.stages[1:]))
     )
     assert "its KV cache at the plan's dims" in str(validate_plan(bad)[0])
+
+
+@pytest.mark.parametrize("kind", ["gpu", "wafer"])
+def test_a_run_of_decode_iterations_priced_at_once_is_each_iteration_priced(decode, kind):
+    """`decode_run_seconds` prices iterations whose every cache grows by one, from the
+    first three iterations' monomials: it equals pricing each iteration on its own."""
+    from partitioner.planning import WaferOptions
+    from partitioner.planning.wafer.planner import plan_wafer
+    from partitioner.simulate.serving import IterationShape
+    from partitioner.simulate.serving_cost import iteration_cost
+
+    if kind == "gpu":
+        target = get_preset("h100x4")
+        plan = plan_pipeline(decode, target, GpuOptions(tp=2, pp=2, time_limit_s=5)).plan
+    else:
+        target = get_preset("wse3")
+        plan = plan_wafer(decode, target, WaferOptions(time_limit_s=2)).plan
+    cost = iteration_cost(plan, target)
+    # 3 sequences at caches 10, 20 and 30 before the first iteration
+    first = IterationShape(3, 3, 11 + 21 + 31, 11 + 21 + 31, 31)
+    run = cost.decode_run_seconds(first, 40)
+    assert run.shape == (cost.stages, 40)
+    for i in (0, 1, 2, 3, 39):
+        shape = IterationShape(3, 3, first.row_context_sum + 3 * i,
+                               first.sequence_context_sum + 3 * i, 31 + i)  # fmt: skip
+        assert run[:, i].tolist() == pytest.approx(cost.stage_seconds(shape), rel=1e-12)
+    assert run[0, 39] > run[0, 0]  # the caches grew
+    with pytest.raises(ValueError, match="not a run of decode"):
+        cost.decode_run_seconds(first._replace(rows=4), 2)  # a chunk is not one row each

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from partitioner.simulate.serving import IterationShape
 
 
@@ -47,3 +49,23 @@ class EveryFieldCost:
             + 1e-6 * shape.max_context
         )
         return tuple(one * (1 + 0.25 * s) for s in range(self.stages))
+
+
+@dataclass(frozen=True)
+class BulkEveryFieldCost(EveryFieldCost):
+    """`EveryFieldCost` that also prices a run of decode iterations in one call, as plan
+    costs do (`serving.steady`'s bulk path), here by pricing each iteration of the run."""
+
+    def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
+        n = first.sequences
+        shapes = [
+            IterationShape(
+                n,
+                n,
+                first.row_context_sum + n * i,
+                first.sequence_context_sum + n * i,
+                first.max_context + i,
+            )  # fmt: skip
+            for i in range(iterations)
+        ]
+        return np.array([self.stage_seconds(s) for s in shapes]).T

@@ -9,7 +9,7 @@ import pytest
 from partitioner.simulate.serving import Requests, ServingConfig
 from partitioner.simulate.serving.engine import Engine
 from partitioner.simulate.serving.steady import steady_run
-from tests.partitioner.serving.costs import EveryFieldCost, LinearCost
+from tests.partitioner.serving.costs import BulkEveryFieldCost, EveryFieldCost, LinearCost
 from tests.partitioner.serving.reference import reference_run
 
 
@@ -54,11 +54,15 @@ CASES = {
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_engine_matches_the_reference(name: str, seed: int) -> None:
+@pytest.mark.parametrize("bulk", [False, True], ids=["one by one", "runs in bulk"])
+def test_engine_matches_the_reference(name: str, seed: int, bulk: bool) -> None:
     config, stages, rate = CASES[name]
     outputs = 150 if "steady" in name else 60 if "livelock" in name else 0
     reqs = random_requests(seed, 60, rate, longest=40, outputs=outputs)
-    cost, ref_cost = EveryFieldCost(stages), EveryFieldCost(stages)
+    cost, ref_cost = (
+        (BulkEveryFieldCost if bulk else EveryFieldCost)(stages),
+        EveryFieldCost(stages),
+    )
     rec = Engine(reqs, cost, config).run()
     ref = reference_run(reqs, ref_cost, config)
     assert rec.first_scheduled_s == ref.first_scheduled_s
@@ -111,7 +115,8 @@ def test_the_steady_loop_carries_most_iterations(monkeypatch) -> None:
     assert sum(iterations) > 0.8 * rec.iterations
 
 
-def test_the_steady_loop_prices_host_work_as_the_event_loop_does(monkeypatch) -> None:
+@pytest.mark.parametrize("cost", [EveryFieldCost, BulkEveryFieldCost])
+def test_the_steady_loop_prices_host_work_as_the_event_loop_does(monkeypatch, cost) -> None:
     from dataclasses import replace
 
     from partitioner.simulate.serving import engine as engine_module
@@ -119,9 +124,32 @@ def test_the_steady_loop_prices_host_work_as_the_event_loop_does(monkeypatch) ->
     base, stages, rate = CASES["steady"]
     config = replace(base, iteration_overhead_s=2e-4, token_overhead_s=3e-5)
     reqs = random_requests(1, 60, rate, 40, outputs=150)
-    fast = Engine(reqs, EveryFieldCost(stages), config).run()
+    fast = Engine(reqs, cost(stages), config).run()
     monkeypatch.setattr(engine_module, "steady_run", lambda engine, now: False)
     slow = Engine(reqs, EveryFieldCost(stages), config).run()
     assert fast.finish_s == slow.finish_s
     assert fast.first_token_s == slow.first_token_s
     assert fast.stage_busy_s == slow.stage_busy_s
+
+
+def test_a_cost_that_prices_runs_in_bulk_lets_the_steady_loop_commit_many_at_once(
+    monkeypatch,
+) -> None:
+    from partitioner.simulate.serving import steady
+
+    committed: list[int] = []
+    commit = steady._Run.commit
+
+    def counted(run, ends, count):
+        committed.append(count)
+        commit(run, ends, count)
+
+    monkeypatch.setattr(steady._Run, "commit", counted)
+    config, stages, rate = CASES["steady"]
+    reqs = random_requests(0, 60, rate, 40, outputs=150)
+    rec = Engine(reqs, BulkEveryFieldCost(stages), config).run()
+    assert max(committed) > steady.FIRST_WINDOW  # windows grew past the first
+    assert sum(committed) > 0.7 * rec.iterations
+    before = len(committed)
+    Engine(reqs, EveryFieldCost(stages), config).run()
+    assert len(committed) == before  # priced one at a time, it steps one at a time
