@@ -46,11 +46,16 @@ def session(model: Path):
 
 
 class RealEngine:
-    """Serves ``requests`` on the decode graph in wall-clock time (module doc's rules)."""
+    """Serves ``requests`` in wall-clock time (serving_fidelity.py's rules): every row on the
+    decode graph ``sess``, or with a ``prefill`` session (``two_graphs``), each chunk that
+    starts an empty cache on the prefill graph and the other rows on the decode graph."""
 
-    def __init__(self, sess, requests: Requests, spin: bool = True) -> None:
-        self.sess, self.spin = sess, spin
+    def __init__(self, sess, requests: Requests, spin: bool = True, prefill=None,
+                 two_graphs: bool | None = None) -> None:  # fmt: skip
+        self.sess, self.spin, self.prefill = sess, spin, prefill
+        self.two_graphs = prefill is not None if two_graphs is None else two_graphs
         self.names = [o.name for o in sess.get_outputs()] if sess is not None else []
+        self.prefill_names = [o.name for o in prefill.get_outputs()] if prefill else []
         self.arrival_s = requests.arrival_s.tolist()
         self.prompt, self.output = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
         count = len(self.arrival_s)
@@ -69,7 +74,7 @@ class RealEngine:
         self.pasts = np.zeros(self.cache[:, :1].size * TOKEN_BUDGET, np.float32)
         self.rec = Recorder(count, 1)
         self.trace: list[Iteration] = []
-        self.tokens: list[int] = []  # the last iteration's next token, per row
+        self.tokens: dict[int, int] = {}  # the last iteration's next token, per request
         self.next_arrival, self.t0 = 0, 0.0
 
     def clock(self) -> float:
@@ -100,6 +105,9 @@ class RealEngine:
         for rows, past in ((1, 1), (TOKEN_BUDGET, MAX_CONTEXT - 1), (MAX_BATCH, MAX_CONTEXT - 1)):
             self.run_graph(np.zeros(rows, np.int64), np.zeros(rows, np.int64),
                            np.zeros(rows, np.intp), past)  # fmt: skip
+        if self.two_graphs:  # into slot 0's cache, which every admission overwrites
+            for batch in (1, TOKEN_BUDGET // PROMPT_TOKENS):
+                self.run_prefill([(r, PROMPT_TOKENS) for r in range(batch)])
 
     def wait_until(self, arrival_s: float) -> None:
         """Wait for ``arrival_s``: spin (``spin``, as a polling serving loop waits), or sleep
@@ -136,26 +144,70 @@ class RealEngine:
             budget -= take
         return schedule
 
-    def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
-        """Run one iteration; when it ended, its shape, its padded past and its run seconds."""
-        ids, pos, slots = [], [], []  # per row
-        row_ctx = seq_ctx = max_ctx = 0
+    def fresh(self, r: int) -> bool:
+        """Whether request ``r``'s chunk goes to the prefill graph (it starts an empty cache)."""
+        return self.two_graphs and self.ctx[r] == 0
+
+    def shape_of(self, schedule: list[tuple[int, int]]) -> IterationShape:
+        """The iteration as the simulator's engine counts it (iteration.py's definitions)."""
+        rows = row_ctx = seq_ctx = max_ctx = 0
+        p_seqs = p_rows = p_row_ctx = p_max = 0
         for r, take in schedule:
             before = self.ctx[r]
-            if self.generated[r]:
-                ids.append(self.token[r])
-            else:
-                ids.extend(self.prompt_ids[r][before : before + take])
-            pos.extend(range(before, before + take))
-            slots.extend([self.slot[r]] * take)
+            rows += take
             row_ctx += take * before + take * (take + 1) // 2
             seq_ctx += before + take
             max_ctx = max(max_ctx, before + take)
-        shape = IterationShape(len(ids), len(schedule), row_ctx, seq_ctx, max_ctx)
-        self.tokens, run_s = self.run_graph(
-            np.array(ids, np.int64), np.array(pos, np.int64), np.array(slots, np.intp), max_ctx - 1
-        )
-        return self.clock(), shape, max_ctx - 1, run_s
+            if self.fresh(r):
+                p_seqs, p_rows, p_max = p_seqs + 1, p_rows + take, max(p_max, take)
+                p_row_ctx += take * (take + 1) // 2
+        return IterationShape(rows, len(schedule), row_ctx, seq_ctx, max_ctx, p_seqs, p_rows,
+                              p_row_ctx, p_max)  # fmt: skip
+
+    def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
+        """Run one iteration; when it ended, its shape, the decode pass's padded past and the
+        seconds in ``session.run``."""
+        shape, run_s, past = self.shape_of(schedule), 0.0, 0
+        fresh = [(r, take) for r, take in schedule if self.fresh(r)]
+        rest = [(r, take) for r, take in schedule if not self.fresh(r)]
+        self.tokens = {}
+        if fresh:
+            run_s += self.run_prefill(fresh)
+        if rest:
+            ids, pos, slots = [], [], []  # per row
+            for r, take in rest:
+                before = self.ctx[r]
+                if self.generated[r]:
+                    ids.append(self.token[r])
+                else:
+                    ids.extend(self.prompt_ids[r][before : before + take])
+                pos.extend(range(before, before + take))
+                slots.extend([self.slot[r]] * take)
+            past = max(self.ctx[r] + take for r, take in rest) - 1
+            tokens, seconds = self.run_graph(np.array(ids, np.int64), np.array(pos, np.int64),
+                                             np.array(slots, np.intp), past)  # fmt: skip
+            run_s, k = run_s + seconds, 0
+            for r, take in rest:
+                k += take
+                self.tokens[r] = tokens[k - 1]
+        return self.clock(), shape, past, run_s
+
+    def run_prefill(self, fresh: list[tuple[int, int]]) -> float:
+        """One session.run of the prefill graph on the chunks that start an empty cache, each
+        padded to the longest; their caches written back, their next tokens kept; seconds."""
+        seq = max(take for _, take in fresh)
+        ids = np.zeros((len(fresh), seq), np.int64)
+        for b, (r, take) in enumerate(fresh):
+            ids[b, :take] = self.prompt_ids[r][:take]
+        feeds = {"input_ids": ids, "position_ids": np.tile(np.arange(seq), (len(fresh), 1))}
+        start = time.perf_counter()
+        logits, *present = self.prefill.run(self.prefill_names, feeds)
+        run_s = time.perf_counter() - start
+        for b, (r, take) in enumerate(fresh):
+            for j, kv in enumerate(present):  # key, value per layer: [batch, heads, seq, dim]
+                self.cache[j, self.slot[r], :, :take] = kv[b, :, :take]
+            self.tokens[r] = int(logits[b, take - 1].argmax())
+        return run_s
 
     def run_graph(self, ids, pos, slots, past: int) -> tuple[list[int], float]:
         """One session.run on ``past``-long padded caches; the next token of every row."""
@@ -174,9 +226,8 @@ class RealEngine:
 
     def complete(self, schedule: list[tuple[int, int]], done_s: float) -> int:
         """Emit the iteration's tokens at ``done_s``; how many requests finished."""
-        k = finished = 0
+        finished = 0
         for r, take in schedule:
-            k += take
             self.ctx[r] += take
             if not self.generated[r] and self.ctx[r] < self.prompt[r]:
                 continue  # a partial chunk: no token yet
@@ -184,7 +235,7 @@ class RealEngine:
                 self.rec.repeated_gap(done_s - self.last_token_s[r], 1)
             else:
                 self.rec.first_token_s[r] = done_s
-            self.token[r], self.last_token_s[r] = self.tokens[k - 1], done_s
+            self.token[r], self.last_token_s[r] = self.tokens[r], done_s
             self.generated[r] += 1
             if self.generated[r] == self.output[r]:
                 self.rec.finish_s[r] = done_s
@@ -202,8 +253,9 @@ class PricedEngine(RealEngine):
     graph not run: its report must be `partition simulate`'s, which shows that the real
     loop schedules as the simulator's engine does."""
 
-    def __init__(self, requests: Requests, cost, host_s: tuple[float, float]) -> None:
-        super().__init__(None, requests)
+    def __init__(self, requests: Requests, cost, host_s: tuple[float, float],
+                 two_graphs: bool = False) -> None:  # fmt: skip
+        super().__init__(None, requests, two_graphs=two_graphs)
         # the simulator's own host formula, on a config whose KV capacity is never reached
         self.host = ServingConfig(MAX_BATCH * MAX_CONTEXT, iteration_overhead_s=host_s[0],
                                   token_overhead_s=host_s[1])  # fmt: skip
@@ -219,6 +271,10 @@ class PricedEngine(RealEngine):
 
     def run_graph(self, ids, pos, slots, past: int) -> tuple[list[int], float]:
         return [0] * len(ids), 0.0
+
+    def run_prefill(self, fresh: list[tuple[int, int]]) -> float:
+        self.tokens.update((r, 0) for r, _ in fresh)
+        return 0.0
 
     def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
         _, shape, past, run_s = super().step(schedule)

@@ -18,21 +18,28 @@ How the real loop keeps to what the simulator prices (engine.py, serving_cost.py
   maybe); a prompt's last chunk emits its first token. The plan's KV cache never
   fills, so neither side preempts. `PricedEngine` checks it: this loop on a clock
   advanced by the plan's prices reproduces `simulate`.
-- One ``session.run`` of the decode graph per iteration with every token a row,
-  as the simulator prices a chunk of n prompt tokens as n decode rows. A chunk's
-  rows are fed the cache before the chunk (the graph takes one token per row), so
-  their keys are approximate but their work is not (the weights are random).
-- The graph has no attention mask and one ``past`` for the batch, so each row's
-  cache is padded to the iteration's longest and the padding is attended to: more
-  attention than the simulator prices (each row the longest context, and each
-  chunk row copies the cache a fused kernel reads once per sequence). The
+- Two graphs (``--runtime two-graphs``, the default), as a runtime serving a
+  prefill/decode pair of files runs them and as `simulate` prices a plan made
+  with ``--prefill``: each iteration's chunks that start an empty cache (a prompt's
+  first) go through the prefill graph in one ``session.run`` (``[chunks, longest]``,
+  causal), then every other row through the decode graph in a second. With
+  ``--runtime one-graph`` every row goes through the decode graph, as the simulator
+  prices a chunk of n prompt tokens as n decode rows without a prefill file; a
+  chunk's rows are then fed the cache before the chunk (the graph takes one token
+  per row), so their keys are approximate but their work is not (the weights are
+  random).
+- The decode graph has no attention mask and one ``past`` for the batch, so each
+  row's cache is padded to the pass's longest and the padding is attended to: more
+  attention than the simulator prices (each row the longest context). The
   iteration table prices both shapes with the plan's cost model to size this.
 - One stage: `partition run` drives fixed micro-batches through torch.distributed
   ranks and has no request loop. The loop's host work (gathering the caches, writing
   new keys back, argmax, scheduling in Python) is measured first, on a separate serve
   of other requests, and given to simulate as ``--iteration-overhead``; the compared
   runs time it apart again.
-  ``python bench/serving_fidelity.py [--scale X]``, on a quiet machine.
+
+``python bench/serving_fidelity.py [--scale X] [--wait spin|sleep] [--runtime
+two-graphs|one-graph]``, on a quiet machine.
 """
 
 from __future__ import annotations
@@ -95,10 +102,12 @@ def plan_cost(plan: Path):
     return iteration_cost(loaded, target_from_dict(loaded.target.spec))
 
 
-def scheduler_check(cost, load: Load, predicted: dict, host_s: tuple[float, float]) -> float:
+def scheduler_check(cost, load: Load, predicted: dict, host_s: tuple[float, float],
+                    two_graphs: bool) -> float:  # fmt: skip
     """Largest relative difference of `PricedEngine`'s latency percentiles from simulate's."""
     requests = requests_of(load)
-    ours = build_report(PricedEngine(requests, cost, host_s).serve(), requests, 1, None).to_json()
+    engine = PricedEngine(requests, cost, host_s, two_graphs)
+    ours = build_report(engine.serve(), requests, 1, None).to_json()
     keys = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
     worst = max(abs(ours[k][p] / predicted[k][p] - 1) for k in keys for p in ("p50", "p99"))
     return math.inf if ours["iterations"] != predicted["iterations"] else worst
@@ -111,26 +120,47 @@ def calibrated(target: Path) -> str:
     return f"{cpu.launch_overhead_s * 1e9:.0f} ns an op, {cpu.step_overhead_s * 1e6:.1f} µs a step"
 
 
-def prepare(folder: Path) -> tuple[Path, Path]:
-    """Calibrate this CPU, build the tiny Llama decode graph and plan it on one stage."""
-    target, model, plan = folder / "cpu.yaml", folder / "tiny-decode.onnx", folder / "plan.json"
+def prepare(folder: Path, two_graphs: bool) -> tuple[Models, Path]:
+    """Calibrate this CPU, build the tiny Llama decode graph (and prefill graph) and plan it
+    on one stage (with the prefill graph mapped onto it: ``--prefill``)."""
+    target, plan = folder / "cpu.yaml", folder / "plan.json"
+    models = Models(
+        folder / "tiny-decode.onnx", folder / "tiny-prefill.onnx" if two_graphs else None
+    )
     console.print(f"calibrated before: {calibrated(target)}")
-    subprocess.run([sys.executable, "-m", "examples.llama", "--config", "tiny", "--kind",
-                    "decode", "--weights", "random", "--out", str(model)],
-                   cwd=ROOT, check=True, capture_output=True)  # fmt: skip
-    partition_json(str(model), "--target", str(target), "--tp", "1", "--pp", "1", "--dim",
-                   "batch=1", "--dim", f"past={MAX_CONTEXT}", "-o", str(plan), "-q")  # fmt: skip
-    return model, plan
+    for kind, path in (("decode", models.decode), ("prefill", models.prefill)):
+        if path is not None:
+            subprocess.run([sys.executable, "-m", "examples.llama", "--config", "tiny", "--kind",
+                            kind, "--weights", "random", "--out", str(path)],
+                           cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    prefill = ("--prefill", str(models.prefill)) if models.prefill else ()
+    partition_json(str(models.decode), "--target", str(target), "--tp", "1", "--pp", "1", "--dim",
+                   "batch=1", "--dim", f"past={MAX_CONTEXT}", *prefill, "-o", str(plan),
+                   "-q")  # fmt: skip
+    return models, plan
 
 
-def measure(model: Path, load: Load, spin: bool) -> tuple[ServingReport, list[Iteration]]:
+@dataclass(frozen=True)
+class Models:
+    """The decode graph, and the prefill graph when prompts run on their own (two graphs)."""
+
+    decode: Path
+    prefill: Path | None
+
+    def engine(self, requests: Requests, spin: bool) -> RealEngine:
+        """A real serving loop on fresh onnxruntime sessions of these graphs."""
+        prefill = session(self.prefill) if self.prefill else None
+        return RealEngine(session(self.decode), requests, spin, prefill)
+
+
+def measure(models: Models, load: Load, spin: bool) -> tuple[ServingReport, list[Iteration]]:
     """Serve the load's requests for real; the report by the simulator's definitions."""
     requests = requests_of(load)
-    engine = RealEngine(session(model), requests, spin)
+    engine = models.engine(requests, spin)
     return build_report(engine.serve(), requests, 1, None), engine.trace
 
 
-def host_overhead_s(model: Path, spin: bool) -> tuple[float, float]:
+def host_overhead_s(models: Models, spin: bool) -> tuple[float, float]:
     """This loop's host seconds outside ``session.run`` (forming, gathering and writing back
     caches, argmax, bookkeeping) per iteration and per token, a least-squares line over the
     iterations of a separate serve of other requests (seed `SEED` + 1): the runtime's own
@@ -139,7 +169,7 @@ def host_overhead_s(model: Path, spin: bool) -> tuple[float, float]:
     a long tail, and a prompt's iteration gathers and writes back 32 rows, a step's one."""
     workload = workload_from_args(LOADS[-1].rate_per_s, HOST_REQUESTS, PROMPT_TOKENS,
                                   OUTPUT_TOKENS)  # fmt: skip
-    engine = RealEngine(session(model), workload.sample(SEED + 1), spin)
+    engine = models.engine(workload.sample(SEED + 1), spin)
     engine.serve()
     rows = np.array([it.shape.rows for it in engine.trace], dtype=float)
     host = np.array([it.total_s - it.run_s for it in engine.trace])
@@ -179,17 +209,29 @@ def latency_rows(load: Load, measured: ServingReport, predicted: dict) -> list[l
     return rows
 
 
+def padded(it: Iteration) -> IterationShape:
+    """The iteration as the graphs compute it: every decode-pass row attends to the pass's
+    padded past (the graph has no mask and one ``past``); a prefill pass as scheduled."""
+    shape, keys = it.shape, it.past + 1
+    rows = shape.rows - shape.prefill_rows  # the decode pass's
+    return IterationShape(shape.rows, rows + shape.prefill_sequences,
+                          rows * keys + shape.prefill_row_context_sum,
+                          rows * keys + shape.prefill_rows,
+                          max(keys if rows else 0, shape.prefill_max_tokens),
+                          shape.prefill_sequences, shape.prefill_rows,
+                          shape.prefill_row_context_sum, shape.prefill_max_tokens)  # fmt: skip
+
+
 def iteration_rows(load: Load, trace: list[Iteration], cost) -> list[str]:
     """Seconds summed over the real iterations: measured, and priced by the plan's cost model
     for the shapes the engine schedules and for the padded shapes the graph computes."""
-    scheduled = padded = 0.0
+    scheduled = as_padded = 0.0
     for it in trace:
         scheduled += cost.stage_seconds(it.shape)[0]
-        rows, keys = it.shape.rows, it.past + 1
-        padded += cost.stage_seconds(IterationShape(rows, rows, rows * keys, rows * keys, keys))[0]
+        as_padded += cost.stage_seconds(padded(it))[0]
     run, total = sum(it.run_s for it in trace), sum(it.total_s for it in trace)
     return [load.name, f"{len(trace):,}", _ms(total), _ms(run), _ms(scheduled),
-            f"{scheduled / run:.2f}", _ms(padded), f"{padded / run:.2f}",
+            f"{scheduled / run:.2f}", _ms(as_padded), f"{as_padded / run:.2f}",
             f"{(total - run) / len(trace) * 1e6:.0f}"]  # fmt: skip
 
 
@@ -203,14 +245,9 @@ def kind_rows(load: Load, trace: list[Iteration], cost) -> list[list[str]]:
             continue
         run = np.median([it.run_s for it in chosen])
         scheduled = np.median([cost.stage_seconds(it.shape)[0] for it in chosen])
-        padded = np.median([
-            cost.stage_seconds(IterationShape(it.shape.rows, it.shape.rows,
-                                              it.shape.rows * (it.past + 1),
-                                              it.shape.rows * (it.past + 1), it.past + 1))[0]
-            for it in chosen
-        ])  # fmt: skip
+        as_padded = np.median([cost.stage_seconds(padded(it))[0] for it in chosen])
         out.append([load.name, kind, f"{len(chosen):,}", f"{run * 1e6:.0f}",
-                    f"{scheduled * 1e6:.0f}", f"{padded * 1e6:.0f}"])  # fmt: skip
+                    f"{scheduled * 1e6:.0f}", f"{as_padded * 1e6:.0f}"])  # fmt: skip
     return out
 
 
@@ -222,28 +259,32 @@ def main() -> None:
                         help="how the real loop waits for the next arrival when it has no "
                         "work: spin, as a polling serving loop does (default), or sleep, "
                         "which on a VM costs the next run a cold start")  # fmt: skip
+    parser.add_argument("--runtime", choices=("two-graphs", "one-graph"), default="two-graphs",
+                        help="two-graphs: prompts starting an empty cache run on the prefill "
+                        "graph, planned as the decode plan's prefill pair (default); one-graph: "
+                        "every row on the decode graph, each prompt token a row")  # fmt: skip
     args = parser.parse_args()
-    spin = args.wait == "spin"
+    spin, two_graphs = args.wait == "spin", args.runtime == "two-graphs"
     console.print(f"{machine()}; load average {os.getloadavg()[0]:.2f}")
     loads = [Load(x.name, x.rate_per_s, max(1, round(x.requests * args.scale))) for x in LOADS]
     latency, iterations, kinds = [], [], []
     with tempfile.TemporaryDirectory() as folder:
-        model, plan = prepare(Path(folder))
+        models, plan = prepare(Path(folder), two_graphs)
         cost, step_s = plan_cost(plan), json.loads(plan.read_text())["estimate"]["s_per_token"]
         console.print(f"plan: 1 stage, {step_s * 1e6:.0f} µs a step at batch 1, past "
-                      f"{MAX_CONTEXT}; real run: 1 onnxruntime session, 1 thread, waiting "
-                      f"for arrivals by {'spinning' if spin else 'sleeping'}")  # fmt: skip
-        host_s = host_overhead_s(model, spin)
+                      f"{MAX_CONTEXT}; real run: 1 onnxruntime session a graph, 1 thread, waiting "
+                      f"for arrivals by {'spinning' if spin else 'sleeping'}; {args.runtime}")  # fmt: skip
+        host_s = host_overhead_s(models, spin)
         console.print(f"the loop's host work: {host_s[0] * 1e6:.0f} µs an iteration + "
                       f"{host_s[1] * 1e6:.2f} µs a token (a line through the iterations of a "
                       f"separate serve of {HOST_REQUESTS} other requests)")  # fmt: skip
         for load in loads:
             predicted = predict(plan, load, host_s)
             start = time.perf_counter()
-            measured, trace = measure(model, load, spin)
+            measured, trace = measure(models, load, spin)
             wall_s, check = (
                 time.perf_counter() - start,
-                scheduler_check(cost, load, predicted, host_s),
+                scheduler_check(cost, load, predicted, host_s, two_graphs),
             )
             console.print(f"{load.name}: {load.requests} requests at {load.rate_per_s:g}/s served "
                           f"in {wall_s:.1f} s; the loop on the plan's prices differs from "
