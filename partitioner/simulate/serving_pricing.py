@@ -85,16 +85,17 @@ class StagePricing:
         constant_s: Sequence[float],
     ) -> None:
         kernel_rows, link_rows = _merged(kernels), _merged(links)
+        kernel_rows.sort(key=lambda pair: pair[0].stage)  # each stage's rows together
         linear = np.zeros((stages, 2 * N))
         constant = np.asarray(constant_s, dtype=float).copy()
         fixed = constant.copy()  # what no row count changes, for `fixed_s`
         excess = np.zeros((len(kernel_rows), 2 * N))
-        kernel_counts = np.zeros((stages, len(kernel_rows)))
         for i, (row, count) in enumerate(kernel_rows):
             bytes_s = np.asarray(row.bytes) * row.s_per_byte
             linear[row.stage, N:] += count * bytes_s
-            excess[i, :N], excess[i, N:] = np.asarray(row.flops) * row.s_per_flop, -bytes_s
-            kernel_counts[row.stage, i] += count
+            # the positive part of count·x is count times that of x: counts fold in here
+            excess[i, :N] = count * np.asarray(row.flops) * row.s_per_flop
+            excess[i, N:] = -count * bytes_s
             constant[row.stage] += count * row.launch_s
             fixed[row.stage] += count * row.launch_s
         moving, moving_fixed = [], []
@@ -115,7 +116,10 @@ class StagePricing:
         self._weights = (
             np.vstack([linear, excess, *moving]) if moving else np.vstack([linear, excess])
         )
-        self._kernel_counts = kernel_counts
+        # each stage's kernel rows are one slice of the excess rows, summed with reduceat
+        row_stages = np.array([row.stage for row, _ in kernel_rows], dtype=int)
+        self._kernel_stages, self._kernel_starts = np.unique(row_stages, return_index=True)
+        self._every_stage = np.array_equal(self._kernel_stages, np.arange(stages))
         self._moving_fixed = np.array(moving_fixed).T.reshape(stages, len(moving))
         self._constant_col = constant[:, None]
         #: Per stage, what no row count changes: its constant and its links' fixed seconds.
@@ -133,9 +137,15 @@ class StagePricing:
         iterations costs one call, not one per iteration (`serving.steady`)."""
         v = self._weights @ monomials
         s, k = self._stages, self._k
-        excess = v[s : s + k]
-        np.maximum(excess, 0.0, out=excess)
-        seconds = v[:s] + self._constant_col + self._kernel_counts @ excess
+        seconds = v[:s] + self._constant_col
+        if k:
+            excess = v[s : s + k]
+            np.maximum(excess, 0.0, out=excess)
+            per_stage = np.add.reduceat(excess, self._kernel_starts, axis=0)
+            if self._every_stage:
+                seconds += per_stage
+            else:
+                seconds[self._kernel_stages] += per_stage
         if self._moving_fixed.shape[1]:
             seconds += self._moving_fixed @ (v[s + k :] > 0.0)
         return seconds

@@ -35,10 +35,11 @@ iteration, so an iteration costs O(1) plus O(1) per prefill chunk and per
 request arriving, finishing or preempted. When the running requests fit the
 budget and the free blocks whole (the usual case) order does not matter and
 they are scheduled in bulk; otherwise `ordered.form_ordered` walks them one by
-one in admission order. On one stage, stretches where a single group decodes
-alone run in `steady.steady_run`'s tight loop. Both shortcuts give the same
-figures as the rules above applied literally (the tests compare them with a
-one-request-at-a-time reference).
+one in admission order. Stretches where a single group decodes alone (on a
+pipeline, with nothing else in flight and a cost that prices runs of decode
+iterations in bulk) run in `steady.steady_run`, a window of iterations at a
+time. Both shortcuts give the same figures as the rules above applied literally,
+to rounding (the tests compare them with a one-request-at-a-time reference).
 
 Advancing in steps (several engines sharing a clock, `fleet`): ``run(horizon_s)``
 stops at ``horizon_s`` once the iterations that complete by then have
@@ -197,7 +198,7 @@ class Engine:
         """Schedule and launch an iteration at ``now`` (module doc); False when nothing runs."""
         groups = self.idle_groups
         if not self.prefilling and len(groups) == 1:  # the usual case, counted at once
-            if self.stages == 1 and steady_run(self, now):
+            if steady_run(self, now):
                 return True
             lacking, need, idle = len(groups[0].members), groups[0].opens(), []
         else:

@@ -1,7 +1,8 @@
-"""Fast path for one stage: consecutive iterations of one decode group, in bulk.
+"""Fast path: consecutive iterations of one decode group, in bulk.
 
-On a single stage, while the running requests are one idle decode group, no
-prompt is being prefilled and no waiting request can be admitted, every
+While the running requests are one idle decode group, no prompt is being
+prefilled, no waiting request can be admitted and (on a pipeline) nothing else
+is in flight, every
 iteration is "the group decodes once": the event loop would form it, price it,
 complete it, retire who finished and look for arrivals, then do the same
 again. `steady_run` does exactly those steps, in the same order and with the
@@ -23,11 +24,19 @@ That one goes through the step the event loop would take. The window doubles
 while the run goes on, so a run that stops early wastes at most as much pricing
 as it used.
 
-Every figure comes out bit for bit as the event loop's, but for one thing: a cost
-that prices a run of decode iterations in one call (``decode_run_seconds``) is
-asked for the window's seconds in bulk, and a matrix product over many
+On a pipeline (a cost that prices runs in bulk only) each iteration of the run
+starts when the last one leaves the last stage, when every stage is free, so it
+takes the host's seconds plus its stages' in turn (`pipeline_seconds`; with rows
+streaming through a wafer's regions, the flow shop's). After a bulk commit every
+stage's free time is the run's clock: no later figure depends on the exact
+values below it, since the recurrences take the later of the two.
+
+Every figure comes out bit for bit as the event loop's, but for two things: a
+cost that prices a run of decode iterations in one call (``decode_run_seconds``)
+is asked for the window's seconds in bulk, and a matrix product over many
 iterations may round a stage's seconds in the last bit differently from one
-over one iteration.
+over one iteration; and on a pipeline the stages' seconds are added up in
+another order.
 """
 
 from __future__ import annotations
@@ -37,9 +46,12 @@ from bisect import bisect_left
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from partitioner.simulate.serving.groups import DecodeGroup
 from partitioner.simulate.serving.iteration import IterationShape
 from partitioner.simulate.serving.launch import Launch
+from partitioner.simulate.serving.streaming import row_latency
 
 if TYPE_CHECKING:
     from partitioner.simulate.serving.engine import Engine
@@ -55,8 +67,22 @@ def _blocked(engine: Engine) -> bool:
     return not engine.waiting or len(engine.running) >= engine.config.max_num_seqs
 
 
+def pipeline_seconds(engine: Engine, seconds: np.ndarray, rows: int) -> np.ndarray:
+    """Seconds from the first stage's start to the last's end of iterations (columns of
+    ``seconds``, stages by iterations) that find every stage free: their stages' seconds
+    in turn, or with rows streaming through the stages (`streaming`: a wafer's regions)
+    a row's crossing of each plus the longest stage's wait for the rest of its rows."""
+    if not engine.streams or rows <= 1:
+        return seconds.sum(axis=0)
+    fixed = None if engine.fixed_s is None else engine.fixed_s[:, None]
+    per_row = row_latency(seconds, fixed, rows)
+    return per_row.sum(axis=0) + (seconds - per_row).max(axis=0)
+
+
 def _one(engine: Engine, shape: IterationShape) -> float | None:
     """The seconds of one iteration on the one stage; None if not one good figure."""
+    if engine.stages > 1:
+        return None
     seconds = engine.cost.stage_seconds(shape)
     if len(seconds) != 1 or not 0.0 <= float(seconds[0]) < math.inf:
         return None
@@ -78,10 +104,9 @@ def _leave_in_flight(engine: Engine, group: DecodeGroup, done_s: float) -> None:
 class _Run:
     """One steady run: the group, the clock, and the seconds priced ahead."""
 
-    def __init__(self, engine: Engine, group: DecodeGroup, now: float) -> None:
+    def __init__(self, engine: Engine, group: DecodeGroup, now: float, bulk) -> None:
         self.engine, self.group, self.t, self.ran = engine, group, now, False
-        self.bulk = getattr(engine.cost, "decode_run_seconds", None)
-        self.window = FIRST_WINDOW
+        self.bulk, self.window = bulk, FIRST_WINDOW
         self.regroup()
 
     def regroup(self) -> None:
@@ -91,6 +116,7 @@ class _Run:
         self.top, self.until = g.max_context() - g.counter, g.iterations_to_finish()
         self.host_s = self.engine.config.host_s(self.n)
         self.ahead: list[float] = []
+        self.stage_seconds = np.zeros((self.engine.stages, 0))  # of the iterations ahead
 
     def shape(self, i: int) -> IterationShape:
         """The iteration ``i`` after the group's next one."""
@@ -105,9 +131,18 @@ class _Run:
         count = min(self.until, self.window)
         self.window = min(2 * self.window, LARGEST_WINDOW)
         seconds = self.bulk(self.shape(0), count)
-        ahead = seconds[0].tolist() if seconds.shape[0] == 1 else [math.nan]
-        if math.isfinite(sum(ahead)) and min(ahead) >= 0.0:  # a NaN makes the sum one
-            self.ahead = ahead
+        stages = self.engine.stages
+        if seconds.shape != (stages, count):
+            self.bulk = None
+            return
+        if stages == 1:
+            ahead = seconds[0].tolist()
+            lowest = min(ahead)
+        else:
+            ahead = pipeline_seconds(self.engine, seconds, self.n).tolist()
+            lowest = float(seconds.min())
+        if math.isfinite(sum(ahead)) and lowest >= 0.0:  # a NaN makes the sum one
+            self.ahead, self.stage_seconds = ahead, seconds
         else:
             self.bulk = None
 
@@ -115,7 +150,7 @@ class _Run:
         """When each priced iteration ends, with the event loop's additions in its order:
         the first starts when the clock and the stage are both free, each next one when
         the last ends, and each ends ``seconds + host`` later."""
-        free = self.engine.stage_free_s[0]
+        free = float(self.engine.stage_free_s[0])
         start = self.t if self.t > free else free
         steps = [0.0] * (2 * len(self.ahead))
         steps[0::2], steps[1::2] = self.ahead, [self.host_s] * len(self.ahead)
@@ -145,13 +180,19 @@ class _Run:
             opens = phases[-(g.counter + i) % block]
             if opens:
                 engine.allocate(starts[i], opens)
-        seconds = self.ahead[:count]
-        rec.stage_busy_s[0] = list(accumulate(seconds, initial=rec.stage_busy_s[0]))[-1]
+        if engine.stages == 1:
+            seconds = self.ahead[:count]
+            rec.stage_busy_s[0] = list(accumulate(seconds, initial=rec.stage_busy_s[0]))[-1]
+        else:
+            for s, busy_s in enumerate(self.stage_seconds[:, :count].sum(axis=1).tolist()):
+                rec.stage_busy_s[s] += busy_s
+            self.stage_seconds = self.stage_seconds[:, count:]
         rec.iterations += count
         rec.batched_sequences += n * count
         previous = [g.last_token_s, *starts[1:]]
         rec.repeated_gaps([b - a for a, b in zip(previous, ends[:count], strict=True)], n)
-        engine.stage_free_s[0] = g.last_token_s = self.t = ends[count - 1]
+        g.last_token_s = self.t = ends[count - 1]
+        engine.stage_free_s[:] = [self.t] * engine.stages  # every stage free by then
         g.counter += count
         self.until -= count
         del self.ahead[:count]
@@ -167,6 +208,9 @@ class _Run:
         if opens:
             engine.allocate(t, opens)
         d = self.ahead.pop(0) if self.ahead else _one(engine, self.shape(0))
+        if engine.stages > 1:  # the event loop's own pricing, stage by stage
+            self.stage_seconds = self.stage_seconds[:, 1:]
+            d = None
         if d is None:
             done = engine.price(t, self.shape(0))  # a bad figure: the general path raises
         else:
@@ -176,7 +220,11 @@ class _Run:
             rec.stage_busy_s[0] += d
             rec.iterations += 1
             rec.batched_sequences += self.n
-        if done >= engine.horizon_s:  # what arrives then must be queued before the next forms
+        arrival = engine.arrival_s
+        arrives = engine.next_arrival < len(arrival) and arrival[engine.next_arrival] <= done
+        # what arrives by the horizon must be queued before the next iteration forms; on a
+        # pipeline the event loop forms one for an arrival as soon as the first stage is free
+        if done >= engine.horizon_s or (arrives and engine.stages > 1):
             _leave_in_flight(engine, g, done)
             return True
         g.counter += 1
@@ -191,8 +239,7 @@ class _Run:
                 engine.idle_groups.clear()
                 return True
             self.regroup()
-        arrival = engine.arrival_s
-        if engine.next_arrival < len(arrival) and arrival[engine.next_arrival] <= done:
+        if arrives:
             engine.arrive(done)
         return None if _blocked(engine) else True
 
@@ -204,7 +251,10 @@ def steady_run(engine: Engine, now: float) -> bool:
     n = len(group.members)
     if n == 0 or n > engine.budget or not _blocked(engine):
         return False
-    run = _Run(engine, group, now)
+    bulk = getattr(engine.cost, "decode_run_seconds", None)
+    if engine.stages > 1 and (bulk is None or engine.in_flight):
+        return False  # a pipeline goes in bulk or through the event loop
+    run = _Run(engine, group, now, bulk)
     while True:
         if run.bulk is not None and not run.ahead:
             if run.group.opens() > engine.free_blocks:  # as `_Run.step` would, unpriced

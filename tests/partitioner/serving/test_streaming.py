@@ -83,3 +83,47 @@ def test_a_transfer_between_wafers_pays_its_latency_once_however_many_rows():
     one_row = Transfer("x", 256, 0, 1, cost.cost.inter_wafer_transfer_s(256), None)
     latency = target.inter_wafer_link.latency_s
     assert latency > 0 and cost._latency_s(one_row) == pytest.approx(latency)
+
+
+class _StreamingRegions:
+    """Three regions whose rows stream, each with a fixed part; ``bulk`` adds
+    `decode_run_seconds` (each iteration of the run priced alone), as plan costs have."""
+
+    stages, streams_rows, stage_fixed_s = 3, True, [2e-4, 1e-4, 3e-4]
+
+    def stage_seconds(self, shape: IterationShape) -> list[float]:
+        one = 1e-3 + 2e-4 * shape.rows + 1e-6 * shape.sequence_context_sum
+        return [one, 2 * one, 0.5 * one]
+
+
+class _BulkStreamingRegions(_StreamingRegions):
+    def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
+        n = first.sequences
+        shapes = [first._replace(row_context_sum=first.row_context_sum + n * i,
+                                 sequence_context_sum=first.sequence_context_sum + n * i,
+                                 max_context=first.max_context + i)
+                  for i in range(iterations)]  # fmt: skip
+        return np.array([self.stage_seconds(s) for s in shapes]).T
+
+
+def test_a_group_streaming_alone_through_regions_runs_in_bulk_as_the_event_loop(monkeypatch):
+    """Four requests together, then one every second: their groups' rows stream through
+    the regions; in bulk (`steady`: the flow shop's closed form) as one by one."""
+    from partitioner.simulate.serving import steady
+
+    committed: list[int] = []
+    commit = steady._Run.commit
+    monkeypatch.setattr(steady._Run, "commit",
+                        lambda run, ends, count: (committed.append(count), commit(run, ends, count)))  # fmt: skip
+    arrivals = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0])
+    requests = Requests(arrivals, np.full(7, 16), np.array([300, 250, 400, 350, 300, 200, 100]))
+    config = ServingConfig(kv_capacity_tokens=100_000)
+    bulk = Engine(requests, _BulkStreamingRegions(), config).run()
+    event = Engine(requests, _StreamingRegions(), config).run()
+    assert sum(committed) > 150  # the four decoding together, before the next arrives
+    assert bulk.iterations == event.iterations
+    assert bulk.finish_s == pytest.approx(event.finish_s, rel=1e-12)
+    assert bulk.first_token_s == pytest.approx(event.first_token_s, rel=1e-12)
+    assert [float(b) for b in bulk.stage_busy_s] == pytest.approx(
+        [float(b) for b in event.stage_busy_s], rel=1e-12
+    )
