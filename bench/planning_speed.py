@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
 
+import numpy as np
 from _common import console, dim_args, machine, model, print_table, timed
 
 from partitioner.units import human_bytes, human_count
+from targets.fabric import mesh_link_loads
 
 ANALYZE = [
     "gpt2-small",
@@ -59,6 +63,23 @@ def expected_params(name: str) -> tuple[int, str]:
     if module is resnet:
         return count + module.torch_buffer_count(config), "torch params + BN statistics"
     return count, "torch sum(p.numel())"
+
+
+def mesh_loads_row(flows: int = 50_000, repeats: int = 5) -> list[str]:
+    """Median wall time of `mesh_link_loads` for ``flows`` random flows on the WSE-3 grid
+    (762 x 1176 cores), with its busiest links and per-core maximum, as the wafer planner
+    asks for them."""
+    rng = np.random.default_rng(0)
+    src = np.stack([rng.integers(0, 762, flows), rng.integers(0, 1176, flows)], axis=1)
+    dst = np.stack([rng.integers(0, 762, flows), rng.integers(0, 1176, flows)], axis=1)
+    walls = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        loads = mesh_link_loads(762, 1176, src, dst, np.full(flows, 10))
+        loads.busiest(5)
+        loads.core_max()
+        walls.append(time.perf_counter() - started)
+    return [f"{flows:,} flows, 762 x 1176 cores", f"{statistics.median(walls) * 1e3:.0f}"]
 
 
 def main() -> None:
@@ -127,11 +148,18 @@ def main() -> None:
                 f"{100 * solver['gap']:.2f}%",
             ]
         )
+    print_planning(plan_rows)
+
+
+def print_planning(plan_rows: list[list[str]]) -> None:
+    """The planning table, then the wafer planner's fabric link loads timed."""
     print_table(
         "partition MODEL --target T (cpsat, default 30 s budget)",
         ["plan", "wall s", "peak RSS", "status", "gap"],
         plan_rows,
     )
+    print_table("Fabric link loads (targets.fabric.mesh_link_loads), median of 5",
+                ["flows", "wall ms"], [mesh_loads_row()])  # fmt: skip
 
 
 if __name__ == "__main__":
