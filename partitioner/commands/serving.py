@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
-from partitioner.commands._common import console
+from partitioner.commands._common import console, err_console
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import Plan
@@ -155,8 +155,11 @@ class Served:
         self.usd_per_hour = model.usd_per_hour(devices)
         self.power_w = model.power_w(devices)
 
-    def run(self, workload: Workload) -> ServingReport:
-        return simulate_serving(_replica_share(workload, self.replicas), self.cost, self.config)
+    def run(
+        self, workload: Workload, progress: Callable[[int, int], None] | None = None
+    ) -> ServingReport:
+        share = _replica_share(workload, self.replicas)
+        return simulate_serving(share, self.cost, self.config, progress=progress)
 
     def figures(self, report: ServingReport) -> dict[str, Any]:
         """The report for all replicas together, with $ and joules per token."""
@@ -186,18 +189,49 @@ def add_prices(figures: dict[str, Any], usd_per_hour: float | None, power_w: flo
     figures["joules_per_token"] = joules_per_token(out_s, power_w) if out_s > 0 else None
 
 
+class SimulationDisplay:
+    """How far a simulation is, as a live status line on stderr when it is a terminal
+    (nothing otherwise, so that logs and scripts see only the result)."""
+
+    def __init__(self) -> None:
+        self.status = err_console.status("simulating…") if err_console.is_terminal else None
+
+    def __enter__(self) -> SimulationDisplay:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def reporter(self, what: str) -> Callable[[int, int], None] | None:
+        """A progress callback for `simulate_serving` naming ``what`` runs; None if unseen."""
+        status = self.status
+        if status is None:
+            return None
+        return lambda done, total: status.update(
+            f"simulating {what}: {done:,} of {total:,} requests finished"
+        )
+
+
 def serve(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     """Simulate the workload (or sweep its rate); the JSON document of the result."""
+    with SimulationDisplay() as display:
+        return _serve(plan, args, display)
+
+
+def _serve(plan: Plan, args: argparse.Namespace, display: SimulationDisplay) -> dict[str, Any]:
     served, workload = Served(plan, args), workload_of(args)
     doc: dict[str, Any] = {"workload": workload.name, "source": workload.source}
     # which graph prices new prompts: the decode step's rows, or the plan's prefill file
     prefill = plan.load_model.prefill if plan.load_model is not None else None
     doc["prefill_model"] = None if prefill is None else dict(prefill.source or {}).get("path")
     if not args.rate_sweep:
-        doc["serving"] = served.figures(served.run(workload))
+        doc["serving"] = served.figures(served.run(workload, display.reporter(workload.name)))
         return doc
     rate = workload.arrivals.rate_per_s or 1.0  # the bracket: 64x either side of it
-    sweep = max_rate_under_slo(_runner(served, workload), rate / 64, rate * 64)
+    sweep = max_rate_under_slo(_runner(served, workload, display), rate / 64, rate * 64)
     doc["max_rate_per_s"] = None if sweep.rate_per_s is None else sweep.rate_per_s
     doc["bounded"] = sweep.bounded
     doc["serving"] = None if sweep.report is None else served.figures(sweep.report)
@@ -208,8 +242,14 @@ def serve(plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-def _runner(served: Served, workload: Workload) -> Callable[[float], ServingReport]:
-    return lambda rate: served.run(workload.with_rate(rate))
+def _runner(
+    served: Served, workload: Workload, display: SimulationDisplay | None = None
+) -> Callable[[float], ServingReport]:
+    def run(rate: float) -> ServingReport:
+        seen = None if display is None else display.reporter(f"{rate:.3g} requests/s")
+        return served.run(workload.with_rate(rate), seen)
+
+    return run
 
 
 def _probe_figures(doc: dict[str, Any]) -> dict[str, Any]:

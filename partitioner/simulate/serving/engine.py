@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -121,6 +122,9 @@ class Engine:
             self.rec.stage_busy_s = np.zeros(stages)  # type: ignore[assignment]
         self.now_s = 0.0
         self.horizon_s = math.inf
+        #: Called with the requests finished so far, every ``progress_every`` of them.
+        self.on_progress: Callable[[int], None] | None = None
+        self.progress_every, self.finished = max(count // 100, 1), 0
 
     def submit(self, prompt_tokens: int, output_tokens: int) -> int:
         """A request arriving now (where `run` stopped); its index in this engine."""
@@ -367,6 +371,9 @@ class Engine:
     def finish(self, done_s: float, request: int, ctx: int) -> None:
         """``request`` emitted its last token at ``done_s``; free its ``ctx`` tokens of cache."""
         self.rec.finish_s[request] = done_s
+        self.finished += 1
+        if self.on_progress is not None and self.finished % self.progress_every == 0:
+            self.on_progress(self.finished)
         del self.running[request]
         self.prefilling.pop(request, None)
         self.group_of[request] = None

@@ -149,3 +149,23 @@ def test_shape_score_ranks_rate_at_the_slo_then_tokens():
     offline = [{"serving": {"throughput_tokens_per_s": t, "e2e_s": {"mean": m}}}
                for t, m in ((5.0, 1.0), (9.0, 4.0))]  # fmt: skip
     assert sorted(offline, key=lambda d: shape_score(d, offline=True)) == offline
+
+
+def test_a_terminal_sees_the_simulation_progress_and_a_log_does_not(decode, monkeypatch):
+    """On a terminal stderr shows how many requests have finished; captured (a log, a
+    script), stderr stays empty and stdout is the JSON alone."""
+    import io
+
+    from rich.console import Console
+
+    from partitioner.commands import serving
+
+    _, plan = decode
+    flags = ("--rate", "20", "--requests", "300", "--prompt-len", "64", "--output-len", "16")
+    quiet = run_cli("simulate", str(plan), "--json", *flags)
+    assert quiet.code == 0 and quiet.err == ""
+    screen = io.StringIO()
+    monkeypatch.setattr(serving, "err_console", Console(file=screen, force_terminal=True))
+    seen = run_cli("simulate", str(plan), "--json", *flags)
+    assert seen.code == 0 and json.loads(seen.out) == json.loads(quiet.out)
+    assert "of 300 requests finished" in screen.getvalue()
