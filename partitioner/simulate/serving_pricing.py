@@ -121,23 +121,23 @@ class StagePricing:
         self._kernel_stages, self._kernel_starts = np.unique(row_stages, return_index=True)
         self._every_stage = np.array_equal(self._kernel_stages, np.arange(stages))
         self._moving_fixed = np.array(moving_fixed).T.reshape(stages, len(moving))
-        self._constant_col = constant[:, None]
+        self._constant, self._constant_col = constant, constant[:, None]
         #: Per stage, what no row count changes: its constant and its links' fixed seconds.
         self.fixed_s: np.ndarray = fixed
 
     def seconds(self, monomials: Sequence[float]) -> list[float]:
         """Each stage's seconds; ``monomials``: the six per-row values, then the six
         per-sequence ones."""
-        column = np.array(monomials, dtype=float, ndmin=2).T
-        return self.seconds_many(column)[:, 0].tolist()
+        return self.seconds_many(np.asarray(monomials, dtype=float)).tolist()
 
     def seconds_many(self, monomials: np.ndarray) -> np.ndarray:
         """Seconds of many iterations at once, one per column of ``monomials`` (twelve rows,
         as `seconds` reads them): an array of stages by iterations. A run of decode
-        iterations costs one call, not one per iteration (`serving.steady`)."""
+        iterations costs one call, not one per iteration (`serving.steady`). One iteration's
+        twelve monomials as a vector give a vector of stages."""
         v = self._weights @ monomials
         s, k = self._stages, self._k
-        seconds = v[:s] + self._constant_col
+        seconds = v[:s] + (self._constant_col if v.ndim == 2 else self._constant)
         if k:
             excess = v[s : s + k]
             np.maximum(excess, 0.0, out=excess)
