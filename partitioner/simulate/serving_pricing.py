@@ -17,9 +17,12 @@ arithmetic is laid out once as a matrix over the twelve monomials of an
 - identical kernels and links of a stage are one row with their count, so a stage
   with 161 identical all-reduces costs one row, not 161.
 
-Per iteration that is one product, one maximum, one comparison and two small
-products with the stage-by-row counts; a run of iterations (`seconds_many`) is the
-same few operations on a matrix of monomials.
+A kernel's count multiplies its own row (the positive part of count·x is count
+times that of x), and a stage's kernel rows lie together, so per iteration that
+is one product, one maximum, one sum per stage's slice of rows (``reduceat``) and,
+for links that pay only when they move bytes, one comparison and one small
+product; a run of iterations (`seconds_many`) is the same few operations on a
+matrix of monomials.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Callable
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,10 @@ if TYPE_CHECKING:
     from partitioner.simulate.serving.engine import Engine
 
 __all__ = ["steady_run"]
+
+#: A cost's ``decode_run_seconds``: seconds (stages by iterations) of a run of decode
+#: iterations from its first (`serving_cost.PlanIterationCost.decode_run_seconds`).
+RunPricer = Callable[[IterationShape, int], np.ndarray]
 
 #: The first window's iterations, and the most a window grows to.
 FIRST_WINDOW, LARGEST_WINDOW = 16, 256
@@ -104,7 +109,9 @@ def _leave_in_flight(engine: Engine, group: DecodeGroup, done_s: float) -> None:
 class _Run:
     """One steady run: the group, the clock, and the seconds priced ahead."""
 
-    def __init__(self, engine: Engine, group: DecodeGroup, now: float, bulk) -> None:
+    def __init__(
+        self, engine: Engine, group: DecodeGroup, now: float, bulk: RunPricer | None
+    ) -> None:
         self.engine, self.group, self.t, self.ran = engine, group, now, False
         self.bulk, self.window = bulk, FIRST_WINDOW
         self.regroup()
