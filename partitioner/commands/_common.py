@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Self
+
+from rich.console import Console
 
 from partitioner.console import console, err_console
 from passes.ir import Graph
@@ -13,8 +16,25 @@ from passes.transforms.dims import parse_dim_overrides
 
 __all__ = [
     "add_model_arguments", "load_graph", "console", "err_console", "external_data_paths",
-    "path_from",
+    "path_from", "LiveStatus",
 ]  # fmt: skip
+
+
+class LiveStatus:
+    """A live status line on ``screen`` (stderr's console) while a block runs; None shows
+    nothing."""
+
+    def __init__(self, message: str, screen: Console | None) -> None:
+        self.status = screen.status(message) if screen is not None else None
+
+    def __enter__(self) -> Self:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from partitioner.commands._common import (
+    LiveStatus,
     add_model_arguments,
     console,
     err_console,
@@ -216,23 +217,14 @@ def _devices_option(value: str | None) -> int | str | None:
         raise UsageError(f"--devices {value!r}: give a whole number or 'auto'") from None
 
 
-class SolveDisplay:
+class SolveDisplay(LiveStatus):
     """Solver progress on stderr: a live status line on a terminal, plain lines in logs."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.live = enabled and err_console.is_terminal
-        self.status = err_console.status("analysing…") if self.live else None
+        super().__init__("analysing…", err_console if self.live else None)
         self._last_line_s = 0.0
-
-    def __enter__(self) -> SolveDisplay:
-        if self.status is not None:
-            self.status.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.status is not None:
-            self.status.stop()
 
     def announce(self, message: str) -> None:
         if self.status is not None:

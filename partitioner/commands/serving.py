@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
-from partitioner.commands._common import console, err_console
+from partitioner.commands._common import LiveStatus, console, err_console
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import Plan
@@ -189,21 +189,12 @@ def add_prices(figures: dict[str, Any], usd_per_hour: float | None, power_w: flo
     figures["joules_per_token"] = joules_per_token(out_s, power_w) if out_s > 0 else None
 
 
-class SimulationDisplay:
+class SimulationDisplay(LiveStatus):
     """How far a simulation is, as a live status line on stderr when it is a terminal
     (nothing otherwise, so that logs and scripts see only the result)."""
 
     def __init__(self) -> None:
-        self.status = err_console.status("simulating…") if err_console.is_terminal else None
-
-    def __enter__(self) -> SimulationDisplay:
-        if self.status is not None:
-            self.status.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.status is not None:
-            self.status.stop()
+        super().__init__("simulating…", err_console if err_console.is_terminal else None)
 
     def reporter(self, what: str) -> Callable[[int, int], None] | None:
         """A progress callback for `simulate_serving` naming ``what`` runs; None if unseen."""
