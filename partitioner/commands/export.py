@@ -13,6 +13,11 @@ says the weights are missing.
 --triton also writes DIR/triton/: per stage config.pbtxt and 1/model.onnx
 (its weights beside it), and an "ensemble" model wiring the stages.
 
+--prefill FILE, for a plan made with the same prefill file (`partition DECODE
+--prefill FILE`), also writes that file split as the plan prices it:
+prefill_partition<id>.onnx per stage, listed under "prefill_stages" in the
+manifest. A stage's prefill file writes the KV cache its decode file reads.
+
 The plan's dims are used; --dim may only repeat them. Exit 2 for bad input
 (the output folder is an existing file, the plan is for another model), 1 for
 a plan that fails its contract.
@@ -20,6 +25,7 @@ a plan that fails its contract.
 examples:
   partition export gpt2.onnx gpt2.h100x4.plan.json --out serve/
   partition export llama.onnx plan.json --out serve/ --triton
+  partition export decode.onnx plan.json --prefill prefill.onnx --out serve/
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from partitioner.commands._common import err_console, external_data_paths
+from partitioner.commands.plan_prefill import add_prefill_arguments, load_prefill
 from partitioner.errors import UsageError
 from partitioner.executor.weights import WeightStore
 from partitioner.export import manifest_json, stage_files, stage_models, triton_repository
 from partitioner.export.manifest import StageEntry
+from partitioner.export.prefill import prefill_stage_models
+from partitioner.export.stages import StageModel
 from partitioner.export.weights import StageFiles
 from partitioner.outputs import OutputError, Outputs
 from partitioner.pairing import check_valid, plan_for_model
@@ -91,6 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plan", metavar="PLAN", type=Path, help="the plan JSON made for this model")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--triton", action="store_true", help="also write a Triton repository")
+    add_prefill_arguments(
+        parser.add_argument_group("the prefill file of a decode/prefill pair"),
+        help_text="the prefill file the plan was made with (`partition DECODE --prefill FILE`): "
+        "also written split onto the plan's stages, prefill_partition<id>.onnx",
+    )
     parser.add_argument(
         "--dim", action="append", default=[], metavar="NAME=VALUE",
         help="a symbolic dimension; must agree with the plan's (repeatable)",
@@ -165,15 +179,15 @@ def _export(
     store = WeightStore(graph)
     stages = stage_models(graph, plan, store)
     configs = triton_repository(stages) if args.triton else {}
+    prefill = load_prefill(args, graph)
     inputs = [args.model, args.plan, *external_data_paths(graph)]
+    if prefill is not None:
+        inputs += [args.prefill, *external_data_paths(prefill)]
     with StreamingOutputs(inputs) as outputs:
         entries = []
         for stage in stages:
-            file = f"{stage.name}.onnx"
-            files = stage_files(graph, store, stage, file, with_data=with_data)
-            data_sha256 = outputs.write_stage(out / file, files)
-            data_file = files.data_name if data_sha256 is not None else None
-            entries.append(StageEntry(stage, file, files.onnx_bytes, data_file, data_sha256))
+            entry, files = _write_stage(outputs, out, graph, store, stage, with_data)
+            entries.append(entry)
             if args.triton:
                 folder = out / "triton" / stage.name
                 folders.make(folder / "1")
@@ -183,9 +197,28 @@ def _export(
             ensemble = out / "triton" / "ensemble"
             folders.make(ensemble / "1")  # Triton wants a version folder
             outputs.write_text("--triton", ensemble / "config.pbtxt", configs["ensemble"])
+        prefill_entries = []
+        if prefill is not None:
+            prefill_store = WeightStore(prefill)
+            for stage in prefill_stage_models(graph, prefill, plan):
+                entry, _ = _write_stage(outputs, out, prefill, prefill_store, stage, with_data)
+                prefill_entries.append(entry)
         plan_sha = hashlib.sha256(args.plan.read_bytes()).hexdigest()
-        manifest = manifest_json(plan_sha, plan.model.sha256, entries)
+        manifest = manifest_json(plan_sha, plan.model.sha256, entries, prefill_entries)
         outputs.write_text("--out", out / "manifest.json", manifest)
         outputs.commit()
-    print(f"wrote {len(entries)} stage files and manifest.json to {out}")
+    also = f" and {len(prefill_entries)} prefill stage files" if prefill_entries else ""
+    print(f"wrote {len(entries)} stage files{also} and manifest.json to {out}")
     return 0
+
+
+def _write_stage(
+    outputs: StreamingOutputs, out: Path, graph: Graph, store: WeightStore, stage: StageModel,
+    with_data: bool,
+) -> tuple[StageEntry, StageFiles]:  # fmt: skip
+    """Stage one stage file and its weights; its manifest entry and its files."""
+    file = f"{stage.name}.onnx"
+    files = stage_files(graph, store, stage, file, with_data=with_data)
+    data_sha256 = outputs.write_stage(out / file, files)
+    data_file = files.data_name if data_sha256 is not None else None
+    return StageEntry(stage, file, files.onnx_bytes, data_file, data_sha256), files

@@ -25,18 +25,20 @@ from passes.transforms.dims import parse_dim_overrides
 from targets import Target, WaferTarget
 from targets.cost import WaferCostModel
 
-__all__ = ["add_prefill_arguments", "prepare_prefill", "with_prefill"]
+__all__ = ["add_prefill_arguments", "load_prefill", "prepare_prefill", "with_prefill"]
 
 
-def add_prefill_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--prefill",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="the same model's prefill graph ([batch, seq] tokens, no KV cache): mapped onto "
-        "the decode plan's stages, so simulate prices new prompts as a prefill pass",
-    )
+#: What ``--prefill`` does when planning.
+PLAN_PREFILL_HELP = (
+    "the same model's prefill graph ([batch, seq] tokens, no KV cache): mapped onto the "
+    "decode plan's stages, so simulate prices new prompts as a prefill pass"
+)
+
+
+def add_prefill_arguments(
+    group: argparse._ArgumentGroup, help_text: str = PLAN_PREFILL_HELP
+) -> None:
+    group.add_argument("--prefill", type=Path, default=None, metavar="FILE", help=help_text)
     group.add_argument(
         "--prefill-dim",
         action="append",
@@ -65,9 +67,26 @@ def prepare_prefill(args: argparse.Namespace, graph: Graph, outputs: Outputs) ->
             "and past dims bound (--dim batch=B --dim past=P)"
         )
     outputs.add_inputs([args.prefill])
+    prefill = load_prefill(args, graph)
+    assert prefill is not None
+    outputs.add_inputs(external_data_paths(prefill))
+    return prefill
+
+
+def load_prefill(args: argparse.Namespace, graph: Graph) -> Graph | None:
+    """``--prefill FILE`` at its dims (`prefill_dims`), checked to hold the decode model's
+    weights; None without it.
+
+    Raises:
+        UsageError: ``--prefill-dim`` without ``--prefill``, dims that do not bind, or a
+            prefill file of another model.
+    """
+    if args.prefill is None:
+        if args.prefill_dim:
+            raise UsageError("--prefill-dim needs --prefill FILE")
+        return None
     dims = prefill_dims(args.prefill, graph, parse_dim_overrides(args.prefill_dim or []))
     prefill = load(args.prefill, dims)
-    outputs.add_inputs(external_data_paths(prefill))
     check_pair(graph, prefill)
     return prefill
 

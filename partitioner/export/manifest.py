@@ -28,8 +28,33 @@ class StageEntry:
     data_sha256: str | None = None
 
 
-def manifest_json(plan_sha256: str, model_sha256: str, entries: Sequence[StageEntry]) -> str:
-    stages = [
+def manifest_json(
+    plan_sha256: str,
+    model_sha256: str,
+    entries: Sequence[StageEntry],
+    prefill_entries: Sequence[StageEntry] = (),
+) -> str:
+    """The manifest; ``prefill_entries`` (a decode/prefill pair's prefill stage files) are
+    listed under ``prefill_stages`` when there are any."""
+    doc: dict[str, object] = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "plan_sha256": plan_sha256,
+        "model_sha256": model_sha256,
+        "stages": _stages(entries),
+    }
+    if prefill_entries:
+        doc["prefill_stages"] = _stages(prefill_entries)
+    if any(e.stage.collectives for e in entries):
+        # onnxruntime has no kernels for these: the serving runtime provides them
+        doc["custom_domains"] = {
+            COLLECTIVE_DOMAIN: "AllReduce/AllGather over a tensor-parallel stage's ranks; "
+            "the serving runtime must implement them"
+        }
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def _stages(entries: Sequence[StageEntry]) -> list[dict[str, object]]:
+    return [
         {
             "id": e.stage.partition,
             "stage": e.stage.stage,
@@ -44,16 +69,3 @@ def manifest_json(plan_sha256: str, model_sha256: str, entries: Sequence[StageEn
         }
         for e in entries
     ]
-    doc: dict[str, object] = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "plan_sha256": plan_sha256,
-        "model_sha256": model_sha256,
-        "stages": stages,
-    }
-    if any(e.stage.collectives for e in entries):
-        # onnxruntime has no kernels for these: the serving runtime provides them
-        doc["custom_domains"] = {
-            COLLECTIVE_DOMAIN: "AllReduce/AllGather over a tensor-parallel stage's ranks; "
-            "the serving runtime must implement them"
-        }
-    return json.dumps(doc, indent=1) + "\n"
