@@ -127,3 +127,24 @@ def test_a_group_streaming_alone_through_regions_runs_in_bulk_as_the_event_loop(
     assert [float(b) for b in bulk.stage_busy_s] == pytest.approx(
         [float(b) for b in event.stage_busy_s], rel=1e-12
     )
+
+
+def test_a_run_through_free_stages_takes_the_flow_shops_closed_form_by_hand():
+    """`steady.pipeline_seconds`, worked by hand: stages of 4 s and 2 s (columns are
+    iterations). Rows not streaming: 4 + 2 = 6. Four streaming rows: a row crosses in
+    1 + 0.5, and the slow stage holds the rest 3 s more: 4.5, as the recurrence gives in
+    test_a_flow_shop_of_identical_rows_by_hand. With 1 s of each stage fixed: rows cross
+    in 1.75 + 1.25 = 3, the first stage holds 4 - 1.75 more: 5.25."""
+    from types import SimpleNamespace
+
+    from partitioner.simulate.serving.steady import pipeline_seconds
+
+    seconds = np.array([[4.0, 8.0], [2.0, 2.0]])
+    plain = SimpleNamespace(streams=False, fixed_s=None)
+    assert pipeline_seconds(plain, seconds, 4).tolist() == [6.0, 10.0]
+    streaming = SimpleNamespace(streams=True, fixed_s=None)
+    # second column: rows cross in 2 + 0.5, the first stage holds 8 - 2 = 6 more: 8.5
+    assert pipeline_seconds(streaming, seconds, 4).tolist() == [4.5, 8.5]
+    assert pipeline_seconds(streaming, seconds, 1).tolist() == [6.0, 10.0]  # one row: the sum
+    fixed = SimpleNamespace(streams=True, fixed_s=np.array([1.0, 1.0]))
+    assert pipeline_seconds(fixed, seconds[:, :1], 4).tolist() == [5.25]
