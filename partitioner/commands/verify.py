@@ -10,11 +10,17 @@ model input: token ids within their embedding's range, masks of ones, floats
 from a normal distribution. Weights must be available (external data files
 next to the model).
 
+With --prefill FILE (a plan made with that prefill file, `partition DECODE
+--prefill FILE`), the prefill graph split as the plan prices it runs the same
+way, on generated inputs: its numbers are checked, not its memory, which the
+plan does not hold for a prefill pass.
+
 Exit 0 when everything matches, 1 on a mismatch, 2 for bad input.
 
 examples:
   partition verify gpt2.onnx gpt2.h100x4.plan.json
   partition verify model.onnx plan.json --inputs batch.npz --rtol 1e-3 --json
+  partition verify decode.onnx plan.json --prefill prefill.onnx
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from partitioner.commands._common import console, err_console
+from partitioner.commands.plan_prefill import add_prefill_arguments, load_prefill
 from partitioner.errors import UsageError
 from partitioner.executor.errors import FeedError, UnsupportedOpError
 from partitioner.executor.runtime import missing_kernels
@@ -41,6 +48,7 @@ from partitioner.executor.verify import (
     make_inputs,
     verify_plan,
 )
+from partitioner.export.prefill import prefill_plan
 from partitioner.pairing import plan_for_model
 from partitioner.plan import Plan
 from partitioner.plan.io import regular_file_problem
@@ -70,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for generated inputs (default 0)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_prefill_arguments(
+        parser.add_argument_group("the prefill file of a decode/prefill pair"),
+        help_text="the prefill file the plan was made with (`partition DECODE --prefill "
+        "FILE`): also run split as the plan prices it, on generated inputs (numbers only)",
+    )
 
 
 _NPZ_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive of .npy files
@@ -140,19 +153,48 @@ def run(args: argparse.Namespace) -> int:
     _require_kernels(graph)
     require_external_data(graph)
     feeds = _feeds(args, graph)
+    prefill = load_prefill(args, graph)
     tolerance = Tolerance(args.rtol, args.atol) if args.rtol is not None else None
     started = time.perf_counter()
     report = verify_plan(graph, plan, feeds, tolerance=tolerance)
+    prompt = None if prefill is None else _verify_prefill(graph, prefill, plan, args, tolerance)
     wall = time.perf_counter() - started
     if args.json:
-        print(json.dumps({**report.to_dict(), "wall_s": wall}, indent=1))
+        extra = {} if prompt is None else {"prefill": _numbers(prompt)}
+        print(json.dumps({**report.to_dict(), **extra, "wall_s": wall}, indent=1))
     else:
         _print_report(report, len(plan.partitions), wall)
+        if prompt is not None:
+            console.print(_outputs_table(prompt, f"prefill: {len(plan.partitions)} partitions "
+                                         "vs onnxruntime (numbers only)"))  # fmt: skip
     if report.over_memory:
         _print_over_memory(report)
-    if not all(c.ok for c in report.outputs):
-        _print_mismatch(report)
-    return 0 if report.ok else 1
+    for what, run in (("", report), ("prefill: ", prompt)):
+        if run is not None and not all(c.ok for c in run.outputs):
+            _print_mismatch(run, what)
+    prompt_ok = prompt is None or all(c.ok for c in prompt.outputs)
+    return 0 if report.ok and prompt_ok else 1
+
+
+def _verify_prefill(
+    graph: Graph, prefill: Graph, plan: Plan, args: argparse.Namespace, tolerance: Tolerance | None
+) -> VerifyReport:
+    """The prefill graph split as the plan prices it (`export.prefill.prefill_plan`), run
+    with the executor against onnxruntime on generated inputs."""
+    _require_kernels(prefill)
+    require_external_data(prefill)
+    feeds = make_inputs(prefill, args.seed)
+    check_inputs(prefill, feeds, "generated prefill inputs")
+    return verify_plan(prefill, prefill_plan(graph, prefill, plan), feeds, tolerance=tolerance)
+
+
+def _numbers(report: VerifyReport) -> dict:
+    """A report's comparisons and divergence, without the memory a prefill split has no
+    plan for."""
+    doc = report.to_dict()
+    ok = all(c.ok for c in report.outputs)
+    kept = ("reference", "outputs", "first_divergent_partition", "divergent_tensor")
+    return {"ok": ok, **{k: doc[k] for k in kept}}
 
 
 def _require_kernels(graph: Graph) -> None:
@@ -180,7 +222,18 @@ def _feeds(args: argparse.Namespace, graph: Graph) -> dict[str, np.ndarray]:
 
 def _print_report(report: VerifyReport, num_partitions: int, wall: float) -> None:
     """Per output: the largest errors against the tolerances; then the activations held."""
-    table = Table(title=f"{num_partitions} partitions vs onnxruntime", title_justify="left")
+    console.print(_outputs_table(report, f"{num_partitions} partitions vs onnxruntime"))
+    held = ", ".join(
+        f"{p.id}: {human_bytes(p.peak_bytes)} (plan {human_bytes(p.planned_bytes)})"
+        for p in report.partitions
+    )
+    console.print(f"activations held per partition: {held}", markup=False)
+    console.print(f"reference: {report.reference}; verified in {wall:.1f} s", markup=False)
+
+
+def _outputs_table(report: VerifyReport, title: str) -> Table:
+    """Per output: the largest errors against the tolerances."""
+    table = Table(title=title, title_justify="left")
     for col in ("output", "dtype", "max abs", "max rel", "rtol", "atol", ""):
         table.add_column(col, justify="left" if col in ("output", "dtype") else "right")
     for c in report.outputs:
@@ -193,13 +246,7 @@ def _print_report(report: VerifyReport, num_partitions: int, wall: float) -> Non
             f"{c.tolerance.atol:g}",
             "ok" if c.ok else Text("MISMATCH", style="red"),
         )
-    console.print(table)
-    held = ", ".join(
-        f"{p.id}: {human_bytes(p.peak_bytes)} (plan {human_bytes(p.planned_bytes)})"
-        for p in report.partitions
-    )
-    console.print(f"activations held per partition: {held}", markup=False)
-    console.print(f"reference: {report.reference}; verified in {wall:.1f} s", markup=False)
+    return table
 
 
 def _print_over_memory(report: VerifyReport) -> None:
@@ -214,7 +261,7 @@ def _print_over_memory(report: VerifyReport) -> None:
         )
 
 
-def _print_mismatch(report: VerifyReport) -> None:
+def _print_mismatch(report: VerifyReport, what: str = "") -> None:
     """Say that the run differs, naming the first partition that diverges when known."""
     where = (
         f"; first divergence: partition {report.first_divergent_partition} "
@@ -223,5 +270,5 @@ def _print_mismatch(report: VerifyReport) -> None:
         else ""
     )
     err_console.print(
-        f"mismatch: the partitioned run differs from onnxruntime{where}", markup=False
+        f"{what}mismatch: the partitioned run differs from onnxruntime{where}", markup=False
     )

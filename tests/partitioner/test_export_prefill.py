@@ -1,5 +1,6 @@
-"""`partition export --prefill`: a decode/prefill pair's prefill file split as the plan
-prices it, stage files that chain to the whole prefill graph, and one-line refusals."""
+"""`partition export --prefill` and `verify --prefill`: a decode/prefill pair's prefill
+file split as the plan prices it, stage files that chain to the whole prefill graph, the
+split run by our executor against onnxruntime, and one-line refusals."""
 
 from __future__ import annotations
 
@@ -106,3 +107,30 @@ def test_refusals_are_one_line_and_write_nothing(pair, tmp_path):
         assert result.code == 2, result.err
         assert len(result.err.strip().splitlines()) == 1 and says in result.err
         assert "Traceback" not in result.err and not out.exists()
+
+
+def test_verify_runs_the_prefill_split_with_the_executor(pair):
+    folder, decode, prefill, plan = pair
+    result = run_cli("verify", str(decode), str(plan), "--prefill", str(prefill), "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert doc["ok"] and doc["prefill"]["ok"]
+    names = {o["name"] for o in doc["prefill"]["outputs"]}
+    assert names == {"logits", "present.0.key", "present.0.value", "present.1.key",
+                     "present.1.value"}  # fmt: skip
+    assert "partitions" not in doc["prefill"]  # no memory: the plan holds none for a prompt
+    # with no tolerance at all the float32 rounding shows, and the prefill run says so
+    exact = run_cli("verify", str(decode), str(plan), "--prefill", str(prefill), "--rtol", "0",
+                    "--atol", "0")  # fmt: skip
+    assert exact.code == 1 and "prefill: mismatch" in exact.err
+
+
+def test_verify_refuses_a_prefill_file_for_a_plan_made_without_one(pair, tmp_path):
+    folder, decode, prefill, _ = pair
+    alone = tmp_path / "alone.json"
+    made = run_cli(str(decode), "--target", "h100x4", "--tp", "1", "--pp", "2", "--dim",
+                   "batch=1", "--dim", "past=63", "-o", str(alone), "-q")  # fmt: skip
+    assert made.code == 0, made.err
+    result = run_cli("verify", str(decode), str(alone), "--prefill", str(prefill))
+    assert result.code == 2 and "made without a prefill file" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
