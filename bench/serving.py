@@ -12,7 +12,10 @@ tensor parallelism, and the same cost split into a 4-stage pipeline:
   (8 × 80 GB less 140 GB of weights, at 327,680 bytes a token, rounded down).
 
 A pipeline stage takes a quarter of each term. The figures are for the
-simulator's speed; the cost is a stand-in, not a prediction.
+simulator's speed; the cost is a stand-in, not a prediction. Like a plan's cost
+it prices a run of decode iterations in one call (`decode_run_seconds`), so the
+simulator takes the same paths as on a real plan; ``--one-at-a-time`` leaves that
+out, for comparison.
 
 Usage::
 
@@ -26,6 +29,7 @@ import argparse
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from _common import console, machine, print_table
 
 from partitioner.simulate.serving import (
@@ -53,6 +57,23 @@ class DecodeShapedCost:
         )
         return (whole / self.stages,) * self.stages
 
+    def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
+        """A run of decode iterations priced at once, as plan costs price them (the steady
+        loop's bulk path): each iteration one token further for every sequence."""
+        context = first.sequence_context_sum + first.sequences * np.arange(iterations)
+        whole = self.base_s + self.per_row_s * first.rows + self.per_context_token_s * context
+        return np.tile(whole / self.stages, (self.stages, 1))
+
+
+@dataclass(frozen=True)
+class OneAtATimeCost:
+    """`DecodeShapedCost` without its bulk pricing: every iteration priced alone."""
+
+    stages: int = 1
+
+    def stage_seconds(self, shape: IterationShape) -> tuple[float, ...]:
+        return DecodeShapedCost(self.stages).stage_seconds(shape)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -61,14 +82,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--rates", type=float, nargs="*", default=[5.0, 20.0, 40.0])
     parser.add_argument("--stages", type=int, nargs="*", default=[1, 4])
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="price every iteration alone (no decode_run_seconds)")  # fmt: skip
     args = parser.parse_args()
+    kind = OneAtATimeCost if args.one_at_a_time else DecodeShapedCost
     workload = load_workload("chat").with_requests(args.requests)
     config = ServingConfig(kv_capacity_tokens=1_000_000)
     rows = []
     for stages in args.stages:
         for rate in args.rates:
             start = time.perf_counter()
-            report = simulate_serving(workload.with_rate(rate), DecodeShapedCost(stages), config)
+            report = simulate_serving(workload.with_rate(rate), kind(stages), config)
             wall = time.perf_counter() - start
             rows.append(
                 [

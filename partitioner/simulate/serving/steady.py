@@ -172,6 +172,8 @@ class _Run:
         if engine.next_arrival < len(engine.arrival_s):
             count = min(count, bisect_left(ends, engine.arrival_s[engine.next_arrival]))
         free = engine.free_blocks
+        if free >= self.n * (count // block + 1):  # a member opens a block each `block` at most
+            return count
         for i in range(count):
             free -= phases[-(g.counter + i) % block]
             if free < 0:
