@@ -274,7 +274,10 @@ def steady_run(engine: Engine, now: float) -> bool:
             count = run.plain(ends)
             if count:
                 run.commit(ends, count)
-                continue
-        ended = run.step()  # an event, or a cost that prices one iteration at a time
+                if not run.ahead:  # the window ran out before anything happened
+                    continue
+        # an event (what stopped the commit stops the next iteration still), or a cost
+        # that prices one iteration at a time
+        ended = run.step()
         if ended is not None:
             return ended
