@@ -46,8 +46,8 @@ def prefill_plan(decode: Graph, prefill: Graph, plan: Plan) -> Plan:
     wide = [p.id for p in plan.partitions if len(p.devices) > 1]
     if wide:
         raise UsageError(
-            f"--prefill: partition {wide[0]} is tensor-parallel; prefill stage files are "
-            "written for stages of one device each"
+            f"--prefill: partition {wide[0]} is tensor-parallel; the prefill pass is split "
+            "only onto stages of one device each"
         )
     nodes = map_prefill_nodes(decode, prefill, plan.partitions)
     parts = [dataclasses.replace(p, nodes=n) for p, n in zip(plan.partitions, nodes, strict=True)]
