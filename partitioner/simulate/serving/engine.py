@@ -66,6 +66,7 @@ from partitioner.simulate.serving.iteration import IterationCost, IterationShape
 from partitioner.simulate.serving.launch import Launch, blocks_for
 from partitioner.simulate.serving.ordered import form_ordered
 from partitioner.simulate.serving.recorder import Recorder
+from partitioner.simulate.serving.run_prices import RunPrices
 from partitioner.simulate.serving.steady import steady_run
 from partitioner.simulate.serving.streaming import row_latency, streamed_finish
 from partitioner.simulate.serving.workload import Requests
@@ -112,6 +113,7 @@ class Engine:
         fixed = getattr(cost, "stage_fixed_s", None) if self.streams else None
         self.fixed_s = None if fixed is None else np.asarray(fixed, dtype=float)
         self.deep = stages > DEEP_PIPELINE_STAGES or self.streams
+        self.prices = RunPrices(cost) if stages > 1 else cost  # groups taking turns
         self.stage_free_s = [0.0] * stages
         if self.deep:  # priced with arrays (`_price_deep`)
             self.stage_free_s = np.zeros(stages)
@@ -284,7 +286,7 @@ class Engine:
 
     def price(self, now: float, shape: IterationShape) -> float:
         """Run one iteration through the stages from ``now``; the time it leaves the last."""
-        seconds = self.cost.stage_seconds(shape)
+        seconds = self.prices.stage_seconds(shape)
         if len(seconds) != self.stages:
             raise UsageError(
                 f"serving: the cost model gave {len(seconds)} stage times for {self.stages} stages"
