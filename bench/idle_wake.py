@@ -43,7 +43,7 @@ def _timed(run: Callable[[], object], gap_s: float, spin: bool = False) -> list[
         if gap_s and spin:
             until = time.perf_counter() + gap_s
             while time.perf_counter() < until:
-                pass
+                continue  # a busy wait: the core never idles
         elif gap_s:
             time.sleep(gap_s)
         start = time.perf_counter()

@@ -17,9 +17,8 @@ import dataclasses
 from partitioner.errors import UsageError
 from partitioner.executor.weights import WeightStore
 from partitioner.export.stages import StageModel, stage_models
-from partitioner.plan import HOST, Plan, Transfer
+from partitioner.plan import Plan
 from partitioner.planning.prefill_fit import map_prefill_nodes, prefill_transfers
-from passes.analysis.partition_io import tensor_flows
 from passes.ir import Graph
 
 __all__ = ["prefill_plan", "prefill_stage_models"]
@@ -51,15 +50,8 @@ def prefill_plan(decode: Graph, prefill: Graph, plan: Plan) -> Plan:
         )
     nodes = map_prefill_nodes(decode, prefill, plan.partitions)
     parts = [dataclasses.replace(p, nodes=n) for p, n in zip(plan.partitions, nodes, strict=True)]
-    owner = {i: p.id for p in parts for i in p.nodes if not prefill.nodes[i].folded}
-    from_host = [
-        Transfer(f.tensor, 0, HOST, reader, 0.0)
-        for f in tensor_flows(prefill, owner)
-        if f.src == HOST
-        for reader in f.readers
-    ]
-    between = prefill_transfers(prefill, plan.partitions, nodes)
-    return dataclasses.replace(plan, partitions=parts, transfers=from_host + between)
+    transfers = prefill_transfers(prefill, plan.partitions, nodes, from_host=True)
+    return dataclasses.replace(plan, partitions=parts, transfers=transfers)
 
 
 def prefill_stage_models(decode: Graph, prefill: Graph, plan: Plan) -> list[StageModel]:

@@ -147,16 +147,20 @@ def _runtime_owner(
 
 
 def prefill_transfers(
-    prefill: Graph, parts: Sequence[Partition], nodes: Sequence[Sequence[int]]
+    prefill: Graph,
+    parts: Sequence[Partition],
+    nodes: Sequence[Sequence[int]],
+    from_host: bool = False,
 ) -> list[Transfer]:
     """The tensors one partition makes and another reads (`tensor_flows`), once per reader
-    partition; sizes and times are the fit's business (0 here). What the host sends or
-    gets is no stage's work, and a KV cache the prefill writes stays where it is made."""
+    partition; sizes and times are the fit's business (0 here). What the host sends
+    (``from_host``: the graph's inputs too, as stage files need them) or gets is no
+    stage's work, and a KV cache the prefill writes stays where it is made."""
     flows = tensor_flows(prefill, _runtime_owner(prefill, parts, nodes))
     return [
         Transfer(f.tensor, 0, f.src, reader, 0.0)
         for f in flows
-        if f.src != HOST
+        if from_host or f.src != HOST
         for reader in f.readers
     ]
 

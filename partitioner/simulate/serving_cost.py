@@ -87,11 +87,7 @@ def _decode_run(pricing: StagePricing, first: IterationShape, iterations: int) -
     n = first.sequences
     if first.rows != n or first.prefill_sequences or not 0 < iterations <= len(_STEPS):
         raise ValueError(f"not a run of decode iterations: {iterations} of {first}")
-    rows, sequences, longest = first.row_context_sum, first.sequence_context_sum, first.max_context
-    three = [
-        _monomials(IterationShape(n, n, rows + n * i, sequences + n * i, longest + i))
-        for i in range(3)
-    ]
+    three = [_monomials(first.decode_step(i)) for i in range(3)]
     monomials = np.array(three).T @ _LAGRANGE[:, :iterations]
     return pricing.seconds_many(monomials)
 
@@ -120,7 +116,28 @@ def _affine(time_s: Callable[[float], float]) -> tuple[float, float]:
     return one - per_byte * 1e6, per_byte
 
 
-class PlanIterationCost:
+class _PricedPlan:
+    """What the GPU and wafer costs share: a plan's stages, priced by its `StagePricing`
+    (and its prefill file's, when it has one)."""
+
+    plan: Plan
+    _pricing: StagePricing
+    _prefill: StagePricing | None
+
+    @property
+    def stages(self) -> int:
+        return len(self.plan.partitions)
+
+    def stage_seconds(self, shape: IterationShape) -> list[float]:
+        return _two_passes(self._pricing, self._prefill, shape)
+
+    def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
+        """`stage_seconds` of a run of decode iterations, as stages by iterations, in one
+        call (`_decode_run`): the steady loop's bulk path (`serving.steady`)."""
+        return _decode_run(self._pricing, first, iterations)
+
+
+class PlanIterationCost(_PricedPlan):
     """`IterationCost` of a GPU plan with a load model: seconds per pipeline stage.
 
     Every kernel of every stage is one row of a matrix, so an iteration is priced
@@ -168,20 +185,8 @@ class PlanIterationCost:
             )
             links.append(LinkRow(k, float(c.count), tuple(c.bytes), fixed, per_byte, True))
 
-    @property
-    def stages(self) -> int:
-        return len(self.plan.partitions)
 
-    def stage_seconds(self, shape: IterationShape) -> list[float]:
-        return _two_passes(self._pricing, self._prefill, shape)
-
-    def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
-        """`stage_seconds` of a run of decode iterations, as stages by iterations, in one
-        call (`_decode_run`): the steady loop's bulk path (`serving.steady`)."""
-        return _decode_run(self._pricing, first, iterations)
-
-
-class WaferIterationCost:
+class WaferIterationCost(_PricedPlan):
     """`IterationCost` of a wafer plan with a load model: one stage per region.
 
     A region's seconds are linear in its FLOPs per dtype (`block_compute_s`: FMAC time
@@ -266,22 +271,10 @@ class WaferIterationCost:
         return _affine(self.cost.inter_wafer_transfer_s)[0]
 
     @property
-    def stages(self) -> int:
-        return len(self.plan.partitions)
-
-    @property
     def stage_fixed_s(self) -> list[float]:
         """Each region's seconds that no row count changes (its mesh term, its sends'
         hop latencies): a streaming row waits for them (`serving.streaming`)."""
         return self._pricing.fixed_s.tolist()
-
-    def stage_seconds(self, shape: IterationShape) -> list[float]:
-        return _two_passes(self._pricing, self._prefill, shape)
-
-    def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
-        """`stage_seconds` of a run of decode iterations, as stages by iterations, in one
-        call (`_decode_run`): the steady loop's bulk path (`serving.steady`)."""
-        return _decode_run(self._pricing, first, iterations)
 
 
 def iteration_cost(plan: Plan, target: GpuTarget | WaferTarget):

@@ -59,6 +59,14 @@ class IterationShape(NamedTuple):
     prefill_row_context_sum: int = 0
     prefill_max_tokens: int = 0
 
+    def decode_step(self, steps: int = 1) -> IterationShape:
+        """The same decode iteration ``steps`` tokens later (every row a sequence's next
+        token): each sequence's cache, so both context sums, grows by one a step, and the
+        longest context too. Only for decode iterations (one row a sequence)."""
+        n = self.sequences
+        return IterationShape(n, n, self.row_context_sum + n * steps,
+                              self.sequence_context_sum + n * steps, self.max_context + steps)  # fmt: skip
+
     def decode_part(self) -> IterationShape:
         """The iteration without its chunks that start an empty cache."""
         return IterationShape(

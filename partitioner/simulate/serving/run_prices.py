@@ -44,9 +44,7 @@ class RunPrices:
             if len(self.ahead) > KEPT_RUNS:  # runs whose groups changed are never asked for
                 self.ahead.clear()
             window, column = self.bulk(shape, size), 0
-        n = shape.sequences
-        after = IterationShape(n, n, shape.row_context_sum + n, shape.sequence_context_sum + n,
-                               shape.max_context + 1)  # fmt: skip
+        after = shape.decode_step()
         if column + 1 < window.shape[1]:
             self.ahead[after] = (window, column + 1, size)
         else:

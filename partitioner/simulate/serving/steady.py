@@ -86,8 +86,6 @@ def pipeline_seconds(engine: Engine, seconds: np.ndarray, rows: int) -> np.ndarr
 
 def _one(engine: Engine, shape: IterationShape) -> float | None:
     """The seconds of one iteration on the one stage; None if not one good figure."""
-    if engine.stages > 1:
-        return None
     seconds = engine.cost.stage_seconds(shape)
     if len(seconds) != 1 or not 0.0 <= float(seconds[0]) < math.inf:
         return None
@@ -216,12 +214,15 @@ class _Run:
             return self.ran
         if opens:
             engine.allocate(t, opens)
-        d = self.ahead.pop(0) if self.ahead else _one(engine, self.shape(0))
         if engine.stages > 1:  # the event loop's own pricing, stage by stage
-            self.stage_seconds = self.stage_seconds[:, 1:]
+            if self.ahead:
+                self.ahead.pop(0)
+                self.stage_seconds = self.stage_seconds[:, 1:]
             d = None
-        if d is None:
-            done = engine.price(t, self.shape(0))  # a bad figure: the general path raises
+        else:
+            d = self.ahead.pop(0) if self.ahead else _one(engine, self.shape(0))
+        if d is None:  # a pipeline, or a bad figure (the general path raises)
+            done = engine.price(t, self.shape(0))
         else:
             free = engine.stage_free_s[0]
             done = (t if t > free else free) + d + self.host_s

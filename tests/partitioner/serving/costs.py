@@ -57,15 +57,5 @@ class BulkEveryFieldCost(EveryFieldCost):
     costs do (`serving.steady`'s bulk path), here by pricing each iteration of the run."""
 
     def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
-        n = first.sequences
-        shapes = [
-            IterationShape(
-                n,
-                n,
-                first.row_context_sum + n * i,
-                first.sequence_context_sum + n * i,
-                first.max_context + i,
-            )  # fmt: skip
-            for i in range(iterations)
-        ]
+        shapes = [first.decode_step(i) for i in range(iterations)]
         return np.array([self.stage_seconds(s) for s in shapes]).T

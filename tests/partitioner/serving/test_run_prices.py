@@ -22,10 +22,12 @@ class _Counted(BulkEveryFieldCost):
         return super().decode_run_seconds(first, iterations)
 
 
-def _step(shape: IterationShape) -> IterationShape:
-    n = shape.sequences
-    return IterationShape(n, n, shape.row_context_sum + n, shape.sequence_context_sum + n,
-                          shape.max_context + 1)  # fmt: skip
+def test_a_decode_step_is_one_token_further_for_every_sequence():
+    # 4 sequences whose caches sum to 40 after the iteration, the longest 20
+    shape = IterationShape(4, 4, 44, 40, 20)
+    assert shape.decode_step() == IterationShape(4, 4, 48, 44, 21)
+    assert shape.decode_step(3) == IterationShape(4, 4, 56, 52, 23)
+    assert shape.decode_step(0) == shape
 
 
 def test_two_groups_taking_turns_are_priced_a_growing_window_at_a_time():
@@ -36,7 +38,7 @@ def test_two_groups_taking_turns_are_priced_a_growing_window_at_a_time():
         for shape in (a, b):
             assert list(prices.stage_seconds(shape)) == pytest.approx(cost.stage_seconds(shape),
                                                                       rel=1e-15)  # fmt: skip
-        a, b = _step(a), _step(b)
+        a, b = a.decode_step(), b.decode_step()
     # each group: windows of 4, 8 and 16 iterations, then one of 32 for the last two
     assert cost.windows == [FIRST_WINDOW] * 2 + [8] * 2 + [16] * 2 + [32] * 2
 

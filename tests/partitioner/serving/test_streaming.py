@@ -98,11 +98,7 @@ class _StreamingRegions:
 
 class _BulkStreamingRegions(_StreamingRegions):
     def decode_run_seconds(self, first: IterationShape, iterations: int) -> np.ndarray:
-        n = first.sequences
-        shapes = [first._replace(row_context_sum=first.row_context_sum + n * i,
-                                 sequence_context_sum=first.sequence_context_sum + n * i,
-                                 max_context=first.max_context + i)
-                  for i in range(iterations)]  # fmt: skip
+        shapes = [first.decode_step(i) for i in range(iterations)]
         return np.array([self.stage_seconds(s) for s in shapes]).T
 
 
