@@ -68,11 +68,9 @@ def _monomials(shape: IterationShape) -> tuple[float, ...]:
     return (*common, per_row, tail, *common, per_sequence, tail)
 
 
-#: Lagrange's basis on the steps 0, 1 and 2, at every step of a run (`_decode_run`).
+#: The powers 1, i and i² of every step i of a run (`_decode_run`).
 _STEPS = np.arange(256, dtype=float)
-_LAGRANGE = np.vstack(
-    ((_STEPS - 1) * (_STEPS - 2) / 2, -_STEPS * (_STEPS - 2), _STEPS * (_STEPS - 1) / 2)
-)
+_POWERS = np.vstack((np.ones_like(_STEPS), _STEPS, _STEPS * _STEPS))
 
 
 def _decode_run(pricing: StagePricing, first: IterationShape, iterations: int) -> np.ndarray:
@@ -80,16 +78,21 @@ def _decode_run(pricing: StagePricing, first: IterationShape, iterations: int) -
     ``first``, then each one token further, every sequence's cache one longer (both
     context sums grow by the sequences, the longest context by one).
 
-    Along such a run every monomial is a quadratic in the step, so the run's monomials
-    are its first three iterations' times Lagrange's basis: whole numbers, and exactly
-    the ones `_monomials` gives each iteration while every product stays below 2**53
-    (contexts under 2**19 tokens; beyond, they round in the 16th digit)."""
+    Along such a run every monomial is a polynomial in the step i: the rows and their
+    square stay, the longest context and both context sums grow by 1, 1 and n a step, and
+    the longest context's square is L² + 2Li + i². So the run's monomials are the first
+    iteration's plus those growths times i and i²: whole numbers, exactly the ones
+    `_monomials` gives each iteration while every product stays below 2**53 (contexts
+    under 2**19 tokens; beyond, they round in the 16th digit)."""
     n = first.sequences
     if first.rows != n or first.prefill_sequences or not 0 < iterations <= len(_STEPS):
         raise ValueError(f"not a run of decode iterations: {iterations} of {first}")
-    three = [_monomials(first.decode_step(i)) for i in range(3)]
-    monomials = np.array(three).T @ _LAGRANGE[:, :iterations]
-    return pricing.seconds_many(monomials)
+    start = _monomials(first)
+    longest, n = start[2], float(n)
+    per_step = (0.0, 0.0, 1.0, 0.0, n, 2.0 * longest)  # the six per-row monomials, then
+    squared = (0.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # the six per-sequence ones, grow alike
+    growth = np.array((start, per_step + per_step, squared + squared)).T
+    return pricing.seconds_many(growth @ _POWERS[:, :iterations])
 
 
 def _two_passes(
