@@ -8,9 +8,8 @@ two in flight, a request in at most one of them, activations crossing between th
 - A small Llama (`CONFIG`: 6 layers, hidden 512, random weights; each stage's weights
   outgrow the 32 MiB cache, as a GPU's outgrow its L2) gets a decode and a prefill
   graph, planned on two stages (``--tp 1 --pp 2 --objective throughput --prefill``).
-- `partition export` names each stage's inputs and outputs (its manifest); the bench cuts
-  the graphs with symbolic dims at those names with `onnx.utils.Extractor`, since the
-  exported files are fixed at the plan's dims and a serving loop batches anything.
+- `partition export --prefill --symbolic-dims` writes each stage's decode and prefill
+  files with their dims open, as a serving loop batching anything needs them.
 - The loop (`_pipeline_driver`, `_pipeline_ranks`, `_pipeline_sched`): rank 0 schedules
   by the engine's rules and computes stage 0, rank 1 computes stage 1, the activations
   go as `partition run` sends them (a batch of gloo isends). The same scheduler on the
@@ -75,27 +74,6 @@ class Setup:
     crossing: Crossing
 
 
-def _split(model: Path, names: list[dict], out: Path, kind: str) -> list[Path]:
-    """Cut ``model`` (dims left symbolic) at each manifest stage's inputs and outputs. A
-    later stage may read the token inputs' shape (its attention mask): it takes them too."""
-    import onnx
-    import onnx.utils
-
-    full = onnx.shape_inference.infer_shapes(onnx.load(model))
-    extractor, graph_inputs = onnx.utils.Extractor(full), [i.name for i in full.graph.input]
-    paths = []
-    for stage in names:
-        cut = extractor.extract_model(list(dict.fromkeys(stage["inputs"] + graph_inputs)),
-                                      stage["outputs"])  # fmt: skip
-        read = {name for node in cut.graph.node for name in node.input}
-        kept = [i for i in cut.graph.input if i.name in read or i.name in stage["inputs"]]
-        del cut.graph.input[:]
-        cut.graph.input.extend(kept)
-        paths.append(out / f"{kind}{stage['stage']}.onnx")
-        onnx.save(cut, paths[-1])
-    return paths
-
-
 def _received(path: Path) -> tuple[str, ...]:
     """What a stage-1 file takes from stage 0, in its input order."""
     import onnx
@@ -120,12 +98,13 @@ def prepare(folder: Path) -> Setup:
                    "--objective", "throughput", "--dim", "batch=1", "--dim",
                    f"past={MAX_CONTEXT}", "--prefill", str(models["prefill"]), "-o", str(plan),
                    "-q")  # fmt: skip
+    export = folder / "export"
     subprocess.run([sys.executable, "-m", "partitioner", "export", str(models["decode"]),
-                    str(plan), "--prefill", str(models["prefill"]), "--out", str(folder / "export")],
-                   check=True, capture_output=True)  # fmt: skip
-    manifest = json.loads((folder / "export" / "manifest.json").read_text())
-    decode = _split(models["decode"], manifest["stages"], folder, "decode")
-    prefill = _split(models["prefill"], manifest["prefill_stages"], folder, "prefill")
+                    str(plan), "--prefill", str(models["prefill"]), "--symbolic-dims", "--out",
+                    str(export)], check=True, capture_output=True)  # fmt: skip
+    manifest = json.loads((export / "manifest.json").read_text())
+    decode = [export / s["file"] for s in manifest["stages"]]
+    prefill = [export / s["file"] for s in manifest["prefill_stages"]]
     stages = (StageFiles(decode[0], prefill[0]), StageFiles(decode[1], prefill[1]))
     return Setup(plan, stages, Crossing(_received(prefill[1]), _received(decode[1])))
 

@@ -18,7 +18,13 @@ says the weights are missing.
 prefill_partition<id>.onnx per stage, listed under "prefill_stages" in the
 manifest. A stage's prefill file writes the KV cache its decode file reads.
 
-The plan's dims are used; --dim may only repeat them. Exit 2 for bad input
+The plan's dims are used; --dim may only repeat them. With --symbolic-dims the
+stage files keep the model's symbolic dims instead (batch, past, seq): cut at
+the same names from the model as written, so a serving stack can batch any
+number of sequences of any context, as `partition simulate` prices them. A
+later stage that sizes its attention mask from a token input (input_ids) then
+lists it among its inputs; a stage that would recompute another stage's work to
+learn a shape, or a tensor-parallel stage, is refused. Exit 2 for bad input
 (the output folder is an existing file, the plan is for another model), 1 for
 a plan that fails its contract.
 
@@ -26,6 +32,7 @@ examples:
   partition export gpt2.onnx gpt2.h100x4.plan.json --out serve/
   partition export llama.onnx plan.json --out serve/ --triton
   partition export decode.onnx plan.json --prefill prefill.onnx --out serve/
+  partition export decode.onnx plan.json --prefill prefill.onnx --symbolic-dims --triton --out serve/
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from partitioner.export import manifest_json, stage_files, stage_models, triton_
 from partitioner.export.manifest import StageEntry
 from partitioner.export.prefill import prefill_stage_models
 from partitioner.export.stages import StageModel
+from partitioner.export.symbolic import symbolic_stage_models
 from partitioner.export.weights import StageFiles
 from partitioner.outputs import OutputError, Outputs
 from partitioner.pairing import check_valid, plan_for_model
@@ -100,6 +108,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("plan", metavar="PLAN", type=Path, help="the plan JSON made for this model")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--triton", action="store_true", help="also write a Triton repository")
+    parser.add_argument(
+        "--symbolic-dims", action="store_true",
+        help="keep the model's symbolic dims (batch, past, seq) open in the stage files, so a "
+        "serving stack runs any batch and context, as `simulate` prices them; the plan's "
+        "dims then only choose the split (stages of one device each)",
+    )  # fmt: skip
     add_prefill_arguments(
         parser.add_argument_group("the prefill file of a decode/prefill pair"),
         help_text="the prefill file the plan was made with (`partition DECODE --prefill FILE`): "
@@ -178,6 +192,8 @@ def _export(
         )
     store = WeightStore(graph)
     stages = stage_models(graph, plan, store)
+    if args.symbolic_dims:
+        stages = symbolic_stage_models(graph, stages, plan)
     configs = triton_repository(stages) if args.triton else {}
     prefill = load_prefill(args, graph)
     inputs = [args.model, args.plan, *external_data_paths(graph)]
@@ -200,7 +216,7 @@ def _export(
         prefill_entries = []
         if prefill is not None:
             prefill_store = WeightStore(prefill)
-            for stage in prefill_stage_models(graph, prefill, plan):
+            for stage in prefill_stage_models(graph, prefill, plan, args.symbolic_dims):
                 entry, _ = _write_stage(outputs, out, prefill, prefill_store, stage, with_data)
                 prefill_entries.append(entry)
         plan_sha = hashlib.sha256(args.plan.read_bytes()).hexdigest()

@@ -17,6 +17,7 @@ import dataclasses
 from partitioner.errors import UsageError
 from partitioner.executor.weights import WeightStore
 from partitioner.export.stages import StageModel, stage_models
+from partitioner.export.symbolic import symbolic_stage_models
 from partitioner.plan import Plan
 from partitioner.planning.prefill_fit import map_prefill_nodes, prefill_transfers
 from passes.ir import Graph
@@ -54,15 +55,19 @@ def prefill_plan(decode: Graph, prefill: Graph, plan: Plan) -> Plan:
     return dataclasses.replace(plan, partitions=parts, transfers=transfers)
 
 
-def prefill_stage_models(decode: Graph, prefill: Graph, plan: Plan) -> list[StageModel]:
+def prefill_stage_models(
+    decode: Graph, prefill: Graph, plan: Plan, symbolic: bool = False
+) -> list[StageModel]:
     """The prefill graph's stage files' models, in the plan's partition order, each named
-    ``prefill_partition<id>``.
+    ``prefill_partition<id>``; with ``symbolic``, their dims left open (`symbolic`).
 
     Raises:
-        UsageError: as `prefill_plan`.
+        UsageError: as `prefill_plan` and `symbolic_stage_models`.
     """
     split = prefill_plan(decode, prefill, plan)
     stages = stage_models(prefill, split, WeightStore(prefill))
+    if symbolic:
+        stages = symbolic_stage_models(prefill, stages, split)
     for stage in stages:
         stage.model.graph.name = f"prefill_{stage.name}"
     return [dataclasses.replace(s, name=f"prefill_{s.name}") for s in stages]
