@@ -99,6 +99,10 @@ def test_the_gemm_chain_streams_twice_the_cache_of_weights(monkeypatch):
     assert [n.op_type for n in graph.node] == ["MatMul"] * 16
     assert sum(np.prod(w.dims) * 4 for w in graph.initializer) == 8192
     assert len({w.name for w in graph.initializer}) == 16  # distinct weights, none reused
+    # and distinct in value: onnxruntime runs identical weights as if they were cached
+    values = [np.frombuffer(w.raw_data, np.float32) for w in graph.initializer]
+    assert len({v.tobytes() for v in values}) == 16
+    assert all(np.abs(v).max() <= np.sqrt(3 / 8) and np.unique(v).size > 1 for v in values[:1])
     assert flops == 16 * 2 * 4 * 8 * 16  # 16 MatMuls of 2·M·K·N
     # a weight bigger than twice the cache still makes one pair
     graph, flops = host._gemm_chain(1, 64, 64, np.dtype(np.float32))
