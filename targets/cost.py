@@ -11,7 +11,8 @@ need integers scale with `to_int_units` (e.g. seconds to µs, bytes to KiB).
 Formulas (every constant is a target field):
 
 - GPU op: ``max(flops / (peak[dtype] · η_c), bytes_moved / (hbm_bw · η_m))
-  + kernels · launch_overhead`` (roofline plus launch cost).
+  + kernels · launch_overhead`` (roofline plus launch cost; the two terms' sum on
+  a device that does not overlap them, `OpTime`).
 - Transfer over a link: ``latency + bytes / (bandwidth · efficiency)``.
 - Collective over a tensor-parallel group of n GPUs (ring, as NCCL runs it):
   all-reduce ``2(n−1)/n · bytes / busbw + latency``, all-gather and
@@ -34,7 +35,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from targets.errors import TargetError
 from targets.fabric import Rect, center_hops, manhattan_hops, transfer_lanes, xy_route
@@ -56,6 +56,7 @@ from targets.formulas import (
     usd_per_token,
 )
 from targets.gpu import GpuDevice, GpuTarget, Link
+from targets.optime import OpTime
 from targets.pipeline import pipeline_estimate
 from targets.wafer import WaferTarget
 
@@ -88,24 +89,6 @@ wafer compute in half precision, and ``float16`` is in every wafer preset's tabl
 
 def _sum_or_none(values: Sequence[float | None]) -> float | None:
     return None if any(v is None for v in values) else float(sum(values))  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class OpTime:
-    """One op's roofline terms; it takes ``max(compute_s, memory_s) + launch_s``."""
-
-    compute_s: float
-    memory_s: float
-    launch_s: float
-
-    @property
-    def total_s(self) -> float:
-        return max(self.compute_s, self.memory_s) + self.launch_s
-
-    @property
-    def bound(self) -> str:
-        """What limits it: ``"compute"`` or ``"memory"`` (launches aside)."""
-        return "compute" if self.compute_s >= self.memory_s else "memory"
 
 
 class CostModel(ABC):
@@ -225,11 +208,10 @@ class GpuCostModel(CostModel):
         if kernels < 0:
             raise ValueError(f"kernels must be >= 0, got {kernels}")
         spec = self._spec(device)
-        compute_s = 0.0
-        if flops > 0:
-            compute_s = flops / (spec.peak_flops_for(dtype) * spec.eta_compute)
+        compute_s = flops / (spec.peak_flops_for(dtype) * spec.eta_compute) if flops > 0 else 0.0
         memory_s = bytes_moved / (spec.hbm_bandwidth_bytes_per_s * spec.eta_memory)
-        return OpTime(compute_s, memory_s, kernels * spec.launch_overhead_s)
+        launch_s = kernels * spec.launch_overhead_s
+        return OpTime(compute_s, memory_s, launch_s, spec.compute_memory_overlap)
 
     def transfer_time_s(self, nbytes: float, src_device: int, dst_device: int) -> float:
         """Seconds to move ``nbytes`` from one device to another.

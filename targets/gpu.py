@@ -171,6 +171,10 @@ class GpuDevice(Spec):
         usd_per_hour: Price per GPU-hour, or None when unknown.
         fallback_peak_dtype: Entry used for dtypes without one, or None to
             make such dtypes an error.
+        compute_memory_overlap: Whether a kernel's arithmetic hides its memory traffic,
+            as a GPU's thousands of threads do: it takes ``max(compute, memory)``. False
+            for one CPU thread, which computes and streams in turn: ``compute + memory``
+            (`partition calibrate` chooses by timing a GEMM at 8 rows).
     """
 
     name: str
@@ -184,19 +188,25 @@ class GpuDevice(Spec):
     usd_per_hour: float | None = None
     fallback_peak_dtype: str | None = None
     step_overhead_s: float = 0.0
+    compute_memory_overlap: bool = True
 
     def __post_init__(self) -> None:
         check_fields(self, _DEVICE_CHECKS)
+        overlap = boolean(self.compute_memory_overlap, "compute_memory_overlap")
+        set_field(self, "compute_memory_overlap", overlap)
         fallback = check_fallback_dtype(
             self.fallback_peak_dtype, self.peak_flops_per_s, "fallback_peak_dtype"
         )
         set_field(self, "fallback_peak_dtype", fallback)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field; ``step_overhead_s`` only when set, so older specs keep their hash."""
+        """Every field; ``step_overhead_s`` only when set and ``compute_memory_overlap`` only
+        when false, so older specs keep their hash."""
         canonical = spec_to_dict(self)
         if not self.step_overhead_s:
             del canonical["step_overhead_s"]
+        if self.compute_memory_overlap:
+            del canonical["compute_memory_overlap"]
         return canonical
 
     def peak_flops_for(self, dtype: str) -> float:

@@ -182,6 +182,36 @@ def gemm_rates(
     return out
 
 
+#: The GEMM that tells whether compute hides its memory traffic: decode-shaped (8 rows),
+#: its distinct weights past the cache, neither bound at a roofline's max.
+OVERLAP_SHAPE = (8, 2048, 2048)
+
+
+def overlaps(measured_s: float, compute_s: float, memory_s: float) -> bool:
+    """Whether ``measured_s`` is nearer the roofline's ``max(compute, memory)`` than their
+    sum (a tie counts as overlapping, the GPU's and the default's way)."""
+    return abs(measured_s - max(compute_s, memory_s)) <= abs(measured_s - compute_s - memory_s)
+
+
+def compute_memory_overlap(
+    threads: int, peak_flops_per_s: float, bandwidth_bytes_per_s: float, repeats: int = 9
+) -> Measured:
+    """Whether a GEMM's arithmetic hides its weights' stream on this CPU (`overlaps`): a
+    float32 MatMul chain at `OVERLAP_SHAPE`, timed against the two models priced with
+    the peak and bandwidth just measured."""
+    m, k, n = OVERLAP_SHAPE
+    flops = 2 * m * k * n
+    measured_s = flops / _gemm_rate(m, k, n, np.dtype(np.float32), threads, repeats)
+    compute_s, memory_s = flops / peak_flops_per_s, 4 * k * n / bandwidth_bytes_per_s
+    overlap = overlaps(measured_s, compute_s, memory_s)
+    return Measured(
+        overlap,
+        f"a {m}x{k}x{n} float32 MatMul (its weights streamed) took {measured_s * 1e6:.0f} µs: "
+        f"max(compute, memory) {max(compute_s, memory_s) * 1e6:.0f} µs, their sum "
+        f"{(compute_s + memory_s) * 1e6:.0f} µs; {threads} thread(s), median",
+    )
+
+
 def stream_rate(threads: int, repeats: int = 7) -> Measured:
     """Achieved memory bandwidth: bytes an elementwise Add moves per second."""
     f = TensorProto.FLOAT

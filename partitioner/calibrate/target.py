@@ -32,6 +32,9 @@ class Calibration:
     links: Mapping[str, Measured] = field(default_factory=dict)
     description: str = ""
     step_overhead: Measured | None = None
+    #: Whether compute hides memory traffic (`host.compute_memory_overlap`); None: not
+    #: measured, the default (true) stands.
+    overlap: Measured | None = None
 
 
 def _link(calibration: Calibration, name: str) -> dict[str, Measured | str]:
@@ -65,6 +68,8 @@ def _tree(calibration: Calibration) -> dict[str, object]:
     }
     if calibration.step_overhead is not None:
         device["step_overhead_s"] = calibration.step_overhead
+    if calibration.overlap is not None:
+        device["compute_memory_overlap"] = calibration.overlap
     between = "torch.distributed between local ranks"
     return {
         "kind": "gpu",

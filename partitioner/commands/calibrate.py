@@ -65,12 +65,12 @@ def _host_memory(ranks: int) -> Measured:
 def _cpu(args: argparse.Namespace) -> Calibration:
     from partitioner.calibrate import host
 
-    gemm = host.gemm_rates(args.threads)
+    gemm, stream = host.gemm_rates(args.threads), host.stream_rate(args.threads)
     name = f"CPU {platform.processor() or platform.machine()} ({args.threads} thread)"
+    overlap = host.compute_memory_overlap(args.threads, gemm["float32"].value, stream.value)
     return Calibration(
-        name, _host_memory(args.ranks), gemm, host.stream_rate(args.threads),
-        host.per_op_overhead(args.threads), args.ranks,
-        step_overhead=host.step_overhead(args.threads),
+        name, _host_memory(args.ranks), gemm, stream, host.per_op_overhead(args.threads),
+        args.ranks, step_overhead=host.step_overhead(args.threads), overlap=overlap,
     )  # fmt: skip
 
 
@@ -126,6 +126,9 @@ def _print(c: Calibration) -> None:
     ]
     if c.step_overhead is not None:
         rows.append(("per step", human_seconds(c.step_overhead.value), c.step_overhead.how))
+    if c.overlap is not None:
+        shown = "overlapped" if c.overlap.value else "in turn"
+        rows.append(("compute and memory", shown, c.overlap.how))
     for key, m in c.links.items():
         rate = "bandwidth" in key
         shown = f"{human_bytes(m.value)}/s" if rate else human_seconds(m.value)

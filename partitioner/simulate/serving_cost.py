@@ -181,7 +181,7 @@ class PlanIterationCost(_PricedPlan):
         for t in load.terms:
             unit = self.cost.op_time_parts(1.0, 1.0, t.dtype, lead, t.kernels)
             kernels.append(KernelRow(k, t.count, tuple(t.flops), unit.compute_s, tuple(t.bytes),
-                                     unit.memory_s, unit.launch_s))  # fmt: skip
+                                     unit.memory_s, unit.launch_s, unit.overlap))  # fmt: skip
         for c in load.collectives:
             fixed, per_byte = _affine(
                 lambda n, kind=c.kind: self.cost.collective_time_s(kind, n, p.devices)

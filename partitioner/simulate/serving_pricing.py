@@ -8,7 +8,9 @@ arithmetic is laid out once as a matrix over the twelve monomials of an
   times seconds per byte (the roofline), plus its launches. The larger of the two
   is the bytes' time plus whatever the FLOPs' time exceeds it by, so its bytes join
   its stage's one row of everything linear, and it keeps one row of its own: FLOPs'
-  time less bytes' time, of which only the positive part counts;
+  time less bytes' time, of which only the positive part counts. On a device that
+  does not overlap the two (one CPU thread) it takes their sum: both terms join the
+  linear row, and it keeps no row of its own;
 - a **link** (collective or transfer) takes its fixed seconds when it moves
   anything (or always, ``always_fixed``) plus its bytes times seconds per byte: the
   bytes' time joins the stage's linear row, a fixed time paid always joins the
@@ -41,7 +43,9 @@ N = len(MONOMIALS)
 
 @dataclass(frozen=True)
 class KernelRow:
-    """``count`` kernels on ``stage``: max(FLOPs · s/FLOP, bytes · s/B) + launch seconds."""
+    """``count`` kernels on ``stage``: max(FLOPs · s/FLOP, bytes · s/B) + launch seconds, or
+    the sum of the two terms where the device does not overlap them (``overlap`` false,
+    `targets.gpu.GpuDevice.compute_memory_overlap`)."""
 
     stage: int
     count: float
@@ -50,6 +54,7 @@ class KernelRow:
     bytes: tuple[float, ...]
     s_per_byte: float
     launch_s: float
+    overlap: bool = True
 
 
 @dataclass(frozen=True)
@@ -92,15 +97,18 @@ class StagePricing:
         linear = np.zeros((stages, 2 * N))
         constant = np.asarray(constant_s, dtype=float).copy()
         fixed = constant.copy()  # what no row count changes, for `fixed_s`
-        excess = np.zeros((len(kernel_rows), 2 * N))
-        for i, (row, count) in enumerate(kernel_rows):
-            bytes_s = np.asarray(row.bytes) * row.s_per_byte
-            linear[row.stage, N:] += count * bytes_s
-            # the positive part of count·x is count times that of x: counts fold in here
-            excess[i, :N] = count * np.asarray(row.flops) * row.s_per_flop
-            excess[i, N:] = -count * bytes_s
+        for row, count in kernel_rows:
+            linear[row.stage, N:] += count * np.asarray(row.bytes) * row.s_per_byte
+            if not row.overlap:  # compute and memory in turn: both terms are linear
+                linear[row.stage, :N] += count * np.asarray(row.flops) * row.s_per_flop
             constant[row.stage] += count * row.launch_s
             fixed[row.stage] += count * row.launch_s
+        kernel_rows = [(row, count) for row, count in kernel_rows if row.overlap]
+        excess = np.zeros((len(kernel_rows), 2 * N))
+        for i, (row, count) in enumerate(kernel_rows):
+            # the positive part of count·x is count times that of x: counts fold in here
+            excess[i, :N] = count * np.asarray(row.flops) * row.s_per_flop
+            excess[i, N:] = -count * np.asarray(row.bytes) * row.s_per_byte
         moving, moving_fixed = [], []
         for row, count in link_rows:
             half = slice(N, 2 * N) if row.per_sequence else slice(0, N)

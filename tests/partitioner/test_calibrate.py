@@ -30,6 +30,7 @@ def _calibration(ranks: int, links: bool) -> Calibration:
         else {},
         "by hand",
         Measured(1e-4, "step"),
+        Measured(False, "in turn, timed"),
     )
 
 
@@ -45,6 +46,7 @@ def test_the_yaml_loads_as_the_figures_given(tmp_path, ranks, links):
     assert (device.hbm_bytes, device.hbm_bandwidth_bytes_per_s) == (8_000_000_000, 2e10)
     assert (device.eta_compute, device.eta_memory, device.launch_overhead_s) == (1.0, 1.0, 5e-7)
     assert device.step_overhead_s == 1e-4
+    assert device.compute_memory_overlap is False
     link = target.intra_node_link
     if links:
         assert (link.latency_s, link.bandwidth_bytes_per_s) == (1e-4, 3e9)
@@ -53,6 +55,7 @@ def test_the_yaml_loads_as_the_figures_given(tmp_path, ranks, links):
         assert (link.latency_s, link.bandwidth_bytes_per_s) == (5e-7, 2e10)
     text = path.read_text()
     assert "# gemm fp32" in text and "# stream" in text and "# chain" in text
+    assert "compute_memory_overlap: false  # in turn, timed" in text
 
 
 def test_calibrate_measures_this_cpu_and_writes_a_loadable_target(tmp_path):
@@ -107,3 +110,12 @@ def test_the_gemm_chain_streams_twice_the_cache_of_weights(monkeypatch):
     # a weight bigger than twice the cache still makes one pair
     graph, flops = host._gemm_chain(1, 64, 64, np.dtype(np.float32))
     assert len(graph.node) == 2 and flops == 2 * 2 * 64 * 64
+
+
+def test_calibrate_chooses_overlap_by_the_model_nearer_a_timed_gemm():
+    from partitioner.calibrate.host import overlaps
+
+    # compute 0.8 ms, memory 0.6 ms: the roofline says 0.8, in turn 1.4
+    assert overlaps(0.85e-3, 0.8e-3, 0.6e-3)
+    assert not overlaps(1.3e-3, 0.8e-3, 0.6e-3)
+    assert overlaps(0.625, 0.5, 0.25)  # halfway (exact in binary): a tie goes to the roofline

@@ -43,6 +43,26 @@ def test_op_time_memory_bound(gpu4: GpuTarget) -> None:
     assert cost.op_time_s(1e9, 8e9, "bfloat16") == pytest.approx(0.010005, rel=1e-12)
 
 
+def test_a_device_that_does_not_overlap_compute_and_memory_pays_both(gpu4: GpuTarget) -> None:
+    import dataclasses
+
+    from targets.loader import target_from_dict
+
+    # compute: 1e12 / 50e12 = 0.02 s; memory: 1e9 / 0.8e12 = 0.00125 s; in turn: their sum
+    cpu = dataclasses.replace(gpu4.devices[0], compute_memory_overlap=False)
+    target = dataclasses.replace(gpu4, devices=(cpu,) * len(gpu4.devices))
+    parts = CostModel(target).op_time_parts(1e12, 1e9, "bfloat16")
+    assert not parts.overlap and parts.total_s == pytest.approx(0.021255, rel=1e-12)
+    assert CostModel(gpu4).op_time_s(1e12, 1e9, "bfloat16") == pytest.approx(0.020005, rel=1e-12)
+    # written only when false, so the GPU presets' specs (and plans' hashes) stay as they were
+    assert "compute_memory_overlap" not in gpu4.devices[0].to_dict()
+    spec = target.to_dict()
+    assert spec["devices"][0]["compute_memory_overlap"] is False
+    assert target_from_dict(spec).devices[0].compute_memory_overlap is False
+    with pytest.raises(TargetError, match="compute_memory_overlap"):
+        dataclasses.replace(gpu4.devices[0], compute_memory_overlap="no")
+
+
 def test_op_time_counts_each_kernel_launch(gpu4: GpuTarget) -> None:
     cost = CostModel(gpu4)
     # 8e9 bytes -> 0.01 s; 3 launches -> +15 µs; 0 launches (a Reshape) -> +0

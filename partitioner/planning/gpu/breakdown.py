@@ -60,7 +60,10 @@ def _op_buckets(
         if graph.nodes[n].folded:
             continue
         t = node_time(graph, costs, cost_model, setup.sharding, part.devices, n)
-        if t.bound == "compute":
+        if not t.overlap:  # one CPU thread: it pays both, in turn
+            compute += t.compute_s
+            memory += t.memory_s
+        elif t.bound == "compute":
             compute += t.compute_s
         else:
             memory += t.memory_s

@@ -62,6 +62,24 @@ def test_a_decode_plan_carries_an_exact_load_model(decode, tp):
         assert s == pytest.approx(p.compute_s + comm + sent, rel=1e-6)
 
 
+def test_a_device_that_computes_and_streams_in_turn_is_priced_as_the_plan_does(decode):
+    """On a CPU-like device (compute and memory in turn) the load model's pricing at the
+    plan's own dims is the plan's own, as on GPUs."""
+    import dataclasses
+
+    preset = get_preset("h100x4")
+    cpu = dataclasses.replace(preset.devices[0], compute_memory_overlap=False)
+    target = dataclasses.replace(preset, devices=(cpu,) * 4)
+    plan = plan_pipeline(decode, target, GpuOptions(tp=1, pp=2, time_limit_s=5)).plan
+    roofline = plan_pipeline(decode, preset, GpuOptions(tp=1, pp=2, time_limit_s=5)).plan
+    assert sum(p.compute_s for p in plan.partitions) > sum(
+        p.compute_s for p in roofline.partitions
+    )  # paying both terms costs more than the larger alone
+    for p, s in zip(plan.partitions, own_point_seconds(plan, target), strict=True):
+        sent = sum(t.time_s for t in plan.transfers if t.src == p.id and t.dst != -1)
+        assert s == pytest.approx(p.compute_s + sent, rel=1e-6)
+
+
 def test_the_kv_capacity_is_the_room_left_over_the_bytes_per_token(decode):
     plan = plan_pipeline(decode, get_preset("h100x4"), GpuOptions(tp=1, pp=1)).plan
     (p,) = plan.partitions

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from partitioner.simulate.serving_pricing import KernelRow, LinkRow, StagePricing
@@ -50,3 +52,13 @@ def test_identical_rows_are_one_row_with_their_count():
     assert many.seconds(m) == pytest.approx(single.seconds(m), rel=1e-15)
     # 4 kernels of max(7 µs, 0) + 1 µs launch, and 161 links of 10 µs + 7 ns
     assert many.seconds(m)[0] == pytest.approx(4 * 8e-6 + 161 * (1e-5 + 7e-9), rel=1e-12)
+
+
+def test_a_kernel_on_a_device_that_does_not_overlap_pays_its_flops_and_bytes_in_turn():
+    gemm = KernelRow(0, 2.0, _poly(b=100.0), 1e-3, _poly(one=10.0), 1e-2, 5e-3, overlap=False)
+    pricing = StagePricing(1, [gemm], [], [1.0])
+    assert pricing._k == 0  # no row of its own: both terms are linear
+    # 1 + 2 * (300 * 1e-3 + 10 * 1e-2 + 5e-3) = 1.81 (the roofline would give 1.61)
+    assert pricing.seconds(_monomials(3.0, 0.0, 0.0)) == pytest.approx([1.81], rel=1e-12)
+    overlapped = StagePricing(1, [dataclasses.replace(gemm, overlap=True)], [], [1.0])
+    assert overlapped.seconds(_monomials(3.0, 0.0, 0.0)) == pytest.approx([1.61], rel=1e-12)
