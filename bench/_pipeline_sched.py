@@ -18,7 +18,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from bench._serving_loop import MAX_BATCH, MAX_CONTEXT, TOKEN_BUDGET
+from bench._serving_loop import MAX_BATCH, MAX_CONTEXT, arrive, form_schedule, shape_of
 from partitioner.simulate.serving import IterationShape, Requests, ServingConfig
 from partitioner.simulate.serving.recorder import Recorder
 
@@ -62,56 +62,24 @@ class Scheduler:
         return self.arrival_s[i] if i < len(self.arrival_s) else math.inf
 
     def arrive(self, now: float) -> None:
-        arrival, i = self.arrival_s, self.next_arrival
-        while i < len(arrival) and arrival[i] <= now:
-            self.waiting.append(i)
-            i += 1
-        self.next_arrival = i
+        arrive(self, now)
 
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
 
     def form(self, now: float) -> Formed | None:
         """The next iteration at ``now``, or None when nothing can run."""
-        budget, schedule = TOKEN_BUDGET, []
-        for r in self.running:
-            if budget <= 0:
-                break
-            if r in self.busy:
-                continue
-            take = min(1 if self.generated[r] else self.prompt[r] - self.ctx[r], budget)
-            schedule.append((r, take))
-            budget -= take
-        while self.waiting and len(self.running) < MAX_BATCH and budget > 0:
-            r = self.waiting.popleft()
-            take = min(self.prompt[r], budget)
-            self.running[r] = None
-            self.slot[r] = self.free_slots.pop()
-            self.rec.scheduled(r, now)
-            schedule.append((r, take))
-            budget -= take
+        schedule = form_schedule(self, now, self.busy)
         if not schedule:
             return None
         self.busy.update(r for r, _ in schedule)
         fresh = tuple((r, take) for r, take in schedule if self.ctx[r] == 0)
         rest = tuple((r, take) for r, take in schedule if self.ctx[r] != 0)
-        return Formed(tuple(schedule), fresh, rest, self.shape_of(schedule))
+        return Formed(tuple(schedule), fresh, rest, shape_of(self.ctx, schedule, self.fresh))
 
-    def shape_of(self, schedule: list[tuple[int, int]]) -> IterationShape:
-        """The iteration as the simulator's engine counts it (iteration.py's definitions)."""
-        rows = row_ctx = seq_ctx = max_ctx = 0
-        p_seqs = p_rows = p_row_ctx = p_max = 0
-        for r, take in schedule:
-            before = self.ctx[r]
-            rows += take
-            row_ctx += take * before + take * (take + 1) // 2
-            seq_ctx += before + take
-            max_ctx = max(max_ctx, before + take)
-            if before == 0:
-                p_seqs, p_rows, p_max = p_seqs + 1, p_rows + take, max(p_max, take)
-                p_row_ctx += take * (take + 1) // 2
-        return IterationShape(rows, len(schedule), row_ctx, seq_ctx, max_ctx, p_seqs, p_rows,
-                              p_row_ctx, p_max)  # fmt: skip
+    def fresh(self, r: int) -> bool:
+        """Whether request ``r``'s chunk starts an empty cache (the prefill pass's)."""
+        return self.ctx[r] == 0
 
     def complete(self, formed: Formed, done_s: float) -> None:
         """``formed`` left the last stage at ``done_s``: its tokens are out."""

@@ -9,6 +9,7 @@ import gc
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,8 @@ import numpy as np
 from partitioner.simulate.serving import IterationShape, Requests, ServingConfig
 from partitioner.simulate.serving.recorder import Recorder
 
-__all__ = ["Iteration", "PricedEngine", "RealEngine", "session", "MAX_CONTEXT", "PROMPT_TOKENS",
-           "OUTPUT_TOKENS", "MAX_BATCH", "TOKEN_BUDGET", "SEED"]  # fmt: skip
+__all__ = ["Iteration", "PricedEngine", "RealEngine", "session", "arrive", "form_schedule", "shape_of",
+           "MAX_CONTEXT", "PROMPT_TOKENS", "OUTPUT_TOKENS", "MAX_BATCH", "TOKEN_BUDGET", "SEED"]  # fmt: skip
 
 PROMPT_TOKENS, OUTPUT_TOKENS = 32, 32
 MAX_CONTEXT = PROMPT_TOKENS + OUTPUT_TOKENS - 1  # the last token's KV is never written
@@ -43,6 +44,60 @@ def session(model: Path):
     options.log_severity_level, options.intra_op_num_threads = 3, 1
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def arrive(loop, now: float) -> None:
+    """Queue a serving loop's requests that have arrived by ``now``."""
+    arrival, i = loop.arrival_s, loop.next_arrival
+    while i < len(arrival) and arrival[i] <= now:
+        loop.waiting.append(i)
+        i += 1
+    loop.next_arrival = i
+
+
+def form_schedule(loop, now: float, busy: Container[int] = ()) -> list[tuple[int, int]]:
+    """(request, tokens) of a loop's next iteration by the engine's rules: the running
+    requests not ``busy`` (in an iteration in flight), oldest admitted first, get what
+    they lack while the token budget lasts, then waiting ones are admitted FCFS while
+    sequences < max batch and budget is left. ``loop``: a serving loop's state (running,
+    waiting, generated, prompt, ctx, slot, free_slots, rec)."""
+    budget, schedule = TOKEN_BUDGET, []
+    for r in loop.running:
+        if budget <= 0:
+            break
+        if r in busy:
+            continue
+        take = min(1 if loop.generated[r] else loop.prompt[r] - loop.ctx[r], budget)
+        schedule.append((r, take))
+        budget -= take
+    while loop.waiting and len(loop.running) < MAX_BATCH and budget > 0:
+        r = loop.waiting.popleft()
+        take = min(loop.prompt[r], budget)
+        loop.running[r] = None
+        loop.slot[r] = loop.free_slots.pop()
+        loop.rec.scheduled(r, now)
+        schedule.append((r, take))
+        budget -= take
+    return schedule
+
+
+def shape_of(ctx: list[int], schedule: list[tuple[int, int]],
+             fresh: Callable[[int], bool]) -> IterationShape:  # fmt: skip
+    """An iteration as the simulator's engine counts it (iteration.py's definitions);
+    ``fresh``: whether a request's chunk goes to the prefill graph."""
+    rows = row_ctx = seq_ctx = max_ctx = 0
+    p_seqs = p_rows = p_row_ctx = p_max = 0
+    for r, take in schedule:
+        before = ctx[r]
+        rows += take
+        row_ctx += take * before + take * (take + 1) // 2
+        seq_ctx += before + take
+        max_ctx = max(max_ctx, before + take)
+        if fresh(r):
+            p_seqs, p_rows, p_max = p_seqs + 1, p_rows + take, max(p_max, take)
+            p_row_ctx += take * (take + 1) // 2
+    return IterationShape(rows, len(schedule), row_ctx, seq_ctx, max_ctx, p_seqs, p_rows,
+                          p_row_ctx, p_max)  # fmt: skip
 
 
 class RealEngine:
@@ -119,30 +174,11 @@ class RealEngine:
                 time.sleep(left - 1e-3)
 
     def arrive(self, now: float) -> None:
-        arrival, i = self.arrival_s, self.next_arrival
-        while i < len(arrival) and arrival[i] <= now:
-            self.waiting.append(i)
-            i += 1
-        self.next_arrival = i
+        arrive(self, now)
 
     def form(self, now: float) -> list[tuple[int, int]]:
         """(request, tokens) of the next iteration: running ones first, then admissions."""
-        budget, schedule = TOKEN_BUDGET, []
-        for r in self.running:
-            if budget <= 0:
-                break
-            take = min(1 if self.generated[r] else self.prompt[r] - self.ctx[r], budget)
-            schedule.append((r, take))
-            budget -= take
-        while self.waiting and len(self.running) < MAX_BATCH and budget > 0:
-            r = self.waiting.popleft()
-            take = min(self.prompt[r], budget)
-            self.running[r] = None
-            self.slot[r] = self.free_slots.pop()
-            self.rec.scheduled(r, now)
-            schedule.append((r, take))
-            budget -= take
-        return schedule
+        return form_schedule(self, now)
 
     def fresh(self, r: int) -> bool:
         """Whether request ``r``'s chunk goes to the prefill graph (it starts an empty cache)."""
@@ -150,19 +186,7 @@ class RealEngine:
 
     def shape_of(self, schedule: list[tuple[int, int]]) -> IterationShape:
         """The iteration as the simulator's engine counts it (iteration.py's definitions)."""
-        rows = row_ctx = seq_ctx = max_ctx = 0
-        p_seqs = p_rows = p_row_ctx = p_max = 0
-        for r, take in schedule:
-            before = self.ctx[r]
-            rows += take
-            row_ctx += take * before + take * (take + 1) // 2
-            seq_ctx += before + take
-            max_ctx = max(max_ctx, before + take)
-            if self.fresh(r):
-                p_seqs, p_rows, p_max = p_seqs + 1, p_rows + take, max(p_max, take)
-                p_row_ctx += take * (take + 1) // 2
-        return IterationShape(rows, len(schedule), row_ctx, seq_ctx, max_ctx, p_seqs, p_rows,
-                              p_row_ctx, p_max)  # fmt: skip
+        return shape_of(self.ctx, schedule, self.fresh)
 
     def step(self, schedule: list[tuple[int, int]]) -> tuple[float, IterationShape, int, float]:
         """Run one iteration; when it ended, its shape, the decode pass's padded past and the

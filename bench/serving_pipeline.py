@@ -45,14 +45,12 @@ from bench._pipeline_driver import Ranks, Served  # noqa: E402
 from bench._pipeline_ranks import Crossing, StageFiles  # noqa: E402
 from bench._pipeline_sched import priced_serve  # noqa: E402
 from bench._serving_loop import (  # noqa: E402
-    MAX_BATCH,
     MAX_CONTEXT,
     OUTPUT_TOKENS,
     PROMPT_TOKENS,
     SEED,
-    TOKEN_BUDGET,
 )
-from bench.serving_fidelity import Load, plan_cost, requests_of  # noqa: E402
+from bench.serving_fidelity import Load, plan_cost, predict, requests_of  # noqa: E402
 from examples.llama import LlamaConfig, build  # noqa: E402
 from partitioner.simulate.serving import workload_from_args  # noqa: E402
 from partitioner.simulate.serving.report import ServingReport, build_report  # noqa: E402
@@ -121,17 +119,6 @@ def host_overhead_s(ranks: Ranks) -> tuple[float, float]:
     host = np.array([t.total_s - t.run_s - t.move_s for t in zero])
     per_token_s, per_iteration_s = np.polyfit(rows, host, 1)
     return max(float(per_iteration_s), 0.0), max(float(per_token_s), 0.0)
-
-
-def predict(plan: Path, load: Load, host_s: tuple[float, float]) -> dict:
-    """`partition simulate` of the same requests and engine limits."""
-    doc = partition_json("simulate", str(plan), "--rate", str(load.rate_per_s), "--requests",
-                         str(load.requests), "--prompt-len", str(PROMPT_TOKENS), "--output-len",
-                         str(OUTPUT_TOKENS), "--seed", str(SEED), "--max-batch", str(MAX_BATCH),
-                         "--token-budget", str(TOKEN_BUDGET), "--iteration-overhead",
-                         repr(host_s[0]), "--token-overhead", repr(host_s[1]),
-                         "--json")  # fmt: skip
-    return doc["serving"]
 
 
 def scheduler_check(cost, load: Load, predicted: dict, host_s: tuple[float, float]) -> float:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from examples import llama
 from tests.cli import run_cli
+from tests.partitioner.chain import assert_chain_is_the_whole
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +53,7 @@ def test_prefill_stages_chain_to_the_whole_prefill_graph(pair, tmp_path):
 def _assert_chain_is_the_whole(out, stages, prefill) -> None:
     """The stage files run in manifest order with plain onnxruntime compute what the whole
     prefill graph does."""
-    whole = ort.InferenceSession(str(prefill))
-    feeds = _prompt()
-    want = dict(zip([o.name for o in whole.get_outputs()], whole.run(None, feeds), strict=True))
-    values = dict(feeds)
-    for stage in stages:
-        session = ort.InferenceSession(str(out / stage["file"]))
-        got = session.run(stage["outputs"], {name: values[name] for name in stage["inputs"]})
-        values.update(zip(stage["outputs"], got, strict=True))
-    for name, expected in want.items():
-        np.testing.assert_allclose(values[name], expected, rtol=1e-6, atol=1e-6)
+    assert_chain_is_the_whole(out, stages, prefill, _prompt())
 
 
 def test_a_wafer_plan_splits_the_prefill_onto_its_regions(pair, tmp_path):

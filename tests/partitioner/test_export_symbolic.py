@@ -14,6 +14,7 @@ from partitioner.errors import UsageError
 from partitioner.export.symbolic import _check_own_work
 from passes.load import load
 from tests.cli import run_cli
+from tests.partitioner.chain import assert_chain_is_the_whole
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +49,8 @@ def _feeds(session: ort.InferenceSession, dims: dict[str, int], seed: int) -> di
 
 
 def _assert_chain_is_the_whole(out, stages, whole_path, dims: dict[str, int]) -> None:
-    whole = ort.InferenceSession(str(whole_path))
-    feeds = _feeds(whole, dims, seed=sum(dims.values()))
-    want = dict(zip([o.name for o in whole.get_outputs()], whole.run(None, feeds), strict=True))
-    values = dict(feeds)
-    for stage in stages:
-        session = ort.InferenceSession(str(out / stage["file"]))
-        got = session.run(stage["outputs"], {name: values[name] for name in stage["inputs"]})
-        values.update(zip(stage["outputs"], got, strict=True))
-    for name, expected in want.items():
-        assert values[name].shape == expected.shape
-        np.testing.assert_allclose(values[name], expected, rtol=1e-5, atol=1e-5)
+    feeds = _feeds(ort.InferenceSession(str(whole_path)), dims, seed=sum(dims.values()))
+    assert_chain_is_the_whole(out, stages, whole_path, feeds)
 
 
 @pytest.mark.parametrize("batch, past", [(1, 63), (3, 10), (5, 200)])
