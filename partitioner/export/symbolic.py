@@ -11,10 +11,10 @@ inputs and outputs), so the split is the plan's.
 A later stage's attention may size its mask from a token input (``input_ids``'s
 shape), which the fixed cut had folded away: such a graph input is added to the
 stage's inputs (a serving stack passes it to every stage that lists it), and the
-manifest lists it. What the cut may not do is reach into
-another stage's work to learn a shape: compute a node that runs on another
-stage at the plan's dims, or read another stage's KV cache. Then the stage would compute what it
-should receive, so the export refuses instead.
+manifest lists it. What the cut may not do is reach into another stage's work to
+learn a shape: compute a node that runs on another stage at the plan's dims, or
+read another stage's KV cache. The stage would then compute what it should
+receive, so the export refuses instead.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def _cut(
     stage: StageModel,
     own: set[int],
 ) -> StageModel:
+    """One stage cut from the model as written at its fixed cut's names, plus the token
+    inputs it reads for a shape; ``own``: its partition's nodes."""
     allowed = list(dict.fromkeys([*stage.inputs, *graph_inputs]))
     cut = extractor.extract_model(allowed, list(stage.outputs))
     stored = {t.name for t in cut.graph.initializer}
