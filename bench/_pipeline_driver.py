@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench._pipeline_ranks import (
-    _FRESH,
-    _LAST,
-    _ROWS,
+    FRESH_AT,
     HEADER,
+    LAST_AT,
+    ROWS_AT,
     STOP,
     Crossing,
     Shared,
@@ -101,7 +101,7 @@ class Driver:
             ids = np.zeros((len(formed.fresh), seq), np.int64)
             for b, (r, take) in enumerate(formed.fresh):
                 ids[b, :take] = self.prompt_ids[r, :take]
-                h[_FRESH + 2 * b : _FRESH + 2 * b + 2] = (sched.slot[r], take)
+                h[FRESH_AT + 2 * b : FRESH_AT + 2 * b + 2] = (sched.slot[r], take)
             feeds = {"input_ids": ids, "position_ids": np.tile(np.arange(seq), (len(ids), 1))}
             chunks = [(sched.slot[r], take) for r, take in formed.fresh]
             out, seconds = self.stage.run_prefill(feeds, chunks)
@@ -133,8 +133,8 @@ class Driver:
             slots.extend([sched.slot[r]] * take)
             last.append(len(ids) - 1)
         rows = len(ids)
-        h[_ROWS : _ROWS + 2 * rows] = np.column_stack((slots, pos)).reshape(-1)
-        h[_LAST : _LAST + len(last)] = last
+        h[ROWS_AT : ROWS_AT + 2 * rows] = np.column_stack((slots, pos)).reshape(-1)
+        h[LAST_AT : LAST_AT + len(last)] = last
         h[2], h[4] = rows, len(last)
         past = max(sched.ctx[r] + take for r, take in formed.rest) - 1
         feeds = {"input_ids": np.array(ids, np.int64)[:, None],

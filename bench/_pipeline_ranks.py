@@ -35,12 +35,12 @@ from bench._serving_loop import MAX_BATCH, MAX_CONTEXT, TOKEN_BUDGET, session
 __all__ = ["StageFiles", "StageRank", "StageTimes", "Shared", "Crossing", "send", "worker_main"]
 
 MAX_TENSORS, MAX_DIMS = 8, 6
-# header: counts (5), fresh chunks (slot, take), rest rows (slot, pos), rest sequences'
-# last rows, then each pass's tensor shapes
-_FRESH, _ROWS = 5, 5 + 2 * MAX_BATCH
-_LAST = _ROWS + 2 * TOKEN_BUDGET
-_SHAPES = _LAST + MAX_BATCH
-HEADER = _SHAPES + 2 * MAX_TENSORS * MAX_DIMS
+# where each part of a header starts: counts (5), fresh chunks (slot, take), rest rows (slot, pos),
+# the rest sequences' last rows, then each pass's tensor shapes
+FRESH_AT, ROWS_AT = 5, 5 + 2 * MAX_BATCH
+LAST_AT = ROWS_AT + 2 * TOKEN_BUDGET
+SHAPES_AT = LAST_AT + MAX_BATCH
+HEADER = SHAPES_AT + 2 * MAX_TENSORS * MAX_DIMS
 STOP = -1  # a header's first count that ends rank 1
 RESULT = 2 * MAX_BATCH
 CONTROL = 1  # results posted
@@ -168,13 +168,13 @@ def _recv(arrays: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _shapes(header: np.ndarray, pass_index: int, count: int) -> list[tuple[int, ...]]:
-    start = _SHAPES + pass_index * MAX_TENSORS * MAX_DIMS
+    start = SHAPES_AT + pass_index * MAX_TENSORS * MAX_DIMS
     dims = header[start : start + count * MAX_DIMS].reshape(count, MAX_DIMS)
     return [tuple(int(d) for d in row if d >= 0) for row in dims]
 
 
 def post_shapes(header: np.ndarray, pass_index: int, arrays: list[np.ndarray]) -> None:
-    start = _SHAPES + pass_index * MAX_TENSORS * MAX_DIMS
+    start = SHAPES_AT + pass_index * MAX_TENSORS * MAX_DIMS
     for t, array in enumerate(arrays):
         if array.dtype != np.float32 or array.ndim > MAX_DIMS:
             raise ValueError(
@@ -235,21 +235,21 @@ def _stage_one(stage: StageRank, shared: Shared, k: int, crossing: Crossing, h: 
     fresh, seq, rows, past, sequences = (int(x) for x in h[:5])
     tokens, run_s = [], 0.0
     if fresh:
-        chunks = [(int(h[_FRESH + 2 * b]), int(h[_FRESH + 2 * b + 1])) for b in range(fresh)]
+        chunks = [(int(h[FRESH_AT + 2 * b]), int(h[FRESH_AT + 2 * b + 1])) for b in range(fresh)]
         feeds = dict(zip(crossing.prefill, first, strict=True))
         feeds.update(stage.token_inputs(stage.prefill, np.tile(np.arange(seq), (fresh, 1))))
         out, seconds = stage.run_prefill(feeds, chunks)
         run_s += seconds
         tokens += [int(out["logits"][b, take - 1].argmax()) for b, (_, take) in enumerate(chunks)]
     if rows:
-        pairs = h[_ROWS : _ROWS + 2 * rows].reshape(rows, 2)
+        pairs = h[ROWS_AT : ROWS_AT + 2 * rows].reshape(rows, 2)
         feeds = dict(zip(crossing.decode, second, strict=True))
         feeds.update(stage.token_inputs(stage.decode, pairs[:, 1:]))
         out, seconds = stage.run_decode(
             feeds, pairs[:, 0].astype(np.intp), pairs[:, 1].copy(), past
         )
         run_s += seconds
-        tokens += out["logits"][h[_LAST : _LAST + sequences], 0].argmax(axis=-1).tolist()
+        tokens += out["logits"][h[LAST_AT : LAST_AT + sequences], 0].argmax(axis=-1).tolist()
     done = time.perf_counter()
     result, floats = shared.result(k)
     result[: len(tokens)] = tokens
