@@ -1,10 +1,13 @@
 """Per op family: onnxruntime's measured kernel time against the cost model's, on this CPU.
 
-    python bench/op_audit.py [--model bert-base] [--target cpu.yaml]
+    python bench/op_audit.py [--model bert-base] [--target cpu.yaml] [--served]
 
 onnxruntime runs the model five times with its profiler on (each node's
 median counts). It uses one thread and graph optimisations off, so each ONNX node is one kernel
-under its own name. The profile's per-node kernel times are summed per op
+under its own name. Off, onnxruntime does not pre-pack MatMul weights either, which a
+served graph does; ``--served`` runs with its optimisations on, as served: the nodes
+it keeps are compared under their names, and the kernels it fused into new ones are
+one row ("fused by onnxruntime", no estimate of their own). The profile's per-node kernel times are summed per op
 type and put beside the cost model's seconds for the same nodes (the roofline
 of `targets.cost` on the calibrated CPU target, from `passes.analysis`'s
 FLOPs and bytes). The bytes it assumed are shown too, to point at the op
@@ -32,7 +35,7 @@ from targets.cost import CostModel  # noqa: E402
 from targets.loader import load_target  # noqa: E402
 
 
-def _profile(path: Path, feeds: dict, folder: Path) -> dict[str, float]:
+def _profile(path: Path, feeds: dict, folder: Path, served: bool = False) -> dict[str, float]:
     """Node name -> median kernel seconds over 5 profiled runs (the first, cold, included
     in the count but outweighed)."""
     import onnxruntime as ort
@@ -40,7 +43,8 @@ def _profile(path: Path, feeds: dict, folder: Path) -> dict[str, float]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not served:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.enable_profiling = True
     options.profile_file_prefix = str(folder / "ort")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -54,10 +58,36 @@ def _profile(path: Path, feeds: dict, folder: Path) -> dict[str, float]:
     return {name: statistics.median(times) for name, times in runs.items()}
 
 
+FUSED = "fused by onnxruntime"
+
+
+def _by_op(graph, cost: CostModel, measured: dict[str, float]) -> dict[str, list[float]]:
+    """Per op type: [measured s, estimated s, bytes assumed, nodes]. Nodes onnxruntime fused
+    away and the kernels it made of them are one `FUSED` row."""
+    by_op: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0])
+    for node, c in zip(graph.nodes, node_costs(graph).nodes, strict=True):
+        if node.folded or (c.is_view and node.name not in measured):
+            continue
+        row = by_op[node.op_type if node.name in measured else FUSED]
+        row[0] += measured.get(node.name, 0.0)
+        row[1] += cost.op_time_s(
+            c.flops, c.bytes_moved, c.dtype or "float32", 0, 0 if c.is_view else 1
+        )
+        row[2] += c.bytes_moved
+        row[3] += 1
+    names = {node.name for node in graph.nodes}
+    made = [seconds for name, seconds in measured.items() if name not in names]
+    if made:
+        by_op[FUSED][0] += sum(made)
+    return by_op
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="bert-base", choices=sorted(DIMS))
     parser.add_argument("--target", type=Path, help="a calibrated target (default: calibrate now)")
+    parser.add_argument("--served", action="store_true",
+                        help="onnxruntime's graph optimisations on, as a served graph runs")  # fmt: skip
     args = parser.parse_args()
     console.print(machine())
     path = model(args.model)
@@ -67,19 +97,8 @@ def main() -> None:
             calibrate(target_path, ranks=1)
         cost = CostModel(load_target(target_path))
         graph = load(path, DIMS[args.model])
-        measured = _profile(path, make_inputs(graph, 0), Path(folder))
-    costs = node_costs(graph)
-    by_op: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0])
-    for node, c in zip(graph.nodes, costs.nodes, strict=True):
-        if node.folded or node.name not in measured:
-            continue
-        row = by_op[node.op_type]
-        row[0] += measured[node.name]
-        row[1] += cost.op_time_s(
-            c.flops, c.bytes_moved, c.dtype or "float32", 0, 0 if c.is_view else 1
-        )
-        row[2] += c.bytes_moved
-        row[3] += 1
+        measured = _profile(path, make_inputs(graph, 0), Path(folder), args.served)
+    by_op = _by_op(graph, cost, measured)
     rows = sorted(by_op.items(), key=lambda item: -item[1][0])
     print_table(
         f"{args.model}: onnxruntime kernel time per op family against the cost model",
