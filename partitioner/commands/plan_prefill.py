@@ -98,7 +98,7 @@ def with_prefill(
     source path is recorded relative to ``plan_folder``, where the plan is written.
 
     Raises:
-        UsageError: the prefill graph's work is not a polynomial in its dims.
+        UsageError: the prefill graph's work is not a polynomial in its dims (`fit_prefill`).
     """
     if prefill is None or plan.load_model is None:
         return plan
@@ -107,11 +107,6 @@ def with_prefill(
     else:
         fitted = fit_prefill(graph, prefill, target.runtime, plan.partitions)
     assert prefill.path is not None and prefill.sha256 is not None
-    if fitted is None:
-        raise UsageError(
-            f"--prefill: the work of {prefill.path.name} changes structure with its batch "
-            "and seq, so no polynomial prices it"
-        )
     source = {"path": path_from(plan_folder, prefill.path), "sha256": prefill.sha256}
     prefill_load = replace(fitted, source=source)
     return replace(plan, load_model=replace(plan.load_model, prefill=prefill_load))

@@ -188,6 +188,20 @@ def structure(work: _Work) -> tuple[object, ...]:
     return nodes, kinds
 
 
+def structure_change(works: Sequence[_Work]) -> str:
+    """Where the first of ``works`` and a later one differ in `structure`, in words:
+    "stage 0's collectives differ between (2, 65) and (4, 69)"."""
+    first = structure(works[0])
+    for work in works[1:]:
+        other = structure(work)
+        for part, what in ((1, "collectives"), (0, "kernels")):
+            for stage, (a, b) in enumerate(zip(first[part], other[part], strict=False)):
+                if a != b:
+                    return (f"stage {stage}'s {what} differ between {works[0].point} and "
+                            f"{work.point}")  # fmt: skip
+    return "the same everywhere"
+
+
 def _solve(values: Sequence[float], base: tuple[int, int]) -> tuple[float, ...]:
     """Coefficients over MONOMIALS of the polynomial taking ``values`` at base + OFFSETS.
 

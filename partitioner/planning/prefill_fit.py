@@ -44,6 +44,7 @@ from partitioner.planning.load_fit import (
     graph_at,
     serving_dims,
     structure,
+    structure_change,
     work_at,
 )
 from partitioner.planning.wafer.transfers import wafer_transfers
@@ -223,18 +224,31 @@ def prefill_dims(path: Path, decode: Graph, extra: Mapping[str, int]) -> dict[st
     return dims
 
 
+def _unfittable(prefill: Graph, works: Sequence) -> str:
+    """Why no polynomial prices ``prefill``'s work, and what to do about it."""
+    where = structure_change(works)
+    why = (": a tensor-parallel sharding choice that depends on sizes flips; plan this pair "
+           "with --tp 1" if "collectives" in where else "")  # fmt: skip
+    name = prefill.path.name if prefill.path is not None else "the prefill file"
+    return (f"--prefill: the work of {name} changes structure with its batch and seq "
+            f"({where}), so no polynomial prices it{why}")  # fmt: skip
+
+
 def fit_prefill(
     decode: Graph,
     prefill: Graph,
     runtime: str | None,
     parts: Sequence[Partition],
     wafer_cost: WaferCostModel | None = None,
-) -> LoadModel | None:
-    """The prefill graph's load model on ``parts`` (the decode plan's partitions), or None
-    when its structure changes with batch or seq (then no polynomial describes it).
+) -> LoadModel:
+    """The prefill graph's load model on ``parts`` (the decode plan's partitions).
 
     ``runtime``: the GPU target's; None with ``wafer_cost`` for a wafer plan, whose
     transfers are the wafer planner's (one crossing per other wafer, relayed there).
+
+    Raises:
+        UsageError: its structure changes with batch or seq (then no polynomial describes
+            it), saying where.
     """
     assert prefill.path is not None
     roles = prefill_roles(list(prefill.dims))
@@ -259,10 +273,13 @@ def fit_prefill(
     if structure(checks[1]) != structure(checks[0]):  # a size-based sharding choice flipped
         checks[1] = at((own[0] + 3, own[1] + 5))
     fit = Fit(roles, PREFILL_MONOMIALS, grid, lambda v: solve_exact(v, grid))
-    fitted = fit_works(fit, [at(p) for p in grid], checks, mapped, transfers)
+    works = [at(p) for p in grid]
+    fitted = fit_works(fit, works, checks, mapped, transfers)
+    if fitted is None:
+        raise UsageError(_unfittable(prefill, [checks[0], *works, checks[1]]))
     # fused groups share their bytes in proportion to members whose sizes grow at
     # different rates (b·s against b·s²): a ratio, not a polynomial, so exact only nearly
-    if fitted is not None and fitted.max_relative_error > ROUGH:
+    if fitted.max_relative_error > ROUGH:
         log.warning(
             "the prefill load model is off by %.2g at its checks", fitted.max_relative_error
         )

@@ -145,6 +145,20 @@ def test_prefill_is_refused_without_a_decode_model(pair, tmp_path):
     assert plain.code == 2 and "--prefill needs a decode-step MODEL" in plain.err
 
 
+def test_a_prefill_whose_work_changes_structure_is_refused_saying_where(pair, tmp_path):
+    """The tiny pair split two ways: at seq 64 one of its tensor-parallel sharding choices
+    (which operand of an activation MatMul stays split) flips with the sizes, so a
+    collective appears between the fitted points, and no polynomial prices the prompts."""
+    decode, prefill, _ = pair
+    out = tmp_path / "tp.json"
+    result = run_cli(str(decode), "--target", "h100x4", "--tp", "2", "--pp", "1", "--dim",
+                     "batch=1", "--dim", "past=63", "--prefill", str(prefill), "-o", str(out))  # fmt: skip
+    assert result.code == 2 and not out.exists()
+    line = result.err.strip().splitlines()[-1]
+    assert "stage 0's collectives differ between (1, 64) and" in line
+    assert "plan this pair with --tp 1" in line and "Traceback" not in result.err
+
+
 def test_a_wafer_plan_prices_prompts_on_its_regions(pair, tmp_path):
     """Each region runs its share of the prefill graph; the prefill's tensors cross the
     fabric between regions as the wafer planner would move them."""
