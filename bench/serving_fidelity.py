@@ -107,7 +107,12 @@ def scheduler_check(cost, load: Load, predicted: dict, host_s: tuple[float, floa
     """Largest relative difference of `PricedEngine`'s latency percentiles from simulate's."""
     requests = requests_of(load)
     engine = PricedEngine(requests, cost, host_s, two_graphs)
-    ours = build_report(engine.serve(), requests, 1, None).to_json()
+    return report_difference(build_report(engine.serve(), requests, 1, None).to_json(), predicted)
+
+
+def report_difference(ours: dict, predicted: dict) -> float:
+    """Largest relative difference of ``ours``'s latency percentiles (p50, p99) from
+    ``predicted``'s; infinite if their iteration counts differ."""
     keys = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
     worst = max(abs(ours[k][p] / predicted[k][p] - 1) for k in keys for p in ("p50", "p99"))
     return math.inf if ours["iterations"] != predicted["iterations"] else worst

@@ -50,7 +50,7 @@ from bench._serving_loop import (  # noqa: E402
     PROMPT_TOKENS,
     SEED,
 )
-from bench.serving_fidelity import Load, plan_cost, predict, requests_of  # noqa: E402
+from bench.serving_fidelity import Load, plan_cost, predict, report_difference, requests_of  # noqa: E402
 from examples.llama import LlamaConfig, build  # noqa: E402
 from partitioner.simulate.serving import workload_from_args  # noqa: E402
 from partitioner.simulate.serving.report import ServingReport, build_report  # noqa: E402
@@ -126,9 +126,7 @@ def scheduler_check(cost, load: Load, predicted: dict, host_s: tuple[float, floa
     latency percentiles (infinite if the iteration counts differ)."""
     requests = requests_of(load)
     ours = build_report(priced_serve(requests, cost, host_s), requests, 1, None).to_json()
-    keys = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
-    worst = max(abs(ours[k][p] / predicted[k][p] - 1) for k in keys for p in ("p50", "p99"))
-    return float("inf") if ours["iterations"] != predicted["iterations"] else worst
+    return report_difference(ours, predicted)
 
 
 def _ms(seconds: float) -> str:

@@ -229,8 +229,8 @@ def _unfittable(prefill: Graph, works: Sequence) -> str:
     where = structure_change(works)
     why = (": a tensor-parallel sharding choice that depends on sizes flips; plan this pair "
            "with --tp 1" if "collectives" in where else "")  # fmt: skip
-    name = prefill.path.name if prefill.path is not None else "the prefill file"
-    return (f"--prefill: the work of {name} changes structure with its batch and seq "
+    assert prefill.path is not None  # `fit_prefill`'s
+    return (f"--prefill: the work of {prefill.path.name} changes structure with its batch and seq "
             f"({where}), so no polynomial prices it{why}")  # fmt: skip
 
 
