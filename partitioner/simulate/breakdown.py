@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BREAKDOWN_LABELS", "breakdown_link", "breakdown_lines"]
+__all__ = ["BREAKDOWN_LABELS", "breakdown_label", "breakdown_link", "breakdown_lines"]
 
 #: Bucket key -> its words; ``{link}`` is the collectives' link name(s).
 BREAKDOWN_LABELS = {
@@ -25,6 +25,21 @@ BREAKDOWN_LABELS = {
     "collective_bandwidth_s": "{link} collective bandwidth",
     "transfer_s": "pipeline transfers",
 }
+
+#: The two op buckets' words on a device that computes and moves memory in turn
+#: (``compute_memory_overlap: false``, a CPU thread; the breakdown's ``in_turn``):
+#: every op pays both terms, so neither bucket is a set of bound ops, and its memory
+#: is not necessarily HBM.
+IN_TURN_LABELS = {
+    "compute_bound_s": "compute (every op's FLOPs)",
+    "memory_bound_s": "memory traffic (every op's bytes, in turn with compute)",
+}
+
+
+def breakdown_label(key: str, link: str, in_turn: bool = False) -> str:
+    """The words for bucket ``key`` of a breakdown (`BREAKDOWN_LABELS`, `IN_TURN_LABELS`)."""
+    label = IN_TURN_LABELS.get(key) if in_turn else None
+    return (label or BREAKDOWN_LABELS[key]).format(link=link)
 
 
 def _number(value: object) -> float | None:
@@ -59,11 +74,12 @@ def breakdown_lines(breakdown: object) -> list[str]:
     shares = breakdown.get("shares")
     step = step if isinstance(step, Mapping) else {}
     shares = shares if isinstance(shares, Mapping) else {}
+    in_turn = breakdown.get("in_turn") is True
     parts = []
-    for key, label in BREAKDOWN_LABELS.items():
+    for key in BREAKDOWN_LABELS:
         seconds, share = _number(step.get(key)), _number(shares.get(key))
         if seconds is not None and seconds > 0 and share is not None:
-            parts.append(f"{label.format(link=link)} {100 * share:.0f}%")
+            parts.append(f"{breakdown_label(key, link, in_turn)} {100 * share:.0f}%")
     lines = [f"where the step goes: {', '.join(parts)}"] if parts else []
     dominant = breakdown.get("dominant")
     if isinstance(dominant, str) and dominant:

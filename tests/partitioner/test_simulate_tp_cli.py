@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -110,6 +111,34 @@ def test_breakdown_lines_match_the_planners(tiny_decode) -> None:
     plan = plan_pipeline(tiny_decode, target, GpuOptions(solver="dp", tp=2, pp=2)).plan
     breakdown = plan.estimate.extra["time_breakdown"]
     assert breakdown_lines(breakdown) == planner_breakdown_lines(breakdown)
+
+
+def test_in_turn_breakdown_names_both_terms_of_every_op() -> None:
+    breakdown = {
+        "stages": [{"stage": 0, "link": ""}],
+        "step": {"compute_bound_s": 3e-3, "memory_bound_s": 1e-3},
+        "shares": {"compute_bound_s": 0.75, "memory_bound_s": 0.25},
+        "in_turn": True,
+    }
+    # a CPU thread pays every op's FLOPs and bytes in turn: neither bucket is "bound" ops
+    assert breakdown_lines(breakdown) == [
+        "where the step goes: compute (every op's FLOPs) 75%, "
+        "memory traffic (every op's bytes, in turn with compute) 25%"
+    ]
+
+
+def test_a_device_computing_in_turn_records_it_in_the_breakdown(tiny_decode) -> None:
+    base = toy_target([4_000_000] * 2, gpus_per_node=2)
+    devices = tuple(dataclasses.replace(d, compute_memory_overlap=False) for d in base.devices)
+    target = dataclasses.replace(base, devices=devices)
+    plan = plan_pipeline(tiny_decode, target, GpuOptions(solver="dp", tp=1, pp=2)).plan
+    breakdown = plan.estimate.extra["time_breakdown"]
+    assert breakdown["in_turn"] is True
+    step = breakdown["step"]  # both terms of every op, so neither bucket is empty
+    assert step["compute_bound_s"] > 0 and step["memory_bound_s"] > 0
+    assert "HBM" not in " ".join(breakdown_lines(breakdown))
+    overlapping = plan_pipeline(tiny_decode, base, GpuOptions(solver="dp", tp=1, pp=2)).plan
+    assert "in_turn" not in overlapping.estimate.extra["time_breakdown"]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@ pipeline transfers; and which of them dominates one step.
 
 Every second is a term of the one cost model: an op's roofline time is
 ``max(compute, memory) + launch`` (`GpuCostModel.op_time_parts`), so an op
-counts as compute-bound or memory-bound by its larger term, and a collective's
+counts as compute-bound or memory-bound by its larger term (on a device that
+computes and moves memory in turn, a CPU thread, every op counts in both, and
+the breakdown says so with ``in_turn``), and a collective's
 seconds split into its per-call latency and its bytes over the link's bus
 bandwidth. The buckets of a stage add up to its busy time, and the buckets of
 all stages to the plan's latency.
@@ -18,7 +20,12 @@ from typing import Any
 from partitioner.plan import Collective, Partition, Transfer
 from partitioner.planning.gpu.problem import PipelineSetup
 from partitioner.planning.gpu.tensor_parallel import node_time
-from partitioner.simulate.breakdown import BREAKDOWN_LABELS, breakdown_lines, breakdown_link
+from partitioner.simulate.breakdown import (
+    BREAKDOWN_LABELS,
+    breakdown_label,
+    breakdown_lines,
+    breakdown_link,
+)
 from passes.analysis.costs import CostReport
 from passes.ir import Graph
 from targets import HOST
@@ -106,10 +113,12 @@ def stage_times(
     return out
 
 
-def time_breakdown(stages: Sequence[StageTime]) -> dict[str, Any]:
+def time_breakdown(stages: Sequence[StageTime], in_turn: bool = False) -> dict[str, Any]:
     """The plan's ``estimate.time_breakdown``: per stage, per step, and the largest share.
 
-    ``dominant`` reads like "kernel launches: 74% of the step".
+    ``dominant`` reads like "kernel launches: 74% of the step". ``in_turn``: the devices
+    compute and move memory in turn (``compute_memory_overlap: false``), so every op's
+    FLOPs and bytes are both counted; recorded as ``"in_turn": true``, and only then.
     """
     keys = list(BREAKDOWN_LABELS)
     step = {k: sum(getattr(s, k) for s in stages) for k in keys}
@@ -117,6 +126,8 @@ def time_breakdown(stages: Sequence[StageTime]) -> dict[str, Any]:
     shares = {k: (v / total if total > 0 else 0.0) for k, v in step.items()}
     top = max(keys, key=lambda k: (step[k], -keys.index(k)))
     doc: dict[str, Any] = {"stages": [asdict(s) for s in stages], "step": step, "shares": shares}
-    label = BREAKDOWN_LABELS[top].format(link=breakdown_link(doc))
+    if in_turn:
+        doc["in_turn"] = True
+    label = breakdown_label(top, breakdown_link(doc), in_turn)
     doc["dominant"] = f"{label}: {100 * shares[top]:.0f}% of the step"
     return doc

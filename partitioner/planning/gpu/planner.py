@@ -163,7 +163,8 @@ def _assemble(
         layout.transfers,
         layout.collectives,
     )
-    extra["time_breakdown"] = time_breakdown(stages)
+    in_turn = not all(cost_model.target.devices[d].compute_memory_overlap for d in used)
+    extra["time_breakdown"] = time_breakdown(stages, in_turn)
     extra["coarsening"] = {
         "blocks": setup.blocks.report.num_blocks,
         "runtime_nodes": setup.blocks.report.num_runtime_nodes,
