@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["human_bytes", "human_flops", "human_count", "human_seconds"]
+__all__ = ["human_bytes", "human_flops", "human_count", "human_seconds", "per_million_tokens"]
 
 _DECIMAL = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
@@ -44,3 +44,8 @@ def human_seconds(s: float) -> str:
         if abs(s) >= scale:
             return f"{s / scale:.3g} {unit}"
     return f"{s / 1e-9:.3g} ns"
+
+
+def per_million_tokens(usd_per_million: float) -> str:
+    """11.52 -> '$11.5 per million tokens' (the unit providers price in)."""
+    return f"${usd_per_million:.3g} per million tokens"

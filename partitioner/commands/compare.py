@@ -35,6 +35,7 @@ from partitioner.errors import InfeasibleError, UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import Plan
 from partitioner.planning import GpuOptions, WaferOptions, plan_model
+from partitioner.simulate.breakdown import bottleneck_cell
 from partitioner.units import human_seconds
 from passes.ir import Graph
 from targets import Target, WaferTarget, load_target
@@ -115,7 +116,8 @@ def _row(name: str, graph: Graph, target: Target, args: argparse.Namespace) -> d
     row: dict[str, Any] = {"target": name, "fits": True}
     row["devices"] = len({d for p in plan.partitions for d in p.devices}) * plan.parallelism.dp
     row["parallelism"] = {k: getattr(plan.parallelism, k) for k in ("tp", "pp", "dp")}
-    row["bottleneck"] = plan.estimate.bottleneck.kind
+    b, breakdown = plan.estimate.bottleneck, plan.estimate.extra.get("time_breakdown")
+    row["bottleneck"] = bottleneck_cell(b.kind, b.where, breakdown)
     row.update(served)
     if tried is not None:
         row["shapes_tried"] = tried

@@ -34,7 +34,7 @@ from partitioner.simulate.serving.deployment import (
 )
 from partitioner.simulate.serving.fleet import FleetPool, simulate_fleet
 from partitioner.simulate.serving.fleet_report import fleet_report
-from partitioner.units import human_seconds
+from partitioner.units import human_seconds, per_million_tokens
 
 __all__ = [
     "add_deployment_arguments",
@@ -222,7 +222,7 @@ def print_deployment(doc: dict[str, Any]) -> None:
         f"{f['completed']}/{f['requests']} completed",
         f"{f['lost_requests']} lost",
         f"{f['restarted_requests']} restarted",
-        "$ unknown (no price)" if usd is None else f"${usd:.3g} per million tokens",
+        "$ unknown (no price)" if usd is None else per_million_tokens(usd),
     ]
     if f["meets_slo"] is not None:
         parts.append("meets the SLOs" if f["meets_slo"] else "misses the SLOs")

@@ -34,7 +34,7 @@ from partitioner.simulate.serving import (
     workload_from_args,
 )
 from partitioner.simulate.serving_cost import iteration_cost, kv_capacity_tokens
-from partitioner.units import human_seconds
+from partitioner.units import human_seconds, per_million_tokens
 from targets.cost import CostModel
 from targets.formulas import joules_per_token, usd_per_token
 from targets.loader import target_from_dict
@@ -292,7 +292,7 @@ def _summary(f: dict[str, Any]) -> str:
         f"{f['preemptions']} preemptions",
         f"KV cache {f['kv_cache_utilisation']['mean']:.0%} used on average "
         f"({f['kv_capacity_tokens']:,} tokens)",
-        "$ unknown (no price)" if usd is None else f"${usd:.3g} per million tokens",
+        "$ unknown (no price)" if usd is None else per_million_tokens(usd),
     ]
     if joules is not None:
         parts.append(f"{joules:.3g} J per output token")

@@ -56,9 +56,10 @@ from partitioner.simulate import (
     estimate_differences,
     simulate_plan,
 )
+from partitioner.simulate.breakdown import bottleneck_words
 from partitioner.simulate.schedule import makespan_s
 from partitioner.simulate.trace import chrome_trace, predicted_spans
-from partitioner.units import human_bytes, human_seconds
+from partitioner.units import human_bytes, human_seconds, per_million_tokens
 
 __all__ = ["add_arguments", "run"]
 
@@ -276,9 +277,11 @@ def _print_details(plan: Plan, report: SimulationReport) -> None:
 
 def _print_summary(plan: Plan, report: SimulationReport, differences: list[str]) -> None:
     b = report.bottleneck
+    breakdown = plan.estimate.extra.get("time_breakdown")
     console.print(
         f"latency {human_seconds(report.latency_s)}   throughput {report.throughput_per_s:,.1f}/s   "
-        f"period {human_seconds(report.period_s)}   bottleneck: {b.kind} ({b.where})",
+        f"period {human_seconds(report.period_s)}   "
+        f"bottleneck: {bottleneck_words(b.kind, b.where, breakdown)}",
         markup=False,
     )
     decode = report.decode
@@ -286,11 +289,15 @@ def _print_summary(plan: Plan, report: SimulationReport, differences: list[str])
         console.print(
             f"decode: {decode['tokens_per_s']:,.0f} tokens/s (batch {decode['batch']}), "
             f"{human_seconds(decode['s_per_token'])} per token per stream"
-            + (f", ${decode['usd_per_token']:.3g}/token" if "usd_per_token" in decode else ""),
+            + (
+                f", {per_million_tokens(decode['usd_per_token'] * 1e6)}"
+                if "usd_per_token" in decode
+                else ""
+            ),
             markup=False,
         )
     # The planner's record of where a step's time goes (GPU plans); the simulation has no ops.
-    for line in breakdown_lines(plan.estimate.extra.get("time_breakdown")):
+    for line in breakdown_lines(breakdown):
         console.print(line, markup=False)
     if differences:
         console.print("differs from the plan's estimate: " + "; ".join(differences), markup=False)

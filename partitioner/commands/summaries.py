@@ -7,8 +7,8 @@ from rich.table import Table
 from partitioner.commands._common import console
 from partitioner.plan import Plan
 from partitioner.planning import PlanOutcome, WaferOutcome
-from partitioner.simulate.breakdown import breakdown_lines
-from partitioner.units import human_bytes, human_flops, human_seconds
+from partitioner.simulate.breakdown import bottleneck_words, breakdown_lines
+from partitioner.units import human_bytes, human_flops, human_seconds, per_million_tokens
 
 __all__ = ["print_summary", "print_wafer_summary"]
 
@@ -46,7 +46,8 @@ def print_summary(outcome: PlanOutcome) -> None:
     console.print(_stage_table(outcome))
     s = plan.solver
     extra = plan.estimate.extra
-    bottleneck = f"{e.bottleneck.kind} ({plan.estimate.bottleneck.where})"
+    where = plan.estimate.bottleneck.where
+    bottleneck = bottleneck_words(e.bottleneck.kind, where, extra.get("time_breakdown"))
     # The plan's throughput counts every replica; the layout's is one pipeline's.
     _print_figures(e.latency_s, plan.estimate.throughput_per_s, bottleneck, extra)
     console.print(
@@ -149,7 +150,11 @@ def _decode_line(extra: dict) -> None:
             f"decode: {extra['tokens_per_s_per_stream']:,.0f} tokens/s per stream "
             f"({human_seconds(extra['s_per_token'])} per token); {extra['tokens_per_s']:,.0f} tokens/s "
             + _in_flight(extra)
-            + (f"; ${extra['usd_per_token']:.3g} per token" if "usd_per_token" in extra else "")
+            + (
+                f"; {per_million_tokens(extra['usd_per_token'] * 1e6)}"
+                if "usd_per_token" in extra
+                else ""
+            )
         )
 
 

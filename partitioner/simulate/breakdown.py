@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BREAKDOWN_LABELS", "breakdown_label", "breakdown_link", "breakdown_lines"]
+__all__ = [
+    "BREAKDOWN_LABELS",
+    "bottleneck_cell",
+    "bottleneck_words",
+    "breakdown_label",
+    "breakdown_link",
+    "breakdown_lines",
+]
 
 #: Bucket key -> its words; ``{link}`` is the collectives' link name(s).
 BREAKDOWN_LABELS = {
@@ -85,3 +92,50 @@ def breakdown_lines(breakdown: object) -> list[str]:
     if isinstance(dominant, str) and dominant:
         lines.append(f"largest share: {dominant}")
     return lines
+
+
+def _stage_entry(breakdown: Mapping[str, Any], stage: int) -> Mapping[str, Any] | None:
+    stages = breakdown.get("stages")
+    for entry in stages if isinstance(stages, list) else []:
+        if isinstance(entry, Mapping) and entry.get("stage") == stage:
+            return entry
+    return None
+
+
+def _stage_top(where: str, breakdown: object) -> tuple[str, float] | None:
+    """The bucket stage ``where`` ("stage 3") spends most of its time on, and its share of
+    the stage's time; None when the breakdown does not have that stage."""
+    prefix = "stage "
+    if not where.startswith(prefix) or not isinstance(breakdown, Mapping):
+        return None
+    try:
+        entry = _stage_entry(breakdown, int(where[len(prefix) :]))
+    except ValueError:
+        return None
+    seconds = {k: _number(entry.get(k)) for k in BREAKDOWN_LABELS} if entry else {}
+    known = {k: v for k, v in seconds.items() if v is not None and v >= 0}
+    total = sum(known.values())
+    if entry is None or total <= 0:
+        return None
+    top = max(known, key=lambda k: (known[k], -list(BREAKDOWN_LABELS).index(k)))
+    link = entry.get("link") if isinstance(entry.get("link"), str) and entry.get("link") else "link"
+    return breakdown_label(top, link, breakdown.get("in_turn") is True), known[top] / total
+
+
+def bottleneck_words(kind: str, where: str, breakdown: object) -> str:
+    """The bottleneck as a person reads it: "compute (stage 0)", or, when the plan's
+    breakdown has the stage, what the stage spends most of its time on, since a
+    "compute" stage's busy time holds its collectives too:
+    "stage 0, NVLink4 collective latency 62% of its time"."""
+    top = _stage_top(where, breakdown) if kind == "compute" else None
+    if top is None:
+        return f"{kind} ({where})"
+    return f"{where}, {top[0]} {100 * top[1]:.0f}% of its time"
+
+
+def bottleneck_cell(kind: str, where: str, breakdown: object) -> str:
+    """The bottleneck in a table cell: what the slowest stage spends most on, and where
+    ("NVLink4 collective latency (stage 0)"), or the plan's kind ("compute (region 12 on
+    wafer 0)") where the breakdown says nothing of it."""
+    top = _stage_top(where, breakdown) if kind == "compute" else None
+    return f"{kind if top is None else top[0]} ({where})"

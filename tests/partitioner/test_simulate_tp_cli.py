@@ -12,6 +12,8 @@ from partitioner.plan import Plan
 from partitioner.planning import GpuOptions, plan_pipeline
 from partitioner.planning.gpu.breakdown import breakdown_lines as planner_breakdown_lines
 from partitioner.simulate import breakdown_lines, simulate_plan
+from partitioner.simulate.breakdown import bottleneck_cell, bottleneck_words
+from partitioner.units import per_million_tokens
 from passes.load import load
 from targets import collective_bytes_sent
 from tests.cli import run_cli
@@ -111,6 +113,39 @@ def test_breakdown_lines_match_the_planners(tiny_decode) -> None:
     plan = plan_pipeline(tiny_decode, target, GpuOptions(solver="dp", tp=2, pp=2)).plan
     breakdown = plan.estimate.extra["time_breakdown"]
     assert breakdown_lines(breakdown) == planner_breakdown_lines(breakdown)
+
+
+def test_bottleneck_words_say_what_the_stage_spends_its_time_on() -> None:
+    breakdown = {
+        "stages": [
+            {"stage": 0, "link": "NVLink4", "memory_bound_s": 1e-3, "collective_latency_s": 3e-3},
+            {"stage": 1, "link": "", "compute_bound_s": 2e-3, "transfer_s": 2e-3},
+        ],
+    }
+    # stage 0: 3 of its 4 ms are collective latency; stage 1 ties, the earlier bucket wins
+    assert bottleneck_words("compute", "stage 0", breakdown) == (
+        "stage 0, NVLink4 collective latency 75% of its time"
+    )
+    assert bottleneck_words("compute", "stage 1", breakdown) == (
+        "stage 1, compute (FLOP-bound ops) 50% of its time"
+    )
+    # a transfer bottleneck, a stage the breakdown lacks, or no breakdown: the plain words
+    assert bottleneck_words("transfer", "stage 0 transfers", breakdown) == (
+        "transfer (stage 0 transfers)"
+    )
+    assert bottleneck_words("compute", "stage 5", breakdown) == "compute (stage 5)"
+    assert bottleneck_words("compute", "stage 0", None) == "compute (stage 0)"
+    # compare's cell: the resource first, then where
+    assert (
+        bottleneck_cell("compute", "stage 0", breakdown) == "NVLink4 collective latency (stage 0)"
+    )
+    assert bottleneck_cell("compute", "region 12 on wafer 0", None) == (
+        "compute (region 12 on wafer 0)"
+    )
+
+
+def test_prices_read_per_million_tokens() -> None:
+    assert per_million_tokens(1.152e-05 * 1e6) == "$11.5 per million tokens"
 
 
 def test_in_turn_breakdown_names_both_terms_of_every_op() -> None:
