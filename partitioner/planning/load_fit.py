@@ -153,9 +153,12 @@ def work_at(
     parts: Sequence[Partition],
     transfers: Sequence[Transfer],
     roles: tuple[str, str] | None = None,
+    sizing: Graph | None = None,
 ) -> _Work:
     """Every count at the graph's dims; ``runtime`` None for a wafer (op by op); ``roles``:
-    the two dims the polynomials are in (the decode graph's batch and past by default)."""
+    the two dims the polynomials are in (the decode graph's batch and past by default);
+    ``sizing``: the model at the plan's dims, whose sizes fix the tensor-parallel split's
+    size-based choices (`shard_graph`), as the deployed split is fixed at every size."""
     eager = node_costs(graph)
     run = runtime_costs(graph, runtime, eager) if runtime else eager
     costs = (run if runtime == "eager" else eager, run)
@@ -166,7 +169,7 @@ def work_at(
         degree = len(p.devices)
         sharding = shardings.get(degree)
         if degree > 1 and sharding is None:
-            sharding = shardings[degree] = shard_graph(graph, degree)
+            sharding = shardings[degree] = shard_graph(graph, degree, sizing)
         runtime_nodes = [n for n in p.nodes if not graph.nodes[n].folded]
         nodes.append(_units(graph, costs, sharding, degree, runtime_nodes, groups))
         mine = set(runtime_nodes)
@@ -282,7 +285,8 @@ def fit_load_model(
 
     def at(point: tuple[int, int]) -> _Work:
         bound = {**graph.dims, dims["batch"]: point[0], dims["past"]: point[1]}
-        return work_at(graph_at(model, graph.path, sha, bound), runtime, parts, transfers)
+        at_point = graph_at(model, graph.path, sha, bound)
+        return work_at(at_point, runtime, parts, transfers, sizing=graph)
 
     checks = [work_at(graph, runtime, parts, transfers), at(far)]
     works = [at(p) for p in points[:BILINEAR]]

@@ -267,7 +267,8 @@ def fit_prefill(
 
     def at(point: tuple[int, int]):
         bound = {**prefill.dims, axes[0]: point[0], axes[1]: point[1]}
-        return work_at(graph_at(model, prefill.path, sha, bound), runtime, mapped, transfers, axes)
+        at_point = graph_at(model, prefill.path, sha, bound)
+        return work_at(at_point, runtime, mapped, transfers, axes, sizing=prefill)
 
     checks = [work_at(prefill, runtime, mapped, transfers, axes), at(far_point(own))]
     if structure(checks[1]) != structure(checks[0]):  # a size-based sharding choice flipped

@@ -115,17 +115,25 @@ class ShardingPlan:
 
 
 def _propagate(
-    graph: Graph, degree: int, constraints: Constraints, constants: ConstantReader
+    graph: Graph,
+    degree: int,
+    constraints: Constraints,
+    constants: ConstantReader,
+    sizing: Graph | None,
 ) -> Propagation:
-    run = Propagation(graph, degree, constraints, constants)
+    run = Propagation(graph, degree, constraints, constants, sizing)
     for index in run.order:
         node = graph.nodes[index]
         run.apply(node, decide(run, node))
     return run
 
 
-def shard_graph(graph: Graph, degree: int) -> ShardingPlan:
+def shard_graph(graph: Graph, degree: int, sizing: Graph | None = None) -> ShardingPlan:
     """The tensor-parallel sharding of ``graph`` over ``degree`` ranks (see the module doc).
+
+    ``sizing``: the same model at the dims it was planned at, whose sizes decide the
+    size-based choices (a vocabulary split, which operand a reshard gathers), so that
+    ``graph`` at other dims is split as the plan deploys it; by default ``graph`` itself.
 
     Raises:
         ValueError: ``degree`` is below 1.
@@ -138,7 +146,7 @@ def shard_graph(graph: Graph, degree: int) -> ShardingPlan:
     passes = 0
     while True:
         passes += 1
-        run = _propagate(graph, degree, constraints, constants)
+        run = _propagate(graph, degree, constraints, constants, sizing)
         if degree == 1:
             break
         more = run.demands()

@@ -85,7 +85,7 @@ def resolve_split_axis(
         by_axis.setdefault(axis + out_rank - len(shape), []).append(name)
     if not by_axis:
         return True, None, ()
-    axis = max(sorted(by_axis), key=lambda a: sum(ctx.graph.tensors[n].nbytes for n in by_axis[a]))
+    axis = max(sorted(by_axis), key=lambda a: sum(ctx.planned_nbytes(n) for n in by_axis[a]))
     regather = tuple(n for a, group in by_axis.items() if a != axis for n in group)
     if any(ctx.is_source(n) for n in regather):
         return False, None, ()

@@ -52,7 +52,10 @@ def vocab_split(ctx: Propagation, node: Node) -> Decision | None:
         return None
     if normalize_axis(int(node.attributes.get("axis", 0)), len(shape)) != VOCAB_AXIS:
         return None
-    if not ctx.layout(ids).is_whole or shape[VOCAB_AXIS] <= math.prod(id_shape):
+    planned_ids = ctx.planned_numel(ids)  # the plan's sizes: the split is fixed once deployed
+    if planned_ids is None:
+        planned_ids = math.prod(id_shape)
+    if not ctx.layout(ids).is_whole or shape[VOCAB_AXIS] <= planned_ids:
         return None
     if not ctx.can_split_source(table, VOCAB_AXIS):
         return None

@@ -92,7 +92,7 @@ def _matmul_activations(ctx: Propagation, node: Node, a: str, b: str) -> Decisio
     regather: tuple[str, ...] = ()
     if axis_a is not None and axis_b is not None and axis_a != axis_b:
         # keep the operand with more bytes split and gather the other (GSPMD's reshard)
-        smaller = a if ctx.graph.tensors[a].nbytes < ctx.graph.tensors[b].nbytes else b
+        smaller = a if ctx.planned_nbytes(a) < ctx.planned_nbytes(b) else b
         if a == b or ctx.is_source(smaller):
             return None
         regather = (smaller,)

@@ -18,6 +18,7 @@ the tensor right at its producer instead, so that no reader is misled.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -153,9 +154,17 @@ class Propagation:
     """The state of one pass over the runtime nodes (see the module docstring)."""
 
     def __init__(
-        self, graph: Graph, degree: int, constraints: Constraints, constants: ConstantReader
+        self,
+        graph: Graph,
+        degree: int,
+        constraints: Constraints,
+        constants: ConstantReader,
+        sizing: Graph | None = None,
     ) -> None:
         self.graph = graph
+        #: The graph whose sizes the size-based choices read (`planned_nbytes`): the same
+        #: model at the dims it was planned at, so the choices stay the plan's at any dims.
+        self.sizing = graph if sizing is None else sizing
         self.degree = degree
         self.constraints = constraints
         self.constants = constants
@@ -183,6 +192,18 @@ class Propagation:
         if t is None or not t.is_static:
             return None
         return tuple(d for d in t.shape or () if isinstance(d, int))
+
+    def planned_nbytes(self, name: str) -> int:
+        """Bytes of ``name`` at the planned dims: what a size-based choice compares, so
+        that a deployed split (fixed when planned) is the one priced at every size."""
+        return self.sizing.tensors[name].nbytes
+
+    def planned_numel(self, name: str) -> int | None:
+        """Elements of ``name`` at the planned dims (None when not static there)."""
+        t = self.sizing.tensors.get(name)
+        if t is None or not t.is_static:
+            return None
+        return math.prod(d for d in t.shape or () if isinstance(d, int))
 
     def layout(self, name: str) -> Layout:
         """The layout a consumer reads ``name`` in now (a source not yet locked: whole)."""
