@@ -135,7 +135,7 @@ def bottleneck_words(kind: str, where: str, breakdown: object) -> str:
 
 def bottleneck_cell(kind: str, where: str, breakdown: object) -> str:
     """The bottleneck in a table cell: what the slowest stage spends most on, and where
-    ("NVLink4 collective latency (stage 0)"), or the plan's kind ("compute (region 12 on
-    wafer 0)") where the breakdown says nothing of it."""
+    ("NVLink4 collective latency, stage 0"), or the plan's kind ("compute, region 12 on
+    wafer 0") where the breakdown says nothing of it."""
     top = _stage_top(where, breakdown) if kind == "compute" else None
-    return f"{kind if top is None else top[0]} ({where})"
+    return f"{kind if top is None else top[0]}, {where}"

@@ -136,11 +136,9 @@ def test_bottleneck_words_say_what_the_stage_spends_its_time_on() -> None:
     assert bottleneck_words("compute", "stage 5", breakdown) == "compute (stage 5)"
     assert bottleneck_words("compute", "stage 0", None) == "compute (stage 0)"
     # compare's cell: the resource first, then where
-    assert (
-        bottleneck_cell("compute", "stage 0", breakdown) == "NVLink4 collective latency (stage 0)"
-    )
+    assert bottleneck_cell("compute", "stage 0", breakdown) == "NVLink4 collective latency, stage 0"
     assert bottleneck_cell("compute", "region 12 on wafer 0", None) == (
-        "compute (region 12 on wafer 0)"
+        "compute, region 12 on wafer 0"
     )
 
 
