@@ -136,7 +136,8 @@ def partition_json(*argv: str) -> dict:
     """``python -m partitioner ARGV`` whose stdout is JSON (exits with its stderr on failure)."""
     done = subprocess.run(
         [sys.executable, "-m", "partitioner", *argv], capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)},  # keep the caller's
     )  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"partition {argv[0]} failed: {done.stderr.strip()[-500:]}")

@@ -6,7 +6,7 @@ preset with ``runtime: eager``, then prints the estimate beside the public
 figure and the ratio. No constant is fitted to any of them; the presets'
 rates come from datasheets and the H200 measurements in their sources.
 
-    python bench/fidelity.py [--cpu]
+    python bench/fidelity.py [--cpu] [--gpu-target FILE]
 
 ``--cpu`` adds the rows measured here: for each of GPT-2 small, BERT-base and
 the tiny Llama (random weights), `partition calibrate --ranks 2` writes this
@@ -25,6 +25,8 @@ the "served offline" columns, the figure to read against MLPerf.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -172,23 +174,51 @@ def _cpu_row(name: str, stage: object, run_s: float, hot_s: float, estimate_s: f
             f"{run_s / estimate_s:.2f}", f"{hot_s / estimate_s:.2f}", drift)  # fmt: skip
 
 
+def _variant(folder: Path, target: str, runtime: str) -> Path:
+    """``target`` (a preset or a target file) run as ``runtime``: a file that extends it."""
+    safe = "".join(c if c.isalnum() else "_" for c in target)
+    path = folder / f"{safe}-{runtime}.yaml"
+    base = str(Path(target).resolve()) if Path(target).is_file() else target
+    path.write_text(f"extends: {json.dumps(base)}\nruntime: {runtime}\n")
+    return path
+
+
+def _rows(gpu_target: str | None) -> list[Row]:
+    """The public rows; with ``gpu_target`` (calibrate --device cuda's file, one GPU), only
+    the one-H200 rows, each on the preset and on that file (a device session's minutes)."""
+    if not gpu_target:
+        return list(ROWS)
+    mine = [r for r in ROWS if r.target == "h200x1"]
+    name = Path(gpu_target).name
+    return mine + [dataclasses.replace(r, what=f"{r.what} (calibrated: {name})", target=gpu_target)
+                   for r in mine]  # fmt: skip
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="also the CPU rows, measured here")
+    parser.add_argument("--gpu-target", metavar="FILE",
+                        help="a target written by `partition calibrate --device cuda` on an "
+                        "H200: only the one-H200 rows, on the preset and on it "
+                        "(bench/gpu_session.sh)")  # fmt: skip
+    args = parser.parse_args()
     console.print(machine())
-    if "--cpu" in sys.argv[1:]:
+    if args.cpu:
         cpu_rows()
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        for row in ROWS:
-            model = Path(folder) / f"{row.config}-{row.quant}.onnx"
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        for row in _rows(args.gpu_target):
+            model = folder / f"{row.config}-{row.quant}.onnx"
             quant = ("--opset", "21", "--quant", row.quant) if row.quant != "none" else ()
             if not model.exists():
                 subprocess.run([sys.executable, "-m", "examples.llama", "--config", row.config,
                                 "--kind", "decode", "--out", str(model), *quant],
                                cwd=ROOT, check=True, capture_output=True)  # fmt: skip
-            eager = Path(folder) / f"{row.target}-eager.yaml"
-            eager.write_text(f"extends: {row.target}\nruntime: eager\n")
-            fused = _figure(_plan(model, row.target, row.flags, Path(folder) / "f.json"), row.unit)
-            slow = _figure(_plan(model, str(eager), row.flags, Path(folder) / "e.json"), row.unit)
+            fused_target, eager_target = (str(_variant(folder, row.target, r))
+                                          for r in ("fused", "eager"))  # fmt: skip
+            fused = _figure(_plan(model, fused_target, row.flags, folder / "f.json"), row.unit)
+            slow = _figure(_plan(model, eager_target, row.flags, folder / "e.json"), row.unit)
             served = ["-", "-"]
             if row.served:
                 tokens_per_s, shape = _served_offline(model, row.target)
