@@ -104,12 +104,14 @@ class Scheduler:
         rec.batched_sequences += len(formed.schedule)
 
 
-def priced_serve(requests: Requests, cost, host_s: tuple[float, float]) -> Recorder:
+def priced_serve(requests: Requests, cost, host_s: tuple[float, ...]) -> Recorder:
     """The scheduler on a virtual clock: each iteration holds stage ``s`` for the plan's
     price of it there once the stage is free and it has left the stage before, the host
-    work (seconds per iteration and per token, the simulator's own formula) before stage 0."""
+    work (seconds per iteration and per token, the simulator's own formula) before stage 0,
+    and a later stage's own (``host_s[2]``, when given) on that stage."""
     host = ServingConfig(MAX_BATCH * MAX_CONTEXT, iteration_overhead_s=host_s[0],
                          token_overhead_s=host_s[1])  # fmt: skip
+    stage_s = host_s[2] if len(host_s) > 2 else 0.0
     sched, now = Scheduler(requests), 0.0
     free, in_flight = [0.0] * STAGES, deque()
     while not sched.done:
@@ -122,9 +124,10 @@ def priced_serve(requests: Requests, cost, host_s: tuple[float, float]) -> Recor
             if formed is not None:
                 t, extra = now, host.host_s(formed.shape.rows)
                 for s, seconds in enumerate(cost.stage_seconds(formed.shape)):
-                    t = max(t, free[s]) + seconds + extra
+                    d = seconds + (stage_s if s else 0.0)  # as `serving.stage_host` adds it
+                    t = max(t, free[s]) + d + extra
                     free[s], extra = t, 0.0
-                    sched.rec.stage_busy_s[s] += seconds
+                    sched.rec.stage_busy_s[s] += d
                 in_flight.append((t, formed))
                 continue
         upcoming = min(in_flight[0][0] if in_flight else math.inf, sched.next_arrival_s())

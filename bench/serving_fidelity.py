@@ -182,14 +182,16 @@ def host_overhead_s(models: Models, spin: bool) -> tuple[float, float]:
     return max(float(per_iteration_s), 0.0), max(float(per_token_s), 0.0)
 
 
-def predict(plan: Path, load: Load, host_s: tuple[float, float]) -> dict:
+def predict(plan: Path, load: Load, host_s: tuple[float, ...]) -> dict:
     """``partition simulate`` of the same requests and engine limits, the loop's host work
-    per iteration given as ``--iteration-overhead``."""
+    per iteration given as ``--iteration-overhead`` and ``--token-overhead``; a third
+    figure, a later pipeline stage's host work an iteration, as ``--stage-overhead``."""
+    stage = ("--stage-overhead", repr(host_s[2])) if len(host_s) > 2 else ()
     doc = partition_json("simulate", str(plan), "--rate", str(load.rate_per_s), "--requests",
                          str(load.requests), "--prompt-len", str(PROMPT_TOKENS), "--output-len",
                          str(OUTPUT_TOKENS), "--seed", str(SEED), "--max-batch", str(MAX_BATCH),
                          "--token-budget", str(TOKEN_BUDGET), "--iteration-overhead",
-                         repr(host_s[0]), "--token-overhead", repr(host_s[1]),
+                         repr(host_s[0]), "--token-overhead", repr(host_s[1]), *stage,
                          "--json")  # fmt: skip
     return doc["serving"]
 

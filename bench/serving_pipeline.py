@@ -18,8 +18,8 @@ two in flight, a request in at most one of them, activations crossing between th
 - Rank 0's host work (forming, gathering and writing back caches, the loop's
   bookkeeping: its time outside ``session.run`` and the sends) is measured on a separate
   serve and given to simulate as ``--iteration-overhead`` and ``--token-overhead``, as
-  in serving_fidelity.py. Rank 1's own host work (gathering its caches, argmax) has no
-  term in simulate; the stage table shows it.
+  in serving_fidelity.py. Rank 1's own host work (gathering its caches, argmax) is
+  measured there too and given as ``--stage-overhead``.
 
 ``python bench/serving_pipeline.py [--scale X]``, on a quiet machine (both cores).
 """
@@ -107,10 +107,12 @@ def prepare(folder: Path) -> Setup:
     return Setup(plan, stages, Crossing(_received(prefill[1]), _received(decode[1])))
 
 
-def host_overhead_s(ranks: Ranks) -> tuple[float, float]:
-    """Rank 0's seconds outside ``session.run`` and its sends, per iteration and per token:
-    a least-squares line over the iterations of a separate serve of other requests (seed
-    `SEED` + 1), as serving_fidelity.py measures its one stage's."""
+def host_overhead_s(ranks: Ranks) -> tuple[float, float, float]:
+    """Rank 0's seconds outside ``session.run`` and its sends, per iteration and per token
+    (a least-squares line over the iterations of a separate serve of other requests, seed
+    `SEED` + 1, as serving_fidelity.py measures its one stage's), and rank 1's own host
+    work an iteration (its mean there: outside ``session.run`` and waiting for its data),
+    which simulate takes as ``--stage-overhead``."""
     load = LOADS[-1]
     workload = workload_from_args(load.rate_per_s, HOST_REQUESTS, PROMPT_TOKENS, OUTPUT_TOKENS)
     _, trace = ranks.serve(workload.sample(SEED + 1))
@@ -118,10 +120,11 @@ def host_overhead_s(ranks: Ranks) -> tuple[float, float]:
     zero = [it.stages[0] for it in trace]
     host = np.array([t.total_s - t.run_s - t.move_s for t in zero])
     per_token_s, per_iteration_s = np.polyfit(rows, host, 1)
-    return max(float(per_iteration_s), 0.0), max(float(per_token_s), 0.0)
+    one = np.mean([t.total_s - t.run_s - t.move_s for t in (it.stages[1] for it in trace)])
+    return max(float(per_iteration_s), 0.0), max(float(per_token_s), 0.0), max(float(one), 0.0)
 
 
-def scheduler_check(cost, load: Load, predicted: dict, host_s: tuple[float, float]) -> float:
+def scheduler_check(cost, load: Load, predicted: dict, host_s: tuple[float, ...]) -> float:
     """Largest relative difference of the scheduler on the plan's prices from simulate's
     latency percentiles (infinite if the iteration counts differ)."""
     requests = requests_of(load)
@@ -214,7 +217,8 @@ def main() -> None:
         try:
             host_s = host_overhead_s(ranks)
             console.print(f"rank 0's host work: {host_s[0] * 1e6:.0f} µs an iteration + "
-                          f"{host_s[1] * 1e6:.2f} µs a token")  # fmt: skip
+                          f"{host_s[1] * 1e6:.2f} µs a token; rank 1's: "
+                          f"{host_s[2] * 1e6:.0f} µs an iteration")  # fmt: skip
             for load in loads:
                 predicted = predict(setup.plan, load, host_s)
                 start = time.perf_counter()

@@ -88,6 +88,10 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                        help="host seconds more per token of an iteration, on the same terms "
                        "(the part of building inputs and sampling that grows with the "
                        "batch; default 0)")  # fmt: skip
+    group.add_argument("--stage-overhead", type=float, default=0.0, metavar="SEC",
+                       help="host seconds each pipeline stage after the first spends per "
+                       "iteration on its own rank (its layout, gathering and writing back "
+                       "its caches); default 0")  # fmt: skip
     group.add_argument("--rate-sweep", action="store_true",
                        help="find the highest arrival rate that meets the workload's SLO; "
                        "with --png, draw latency against throughput")  # fmt: skip
@@ -149,6 +153,7 @@ class Served:
             chunked_prefill=not args.no_chunked_prefill, seed=args.seed,
             iteration_overhead_s=args.iteration_overhead,
             token_overhead_s=args.token_overhead,
+            stage_overhead_s=args.stage_overhead,
         )  # fmt: skip
         devices = replica_devices(devices_in_use(plan.partitions), self.replicas)
         model = CostModel(self.target)

@@ -67,6 +67,7 @@ from partitioner.simulate.serving.launch import Launch, blocks_for
 from partitioner.simulate.serving.ordered import form_ordered
 from partitioner.simulate.serving.recorder import Recorder
 from partitioner.simulate.serving.run_prices import RunPrices
+from partitioner.simulate.serving.stage_host import with_stage_host
 from partitioner.simulate.serving.steady import steady_run
 from partitioner.simulate.serving.streaming import row_latency, streamed_finish
 from partitioner.simulate.serving.workload import Requests
@@ -87,6 +88,7 @@ class Engine:
                 f"serving: the cost model's stages must be a positive integer, got {stages!r}"
             )
         stages = int(stages)
+        cost = with_stage_host(cost, config.stage_overhead_s)  # later stages' own host work
         count = len(requests)
         self.cost, self.stages, self.config = cost, stages, config
         self.block, self.budget = config.block_size_tokens, config.max_num_batched_tokens

@@ -129,6 +129,10 @@ class ServingConfig:
             terms: the part of building inputs, writing caches back and sampling that
             grows with the batch (a 32-token prompt's iteration costs a Python loop about
             three times a one-token step's host work).
+        stage_overhead_s: Host seconds each pipeline stage after the first spends per
+            iteration on its own rank (receiving the batch's layout, gathering and writing
+            back its layers' caches), holding that stage as its kernels do
+            (`stage_host.with_stage_host`). 0 by default.
     """
 
     kv_capacity_tokens: int
@@ -139,6 +143,7 @@ class ServingConfig:
     seed: int | None = None
     iteration_overhead_s: float = 0.0
     token_overhead_s: float = 0.0
+    stage_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         _positive_int(self.kv_capacity_tokens, "kv_capacity_tokens")
@@ -158,7 +163,7 @@ class ServingConfig:
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
         ):
             raise UsageError(f"serving: seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("iteration_overhead_s", "token_overhead_s"):
+        for name in ("iteration_overhead_s", "token_overhead_s", "stage_overhead_s"):
             _overhead(getattr(self, name), name)
 
     def host_s(self, rows: int) -> float:

@@ -67,6 +67,15 @@ def test_iteration_overhead_lengthens_every_token_by_its_amount(decode):
     assert per_token["e2e_s"]["p50"] == pytest.approx(plain["e2e_s"]["p50"] + 0.012)
 
 
+def test_stage_overhead_lengthens_every_iteration_on_the_second_stage(decode):
+    _, plan = decode  # two stages: the second one's rank pays it every iteration
+    flags = ("--rate", "inf", "--requests", "1", "--prompt-len", "8", "--output-len", "5")
+    plain = _serve(plan, *flags)["serving"]
+    slow = _serve(plan, *flags, "--stage-overhead", "0.002")["serving"]
+    assert slow["ttft_s"]["p50"] == pytest.approx(plain["ttft_s"]["p50"] + 0.002)
+    assert slow["e2e_s"]["p50"] == pytest.approx(plain["e2e_s"]["p50"] + 5 * 0.002)
+
+
 def test_a_rate_sweep_finds_the_highest_rate_meeting_the_slo(decode):
     _, plan = decode
     doc = _serve(plan, "--workload", "mlperf-llama2-70b-server", "--requests", "40",
