@@ -85,8 +85,11 @@ def prepare(folder: Path) -> Setup:
     target, plan = folder / "cpu.yaml", folder / "plan.json"
     calibrate(target, ranks=2)
     cpu = load_target(target)
-    link = cpu.intra_node_link
-    console.print(f"calibrated: {cpu.devices[0].step_overhead_s * 1e6:.1f} µs a step; gloo "
+    link, device = cpu.intra_node_link, cpu.devices[0]
+    console.print(f"calibrated: {device.peak_flops_per_s['float32'] / 1e9:.1f} GFLOP/s, "
+                  f"{device.hbm_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
+                  f"{device.launch_overhead_s * 1e9:.0f} ns a kernel, "
+                  f"{device.step_overhead_s * 1e6:.1f} µs a step; gloo "
                   f"{link.latency_s * 1e6:.1f} µs + {link.bandwidth_bytes_per_s / 1e9:.2f} GB/s "
                   "a message")  # fmt: skip
     models = {kind: folder / f"small-{kind}.onnx" for kind in ("decode", "prefill")}
