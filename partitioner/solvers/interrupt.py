@@ -14,9 +14,13 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ortools.sat.python import cp_model
+if TYPE_CHECKING:  # every command imports this module; only planning needs OR-Tools
+    from ortools.sat.python import cp_model
+
+#: CP-SAT's UNKNOWN status (`cp_model.UNKNOWN`), without importing OR-Tools for it.
+UNKNOWN = 0
 
 __all__ = ["Interrupt", "StopSignal", "solve_interruptibly", "STOP_SIGNALS", "exit_code"]
 
@@ -89,7 +93,7 @@ def solve_interruptibly(
     """
     with interrupt or Interrupt() as stop:
         if stop.hit:
-            return cp_model.UNKNOWN, True
+            return UNKNOWN, True
         result: dict[str, int] = {}
 
         def work() -> None:
@@ -102,4 +106,4 @@ def solve_interruptibly(
             if stop.hit:
                 # Repeated: a stop asked for before the search starts would be forgotten.
                 solver.stop_search()
-        return result.get("status", cp_model.UNKNOWN), stop.hit
+        return result.get("status", UNKNOWN), stop.hit

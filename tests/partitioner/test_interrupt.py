@@ -64,3 +64,19 @@ def test_a_stop_signal_keeps_the_best_plan(tmp_path, signum, code):
     assert plan.solver.status in ("FEASIBLE", "HEURISTIC")
     assert len(plan.partitions) == 32
     assert not list(tmp_path.glob(".plan.json.*"))  # no temp file left behind
+
+
+def test_the_unknown_status_is_cp_sats_and_commands_start_without_or_tools():
+    """`interrupt` spares every command OR-Tools' import (a third of a second); its own
+    UNKNOWN must still be CP-SAT's."""
+    import subprocess
+    import sys
+
+    from ortools.sat.python import cp_model
+
+    from partitioner.solvers import interrupt
+
+    assert interrupt.UNKNOWN == cp_model.UNKNOWN
+    code = "import sys, partitioner.cli; print(any(m.startswith('ortools') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
