@@ -196,7 +196,8 @@ class Propagation:
     def planned_nbytes(self, name: str) -> int:
         """Bytes of ``name`` at the planned dims: what a size-based choice compares, so
         that a deployed split (fixed when planned) is the one priced at every size."""
-        return self.sizing.tensors[name].nbytes
+        planned = self.sizing.tensors.get(name)  # the same model: the same names
+        return (planned if planned is not None else self.graph.tensors[name]).nbytes
 
     def planned_numel(self, name: str) -> int | None:
         """Elements of ``name`` at the planned dims (None when not static there)."""
