@@ -227,7 +227,7 @@ def prefill_dims(path: Path, decode: Graph, extra: Mapping[str, int]) -> dict[st
 def _unfittable(prefill: Graph, works: Sequence) -> str:
     """Why no polynomial prices ``prefill``'s work, and what to do about it."""
     where = structure_change(works)
-    why = (": a tensor-parallel sharding choice that depends on sizes flips; plan this pair "
+    why = (": the tensor-parallel split changes with the sizes; plan this pair "
            "with --tp 1" if "collectives" in where else "")  # fmt: skip
     assert prefill.path is not None  # `fit_prefill`'s
     return (f"--prefill: the work of {prefill.path.name} changes structure with its batch and seq "
