@@ -28,6 +28,7 @@ from typing import Any
 from rich.table import Table
 
 from partitioner.commands._common import add_model_arguments, console, err_console, load_graph
+from partitioner.commands.api_compare import api_comparison_line
 from partitioner.commands.compare_shapes import best_shape
 from partitioner.commands.plan_prefill import add_prefill_arguments, prepare_prefill, with_prefill
 from partitioner.commands.serving import add_serving_arguments, serve, workload_of
@@ -188,7 +189,11 @@ def _print(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if not row["fits"]:
             console.print(f"{row['target']}: {row['reason']}", markup=False)
-        elif row.get("shapes_tried"):
+            continue
+        if row.get("cerebras_api_prices"):
+            line = api_comparison_line(row["cerebras_api_prices"])
+            console.print(f"{row['target']}: {line}", markup=False)
+        if row.get("shapes_tried"):
             tried = "; ".join(_shape_said(t) for t in row["shapes_tried"])
             console.print(f"{row['target']} shapes tried: {tried}", markup=False)
 

@@ -20,6 +20,7 @@ from typing import Any
 from rich.table import Table
 
 from partitioner.commands._common import LiveStatus, console, err_console
+from partitioner.commands.api_compare import api_comparison, api_comparison_line
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import Plan
@@ -223,6 +224,9 @@ def _serve(plan: Plan, args: argparse.Namespace, display: SimulationDisplay) -> 
     # which graph prices new prompts: the decode step's rows, or the plan's prefill file
     prefill = plan.load_model.prefill if plan.load_model is not None else None
     doc["prefill_model"] = None if prefill is None else dict(prefill.source or {}).get("path")
+    comparison = api_comparison(plan)  # wafer plans: Cerebras' API price, beside ours
+    if comparison is not None:
+        doc["cerebras_api_prices"] = comparison
     if not args.rate_sweep:
         doc["serving"] = served.figures(served.run(workload, display.reporter(workload.name)))
         return doc
@@ -279,6 +283,8 @@ def print_serving(doc: dict[str, Any]) -> None:
     if doc.get("prefill_model"):
         console.print(f"new prompts priced as passes of {doc['prefill_model']} (the plan's "
                       "prefill file), the other rows as decode steps", markup=False)  # fmt: skip
+    if doc.get("cerebras_api_prices"):
+        console.print(api_comparison_line(doc["cerebras_api_prices"]), markup=False)
 
 
 def _s(value: float | None) -> str:
