@@ -181,8 +181,9 @@ class Served:
 
 
 def add_prices(figures: dict[str, Any], usd_per_hour: float | None, power_w: float | None) -> None:
-    """Add the price per hour, $ per million tokens (all, and output only) and joules per
-    output token to a serving report's ``figures`` (None where unknown or nothing made)."""
+    """Add the price per hour, $ per million tokens (all, and output only), output tokens
+    per dollar and joules per output token to a serving report's ``figures`` (None where
+    unknown or nothing made)."""
     out_s, in_s = figures["throughput_tokens_per_s"], figures["input_tokens_per_s"]
 
     def per_million(tokens_per_s: float) -> float | None:
@@ -192,6 +193,9 @@ def add_prices(figures: dict[str, Any], usd_per_hour: float | None, power_w: flo
     figures["usd_per_hour"] = usd_per_hour
     figures["usd_per_million_tokens"] = per_million(out_s + in_s)
     figures["usd_per_million_output_tokens"] = per_million(out_s)
+    # tokens per dollar at this load (at the SLO after --rate-sweep: its highest rate)
+    usd_out = figures["usd_per_million_output_tokens"]
+    figures["output_tokens_per_usd"] = None if not usd_out else 1e6 / usd_out
     figures["joules_per_token"] = joules_per_token(out_s, power_w) if out_s > 0 else None
 
 
@@ -305,6 +309,8 @@ def _summary(f: dict[str, Any]) -> str:
         f"({f['kv_capacity_tokens']:,} tokens)",
         "$ unknown (no price)" if usd is None else per_million_tokens(usd),
     ]
+    if f.get("output_tokens_per_usd"):
+        parts.append(f"{f['output_tokens_per_usd']:,.0f} output tokens per $")
     if joules is not None:
         parts.append(f"{joules:.3g} J per output token")
     if f["meets_slo"] is not None:

@@ -44,6 +44,9 @@ def test_simulate_with_a_rate_reports_the_contract_keys(decode):
     usd_s = serving["usd_per_hour"] / 3600
     tokens_s = serving["throughput_tokens_per_s"] + serving["input_tokens_per_s"]
     assert serving["usd_per_million_tokens"] == pytest.approx(usd_s / tokens_s * 1e6)
+    # tokens per dollar: output tokens a second over dollars a second
+    per_usd = serving["throughput_tokens_per_s"] / usd_s
+    assert serving["output_tokens_per_usd"] == pytest.approx(per_usd)
     # the same seed gives the same bytes; another seed draws other arrivals
     again = _serve(plan, "--rate", "20", "--requests", "60", "--prompt-len", "64",
                    "--output-len", "16", "--seed", "3")  # fmt: skip
