@@ -22,6 +22,7 @@ from typing import Any
 from rich.table import Table
 
 from partitioner.commands._common import console
+from partitioner.commands.api_compare import api_comparison, api_comparison_line
 from partitioner.commands.serving import Served, add_prices, workload_of
 from partitioner.errors import PartitionError, UsageError
 from partitioner.plan.io import load_plan
@@ -89,6 +90,9 @@ def _pool(spec: PoolSpec, args: argparse.Namespace, label: str) -> tuple[FleetPo
         "usd_per_hour": None if usd is None else usd * spec.replicas,
         "power_w": served.power_w * spec.replicas if served.power_w else None,
     }
+    comparison = api_comparison(plan)  # a wafer pool: Cerebras' API price beside ours
+    if comparison is not None:
+        info["cerebras_api_prices"] = comparison
     engines = spec.replicas * served.replicas
     return FleetPool(spec.name, served.cost, served.config, engines), info
 
@@ -227,6 +231,10 @@ def print_deployment(doc: dict[str, Any]) -> None:
     if f["meets_slo"] is not None:
         parts.append("meets the SLOs" if f["meets_slo"] else "misses the SLOs")
     console.print("all pools: " + "; ".join(parts), markup=False)
+    for name, pool in doc["pools"].items():
+        if pool.get("cerebras_api_prices"):
+            console.print(f"pool {name}: {api_comparison_line(pool['cerebras_api_prices'])}",
+                          markup=False)  # fmt: skip
     for fault in doc["faults"]:
         console.print(_fault_line(fault, doc["fallback"]), markup=False)
 

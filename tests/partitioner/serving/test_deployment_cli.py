@@ -97,6 +97,9 @@ def test_a_failed_wafer_pool_hands_its_requests_to_the_gpus_and_loses_none(folde
     print_deployment(doc)
     out = capsys.readouterr().out
     assert "pool wafer down at 1e-06 s to the end" in out and "interactive" in out
+    # the wafer pool's estimate beside Cerebras' API prices (the tiny model matches none)
+    assert wafer["cerebras_api_prices"]["same_size"] is False and "cerebras_api_prices" not in gpu
+    assert "pool wafer: Cerebras' public API lists no model of this size" in out
 
 
 def test_without_a_fault_each_class_stays_on_its_pool(folder):
