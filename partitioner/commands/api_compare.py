@@ -1,6 +1,6 @@
 """Cerebras' public API prices beside a wafer plan's serving estimate (`targets.api_prices`).
 
-Issue: no hourly price of a wafer system is published, so the $ per million tokens a
+No hourly price of a wafer system is published, so the $ per million tokens a
 wafer plan reports rests on a labelled assumption. Cerebras' own API price for a model
 of the same size is the public figure to read it against: printed and put in the JSON
 (``cerebras_api_prices``), never used in any estimate.
