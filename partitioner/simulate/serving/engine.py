@@ -257,6 +257,7 @@ class Engine:
         self.busy[request] = True
         launch.prefills.append(request)
         launch.add_rows(take, before)
+        launch.prompt_rows += take
 
     def admit(self, now: float, launch: Launch, budget: int) -> None:
         """Step 2 of the module doc, with ``budget`` tokens left."""
@@ -283,7 +284,12 @@ class Engine:
             launch.rows, launch.sequences, launch.row_ctx, launch.seq_ctx, launch.max_ctx,
             launch.fresh, launch.fresh_rows, launch.fresh_row_ctx, launch.fresh_max,
         )  # fmt: skip
+        rec = self.rec
+        before = float(sum(rec.stage_busy_s)) if launch.prompt_rows else 0.0
         self.in_flight.append((self.price(now, shape), launch))
+        if launch.prompt_rows:  # the prompts' share of the device time, by rows
+            busy = float(sum(rec.stage_busy_s)) - before
+            rec.prompt_busy_s += busy * launch.prompt_rows / launch.rows
         return True
 
     def price(self, now: float, shape: IterationShape) -> float:

@@ -28,6 +28,7 @@ class Launch:
         "fresh_rows",
         "fresh_row_ctx",
         "fresh_max",
+        "prompt_rows",
     )
 
     def __init__(self) -> None:
@@ -37,6 +38,7 @@ class Launch:
         self.rows = self.sequences = self.row_ctx = self.seq_ctx = self.max_ctx = 0
         # chunks that start an empty cache (`IterationShape.prefill_sequences` ...)
         self.fresh = self.fresh_rows = self.fresh_row_ctx = self.fresh_max = 0
+        self.prompt_rows = 0  # rows of prompt chunks (and recompute), as opposed to decode
 
     def add_rows(self, take: int, before: int) -> None:
         """Count a sequence computing ``take`` tokens on a cache of ``before``."""

@@ -36,6 +36,9 @@ class Recorder:
         self.first_token_s = [math.nan] * requests
         self.finish_s = [math.nan] * requests
         self.stage_busy_s = [0.0] * stages
+        #: Device seconds (all stages) attributed to prompt rows: each iteration's by the
+        #: share of its rows that are prompt chunks (`serving.report`'s prompt share).
+        self.prompt_busy_s = 0.0
         self.iterations = 0
         self.batched_sequences = 0
         self.preemptions = 0
@@ -61,6 +64,7 @@ class Recorder:
         self.preemptions += other.preemptions
         self.rejected += other.rejected
         self.kv_block_seconds += other.kv_block_seconds
+        self.prompt_busy_s += other.prompt_busy_s
         self.kv_peak_blocks = max(self.kv_peak_blocks, other.kv_peak_blocks)
         self._gap_values += other._gap_values
         self._gap_counts += other._gap_counts

@@ -132,6 +132,8 @@ class ServingReport:
     duration_s: float
     iterations: int
     mean_batch_size: float
+    #: Device time attributed to prompt rows over all device time (None when idle).
+    prompt_busy_share: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: plain floats, ints and None, keys in a fixed order."""
@@ -167,6 +169,7 @@ class ServingReport:
             "duration_s": self.duration_s,
             "iterations": self.iterations,
             "mean_batch_size": self.mean_batch_size,
+            "prompt_busy_share": self.prompt_busy_share,
         }
 
 
@@ -237,4 +240,9 @@ def build_report(
         duration_s=duration,
         iterations=rec.iterations,
         mean_batch_size=rec.batched_sequences / rec.iterations if rec.iterations else 0.0,
+        prompt_busy_share=_share(rec.prompt_busy_s, float(sum(rec.stage_busy_s))),
     )
+
+
+def _share(part: float, whole: float) -> float | None:
+    return part / whole if whole > 0 else None

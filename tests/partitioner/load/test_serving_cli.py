@@ -70,6 +70,24 @@ def test_iteration_overhead_lengthens_every_token_by_its_amount(decode):
     assert per_token["e2e_s"]["p50"] == pytest.approx(plain["e2e_s"]["p50"] + 0.012)
 
 
+def test_the_dollars_split_between_input_and_output_by_device_time():
+    from partitioner.commands.serving import add_prices
+
+    # $36 an hour = $0.01 a second; 100 input and 50 output tokens a second; prompts took
+    # 20 % of the device time: $0.002 a second over 100 tokens, $0.008 over 50
+    figures = {"throughput_tokens_per_s": 50.0, "input_tokens_per_s": 100.0,
+               "prompt_busy_share": 0.2}  # fmt: skip
+    add_prices(figures, 36.0, None)
+    split = figures["usd_split"]
+    assert split["usd_per_million_input_tokens"] == pytest.approx(0.002 / 100 * 1e6)
+    assert split["usd_per_million_output_tokens"] == pytest.approx(0.008 / 50 * 1e6)
+    assert figures["output_tokens_per_usd"] == pytest.approx(50 / 0.01)
+    no_price = {"throughput_tokens_per_s": 50.0, "input_tokens_per_s": 100.0,
+                "prompt_busy_share": 0.2}  # fmt: skip
+    add_prices(no_price, None, None)
+    assert no_price["usd_split"] is None and no_price["output_tokens_per_usd"] is None
+
+
 def test_stage_overhead_lengthens_every_iteration_on_the_second_stage(decode):
     _, plan = decode  # two stages: the second one's rank pays it every iteration
     flags = ("--rate", "inf", "--requests", "1", "--prompt-len", "8", "--output-len", "5")

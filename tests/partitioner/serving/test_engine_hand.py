@@ -220,3 +220,15 @@ def test_bad_stage_times_are_refused(seconds, why):
 
     with pytest.raises(UsageError, match=why):
         simulate_requests(requests((0.0, 4, 2)), Bad(), ServingConfig(1024))
+
+
+def test_prompt_rows_take_their_share_of_the_device_time():
+    # the first test's request: its 10-row prefill (1.0 s) is all prompt, its three decode
+    # steps (0.55 s each) none: 1.0 of 2.65 s
+    cost = LinearCost(base_s=0.5, per_row_s=0.05)
+    config = ServingConfig(kv_capacity_tokens=160)
+    engine = Engine(requests((0.0, 10, 4)), cost, config)
+    rec = engine.run()
+    assert rec.prompt_busy_s == pytest.approx(1.0)
+    report = simulate_requests(requests((0.0, 10, 4)), cost, config)
+    assert report.prompt_busy_share == pytest.approx(1.0 / 2.65)
