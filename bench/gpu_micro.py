@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
+
 #: Llama-3.1-8B's projections per layer: (name, K, N); hidden 4096, 8 KV heads of 128,
 #: MLP 14336 (gate and up fused, as serving runtimes run them).
 LAYER_GEMMS = (("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 28672),
@@ -42,21 +44,17 @@ LAYERS, ROWS, L2_BYTES = 32, (1, 8, 64), 60 << 20
 
 
 def _timer(device: str, run: Callable[[], object], repeats: int) -> float:
-    """Mean seconds of ``run`` over ``repeats`` calls, after one warm-up call."""
+    """Mean seconds of ``run`` over ``repeats`` calls, after one warm-up call: CUDA events
+    as calibrate times (`mean_seconds`), or the wall clock on the CPU smoke run."""
+    if device == "cuda":
+        from partitioner.calibrate.cuda import mean_seconds
+
+        return mean_seconds(run, repeats)
     run()
-    if device == "cpu":
-        start = time.perf_counter()
-        for _ in range(repeats):
-            run()
-        return (time.perf_counter() - start) / repeats
-    torch.cuda.synchronize()
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    begin.record()
+    start = time.perf_counter()
     for _ in range(repeats):
         run()
-    end.record()
-    torch.cuda.synchronize()
-    return begin.elapsed_time(end) / 1e3 / repeats
+    return (time.perf_counter() - start) / repeats
 
 
 def _graphed(device: str, body: Callable[[], object]) -> Callable[[], object]:

@@ -15,13 +15,21 @@ from partitioner.calibrate.host import Measured
 from partitioner.calibrate.target import Calibration
 from partitioner.errors import UsageError
 
-__all__ = ["calibrate_cuda", "device_facts", "gemm_rates", "copy_rate", "per_op_overhead"]
+__all__ = [
+    "calibrate_cuda",
+    "device_facts",
+    "gemm_rates",
+    "copy_rate",
+    "mean_seconds",
+    "per_op_overhead",
+]
 
 GEMM_SHAPES = ((8, 8192, 8192), (4096, 4096, 4096), (8192, 8192, 8192))
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def _seconds(run, repeats: int) -> float:
+def mean_seconds(run, repeats: int) -> float:
+    """Mean seconds of ``run`` over ``repeats`` calls on the GPU (CUDA events), after one."""
     run()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -46,7 +54,7 @@ def gemm_rates(repeats: int = 20) -> dict[str, Measured]:
         for m, k, n in GEMM_SHAPES:
             a = torch.randn(m, k, device="cuda", dtype=dtype)
             b = torch.randn(k, n, device="cuda", dtype=dtype)
-            rates[(m, k, n)] = 2 * m * k * n / _seconds(lambda a=a, b=b: a @ b, repeats)
+            rates[(m, k, n)] = 2 * m * k * n / mean_seconds(lambda a=a, b=b: a @ b, repeats)
         (m, k, n), best = max(rates.items(), key=lambda item: item[1])
         out[name] = Measured(
             best, f"torch.matmul {name} on CUDA, mean of {repeats}, best shape {m}x{k}x{n}"
@@ -58,7 +66,7 @@ def copy_rate(repeats: int = 20) -> Measured:
     nbytes = 1 << 30
     src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    seconds = _seconds(lambda: dst.copy_(src), repeats)
+    seconds = mean_seconds(lambda: dst.copy_(src), repeats)
     return Measured(2 * nbytes / seconds, f"torch copy_ of 1 GiB on the device, mean of {repeats}")
 
 
@@ -70,7 +78,7 @@ def per_op_overhead(ops: int = 200) -> Measured:
         for _ in range(ops):
             y = y + 1
 
-    seconds = _seconds(chain, 10) / ops
+    seconds = mean_seconds(chain, 10) / ops
     return Measured(seconds, f"torch chain of {ops} adds on 1 element on CUDA, per kernel")
 
 
