@@ -13,10 +13,11 @@
 #
 #     bash bench/gpu_session.sh run
 #
-# What comes back under $OUT (6 files): gpu.txt, calibrate.txt, the calibrated target
-# h200.calibrated.yaml, micro.txt and micro.json (bench/gpu_micro.py), fidelity.txt.
+# What comes back under $OUT (at most 7 files): gpu.txt, calibrate.txt, the calibrated
+# target h200.calibrated.yaml, micro.txt and micro.json (bench/gpu_micro.py), fidelity.txt,
+# and failures.txt when a step failed.
 # Record them in BENCHMARKS.md, and the target as a dated preset with its sources.
-set -euo pipefail
+set -uo pipefail  # no -e: each step runs even when one before it failed (`step`)
 cd "$(dirname "$0")/.."
 
 WHEELS=(ortools immutabledict "protobuf>=6.33.1,<6.34" jsonschema jsonschema-specifications
@@ -32,19 +33,26 @@ prepare() {
     du -sh .whl
 }
 
+step() {  # one step, its output kept; a failed step is noted and the next still runs
+    local name=$1; shift
+    "$@" 2>&1 | tee "$OUT/$name.txt"
+    local code=${PIPESTATUS[0]}
+    [ "$code" -eq 0 ] || echo "$name: exit $code" | tee -a "$OUT/failures.txt"
+}
+
 run() {
     OUT=${OUT:-/tmp/gpu-session}
     mkdir -p "$OUT"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv \
-        | tee "$OUT/gpu.txt"
-    timeout 150 python3 -m partitioner calibrate --device cuda --ranks 1 \
-        -o "$OUT/h200.calibrated.yaml" 2>&1 | tee "$OUT/calibrate.txt"
-    timeout 120 python3 bench/gpu_micro.py --json "$OUT/micro.json" 2>&1 | tee "$OUT/micro.txt"
-    timeout 180 python3 bench/fidelity.py --gpu-target "$OUT/h200.calibrated.yaml" 2>&1 \
-        | tee "$OUT/fidelity.txt"
+    step gpu nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    step calibrate timeout 150 python3 -m partitioner calibrate --device cuda --ranks 1 \
+        -o "$OUT/h200.calibrated.yaml"
+    step micro timeout 120 python3 bench/gpu_micro.py --json "$OUT/micro.json"
+    if [ -f "$OUT/h200.calibrated.yaml" ]; then
+        step fidelity timeout 180 python3 bench/fidelity.py --gpu-target "$OUT/h200.calibrated.yaml"
+    fi
 }
 
 case "${1:-}" in
