@@ -196,22 +196,18 @@ def add_prices(figures: dict[str, Any], usd_per_hour: float | None, power_w: flo
     # tokens per dollar at this load (at the SLO after --rate-sweep: its highest rate)
     usd_out = figures["usd_per_million_output_tokens"]
     figures["output_tokens_per_usd"] = None if not usd_out else 1e6 / usd_out
-    figures["usd_split"] = _usd_split(figures, usd_per_hour)
+    # the dollars split between prompt and generated tokens by device time, each
+    # iteration's by the share of its rows that are prompt chunks (a convention: API
+    # prices are quoted this way, in and out)
+    share, usd_in = figures.get("prompt_busy_share"), per_million(in_s)
+    figures["usd_split"] = (
+        None
+        if share is None or usd_in is None or usd_out is None
+        else {"prompt_share_of_device_time": share,
+              "usd_per_million_input_tokens": usd_in * share,
+              "usd_per_million_output_tokens": usd_out * (1 - share)}
+    )  # fmt: skip
     figures["joules_per_token"] = joules_per_token(out_s, power_w) if out_s > 0 else None
-
-
-def _usd_split(figures: dict[str, Any], usd_per_hour: float | None) -> dict[str, Any] | None:
-    """The dollars split between prompt and generated tokens by device time, each
-    iteration's by the share of its rows that are prompt chunks (a convention: API prices
-    are quoted this way, in and out): $ per million input and per million output tokens."""
-    share = figures.get("prompt_busy_share")
-    out_s, in_s = figures["throughput_tokens_per_s"], figures["input_tokens_per_s"]
-    if usd_per_hour is None or share is None or out_s <= 0 or in_s <= 0:
-        return None
-    usd_s = usd_per_hour / 3600
-    return {"prompt_share_of_device_time": share,
-            "usd_per_million_input_tokens": usd_s * share / in_s * 1e6,
-            "usd_per_million_output_tokens": usd_s * (1 - share) / out_s * 1e6}  # fmt: skip
 
 
 class SimulationDisplay(LiveStatus):

@@ -112,10 +112,12 @@ def _stage_top(where: str, breakdown: object) -> tuple[str, float] | None:
         entry = _stage_entry(breakdown, int(where[len(prefix) :]))
     except ValueError:
         return None
-    seconds = {k: _number(entry.get(k)) for k in BREAKDOWN_LABELS} if entry else {}
+    if entry is None:
+        return None
+    seconds = {k: _number(entry.get(k)) for k in BREAKDOWN_LABELS}
     known = {k: v for k, v in seconds.items() if v is not None and v >= 0}
     total = sum(known.values())
-    if entry is None or total <= 0:
+    if total <= 0:
         return None
     top = max(known, key=lambda k: (known[k], -list(BREAKDOWN_LABELS).index(k)))
     link = entry.get("link") if isinstance(entry.get("link"), str) and entry.get("link") else "link"
