@@ -36,6 +36,7 @@ from partitioner.errors import InfeasibleError, UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import Plan
 from partitioner.planning import GpuOptions, WaferOptions, plan_model
+from partitioner.planning.serving_dims import serving_dims
 from partitioner.simulate.breakdown import bottleneck_cell
 from partitioner.units import human_seconds
 from passes.ir import Graph
@@ -134,6 +135,12 @@ def run(args: argparse.Namespace) -> int:
     if args.png is not None:
         outputs.add("--png", args.png)
     graph = load_graph(args)
+    if serving_dims(graph) is None:
+        # refused before any target is planned: serving needs the plan's load model
+        raise UsageError(
+            f"compare serves a decode-step model: {args.model.name} needs a KV-cache input and "
+            "its batch and past dims bound (--dim batch=1 --dim past=4095)"
+        )
     args.prefill_graph = prepare_prefill(args, graph, outputs)
     rows = compare_targets(graph, args)
     with outputs:

@@ -17,8 +17,8 @@ from partitioner.commands._common import external_data_paths, path_from
 from partitioner.errors import UsageError
 from partitioner.outputs import Outputs
 from partitioner.plan import Plan
-from partitioner.planning.load_fit import serving_dims
 from partitioner.planning.prefill_fit import check_pair, fit_prefill, prefill_dims
+from partitioner.planning.serving_dims import serving_dims
 from passes.ir import Graph
 from passes.load import load
 from passes.transforms.dims import parse_dim_overrides

@@ -167,7 +167,8 @@ def run_reference(
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # fatal only: its errors reach the user as our one line, not also as its log
+    options.log_severity_level = 4
     try:
         model, widened = _session_model(path, extra_outputs or [])
         if widened:

@@ -37,44 +37,31 @@ from partitioner.plan.load_model import (
 )
 from partitioner.planning.common import runtime_costs
 from partitioner.planning.gpu.tensor_parallel import local_bytes, rank_kernels, rank_work
+from partitioner.planning.serving_dims import check_shapes_known, dims_at, serving_dims
 from passes.analysis.costs import CostReport, node_costs
 from passes.analysis.fusion import fusion_groups
 from passes.analysis.partition_io import residency
 from passes.analysis.sharding import ShardingPlan, shard_graph
+from passes.errors import PartitionError
 from passes.ir import Graph
 from passes.load import graph_at_dims, read_model
 
 __all__ = [
     "far_point",
-    "serving_dims",
     "fit_load_model",
     "fit_works",
     "work_at",
     "Fit",
-    "BATCH_NAMES",
-    "PAST_NAMES",
 ]
 
 log = logging.getLogger(__name__)
 
-BATCH_NAMES = ("batch", "batch_size", "batchsize", "n")
-PAST_NAMES = ("past", "past_len", "past_length", "past_seq_len", "past_sequence_length")
 # offsets from the base point, in MONOMIALS order: forward differences need exactly these;
 # the bilinear ones come first, so a bilinear fit needs only the first four
 OFFSETS = ((0, 0), (1, 0), (0, 1), (1, 1), (2, 0), (0, 2))
 BILINEAR = 4
 # relative difference at the checks below which a bilinear fit is taken as exact
 EXACT = 1e-6
-
-
-def serving_dims(graph: Graph) -> dict[str, str] | None:
-    """``{"batch": name, "past": name}`` among the dims the user bound, or None."""
-    if not any(t.is_kv_cache for t in graph.iter_tensors()):
-        return None
-    bound = {name.lower(): name for name in graph.dims}
-    batch = next((bound[n] for n in BATCH_NAMES if n in bound), None)
-    past = next((bound[n] for n in PAST_NAMES if n in bound), None)
-    return {"batch": batch, "past": past} if batch and past else None
 
 
 @dataclass(frozen=True)
@@ -277,6 +264,23 @@ def fit_load_model(
     dims = serving_dims(graph)
     if dims is None or graph.path is None:
         return None
+    try:
+        return _fit_points(graph, dims, runtime, parts, transfers)
+    except PartitionError as err:
+        # the plan stands without one; say why serving will refuse it
+        log.warning("no load model (simulate --workload will refuse this plan): %s", err)
+        return None
+
+
+def _fit_points(
+    graph: Graph,
+    dims: Mapping[str, str],
+    runtime: str | None,
+    parts: Sequence[Partition],
+    transfers: Sequence[Transfer],
+) -> LoadModel | None:
+    """`fit_load_model` once ``graph`` is known to be a decode step with ``dims``."""
+    assert graph.path is not None
     model, sha = read_model(graph.path)
     own = (graph.dims[dims["batch"]], graph.dims[dims["past"]])
     base = (own[0] + 1, own[1] + 1)
@@ -284,8 +288,9 @@ def fit_load_model(
     points = [(base[0] + i, base[1] + j) for i, j in OFFSETS]
 
     def at(point: tuple[int, int]) -> _Work:
-        bound = {**graph.dims, dims["batch"]: point[0], dims["past"]: point[1]}
+        bound = dims_at(graph, dims, point)
         at_point = graph_at(model, graph.path, sha, bound)
+        check_shapes_known(graph, at_point, bound, dims)
         return work_at(at_point, runtime, parts, transfers, sizing=graph)
 
     checks = [work_at(graph, runtime, parts, transfers), at(far)]

@@ -37,16 +37,15 @@ from partitioner.errors import UsageError
 from partitioner.plan import HOST, Partition, Transfer
 from partitioner.plan.load_model import PREFILL_MONOMIALS, LoadModel
 from partitioner.planning.load_fit import (
-    BATCH_NAMES,
     Fit,
     far_point,
     fit_works,
     graph_at,
-    serving_dims,
     structure,
     structure_change,
     work_at,
 )
+from partitioner.planning.serving_dims import BATCH_NAMES, serving_dims
 from partitioner.planning.wafer.transfers import wafer_transfers
 from passes.analysis.partition_io import tensor_flows
 from passes.ir import Graph

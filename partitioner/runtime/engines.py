@@ -90,7 +90,8 @@ def _session(
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # fatal only: its errors reach the user as our one line, not also as its log
+    options.log_severity_level = 4
     options.intra_op_num_threads = config.threads
     options.inter_op_num_threads = 1
     if external:

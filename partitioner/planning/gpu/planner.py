@@ -41,8 +41,9 @@ from partitioner.planning.gpu.candidate import (
 from partitioner.planning.gpu.candidates import fewest_stages, parallel_shapes
 from partitioner.planning.gpu.layout import PipelineLayout, estimate_record, llm_figures
 from partitioner.planning.gpu.problem import PipelineSetup
-from partitioner.planning.load_fit import fit_load_model, serving_dims
+from partitioner.planning.load_fit import fit_load_model
 from partitioner.planning.options import GPU_SOLVERS, GpuOptions
+from partitioner.planning.serving_dims import serving_dims
 from partitioner.simulate.common import replica_devices
 from passes.analysis.costs import CostReport
 from passes.analysis.sharding import ShardingPlan, shard_graph

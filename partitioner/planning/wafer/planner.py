@@ -43,8 +43,9 @@ from partitioner.planning.common import (
     resolve_objective,
     unsized_extra,
 )
-from partitioner.planning.load_fit import fit_load_model, serving_dims
+from partitioner.planning.load_fit import fit_load_model
 from partitioner.planning.options import WAFER_SOLVERS, WaferOptions
+from partitioner.planning.serving_dims import serving_dims
 from partitioner.planning.wafer.layout import (
     bound_in_cores,
     budget,

@@ -143,6 +143,23 @@ def test_compare_rows_say_which_targets_fit(decode, tmp_path):
     assert not rows[str(small)]["fits"] and "does not fit" in rows[str(small)]["reason"]
 
 
+def test_compare_refuses_a_model_it_cannot_serve_before_planning(tmp_path, monkeypatch):
+    """A graph with no KV-cache input (a prompt pass) gives no plan a load model: compare says
+    so in one line before planning any target."""
+    import partitioner.commands.compare as compare
+
+    def must_not_plan(*args, **kwargs):
+        raise AssertionError("planned a model it cannot serve")
+
+    monkeypatch.setattr(compare, "plan_model", must_not_plan)
+    model = tmp_path / "tiny-prefill.onnx"
+    llama.build(model, "tiny", kind="prefill")
+    result = run_cli("compare", str(model), "--targets", "h100x2", "--dim", "batch=1",
+                     "--dim", "seq=8", "--rate", "10")  # fmt: skip
+    assert result.code == 2 and result.err.count("\n") == 1
+    assert "--dim batch=1 --dim past=4095" in result.err
+
+
 def test_compare_keeps_the_replica_count_that_serves_best(decode):
     """On four GPUs, compare plans 1, 2 and 4 replicas and keeps the best-scoring one; with
     --parallelism plan it keeps the planner's one replica."""
