@@ -22,7 +22,6 @@ from bench._pipeline_ranks import (
     StageFiles,
     StageRank,
     StageTimes,
-    drain,
     post_shapes,
     send,
     worker_main,
@@ -51,7 +50,6 @@ class Driver:
     def __init__(self, stage: StageRank, shared: Shared, crossing: Crossing, vocab: int) -> None:
         self.stage, self.shared, self.crossing, self.vocab = stage, shared, crossing, vocab
         self.k = 0  # iterations posted, over every serve (the shared counters go on)
-        self.posted = None  # the last iteration's sends, waited for before the next's
 
     def serve(self, requests: Requests) -> tuple[Recorder, list[Served]]:
         count = len(requests)
@@ -117,9 +115,8 @@ class Driver:
             sent.append([out[name] for name in self.crossing.decode])
             post_shapes(h, 1, sent[-1])
             h[3] = past
-        start = time.perf_counter()  # moving: the last sends' wait, and posting these
-        drain(self.posted)
-        self.posted = send([h, *(array for arrays in sent for array in arrays)])
+        start = time.perf_counter()
+        send([h, *(array for arrays in sent for array in arrays)])
         return run_s, time.perf_counter() - start
 
     def decode_pass(self, sched: Scheduler, formed: Formed, h: np.ndarray):
@@ -188,8 +185,7 @@ class Ranks:
 
         stop = np.zeros(HEADER, np.int64)
         stop[0] = STOP
-        drain(self.driver.posted)
-        drain(send([stop]))
+        send([stop])
         self.worker.join(timeout=60)
         dist.destroy_process_group()
         self.shared.close(unlink=True)

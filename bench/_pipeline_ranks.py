@@ -4,8 +4,8 @@ KV cache.
 
 Rank 0 schedules (`_pipeline_sched.Scheduler`) and computes stage 0; rank 1 computes
 stage 1 and posts each iteration's next tokens. Everything rank 0 hands rank 1 goes by
-gloo, as `partition run` sends it (one batch of isends, waited for only before the next
-iteration's sends, so a send overlaps the next iteration): first the iteration's layout (rows,
+gloo, as `partition run` sends it (one batch of isends, waited for: the stage holds until
+its activations are out, as the plan prices it): first the iteration's layout (rows,
 slots, positions, the activations' shapes: a fixed-size int64 message), then the
 activations. Rank 1 receives on a thread of its own, so that its receive is posted while
 it computes the iteration before, as a runtime overlapping transfers with compute does
@@ -32,10 +32,7 @@ import numpy as np
 
 from bench._serving_loop import MAX_BATCH, MAX_CONTEXT, TOKEN_BUDGET, session
 
-__all__ = [
-    "StageFiles", "StageRank", "StageTimes", "Shared", "Crossing", "Posted", "send", "drain",
-    "worker_main",
-]  # fmt: skip
+__all__ = ["StageFiles", "StageRank", "StageTimes", "Shared", "Crossing", "send", "worker_main"]
 
 MAX_TENSORS, MAX_DIMS = 8, 6
 # where each part of a header starts: counts (5), fresh chunks (slot, take), rest rows (slot, pos),
@@ -148,29 +145,14 @@ class StageRank:
         return out, run_s
 
 
-def send(arrays: list[np.ndarray]) -> Posted:
-    """Post ``arrays`` to rank 1 as `partition run`'s ranks do, one batch of isends, and
-    return them posted: the caller waits for them (`drain`) only before its next sends,
-    so sending overlaps its next iteration, as a `partition run` rank's does."""
+def send(arrays: list[np.ndarray]) -> None:
+    """Send ``arrays`` to rank 1 as `partition run`'s ranks do, one batch of isends, and
+    wait for them: the stage holds until its activations are out, as the plan prices it."""
     import torch
     import torch.distributed as dist
 
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
-    works = dist.batch_isend_irecv([dist.P2POp(dist.isend, t, 1) for t in tensors])
-    return Posted(tuple(works), tuple(tensors))
-
-
-@dataclass(frozen=True)
-class Posted:
-    """Sends in flight, and the tensors they read (kept alive until they complete)."""
-
-    works: tuple
-    tensors: tuple
-
-
-def drain(posted: Posted | None) -> None:
-    """Wait until the sends ``posted`` (if any) are complete."""
-    for work in posted.works if posted is not None else ():
+    for work in dist.batch_isend_irecv([dist.P2POp(dist.isend, t, 1) for t in tensors]):
         work.wait()
 
 

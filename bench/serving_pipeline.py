@@ -12,8 +12,7 @@ two in flight, a request in at most one of them, activations crossing between th
   files with their dims open, as a serving loop batching anything needs them.
 - The loop (`_pipeline_driver`, `_pipeline_ranks`, `_pipeline_sched`): rank 0 schedules
   by the engine's rules and computes stage 0, rank 1 computes stage 1, the activations
-  go as `partition run` sends them (a batch of gloo isends, waited for only before the
-  next iteration's sends, so they overlap it). The same scheduler on the
+  go as `partition run` sends them (a batch of gloo isends). The same scheduler on the
   plan's prices (`priced_serve`) must reproduce `partition simulate`: it shows the loop
   schedules as the simulator does.
 - Rank 0's host work (forming, gathering and writing back caches, the loop's
