@@ -62,6 +62,7 @@ class _Units:
     compute: tuple[tuple[int, ...], ...]  # [block][stage]
     host_out: tuple[tuple[int, ...], ...]  # [block][stage]
     host_in: tuple[tuple[int, ...], ...]  # [input flow][stage]
+    overhead: tuple[int, ...]  # [stage]: its fixed cost a step (every stage holds a block)
     boundary: tuple[tuple[int, ...], ...]  # [relay flow][boundary]
     flow_mem: tuple[int, ...]
     resident_mem: tuple[int, ...]
@@ -86,6 +87,10 @@ class _Units:
             compute=tuple(tuple(t(v) for v in row) for row in problem.block_time_s),
             host_out=tuple(tuple(t(v) for v in row) for row in problem.block_host_out_s),
             host_in=tuple(tuple(t(v) for v in f.stage_s) for f in problem.host_flows),
+            overhead=tuple(
+                t(problem.stage_overhead_s[k]) if problem.stage_overhead_s else 0
+                for k in range(problem.num_stages)
+            ),  # fmt: skip
             boundary=tuple(tuple(t(v) for v in f.boundary_s) for f in problem.relay_flows),
             flow_mem=tuple(mem(f.bytes) for f in problem.relay_flows),
             resident_mem=tuple(mem(v) for v in problem.block_resident_bytes),
@@ -149,7 +154,7 @@ def build_model(problem: PipelineProblem, unit_s: float) -> PipelineModel:
         for k in range(k_stages - 1):
             m.add(_le(x, b, k) <= _le(x, a, k))
     cross, host_in = _flow_vars(m, problem, x)
-    horizon = sum(max(r) for r in u.compute) + sum(max(r) for r in u.host_out)
+    horizon = sum(max(r) for r in u.compute) + sum(max(r) for r in u.host_out) + sum(u.overhead)
     horizon += 2 * sum(max(r, default=0) for r in u.boundary) + k_stages * sum(
         max(r) for r in u.host_in
     )
@@ -185,7 +190,7 @@ def _stage(core: _Core, k: int) -> tuple[cp_model.LinearExprT, cp_model.IntVar]:
     """Stage k's period and memory constraints; its latency term and ``act[k]``."""
     m, u, x, problem = core.model, core.units, core.x, core.problem
     blocks = range(problem.num_blocks)
-    compute = sum(u.compute[b][k] * x[b, k] for b in blocks)
+    compute = sum(u.compute[b][k] * x[b, k] for b in blocks) + u.overhead[k]
     host = sum(u.host_out[b][k] * x[b, k] for b in blocks)
     host += sum(u.host_in[i][k] * core.host_in[i, k] for i in range(len(problem.host_flows)))
     recv, send = core.boundary(k - 1), core.boundary(k)
@@ -224,7 +229,7 @@ def hint_model(built: PipelineModel, problem: PipelineProblem, stage_of: Sequenc
     for k in range(k_stages):
         blocks = [b for b in range(problem.num_blocks) if stage_of[b] == k]
         m.add_hint(built.act[k], max((u.act_mem[b] for b in blocks), default=0))
-        compute = sum(u.compute[b][k] for b in blocks)
+        compute = sum(u.compute[b][k] for b in blocks) + u.overhead[k]
         host = sum(u.host_out[b][k] for b in blocks)
         host += sum(u.host_in[i][k] for i in range(len(problem.host_flows)) if k in delivered[i])
 

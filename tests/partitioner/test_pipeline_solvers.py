@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,6 +125,10 @@ def dag_problems(draw):
         overlap_transfers=draw(st.booleans()),
         objective=draw(st.sampled_from(["throughput", "latency"])),
         block_nodes=(1,) * n,
+        # a fixed cost per stage and step (a session.run, a graph launch), unequal ones too
+        stage_overhead_s=draw(
+            st.sampled_from([(), tuple(draw(st.floats(0.0, 4.0)) for _ in range(k))])
+        ),
     )
 
 
@@ -144,6 +149,21 @@ def test_cpsat_matches_brute_force_on_small_dags(problem):
     assert got.objective_s(problem.objective) <= optimum + slack
     assert result.bound_s <= optimum + 1e-12
     assert result.status == "OPTIMAL"
+    # the proven bound is of the same objective, every stage's fixed cost included
+    assert result.bound_s >= optimum - slack
+
+
+def test_each_stage_pays_its_fixed_cost_in_the_model():
+    # times 2, 2 on 2 stages; stage 0 pays 3 s a step, stage 1 none. By hand: period
+    # max(2 + 3, 2) = 5 whichever block goes first, latency 2 + 3 + 2 = 7.
+    p = chain([2.0, 2.0], 2)
+    for objective, want in (("throughput", 5.0), ("latency", 7.0)):
+        fixed = PipelineProblem(**{**vars(p), "stage_overhead_s": (3.0, 0.0),
+                                   "objective": objective})  # fmt: skip
+        result = cpsat_partition(fixed, hint=dp_partition(fixed), time_limit_s=10, seed=0)
+        assert result.status == "OPTIMAL"
+        assert score(fixed, result.stage_of).objective_s(objective) == pytest.approx(want)
+        assert result.bound_s == pytest.approx(want, abs=4 * result.unit_s)
 
 
 @settings(max_examples=40, deadline=None)
