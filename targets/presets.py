@@ -132,7 +132,10 @@ override them with what you pay (``all_devices: {usd_per_hour: 2.5}``):
 - Wafer system power: CS-3 23 kW [secondary]; CS-2 None.
 
 Assumptions without a source (override in a target file): kernel launch
-overhead 5 µs; link latencies (NVLink 5 µs, PCIe 10 µs, InfiniBand 10 µs,
+overhead 5 µs; a GPU stage's fixed cost per step (``step_overhead_s``) one
+such launch, since a fused runtime replays a decode step as one CUDA graph,
+one launch, and an eager one calls into its runtime once a step on top of its
+kernels' launches; link latencies (NVLink 5 µs, PCIe 10 µs, InfiniBand 10 µs,
 100 GbE 10 µs).
 """
 
@@ -208,6 +211,7 @@ def _gpu(
         eta_compute=ETA_COMPUTE,
         eta_memory=ETA_MEMORY,
         launch_overhead_s=LAUNCH_OVERHEAD_S,
+        step_overhead_s=LAUNCH_OVERHEAD_S,  # the step's one graph launch (see above)
         power_w=power_w,
         usd_per_hour=usd_per_hour,
         fallback_peak_dtype="float32",

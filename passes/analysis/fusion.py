@@ -26,8 +26,8 @@ of one pass, shared among its members, and one launch. A causal attention (its
 mask built as one, `passes.analysis.causal`) computes only the unmasked share of
 its scores, as FlashAttention's causal kernels do: about half for a prompt.
 With ``cuda_graph`` (a decode step, which serving runtimes capture once and
-replay) no kernel pays its own launch: the one launch of the replay, a few
-µs a step, is left out.
+replay) no kernel pays its own launch: the one launch of the replay is the
+stage's fixed cost per step (the target's ``step_overhead_s``).
 """
 
 from __future__ import annotations
