@@ -15,7 +15,7 @@ from partitioner.simulate import estimate_differences, simulate_plan
 from passes.analysis.costs import node_costs
 from passes.analysis.sharding import shard_graph
 from passes.load import load
-from targets import load_target
+from targets import get_preset, load_target
 from targets.cost import CostModel
 from tests.cli import run_cli
 from tests.partitioner.gpu_targets import toy_target
@@ -79,6 +79,17 @@ def test_a_tensor_parallel_plan_is_valid_and_accounts_for_its_time(tiny_decode):
     # the buckets of every stage add up to the plan's latency (the chain of stages)
     assert sum(breakdown["step"].values()) == pytest.approx(plan.estimate.latency_s, rel=1e-9)
     assert breakdown["dominant"].endswith("% of the step")
+
+
+def test_each_stage_fixed_cost_a_step_is_in_the_breakdown(tiny_decode):
+    # h100x4's GPUs pay one launch a step and stage (a CUDA-graph replay): on four stages
+    # the breakdown's buckets still add up to the latency, that cost among the launches
+    target = get_preset("h100x4")
+    plan = plan_pipeline(tiny_decode, target, GpuOptions(tp=1, pp=4, time_limit_s=5)).plan
+    breakdown = plan.estimate.extra["time_breakdown"]
+    assert sum(breakdown["step"].values()) == pytest.approx(plan.estimate.latency_s, rel=1e-9)
+    launches = [s["launch_s"] for s in breakdown["stages"]]
+    assert launches == pytest.approx([target.devices[0].step_overhead_s] * 4)
 
 
 def test_the_search_records_every_candidate(tiny_decode):

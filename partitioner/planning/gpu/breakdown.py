@@ -7,8 +7,10 @@ counts as compute-bound or memory-bound by its larger term (on a device that
 computes and moves memory in turn, a CPU thread, every op counts in both, and
 the breakdown says so with ``in_turn``), and a collective's
 seconds split into its per-call latency and its bytes over the link's bus
-bandwidth. The buckets of a stage add up to its busy time, and the buckets of
-all stages to the plan's latency.
+bandwidth. A stage's fixed cost a step (the target's ``step_overhead_s``: a
+CUDA-graph replay's launch, a ``session.run`` call) counts as a launch. The
+buckets of a stage add up to its busy time, and the buckets of all stages to
+the plan's latency.
 """
 
 from __future__ import annotations
@@ -89,8 +91,10 @@ def stage_times(
 ) -> list[StageTime]:
     """Each stage's seconds by bucket (transfers: what it sends and its host I/O)."""
     out = []
+    fixed = setup.problem.stage_overhead_s
     for p in partitions:
         compute, memory, launch = _op_buckets(graph, costs, cost_model, setup, p)
+        launch += fixed[p.stage] if fixed else 0.0  # the stage's one call a step
         link = cost_model.group_link(p.devices) if len(p.devices) > 1 else None
         mine = [c for c in collectives if c.partition == p.id]
         latency = len(mine) * link.collective_latency_s if link is not None else 0.0
