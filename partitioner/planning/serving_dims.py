@@ -68,7 +68,8 @@ def check_shapes_known(
     """Raise ModelError when shape inference at another point loses a shape it knew at the
     plan's dims: a dim held at its value contradicts the moved ones."""
     lost = [name for name, t in graph.tensors.items()
-            if t.is_static and not at_point.tensors[name].is_static]  # fmt: skip
+            if t.is_static and (moved := at_point.tensors.get(name)) is not None
+            and not moved.is_static]  # fmt: skip
     if lost:
         point = ", ".join(f"{name}={bound[name]}" for name in dims.values())
         held = [f"{n}={v}" for n, v in bound.items() if n not in dims.values()]
