@@ -26,7 +26,7 @@ from pathlib import Path
 
 import onnx
 
-from partitioner.plan import Partition, Transfer
+from partitioner.plan import Partition, Plan, Transfer
 from partitioner.plan.load_model import (
     MONOMIALS,
     LoadCollective,
@@ -49,6 +49,7 @@ from passes.load import graph_at_dims, read_model
 __all__ = [
     "far_point",
     "fit_load_model",
+    "with_load_model",
     "fit_works",
     "work_at",
     "Fit",
@@ -264,12 +265,30 @@ def fit_load_model(
     dims = serving_dims(graph)
     if dims is None or graph.path is None:
         return None
+    return _fit_points(graph, dims, runtime, parts, transfers)
+
+
+def with_load_model(plan: Plan, graph: Graph, runtime: str | None) -> Plan:
+    """``plan`` with its load model (`fit_load_model`); when none can be fitted the plan
+    stands without one, and its estimate says why (``no_load_model``), which `simulate
+    --workload` repeats when it refuses the plan.
+
+    Raises nothing the fit meets: a graph that contradicts itself away from its own dims
+    (`ModelError` and the like) is such a reason.
+    """
     try:
-        return _fit_points(graph, dims, runtime, parts, transfers)
+        load_model = fit_load_model(graph, runtime, plan.partitions, plan.transfers)
+        reason = None if load_model is not None else NO_FIT
     except PartitionError as err:
-        # the plan stands without one; say why serving will refuse it
-        log.warning("no load model (simulate --workload will refuse this plan): %s", err)
-        return None
+        load_model, reason = None, str(err)
+    if reason is None:
+        return dataclasses.replace(plan, load_model=load_model)
+    log.warning("no load model (simulate --workload will refuse this plan): %s", reason)
+    extra = {**plan.estimate.extra, "no_load_model": reason}
+    return dataclasses.replace(plan, estimate=dataclasses.replace(plan.estimate, extra=extra))
+
+
+NO_FIT = "the graph's kernels or collectives change with its batch and past"
 
 
 def _fit_points(
@@ -339,8 +358,7 @@ def fit_works(
     """The polynomials through ``works`` (at ``fit.points``), compared at the checks (the
     graph's own dims, then a point far from both); None when the structure changes."""
     if len({structure(w) for w in (*works, *checks)}) != 1:
-        log.info("no load model: the graph's structure changes with its dims")
-        return None
+        return None  # `with_load_model` says so
     stages = tuple(_fit_stage(k, works, fit.solve, p) for k, p in enumerate(parts))
     moved = tuple(
         LoadTransfer(t.src, t.dst, fit.solve([w.transfer_bytes[i] for w in works]))

@@ -41,7 +41,7 @@ from partitioner.planning.gpu.candidate import (
 from partitioner.planning.gpu.candidates import fewest_stages, parallel_shapes
 from partitioner.planning.gpu.layout import PipelineLayout, estimate_record, llm_figures
 from partitioner.planning.gpu.problem import PipelineSetup
-from partitioner.planning.load_fit import fit_load_model
+from partitioner.planning.load_fit import with_load_model
 from partitioner.planning.options import GPU_SOLVERS, GpuOptions
 from partitioner.planning.serving_dims import serving_dims
 from partitioner.simulate.common import replica_devices
@@ -298,8 +298,7 @@ def plan_pipeline(
     plan = _assemble(graph, costs, cost_model, options, chosen, solver)
     if serving_dims(graph) is not None and not chosen.answer.interrupted:
         say("solving the load model: the analysis at 7 more (batch, past) points")
-        load_model = fit_load_model(graph, target.runtime, plan.partitions, plan.transfers)
-        plan = dataclasses.replace(plan, load_model=load_model)
+        plan = with_load_model(plan, graph, target.runtime)
     wall_s = time.perf_counter() - started
     return PlanOutcome(
         plan, chosen.setup, chosen.layout, wall_s, chosen.answer.interrupted, k is None

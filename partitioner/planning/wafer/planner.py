@@ -43,7 +43,7 @@ from partitioner.planning.common import (
     resolve_objective,
     unsized_extra,
 )
-from partitioner.planning.load_fit import fit_load_model
+from partitioner.planning.load_fit import with_load_model
 from partitioner.planning.options import WAFER_SOLVERS, WaferOptions
 from partitioner.planning.serving_dims import serving_dims
 from partitioner.planning.wafer.layout import (
@@ -278,8 +278,7 @@ def _layout(job: _Job, target: WaferTarget, started: float, say: Announce) -> Wa
     plan = _assemble(job, target, parts, transfers, floorplans)
     if serving_dims(job.graph) is not None and not floorplans.stopped:
         say("solving the load model: the analysis at 7 more (batch, past) points")
-        load_model = fit_load_model(job.graph, None, plan.partitions, plan.transfers)
-        plan = dataclasses.replace(plan, load_model=load_model)
+        plan = with_load_model(plan, job.graph, None)
     return WaferOutcome(
         plan,
         floorplans.results,

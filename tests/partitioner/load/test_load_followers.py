@@ -15,6 +15,7 @@ from partitioner.planning.load_fit import EXACT
 from partitioner.planning.serving_dims import dims_at, past_followers
 from passes.load import load
 from targets import get_preset
+from tests.cli import run_cli
 
 WIDTH = 8
 
@@ -84,3 +85,10 @@ def test_without_a_load_model_the_plan_stands_and_says_why(tmp_path, caplog):
         plan = plan_pipeline(graph, get_preset("h100x1"), GpuOptions(tp=1, pp=1)).plan
     assert plan.load_model is None and plan.partitions
     assert any("no load model" in r.getMessage() for r in caplog.records)
+    # the plan keeps the reason, and serving it repeats it in its one line
+    why = plan.estimate.extra["no_load_model"]
+    assert "shape inference no longer knows" in why and "m=4096" in why
+    written = tmp_path / "step.plan.json"
+    written.write_text(plan.to_json())
+    result = run_cli("simulate", str(written), "--rate", "1")
+    assert result.code == 2 and result.err.count("\n") == 1 and why in result.err
