@@ -138,11 +138,12 @@ class Served:
     def __init__(self, plan: Plan, args: argparse.Namespace) -> None:
         if plan.load_model is None:
             why = plan.estimate.extra.get("no_load_model")
+            hint = f"when planned, {why}" if why else (
+                "plan a decode-step graph with --dim batch=N --dim past=N")  # fmt: skip
             raise UsageError(
-                "this plan has no load model, so it cannot price other batch sizes and "
-                + (f"contexts: when planned, {why}" if why else "contexts: plan a decode-step "
-                   "graph with --dim batch=N --dim past=N")
-            )  # fmt: skip
+                f"this plan has no load model, so it cannot price other batch sizes and "
+                f"contexts: {hint}"
+            )
         self.plan = plan
         self.target = target_from_dict(plan.target.spec)
         self.cost = iteration_cost(plan, self.target)

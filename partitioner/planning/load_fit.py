@@ -261,45 +261,14 @@ def fit_load_model(
 
     ``runtime``: the GPU target's (``eager``/``fused``), None for a wafer target, whose
     regions run op by op with every partition on one wafer.
+
+    Raises:
+        ModelError: the graph contradicts itself at a point away from its own dims
+            (`with_load_model` keeps that as the plan's reason to have none).
     """
     dims = serving_dims(graph)
     if dims is None or graph.path is None:
         return None
-    return _fit_points(graph, dims, runtime, parts, transfers)
-
-
-def with_load_model(plan: Plan, graph: Graph, runtime: str | None) -> Plan:
-    """``plan`` with its load model (`fit_load_model`); when none can be fitted the plan
-    stands without one, and its estimate says why (``no_load_model``), which `simulate
-    --workload` repeats when it refuses the plan.
-
-    Raises nothing the fit meets: a graph that contradicts itself away from its own dims
-    (`ModelError` and the like) is such a reason.
-    """
-    try:
-        load_model = fit_load_model(graph, runtime, plan.partitions, plan.transfers)
-        reason = None if load_model is not None else NO_FIT
-    except PartitionError as err:
-        load_model, reason = None, str(err)
-    if reason is None:
-        return dataclasses.replace(plan, load_model=load_model)
-    log.warning("no load model (simulate --workload will refuse this plan): %s", reason)
-    extra = {**plan.estimate.extra, "no_load_model": reason}
-    return dataclasses.replace(plan, estimate=dataclasses.replace(plan.estimate, extra=extra))
-
-
-NO_FIT = "the graph's kernels or collectives change with its batch and past"
-
-
-def _fit_points(
-    graph: Graph,
-    dims: Mapping[str, str],
-    runtime: str | None,
-    parts: Sequence[Partition],
-    transfers: Sequence[Transfer],
-) -> LoadModel | None:
-    """`fit_load_model` once ``graph`` is known to be a decode step with ``dims``."""
-    assert graph.path is not None
     model, sha = read_model(graph.path)
     own = (graph.dims[dims["batch"]], graph.dims[dims["past"]])
     base = (own[0] + 1, own[1] + 1)
@@ -326,6 +295,30 @@ def _fit_points(
         works += [at(p) for p in points[BILINEAR:]]
         fitted = fit()
     return fitted
+
+
+#: Why a decode step gets no load model when its counts do not line up between points.
+NO_FIT = "the graph's kernels or collectives change with its batch and past"
+
+
+def with_load_model(plan: Plan, graph: Graph, runtime: str | None) -> Plan:
+    """``plan`` with its load model (`fit_load_model`); when none can be fitted the plan
+    stands without one, and its estimate says why (``no_load_model``), which `simulate
+    --workload` repeats when it refuses the plan.
+
+    Raises nothing the fit meets: a graph that contradicts itself away from its own dims
+    (`ModelError` and the like) is such a reason.
+    """
+    try:
+        load_model = fit_load_model(graph, runtime, plan.partitions, plan.transfers)
+        reason = None if load_model is not None else NO_FIT
+    except PartitionError as err:
+        load_model, reason = None, str(err)
+    if reason is None:
+        return dataclasses.replace(plan, load_model=load_model)
+    log.warning("no load model (simulate --workload will refuse this plan): %s", reason)
+    extra = {**plan.estimate.extra, "no_load_model": reason}
+    return dataclasses.replace(plan, estimate=dataclasses.replace(plan.estimate, extra=extra))
 
 
 Solver = Callable[[Sequence[float]], tuple[float, ...]]
