@@ -22,8 +22,13 @@ from bench._pipeline_ranks import (
     StageFiles,
     StageRank,
     StageTimes,
+    finish_send,
     post_shapes,
+    read_shapes,
     send,
+    shape_rules,
+    shapes_at,
+    start_send,
     worker_main,
 )  # fmt: skip
 from bench._pipeline_sched import STAGES, Formed, Scheduler
@@ -50,6 +55,7 @@ class Driver:
     def __init__(self, stage: StageRank, shared: Shared, crossing: Crossing, vocab: int) -> None:
         self.stage, self.shared, self.crossing, self.vocab = stage, shared, crossing, vocab
         self.k = 0  # iterations posted, over every serve (the shared counters go on)
+        self.rules = shape_rules(stage, crossing)
 
     def serve(self, requests: Requests) -> tuple[Recorder, list[Served]]:
         count = len(requests)
@@ -93,35 +99,42 @@ class Driver:
                                                       float(floats[3]))))  # fmt: skip
 
     def stage_zero(self, sched: Scheduler, formed: Formed) -> tuple[float, float]:
-        """Stage 0's passes, the layout posted, the activations sent: (run, send) seconds."""
+        """Stage 0's passes and its activations sent: (run, send) seconds. The layout goes
+        first, before stage 0 computes (it is known once the iteration is formed), so rank 1
+        posts the activations' receives while stage 0 computes and they go in one message
+        time, as a transfer is priced (a gloo send waits for its receive to be posted)."""
         h = np.zeros(HEADER, np.int64)
+        prefill = self.prefill_layout(sched, formed, h) if formed.fresh else None
+        decode = self.decode_layout(sched, formed, h) if formed.rest else None
+        layout = start_send([h])
         run_s, sent = 0.0, []
-        if formed.fresh:
-            seq = max(take for _, take in formed.fresh)
-            ids = np.zeros((len(formed.fresh), seq), np.int64)
-            for b, (r, take) in enumerate(formed.fresh):
-                ids[b, :take] = self.prompt_ids[r, :take]
-                h[FRESH_AT + 2 * b : FRESH_AT + 2 * b + 2] = (sched.slot[r], take)
-            feeds = {"input_ids": ids, "position_ids": np.tile(np.arange(seq), (len(ids), 1))}
-            chunks = [(sched.slot[r], take) for r, take in formed.fresh]
-            out, seconds = self.stage.run_prefill(feeds, chunks)
+        if prefill is not None:
+            out, seconds = self.stage.run_prefill(*prefill)
             run_s += seconds
-            sent.append([out[name] for name in self.crossing.prefill])
-            post_shapes(h, 0, sent[-1])
-            h[0], h[1] = len(formed.fresh), seq
-        if formed.rest:
-            out, seconds, past = self.decode_pass(sched, formed, h)
+            sent += self.checked(out, self.crossing.prefill, h, 0)
+        if decode is not None:
+            out, seconds = self.stage.run_decode(*decode)
             run_s += seconds
-            sent.append([out[name] for name in self.crossing.decode])
-            post_shapes(h, 1, sent[-1])
-            h[3] = past
+            sent += self.checked(out, self.crossing.decode, h, 1)
         start = time.perf_counter()
-        send([h, *(array for arrays in sent for array in arrays)])
+        finish_send(layout + start_send(sent))
         return run_s, time.perf_counter() - start
 
-    def decode_pass(self, sched: Scheduler, formed: Formed, h: np.ndarray):
-        """Stage 0's decode pass over every row not in the prefill pass; the rows' layout
-        written into ``h``."""
+    def prefill_layout(self, sched: Scheduler, formed: Formed, h: np.ndarray):
+        """The prefill pass's inputs and chunks; its layout and activations' shapes in ``h``."""
+        seq = max(take for _, take in formed.fresh)
+        ids = np.zeros((len(formed.fresh), seq), np.int64)
+        for b, (r, take) in enumerate(formed.fresh):
+            ids[b, :take] = self.prompt_ids[r, :take]
+            h[FRESH_AT + 2 * b : FRESH_AT + 2 * b + 2] = (sched.slot[r], take)
+        feeds = {"input_ids": ids, "position_ids": np.tile(np.arange(seq), (len(ids), 1))}
+        h[0], h[1] = len(formed.fresh), seq
+        post_shapes(h, 0, shapes_at(self.rules[0], len(ids), seq))
+        return feeds, [(sched.slot[r], take) for r, take in formed.fresh]
+
+    def decode_layout(self, sched: Scheduler, formed: Formed, h: np.ndarray):
+        """The decode pass's inputs over every row not in the prefill pass; the rows' layout
+        and activations' shapes in ``h``."""
         ids, pos, slots, last = [], [], [], []
         for r, take in formed.rest:
             before = sched.ctx[r]
@@ -137,10 +150,21 @@ class Driver:
         h[LAST_AT : LAST_AT + len(last)] = last
         h[2], h[4] = rows, len(last)
         past = max(sched.ctx[r] + take for r, take in formed.rest) - 1
+        h[3] = past
+        post_shapes(h, 1, shapes_at(self.rules[1], rows, 1))
         feeds = {"input_ids": np.array(ids, np.int64)[:, None],
                  "position_ids": np.array(pos, np.int64)[:, None]}  # fmt: skip
-        out, seconds = self.stage.run_decode(feeds, np.array(slots, np.intp), np.array(pos), past)
-        return out, seconds, past
+        return feeds, np.array(slots, np.intp), np.array(pos), past
+
+    @staticmethod
+    def checked(out: dict, names: tuple[str, ...], h: np.ndarray, pass_index: int) -> list:
+        """The pass's activations for rank 1, each the shape its layout announced."""
+        arrays = [out[name] for name in names]
+        announced = read_shapes(h, pass_index, len(names))
+        if [a.shape for a in arrays] != announced:
+            raise RuntimeError(f"stage 0 computed {[a.shape for a in arrays]}, announced "
+                               f"{announced}")  # fmt: skip
+        return arrays
 
 
 def _wait(ints: np.ndarray, first: int | None, deadline_s: float) -> None:
