@@ -108,11 +108,13 @@ def priced_serve(requests: Requests, cost, host_s: tuple[float, ...]) -> Recorde
     """The scheduler on a virtual clock: each iteration holds stage ``s`` for the plan's
     price of it there once the stage is free and it has left the stage before, the host
     work (seconds per iteration and per token, the simulator's own formula) before stage 0,
-    and a later stage's own (``host_s[2]``, when given) on that stage."""
+    and a later stage's own (``host_s[2]``, when given) on that stage; an iteration formed
+    while another is in flight priced contended, as the engine does."""
     host = ServingConfig(MAX_BATCH * MAX_CONTEXT, iteration_overhead_s=host_s[0],
                          token_overhead_s=host_s[1])  # fmt: skip
     stage_s = host_s[2] if len(host_s) > 2 else 0.0
     sched, now = Scheduler(requests), 0.0
+    contended = getattr(cost, "contended", None)
     free, in_flight = [0.0] * STAGES, deque()
     while not sched.done:
         while in_flight and in_flight[0][0] <= now:
@@ -123,7 +125,9 @@ def priced_serve(requests: Requests, cost, host_s: tuple[float, ...]) -> Recorde
             formed = sched.form(now)
             if formed is not None:
                 t, extra = now, host.host_s(formed.shape.rows)
-                for s, seconds in enumerate(cost.stage_seconds(formed.shape)):
+                # formed beside another in flight: stages sharing memory priced contended
+                priced = contended if in_flight and contended is not None else cost
+                for s, seconds in enumerate(priced.stage_seconds(formed.shape)):
                     d = seconds + (stage_s if s else 0.0)  # as `serving.stage_host` adds it
                     t = max(t, free[s]) + d + extra
                     free[s], extra = t, 0.0

@@ -4,7 +4,10 @@ bench/serving_fidelity.py checks one stage; this checks what a pipeline adds:
 iterations streaming through two stages on two torch.distributed (gloo) ranks, up to
 two in flight, a request in at most one of them, activations crossing between the ranks.
 
-- `partition calibrate --ranks 2` measures this CPU and its gloo link.
+- `partition calibrate --ranks 2` measures this CPU and its gloo link, and the memory
+  bandwidth each rank gets while both stream at once: the two stages run side by side
+  and share the host's memory, so `simulate` prices an iteration formed while another
+  is in flight at that bandwidth (`GpuTarget.contended`).
 - A small Llama (`CONFIG`: 6 layers, hidden 512, random weights; each stage's weights
   outgrow the 32 MiB cache, as a GPU's outgrow its L2) gets a decode and a prefill
   graph, planned on two stages (``--tp 1 --pp 2 --objective throughput --prefill``).
@@ -12,7 +15,8 @@ two in flight, a request in at most one of them, activations crossing between th
   files with their dims open, as a serving loop batching anything needs them.
 - The loop (`_pipeline_driver`, `_pipeline_ranks`, `_pipeline_sched`): rank 0 schedules
   by the engine's rules and computes stage 0, rank 1 computes stage 1, the activations
-  go as `partition run` sends them (a batch of gloo isends). The same scheduler on the
+  go as `partition run` sends them (a batch of gloo isends), their layout posted before
+  stage 0 computes them (`_pipeline_ranks`). The same scheduler on the
   plan's prices (`priced_serve`) must reproduce `partition simulate`: it shows the loop
   schedules as the simulator does.
 - Rank 0's host work (forming, gathering and writing back caches, the loop's
@@ -87,7 +91,9 @@ def prepare(folder: Path) -> Setup:
     cpu = load_target(target)
     link, device = cpu.intra_node_link, cpu.devices[0]
     console.print(f"calibrated: {device.peak_flops_per_s['float32'] / 1e9:.1f} GFLOP/s, "
-                  f"{device.hbm_bandwidth_bytes_per_s / 1e9:.1f} GB/s, "
+                  f"{device.hbm_bandwidth_bytes_per_s / 1e9:.1f} GB/s alone, "
+                  f"{(device.contended_bandwidth_bytes_per_s or 0) / 1e9:.1f} GB/s both ranks "
+                  "at once, "
                   f"{device.launch_overhead_s * 1e9:.0f} ns a kernel, "
                   f"{device.step_overhead_s * 1e6:.1f} µs a step; gloo "
                   f"{link.latency_s * 1e6:.1f} µs + {link.bandwidth_bytes_per_s / 1e9:.2f} GB/s "
@@ -182,7 +188,8 @@ def latency_rows(load: Load, measured: ServingReport, predicted: dict,
 def stage_rows(load: Load, trace: list[Served], cost) -> list[list[str]]:
     """Median µs per iteration and stage, by kind: measured (session.run; the activations'
     move: rank 0 posting its sends, rank 1 receiving after the layout came; the rest of
-    the stage's time), against the plan's price of the stage."""
+    the stage's time), against the plan's price of the stage, alone and beside another
+    iteration (stages sharing the host's memory, `GpuTarget.contended`)."""
     out = []
     kinds = (
         ("decode only", lambda s: s.rows == s.sequences),
@@ -193,12 +200,16 @@ def stage_rows(load: Load, trace: list[Served], cost) -> list[list[str]]:
         if not its:
             continue
         priced = np.median([cost.stage_seconds(it.shape) for it in its], axis=0)
+        beside = getattr(cost, "contended", None)  # the price beside another iteration
+        if beside is not None:
+            beside = np.median([beside.stage_seconds(it.shape) for it in its], axis=0)
         for s in range(2):
             times = [it.stages[s] for it in its]
             run, move = np.median([t.run_s for t in times]), np.median([t.move_s for t in times])
             rest = np.median([t.total_s - t.run_s - (t.move_s if s == 0 else 0.0) for t in times])
             out.append([load.name, kind, str(s), f"{len(its):,}", f"{run * 1e6:.0f}",
-                        f"{move * 1e6:.0f}", f"{rest * 1e6:.0f}", f"{priced[s] * 1e6:.0f}"])  # fmt: skip
+                        f"{move * 1e6:.0f}", f"{rest * 1e6:.0f}", f"{priced[s] * 1e6:.0f}",
+                        "-" if beside is None else f"{beside[s] * 1e6:.0f}"])  # fmt: skip
     return out
 
 
@@ -248,9 +259,10 @@ def main() -> None:
                 ["load", "figure", "measured", "simulate", "ratio", "replay", "ratio"],
                 latency)  # fmt: skip
     print_table("Median µs per iteration and stage: session.run, the activations' move, the "
-                "rest of the stage's time (host work), and the plan's price of the stage",
+                "rest of the stage's time (host work), and the plan's price of the stage, "
+                "alone and beside another iteration (the ranks sharing the host's memory)",
                 ["load", "kind", "stage", "iterations", "session.run", "move", "rest",
-                 "priced"], stages)  # fmt: skip
+                 "priced", "beside"], stages)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ point-to-point ones: NCCL's per-call cost is mostly software.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from targets._fields import (
@@ -82,6 +82,7 @@ _DEVICE_CHECKS = {
     "eta_memory": _efficiency,
     "launch_overhead_s": _latency,
     "step_overhead_s": _latency,
+    "contended_bandwidth_bytes_per_s": _optional(_bandwidth),
     "power_w": optional_positive_float,
     "usd_per_hour": optional_positive_float,
 }
@@ -175,6 +176,10 @@ class GpuDevice(Spec):
             as a GPU's thousands of threads do: it takes ``max(compute, memory)``. False
             for one CPU thread, which computes and streams in turn: ``compute + memory``
             (`partition calibrate` chooses by timing a GEMM at 8 rows).
+        contended_bandwidth_bytes_per_s: Memory bandwidth the device gets while every
+            device of its node streams at once, where the devices share one memory system
+            (CPU ranks on one host: `partition calibrate --ranks N` measures it); None where
+            each device's memory is its own (GPUs). `GpuTarget.contended` prices with it.
     """
 
     name: str
@@ -189,6 +194,7 @@ class GpuDevice(Spec):
     fallback_peak_dtype: str | None = None
     step_overhead_s: float = 0.0
     compute_memory_overlap: bool = True
+    contended_bandwidth_bytes_per_s: float | None = None
 
     def __post_init__(self) -> None:
         check_fields(self, _DEVICE_CHECKS)
@@ -200,11 +206,13 @@ class GpuDevice(Spec):
         set_field(self, "fallback_peak_dtype", fallback)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field; ``step_overhead_s`` only when set and ``compute_memory_overlap`` only
-        when false, so older specs keep their hash."""
+        """Every field; ``step_overhead_s`` and ``contended_bandwidth_bytes_per_s`` only when
+        set and ``compute_memory_overlap`` only when false, so older specs keep their hash."""
         canonical = spec_to_dict(self)
         if not self.step_overhead_s:
             del canonical["step_overhead_s"]
+        if self.contended_bandwidth_bytes_per_s is None:
+            del canonical["contended_bandwidth_bytes_per_s"]
         if self.compute_memory_overlap:
             del canonical["compute_memory_overlap"]
         return canonical
@@ -293,6 +301,25 @@ class GpuTarget(TargetSpec):
         if self.runtime == "eager":
             del canonical["runtime"]
         return canonical
+
+    def contended(self) -> GpuTarget | None:
+        """This target with each device's memory bandwidth the one it gets while every
+        device of its node streams at once (``contended_bandwidth_bytes_per_s``), to price
+        stages that run at the same time on devices sharing one memory system; None when
+        no device shares its memory."""
+        if all(d.contended_bandwidth_bytes_per_s is None for d in self.devices):
+            return None
+        devices = tuple(
+            d
+            if d.contended_bandwidth_bytes_per_s is None
+            else replace(
+                d,
+                hbm_bandwidth_bytes_per_s=d.contended_bandwidth_bytes_per_s,
+                contended_bandwidth_bytes_per_s=None,
+            )
+            for d in self.devices
+        )
+        return replace(self, devices=devices)
 
     @property
     def num_devices(self) -> int:

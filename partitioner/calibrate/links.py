@@ -15,17 +15,28 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from partitioner.calibrate.host import Measured
+from partitioner.calibrate.host import STREAM_ELEMENTS, Measured
 from targets.errors import PartitionError
 from targets.formulas import collective_bytes_sent
 
-__all__ = ["LinkFigures", "measure_links", "step_in_pipeline"]
+__all__ = ["LinkFigures", "RankFigures", "measure_links", "step_in_pipeline"]
 
 SMALL, LARGE_P2P, LARGE_REDUCE = 4, 4 << 20, 16 << 20
 
 LinkFigures = dict[str, Measured]
+
+
+@dataclass(frozen=True)
+class RankFigures:
+    """What local ranks measured together: their links; on CPU (gloo) also a step's
+    overhead among them and the memory bandwidth each gets while all stream at once."""
+
+    links: LinkFigures
+    step: Measured | None = None
+    contended_bandwidth: Measured | None = None
 
 
 def _port() -> int:
@@ -34,13 +45,13 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_ranks(ranks: int, backend: str, timeout_s: float) -> dict[str, float]:
+def _run_ranks(ranks: int, backend: str, timeout_s: float, threads: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="partition-calibrate-") as folder:
         out, port = Path(folder) / "links.json", str(_port())
         command = [sys.executable, "-m", "partitioner.calibrate.links_worker"]
         processes = [
             subprocess.Popen(
-                [*command, str(r), str(ranks), port, str(out), backend],
+                [*command, str(r), str(ranks), port, str(out), backend, str(threads)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -72,11 +83,12 @@ def step_in_pipeline(raw: dict[str, float], ranks: int) -> Measured | None:
 
 
 def measure_links(
-    ranks: int, backend: str, timeout_s: float = 120.0
-) -> tuple[LinkFigures, Measured | None]:
-    """Point-to-point and all-reduce figures between ``ranks`` local processes, and the
-    per-step overhead of a CPU rank among them (None on CUDA)."""
-    raw = _run_ranks(ranks, backend, timeout_s)
+    ranks: int, backend: str, timeout_s: float = 120.0, threads: int = 1
+) -> RankFigures:
+    """Point-to-point and all-reduce figures between ``ranks`` local processes, and on
+    CPU (gloo) the per-step overhead of a rank among them and the bandwidth each gets
+    while all stream at once (``threads`` each)."""
+    raw = _run_ranks(ranks, backend, timeout_s, threads)
     how = f"torch.distributed {backend}, {ranks} local processes, median"
     p2p_latency = raw["p2p_small_s"]
     reduce_latency = raw["reduce_small_s"]
@@ -94,4 +106,15 @@ def measure_links(
             "over its time beyond the latency (busbw)",
         ),
     }
-    return links, step_in_pipeline(raw, ranks)
+    return RankFigures(links, step_in_pipeline(raw, ranks), _stream_together(raw, ranks, threads))
+
+
+def _stream_together(raw: dict[str, float], ranks: int, threads: int) -> Measured | None:
+    if "stream_together_bytes_per_s" not in raw:
+        return None
+    return Measured(
+        raw["stream_together_bytes_per_s"],
+        f"onnxruntime CPU Add of two {4 * STREAM_ELEMENTS >> 20} MiB float32 arrays on each of "
+        f"{ranks} local ranks "
+        f"at once, {threads} thread(s) each, median, slowest rank",
+    )

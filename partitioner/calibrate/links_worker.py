@@ -1,14 +1,15 @@
 """One rank of the link micro-benchmarks (run as a process by `partitioner.calibrate.links`).
 
-    python -m partitioner.calibrate.links_worker RANK WORLD PORT OUT BACKEND
-
 Rank 0 and rank 1 ping-pong a 4-byte and a 4 MiB message (one-way time is half
 the round trip); then every rank all-reduces 4 bytes and 16 MiB. Last, the
 ranks form a pipeline, each receiving a step from the one before, running a
 one-op onnxruntime model and sending on, and time the run alone: what a stage
 pays per step while its neighbours pass messages (gloo's threads share the
-cores). Rank 0 writes the medians (seconds; the step time of the slowest rank)
-as JSON to OUT.
+cores); and every rank streams memory at once (`host.stream_rate`), what each
+gets of a memory system they share. Rank 0 writes the medians (seconds; the
+step time and the bandwidth of the slowest rank) as JSON to OUT.
+
+    python -m partitioner.calibrate.links_worker RANK WORLD PORT OUT BACKEND [THREADS]
 """
 
 from __future__ import annotations
@@ -76,8 +77,21 @@ def _pipelined_step(rank: int, world: int, repeats: int) -> float:
     return float(slowest.item())
 
 
+def _stream_together(threads: int) -> float:
+    """Bytes per second of `host.stream_rate` on every rank at once, the slowest rank's:
+    ranks on one host share its memory system, and a pipeline's stages stream at once."""
+    from partitioner.calibrate.host import stream_rate
+
+    stream_rate(threads, repeats=1)  # allocate and warm up before the ranks start together
+    dist.barrier()
+    rate = torch.tensor([stream_rate(threads, repeats=15).value], dtype=torch.float64)
+    dist.all_reduce(rate, op=dist.ReduceOp.MIN)
+    return float(rate.item())
+
+
 def main(argv: list[str]) -> int:
     rank, world, port, out, backend = int(argv[0]), int(argv[1]), argv[2], argv[3], argv[4]
+    threads = int(argv[5]) if len(argv) > 5 else 1
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     device = torch.device("cpu")
     if backend == "nccl":
@@ -92,6 +106,7 @@ def main(argv: list[str]) -> int:
     }
     if backend == "gloo":  # a CPU rank's step: onnxruntime on the host
         figures["step_s"] = _pipelined_step(rank, world, 300)
+        figures["stream_together_bytes_per_s"] = _stream_together(threads)
     dist.barrier()
     dist.destroy_process_group()
     if rank == 0:

@@ -35,6 +35,9 @@ class Calibration:
     #: Whether compute hides memory traffic (`host.compute_memory_overlap`); None: not
     #: measured, the default (true) stands.
     overlap: Measured | None = None
+    #: The memory bandwidth each rank gets while all stream at once (None: one rank, or
+    #: ranks that do not share a memory system).
+    contended_bandwidth: Measured | None = None
 
 
 def _link(calibration: Calibration, name: str) -> dict[str, Measured | str]:
@@ -70,6 +73,8 @@ def _tree(calibration: Calibration) -> dict[str, object]:
         device["step_overhead_s"] = calibration.step_overhead
     if calibration.overlap is not None:
         device["compute_memory_overlap"] = calibration.overlap
+    if calibration.contended_bandwidth is not None:
+        device["contended_bandwidth_bytes_per_s"] = calibration.contended_bandwidth
     between = "torch.distributed between local ranks"
     return {
         "kind": "gpu",

@@ -7,9 +7,11 @@ streaming Add over 64 MB arrays, the overhead per op of a chain of small ops
 of a transformer's kinds (Add, Transpose, Softmax, Mul, MatMul), and the fixed
 cost of one step (a one-op session.run). With --ranks 2 or more (the default
 is 2), the send/recv and all-reduce latency and bandwidth between that many local processes through
-torch.distributed (gloo; needs torch), and the step's cost again while the
-ranks pass messages, which is what a stage of `run` pays. With --device cuda the same figures
-come from torch on the GPU and NCCL.
+torch.distributed (gloo; needs torch), the step's cost again while the
+ranks pass messages, which is what a stage of `run` pays, and the streaming
+bandwidth each rank gets while all stream at once (they share the host's
+memory; `simulate` prices pipeline stages running side by side with it). With
+--device cuda the same figures come from torch on the GPU and NCCL.
 
 The target has one device per rank (each a core's worth of threads on a CPU),
 efficiencies of 1 (the rates are achieved ones), and a comment beside every
@@ -101,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
         from partitioner.calibrate.links import measure_links
 
         backend = "nccl" if args.device == "cuda" else "gloo"
-        links, step = measure_links(args.ranks, backend)
+        together = measure_links(args.ranks, backend, threads=args.threads)
         # among ranks passing messages a step costs more than alone: keep that figure
-        step = step or calibration.step_overhead
-        calibration = replace(calibration, links=links, step_overhead=step)
+        step = together.step or calibration.step_overhead
+        calibration = replace(calibration, links=together.links, step_overhead=step,
+                              contended_bandwidth=together.contended_bandwidth)  # fmt: skip
     stamp = datetime.date.today().isoformat()
     calibration = replace(
         calibration, description=f"measured by partition calibrate on {platform.node()}, {stamp}"
@@ -126,6 +129,9 @@ def _print(c: Calibration) -> None:
     ]
     if c.step_overhead is not None:
         rows.append(("per step", human_seconds(c.step_overhead.value), c.step_overhead.how))
+    if c.contended_bandwidth is not None:
+        rate = f"{human_bytes(c.contended_bandwidth.value)}/s"
+        rows.append(("memory bandwidth, ranks at once", rate, c.contended_bandwidth.how))
     if c.overlap is not None:
         shown = "overlapped" if c.overlap.value else "in turn"
         rows.append(("compute and memory", shown, c.overlap.how))

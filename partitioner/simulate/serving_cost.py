@@ -156,6 +156,12 @@ class PlanIterationCost(_PricedPlan):
         self._pricing = self._priced(plan.load_model)
         prefill = plan.load_model.prefill
         self._prefill = None if prefill is None else self._priced(prefill)
+        contended = target.contended()
+        #: The same plan priced with the memory bandwidth each device gets while every
+        #: device of its node streams at once (devices sharing one memory system, as CPU
+        #: ranks on one host do); None where devices share none. The engine prices an
+        #: iteration so when another is in flight (`serving.engine`).
+        self.contended = None if contended is None else PlanIterationCost(plan, contended)
 
     def _priced(self, load: LoadModel) -> StagePricing:
         """The matrices of one load model (the decode graph's, or the prefill file's)."""

@@ -31,6 +31,7 @@ def _calibration(ranks: int, links: bool) -> Calibration:
         "by hand",
         Measured(1e-4, "step"),
         Measured(False, "in turn, timed"),
+        Measured(1.2e10, "stream, ranks at once") if links else None,
     )
 
 
@@ -51,8 +52,12 @@ def test_the_yaml_loads_as_the_figures_given(tmp_path, ranks, links):
     if links:
         assert (link.latency_s, link.bandwidth_bytes_per_s) == (1e-4, 3e9)
         assert (link.collective_latency_s, link.collective_bandwidth_bytes_per_s) == (3e-4, 1e9)
-    else:  # one rank: the only link is a memory copy
+        assert device.contended_bandwidth_bytes_per_s == 1.2e10
+        assert "# stream, ranks at once" in path.read_text()
+    else:  # one rank: the only link is a memory copy, and no one shares its memory
         assert (link.latency_s, link.bandwidth_bytes_per_s) == (5e-7, 2e10)
+        assert device.contended_bandwidth_bytes_per_s is None
+        assert target.contended() is None
     text = path.read_text()
     assert "# gemm fp32" in text and "# stream" in text and "# chain" in text
     assert "compute_memory_overlap: false  # in turn, timed" in text
@@ -72,6 +77,11 @@ def test_calibrate_measures_this_cpu_and_writes_a_loadable_target(tmp_path):
     # measured among 2 ranks passing messages; a one-op run is not free, nor a millisecond
     assert 1e-7 < device.step_overhead_s < 1e-2
     assert "passing steps along a torch.distributed gloo pipeline" in out.read_text()
+    # both ranks streaming at once: something each, and no more than the memory has alone
+    # (a 2x margin: the two are timed seconds apart on a machine that may be busy)
+    assert 1e8 < device.contended_bandwidth_bytes_per_s < 2 * device.hbm_bandwidth_bytes_per_s
+    assert "on each of 2 local ranks at once" in out.read_text()
+    assert "memory bandwidth, ranks at once" in result.out
     assert "GEMM float32" in result.out and f"target written to {out}" in result.out
 
 

@@ -22,7 +22,10 @@ Pipelines: up to ``stages`` iterations are in flight. An iteration holds stage
 request is in at most one in-flight iteration (its next token depends on the
 last), and an in-flight request is never chosen for preemption (vLLM v1 would
 preempt it and discard its result; its blocks are in use). Tokens are emitted
-when an iteration leaves the last stage.
+when an iteration leaves the last stage. Where the stages' devices share one
+memory system (CPU ranks on one host), an iteration formed while another is in
+flight runs beside it and is priced with the cost's ``contended`` seconds; one
+formed alone keeps the full bandwidth (though the next may overlap its end).
 
 Rejection: a request that can never be served (its prompt plus output, less
 the last token whose KV is never written, needs more blocks than the whole
@@ -116,6 +119,9 @@ class Engine:
         self.fixed_s = None if fixed is None else np.asarray(fixed, dtype=float)
         self.deep = stages > DEEP_PIPELINE_STAGES or self.streams
         self.prices = RunPrices(cost) if stages > 1 else cost  # groups taking turns
+        contended = getattr(cost, "contended", None) if stages > 1 else None
+        # stages sharing a memory system, priced so when an iteration overlaps another
+        self.contended_prices = None if contended is None else RunPrices(contended)
         self.stage_free_s = [0.0] * stages
         if self.deep:  # priced with arrays (`_price_deep`)
             self.stage_free_s = np.zeros(stages)
@@ -293,8 +299,11 @@ class Engine:
         return True
 
     def price(self, now: float, shape: IterationShape) -> float:
-        """Run one iteration through the stages from ``now``; the time it leaves the last."""
-        seconds = self.prices.stage_seconds(shape)
+        """Run one iteration through the stages from ``now``; the time it leaves the last.
+        Formed while another is in flight, its stages run beside that one's, so stages
+        sharing a memory system are priced contended (the cost's ``contended``)."""
+        prices = self.contended_prices if self.in_flight else None
+        seconds = (prices or self.prices).stage_seconds(shape)
         if len(seconds) != self.stages:
             raise UsageError(
                 f"serving: the cost model gave {len(seconds)} stage times for {self.stages} stages"

@@ -83,7 +83,10 @@ class IterationCost(Protocol):
     """Prices an iteration on a pipeline of ``stages`` stages.
 
     ``stage_seconds(shape)`` gives one figure per stage, each counting the
-    stage's outgoing transfer; all must be finite and non-negative.
+    stage's outgoing transfer; all must be finite and non-negative. A cost whose
+    stages' devices share one memory system may also have ``contended``: a cost of
+    the same stages while they stream at once, which the engine uses for an
+    iteration formed while another is in flight.
     """
 
     @property

@@ -30,6 +30,8 @@ class _StageHostCost:
         self._column = np.array(self._extra)[:, None]
         if getattr(cost, "decode_run_seconds", None) is not None:
             self.decode_run_seconds = self._run  # the steady loop prices runs in bulk
+        contended = getattr(cost, "contended", None)
+        self.contended = None if contended is None else _StageHostCost(contended, overhead_s)
 
     def stage_seconds(self, shape: IterationShape) -> list[float]:
         seconds = self._cost.stage_seconds(shape)

@@ -1,0 +1,50 @@
+"""A plan's serving cost beside another iteration (`PlanIterationCost.contended`): the
+same plan priced with each device's bandwidth while every device of its node streams."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from examples import llama
+from partitioner.planning import GpuOptions, plan_pipeline
+from partitioner.simulate.serving import IterationShape
+from partitioner.simulate.serving_cost import iteration_cost
+from passes.load import load
+from targets import get_preset
+
+SHAPES = (IterationShape(4, 4, 404, 404, 101), IterationShape(1, 1, 40, 40, 40))
+
+
+@pytest.fixture(scope="module")
+def decode(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama") / "tiny-decode.onnx"
+    llama.build(path, "tiny", kind="decode")
+    return load(path, {"batch": 1, "past": 4095})
+
+
+def _devices(target, **fields):
+    return dataclasses.replace(
+        target, devices=tuple(dataclasses.replace(d, **fields) for d in target.devices)
+    )
+
+
+def test_the_contended_cost_is_the_plan_on_the_bandwidth_beside_the_others(decode):
+    preset = get_preset("h100x4")
+    alone_bw = preset.devices[0].hbm_bandwidth_bytes_per_s
+    shared = _devices(preset, contended_bandwidth_bytes_per_s=alone_bw / 3)
+    plan = plan_pipeline(decode, shared, GpuOptions(tp=1, pp=2, time_limit_s=5)).plan
+    cost = iteration_cost(plan, shared)
+    by_hand = iteration_cost(plan, _devices(preset, hbm_bandwidth_bytes_per_s=alone_bw / 3))
+    assert cost.contended is not None and cost.contended.contended is None
+    for shape in SHAPES:
+        alone, beside = cost.stage_seconds(shape), cost.contended.stage_seconds(shape)
+        assert list(beside) == pytest.approx(list(by_hand.stage_seconds(shape)), rel=1e-12)
+        assert all(b > a for a, b in zip(alone, beside, strict=True))  # bytes cost more
+
+
+def test_devices_with_memory_of_their_own_have_no_contended_cost(decode):
+    preset = get_preset("h100x4")
+    plan = plan_pipeline(decode, preset, GpuOptions(tp=1, pp=2, time_limit_s=5)).plan
+    assert iteration_cost(plan, preset).contended is None
