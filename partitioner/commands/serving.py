@@ -333,6 +333,10 @@ def _summary(f: dict[str, Any]) -> str:
                      "tokens")  # fmt: skip
     if joules is not None:
         parts.append(f"{joules:.3g} J per output token")
+    beside = f.get("iterations_beside_another")
+    if beside is not None:
+        parts.append(f"{beside:,} of {f['iterations']:,} iterations beside another, priced at "
+                     "the bandwidth each device gets while its host's devices stream at once")  # fmt: skip
     if f["meets_slo"] is not None:
         parts.append("meets the SLO" if f["meets_slo"] else "misses the SLO")
     return "; ".join(parts)

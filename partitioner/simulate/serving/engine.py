@@ -69,7 +69,7 @@ from partitioner.simulate.serving.iteration import IterationCost, IterationShape
 from partitioner.simulate.serving.launch import Launch, blocks_for
 from partitioner.simulate.serving.ordered import form_ordered
 from partitioner.simulate.serving.recorder import Recorder
-from partitioner.simulate.serving.run_prices import RunPrices
+from partitioner.simulate.serving.run_prices import RunPrices, contended_prices
 from partitioner.simulate.serving.stage_host import with_stage_host
 from partitioner.simulate.serving.steady import steady_run
 from partitioner.simulate.serving.streaming import row_latency, streamed_finish
@@ -119,15 +119,13 @@ class Engine:
         self.fixed_s = None if fixed is None else np.asarray(fixed, dtype=float)
         self.deep = stages > DEEP_PIPELINE_STAGES or self.streams
         self.prices = RunPrices(cost) if stages > 1 else cost  # groups taking turns
-        contended = getattr(cost, "contended", None) if stages > 1 else None
-        # stages sharing a memory system, priced so when an iteration overlaps another
-        self.contended_prices = None if contended is None else RunPrices(contended)
+        self.contended_prices = contended_prices(cost, stages)  # stages sharing memory
         self.stage_free_s = [0.0] * stages
         if self.deep:  # priced with arrays (`_price_deep`)
             self.stage_free_s = np.zeros(stages)
         self.free_blocks = capacity
         self.next_arrival = 0
-        self.rec = Recorder(count, stages)
+        self.rec = Recorder(count, stages, beside=self.contended_prices is not None)
         if self.deep:
             self.rec.stage_busy_s = np.zeros(stages)  # type: ignore[assignment]
         self.now_s = 0.0
@@ -303,6 +301,8 @@ class Engine:
         Formed while another is in flight, its stages run beside that one's, so stages
         sharing a memory system are priced contended (the cost's ``contended``)."""
         prices = self.contended_prices if self.in_flight else None
+        if prices is not None:
+            self.rec.iterations_beside_another += 1  # type: ignore[operator]
         seconds = (prices or self.prices).stage_seconds(shape)
         if len(seconds) != self.stages:
             raise UsageError(

@@ -36,9 +36,11 @@ class Recorder:
         rejected: Requests refused because they could never fit.
         kv_used_blocks, kv_peak_blocks: KV blocks held now, and the most ever held.
         kv_block_seconds: Integral of blocks held over time.
+        iterations_beside_another: Iterations priced as running beside another (stages
+            sharing one memory system, `serving.engine`); None where none can be.
     """
 
-    def __init__(self, requests: int, stages: int) -> None:
+    def __init__(self, requests: int, stages: int, beside: bool = False) -> None:
         self.first_scheduled_s = [math.nan] * requests
         self.first_token_s = [math.nan] * requests
         self.finish_s = [math.nan] * requests
@@ -48,6 +50,7 @@ class Recorder:
         self.prompt_busy_s = 0.0
         self.iterations = 0
         self.batched_sequences = 0
+        self.iterations_beside_another: int | None = 0 if beside else None
         self.preemptions = 0
         self.rejected = 0
         self.kv_used_blocks = 0
@@ -69,6 +72,10 @@ class Recorder:
         per-request times are not touched, and KV peaks take the larger."""
         self.iterations += other.iterations
         self.batched_sequences += other.batched_sequences
+        if other.iterations_beside_another is not None:
+            self.iterations_beside_another = (
+                self.iterations_beside_another or 0
+            ) + other.iterations_beside_another
         self.preemptions += other.preemptions
         self.rejected += other.rejected
         self.kv_block_seconds += other.kv_block_seconds

@@ -134,6 +134,9 @@ class ServingReport:
     mean_batch_size: float
     #: Device time attributed to prompt rows over all device time (None when idle).
     prompt_busy_share: float | None = None
+    #: Iterations priced beside another, on stages sharing one memory system (None where
+    #: the stages share none).
+    iterations_beside_another: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: plain floats, ints and None, keys in a fixed order."""
@@ -170,6 +173,7 @@ class ServingReport:
             "iterations": self.iterations,
             "mean_batch_size": self.mean_batch_size,
             "prompt_busy_share": self.prompt_busy_share,
+            "iterations_beside_another": self.iterations_beside_another,
         }
 
 
@@ -241,6 +245,7 @@ def build_report(
         iterations=rec.iterations,
         mean_batch_size=rec.batched_sequences / rec.iterations if rec.iterations else 0.0,
         prompt_busy_share=_share(rec.prompt_busy_s, float(sum(rec.stage_busy_s))),
+        iterations_beside_another=rec.iterations_beside_another,
     )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from partitioner.simulate.serving.iteration import IterationCost, IterationShape
 
-__all__ = ["RunPrices"]
+__all__ = ["RunPrices", "contended_prices"]
 
 #: The first window's iterations, the most a window grows to, and how many runs are kept.
 FIRST_WINDOW, LARGEST_WINDOW, KEPT_RUNS = 4, 64, 256
@@ -50,3 +50,11 @@ class RunPrices:
         else:
             self.ahead[after] = (None, 0, min(2 * size, LARGEST_WINDOW))
         return window[:, column]
+
+
+def contended_prices(cost: IterationCost, stages: int) -> RunPrices | None:
+    """The cost's ``contended`` seconds (its stages running beside another iteration's, on
+    devices sharing one memory system), windowed as `RunPrices`; None for one stage or a
+    cost without them."""
+    contended = getattr(cost, "contended", None) if stages > 1 else None
+    return None if contended is None else RunPrices(contended)

@@ -4,6 +4,7 @@ same plan priced with each device's bandwidth while every device of its node str
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -13,6 +14,7 @@ from partitioner.simulate.serving import IterationShape
 from partitioner.simulate.serving_cost import iteration_cost
 from passes.load import load
 from targets import get_preset
+from tests.cli import run_cli
 
 SHAPES = (IterationShape(4, 4, 404, 404, 101), IterationShape(1, 1, 40, 40, 40))
 
@@ -48,3 +50,28 @@ def test_devices_with_memory_of_their_own_have_no_contended_cost(decode):
     preset = get_preset("h100x4")
     plan = plan_pipeline(decode, preset, GpuOptions(tp=1, pp=2, time_limit_s=5)).plan
     assert iteration_cost(plan, preset).contended is None
+
+
+def test_simulate_counts_and_names_the_iterations_it_priced_beside_another(tmp_path):
+    """A target file whose devices share memory (as `partition calibrate --ranks 2` writes
+    it): two requests at once on two stages take turns, each formed beside the other."""
+    import yaml
+
+    spec = get_preset("h100x2").to_dict()
+    for device in spec["devices"]:
+        device["contended_bandwidth_bytes_per_s"] = device["hbm_bandwidth_bytes_per_s"] / 2
+    target = tmp_path / "shared.yaml"
+    target.write_text(yaml.safe_dump(spec))
+    model, plan = tmp_path / "tiny-decode.onnx", tmp_path / "plan.json"
+    llama.build(model, "tiny", kind="decode")
+    made = run_cli(str(model), "--target", str(target), "--tp", "1", "--pp", "2", "--dim",
+                   "batch=1", "--dim", "past=4095", "-o", str(plan), "-q")  # fmt: skip
+    assert made.code == 0, made.err
+    # one prompt an iteration (the budget), so the second is formed beside the first
+    flags = ("--rate", "inf", "--requests", "2", "--prompt-len", "8", "--output-len", "5",
+             "--token-budget", "8")  # fmt: skip
+    result = run_cli("simulate", str(plan), "--json", *flags)
+    serving = json.loads(result.out)["serving"]
+    assert 0 < serving["iterations_beside_another"] < serving["iterations"]
+    text = run_cli("simulate", str(plan), *flags).out
+    assert "iterations beside another" in text

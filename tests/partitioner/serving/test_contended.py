@@ -39,6 +39,7 @@ def test_an_iteration_formed_beside_another_is_priced_contended_by_hand():
     assert rec.first_token_s == [2.0, 7.0]
     assert rec.finish_s == [16.0, 19.0]
     assert rec.stage_busy_s == [16.0, 16.0]  # one iteration alone, five beside another
+    assert rec.iterations_beside_another == 5
 
 
 def test_an_iteration_alone_keeps_the_full_bandwidth():
@@ -47,6 +48,7 @@ def test_an_iteration_alone_keeps_the_full_bandwidth():
     rec = Engine(requests((0.0, 4, 3)), _cost(), config).run()
     assert rec.first_token_s == [2.0]
     assert rec.finish_s == [6.0]
+    assert rec.iterations_beside_another == 0
 
 
 def test_one_stage_is_never_beside_another():
@@ -56,6 +58,7 @@ def test_one_stage_is_never_beside_another():
     rec = Engine(reqs, cost, config).run()
     plain = Engine(reqs, LinearCost(stages=1, base_s=1.0), config).run()
     assert (rec.first_token_s, rec.finish_s) == (plain.first_token_s, plain.finish_s)
+    assert rec.iterations_beside_another is plain.iterations_beside_another is None
 
 
 def test_later_stages_host_work_holds_them_contended_too():

@@ -90,7 +90,7 @@ KEYS = [
     "input_tokens_per_s", "requests_per_s", "goodput_requests_per_s", "slo_attainment",
     "meets_slo", "slo", "kv_cache_utilisation", "stage_utilisation", "preemptions", "requests",
     "completed", "rejected", "input_tokens", "output_tokens", "duration_s", "iterations",
-    "mean_batch_size", "prompt_busy_share",
+    "mean_batch_size", "prompt_busy_share", "iterations_beside_another",
 ]  # fmt: skip
 
 
