@@ -118,7 +118,24 @@ def run(args: argparse.Namespace) -> int:
         outputs.commit()
     _print(calibration)
     console.print(f"target written to {args.output}", markup=False)
+    warning = contention_warning(calibration)
+    if warning:
+        err_console.print(f"warning: {warning}", markup=False)
     return 0
+
+
+def contention_warning(c: Calibration) -> str | None:
+    """What to say when the ranks streaming at once measured no slower than one alone: a
+    shared memory system cannot give each of them more, so the machine changed speed
+    between the two timings (a busy or throttled host), and both figures are suspect."""
+    together = c.contended_bandwidth
+    if together is None or together.value < c.memory_bandwidth.value:
+        return None
+    return (
+        f"each of {c.ranks} ranks streamed {human_bytes(together.value)}/s at once, no slower "
+        f"than one alone ({human_bytes(c.memory_bandwidth.value)}/s): the machine changed "
+        "speed between the two timings; calibrate again when it is quiet"
+    )
 
 
 def _print(c: Calibration) -> None:

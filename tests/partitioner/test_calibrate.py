@@ -129,3 +129,16 @@ def test_calibrate_chooses_overlap_by_the_model_nearer_a_timed_gemm():
     assert overlaps(0.85e-3, 0.8e-3, 0.6e-3)
     assert not overlaps(1.3e-3, 0.8e-3, 0.6e-3)
     assert overlaps(0.625, 0.5, 0.25)  # halfway (exact in binary): a tie goes to the roofline
+
+
+def test_ranks_at_once_no_slower_than_one_alone_is_flagged():
+    from dataclasses import replace
+
+    from partitioner.commands.calibrate import contention_warning
+
+    slower = _calibration(2, True)  # 12 GB/s each at once against 20 alone
+    assert contention_warning(slower) is None
+    assert contention_warning(_calibration(1, False)) is None  # nothing measured at once
+    odd = replace(slower, contended_bandwidth=Measured(2.1e10, "at once"))
+    said = contention_warning(odd)
+    assert said is not None and "calibrate again" in said and "2 ranks" in said
