@@ -114,7 +114,6 @@ def _stream_together(raw: dict[str, float], ranks: int, threads: int) -> Measure
         return None
     return Measured(
         raw["stream_together_bytes_per_s"],
-        f"onnxruntime CPU Add of two {4 * STREAM_ELEMENTS >> 20} MiB float32 arrays on each of "
-        f"{ranks} local ranks "
-        f"at once, {threads} thread(s) each, median, slowest rank",
+        f"onnxruntime CPU Add of two {4 * STREAM_ELEMENTS >> 20} MiB float32 arrays on each "
+        f"of {ranks} local ranks at once, {threads} thread(s) each, median, slowest rank",
     )
