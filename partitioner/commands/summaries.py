@@ -50,11 +50,28 @@ def print_summary(outcome: PlanOutcome) -> None:
     bottleneck = bottleneck_words(e.bottleneck.kind, where, extra.get("time_breakdown"))
     # The plan's throughput counts every replica; the layout's is one pipeline's.
     _print_figures(e.latency_s, plan.estimate.throughput_per_s, bottleneck, extra)
+    _shared_memory_line(plan)
     console.print(
         f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
         f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
         f"{plan.model.num_nodes:,} nodes in {extra['coarsening']['blocks']} blocks, "
         f"{human_flops(plan.model.flops)}, {human_bytes(plan.model.param_bytes)} of parameters"
+    )
+
+
+def _shared_memory_line(plan: Plan) -> None:
+    """Say so when the plan's devices share one memory system and more than one of them
+    computes at once: the throughput above prices each stage alone."""
+    devices = plan.target.spec.get("devices") or [{}]
+    together = devices[0].get("contended_bandwidth_bytes_per_s")
+    if together is None or len(plan.partitions) * plan.parallelism.tp < 2:
+        return
+    alone = devices[0]["hbm_bandwidth_bytes_per_s"]
+    console.print(
+        f"note: these devices share one memory system ({human_bytes(alone)}/s alone, "
+        f"{human_bytes(together)}/s each while all stream): the throughput above prices each "
+        "stage alone; `partition simulate` prices stages running side by side",
+        markup=False,
     )
 
 

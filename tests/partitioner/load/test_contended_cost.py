@@ -67,6 +67,9 @@ def test_simulate_counts_and_names_the_iterations_it_priced_beside_another(tmp_p
     made = run_cli(str(model), "--target", str(target), "--tp", "1", "--pp", "2", "--dim",
                    "batch=1", "--dim", "past=4095", "-o", str(plan), "-q")  # fmt: skip
     assert made.code == 0, made.err
+    shown = run_cli(str(model), "--target", str(target), "--tp", "1", "--pp", "2", "--dim",
+                    "batch=1", "--dim", "past=4095", "-o", str(tmp_path / "again.json"))  # fmt: skip
+    assert "share one memory system" in shown.out  # the plan's throughput prices stages alone
     # one prompt an iteration (the budget), so the second is formed beside the first
     flags = ("--rate", "inf", "--requests", "2", "--prompt-len", "8", "--output-len", "5",
              "--token-budget", "8")  # fmt: skip
