@@ -9,6 +9,8 @@ from partitioner.plan import Plan
 from partitioner.planning import PlanOutcome, WaferOutcome
 from partitioner.simulate.breakdown import bottleneck_words, breakdown_lines
 from partitioner.units import human_bytes, human_flops, human_seconds, per_million_tokens
+from targets.gpu import GpuTarget
+from targets.loader import target_from_dict
 
 __all__ = ["print_summary", "print_wafer_summary"]
 
@@ -62,11 +64,15 @@ def print_summary(outcome: PlanOutcome) -> None:
 def _shared_memory_line(plan: Plan) -> None:
     """Say so when the plan's devices share one memory system and more than one of them
     computes at once: the throughput above prices each stage alone."""
-    devices = plan.target.spec.get("devices") or [{}]
-    together = devices[0].get("contended_bandwidth_bytes_per_s")
-    if together is None or len(plan.partitions) * plan.parallelism.tp < 2:
+    if len(plan.partitions) * plan.parallelism.tp < 2:
         return
-    alone = devices[0]["hbm_bandwidth_bytes_per_s"]
+    target = target_from_dict(plan.target.spec)
+    contended = target.contended() if isinstance(target, GpuTarget) else None
+    if contended is None:
+        return
+    lead = plan.partitions[0].devices[0]
+    alone = target.devices[lead].hbm_bandwidth_bytes_per_s
+    together = contended.devices[lead].hbm_bandwidth_bytes_per_s
     console.print(
         f"note: these devices share one memory system ({human_bytes(alone)}/s alone, "
         f"{human_bytes(together)}/s each while all stream): the throughput above prices each "
