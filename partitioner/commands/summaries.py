@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.table import Table
 
 from partitioner.commands._common import console
 from partitioner.plan import Plan
 from partitioner.planning import PlanOutcome, WaferOutcome
 from partitioner.simulate.breakdown import bottleneck_words, breakdown_lines
+from partitioner.simulate.serving_cost import own_point_seconds
 from partitioner.units import human_bytes, human_flops, human_seconds, per_million_tokens
 from targets.gpu import GpuTarget
 from targets.loader import target_from_dict
@@ -52,7 +55,7 @@ def print_summary(outcome: PlanOutcome) -> None:
     bottleneck = bottleneck_words(e.bottleneck.kind, where, extra.get("time_breakdown"))
     # The plan's throughput counts every replica; the layout's is one pipeline's.
     _print_figures(e.latency_s, plan.estimate.throughput_per_s, bottleneck, extra)
-    _shared_memory_line(plan)
+    _shared_memory_line(plan, e.stage_period_s)
     console.print(
         f"solver {s.name}: {s.status}, objective {human_seconds(s.objective_s)}, bound {human_seconds(s.bound_s)}, "
         f"gap {100 * s.gap:.2f}%, {outcome.wall_s:.1f} s wall; "
@@ -61,9 +64,10 @@ def print_summary(outcome: PlanOutcome) -> None:
     )
 
 
-def _shared_memory_line(plan: Plan) -> None:
+def _shared_memory_line(plan: Plan, stage_period_s: Sequence[float]) -> None:
     """Say so when the plan's devices share one memory system and more than one of them
-    computes at once: the throughput above prices each stage alone."""
+    computes at once: the throughput above prices each stage alone. With a load model,
+    also the throughput with every stage streaming at once, as `simulate` prices it."""
     if len(plan.partitions) * plan.parallelism.tp < 2:
         return
     target = target_from_dict(plan.target.spec)
@@ -73,12 +77,30 @@ def _shared_memory_line(plan: Plan) -> None:
     lead = plan.partitions[0].devices[0]
     alone = target.devices[lead].hbm_bandwidth_bytes_per_s
     together = contended.devices[lead].hbm_bandwidth_bytes_per_s
+    side_by_side = "`partition simulate` prices stages running side by side"
+    if plan.load_model is not None and len(plan.partitions) > 1:
+        beside, alone_s = own_point_seconds(plan, contended), own_point_seconds(plan, target)
+        period_s = side_by_side_period_s(stage_period_s, alone_s, beside)
+        throughput = plan.estimate.throughput_per_s * max(stage_period_s) / period_s
+        side_by_side = (f"with every stage streaming at once the period is "
+                        f"{human_seconds(period_s)} and the throughput {throughput:,.1f}/s, "
+                        "as `partition simulate` prices it")  # fmt: skip
     console.print(
         f"note: these devices share one memory system ({human_bytes(alone)}/s alone, "
         f"{human_bytes(together)}/s each while all stream): the throughput above prices each "
-        "stage alone; `partition simulate` prices stages running side by side",
+        f"stage alone; {side_by_side}",
         markup=False,
     )
+
+
+def side_by_side_period_s(
+    stage_period_s: Sequence[float], alone_s: Sequence[float], beside_s: Sequence[float]
+) -> float:
+    """The pipeline's period with every stage streaming at once: each stage's period longer
+    by what that adds to its step (``beside_s`` less ``alone_s``, both from the load model,
+    which leaves out the host's I/O that a period holds)."""
+    pairs = zip(stage_period_s, alone_s, beside_s, strict=True)
+    return max(period + beside - alone for period, alone, beside in pairs)
 
 
 def _devices(devices: tuple[int, ...]) -> str:

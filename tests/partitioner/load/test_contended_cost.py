@@ -70,6 +70,7 @@ def test_simulate_counts_and_names_the_iterations_it_priced_beside_another(tmp_p
     shown = run_cli(str(model), "--target", str(target), "--tp", "1", "--pp", "2", "--dim",
                     "batch=1", "--dim", "past=4095", "-o", str(tmp_path / "again.json"))  # fmt: skip
     assert "share one memory system" in shown.out  # the plan's throughput prices stages alone
+    assert "with every stage streaming at once the period is" in shown.out
     # one prompt an iteration (the budget), so the second is formed beside the first
     flags = ("--rate", "inf", "--requests", "2", "--prompt-len", "8", "--output-len", "5",
              "--token-budget", "8")  # fmt: skip
@@ -78,3 +79,11 @@ def test_simulate_counts_and_names_the_iterations_it_priced_beside_another(tmp_p
     assert 0 < serving["iterations_beside_another"] < serving["iterations"]
     text = run_cli("simulate", str(plan), *flags).out
     assert "iterations beside another" in text
+
+
+def test_the_period_side_by_side_by_hand():
+    from partitioner.commands.summaries import side_by_side_period_s
+
+    # periods 5 and 3 s; the load model's steps 4 and 1 s alone, 6 and 4 s side by side:
+    # 5 + 2 = 7 and 3 + 3 = 6, so 7
+    assert side_by_side_period_s([5.0, 3.0], [4.0, 1.0], [6.0, 4.0]) == 7.0
