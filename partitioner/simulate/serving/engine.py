@@ -122,7 +122,7 @@ class Engine:
         self.contended_prices = contended_prices(cost, stages)  # stages sharing memory
         self.stage_free_s = [0.0] * stages
         if self.deep:  # priced with arrays (`_price_deep`)
-            self.stage_free_s = np.zeros(stages)
+            self.stage_free_s, self._lag = np.zeros(stages), np.zeros(stages)
         self.free_blocks = capacity
         self.next_arrival = 0
         self.rec = Recorder(count, stages, beside=self.contended_prices is not None)
@@ -335,9 +335,9 @@ class Engine:
         max over j <= s of (free[j] - D[j-1]))`` with ``D`` the running sum of ``d``
         (equal to the loop up to float rounding)."""
         d = np.asarray(seconds, dtype=float)
-        bad = ~((d >= 0.0) & np.isfinite(d))
-        if bad.any():
-            s = int(np.argmax(bad))
+        total = np.cumsum(d)  # finite with every d >= 0 only if each d is (a NaN fails >=)
+        if not (d.min() >= 0.0 and total[-1] < math.inf):
+            s = int(np.argmax(~((d >= 0.0) & np.isfinite(d))))
             raise UsageError(f"serving: the cost model priced stage {s} at {d[s]!r} s for {shape}")
         free = self.stage_free_s  # arrays, made so in __init__; updated in place (run aliases it)
         if self.streams and shape.rows > 1:
@@ -345,10 +345,14 @@ class Engine:
             free[:] = streamed_finish(free, d, per_row, now + host_s)
             self.rec.stage_busy_s += d
             return float(free[-1])
-        total = np.cumsum(d)
-        total += host_s  # the host's part holds the first stage, so every later one
-        before = np.concatenate(([0.0], total[:-1]))
-        free[:] = total + np.maximum(now, np.maximum.accumulate(free - before))
+        if host_s:
+            total += host_s  # the host's part holds the first stage, so every later one
+        lag = self._lag  # free[j] - D[j-1], in place; D[-1] = 0
+        lag[0] = free[0]
+        np.subtract(free[1:], total[:-1], out=lag[1:])
+        np.maximum.accumulate(lag, out=lag)
+        np.maximum(lag, now, out=lag)
+        np.add(total, lag, out=free)
         self.rec.stage_busy_s += d
         return float(free[-1])
 
