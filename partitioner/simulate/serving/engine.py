@@ -72,7 +72,7 @@ from partitioner.simulate.serving.recorder import Recorder
 from partitioner.simulate.serving.run_prices import RunPrices, contended_prices
 from partitioner.simulate.serving.stage_host import with_stage_host
 from partitioner.simulate.serving.steady import steady_run
-from partitioner.simulate.serving.streaming import row_latency, streamed_finish
+from partitioner.simulate.serving.streaming import batch_finish, row_latency, streamed_finish
 from partitioner.simulate.serving.workload import Requests
 
 __all__ = ["Engine", "DEEP_PIPELINE_STAGES"]
@@ -330,10 +330,7 @@ class Engine:
     def _price_deep(
         self, now: float, shape: IterationShape, seconds: object, host_s: float
     ) -> float:
-        """`price` for a deep pipeline (a wafer's regions), with arrays: the recurrence
-        ``t[s] = max(t[s-1], free[s]) + d[s]`` unrolled as ``t[s] = D[s] + max(now,
-        max over j <= s of (free[j] - D[j-1]))`` with ``D`` the running sum of ``d``
-        (equal to the loop up to float rounding)."""
+        """`price` for a deep pipeline (a wafer's regions), with arrays (`streaming`)."""
         d = np.asarray(seconds, dtype=float)
         total = np.cumsum(d)  # finite with every d >= 0 only if each d is (a NaN fails >=)
         if not (d.min() >= 0.0 and total[-1] < math.inf):
@@ -347,12 +344,7 @@ class Engine:
             return float(free[-1])
         if host_s:
             total += host_s  # the host's part holds the first stage, so every later one
-        lag = self._lag  # free[j] - D[j-1], in place; D[-1] = 0
-        lag[0] = free[0]
-        np.subtract(free[1:], total[:-1], out=lag[1:])
-        np.maximum.accumulate(lag, out=lag)
-        np.maximum(lag, now, out=lag)
-        np.add(total, lag, out=free)
+        batch_finish(free, total, now, self._lag)
         self.rec.stage_busy_s += d
         return float(free[-1])
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["row_latency", "streamed_finish"]
+__all__ = ["batch_finish", "row_latency", "streamed_finish"]
 
 
 def row_latency(seconds: np.ndarray, fixed_s: np.ndarray | None, rows: int) -> np.ndarray:
@@ -48,3 +48,16 @@ def streamed_finish(
     base[0] = max(start_s, float(free[0]))
     first = before + np.maximum.accumulate(base)
     return through + np.maximum.accumulate(first + seconds - through)
+
+
+def batch_finish(free: np.ndarray, total: np.ndarray, now: float, lag: np.ndarray) -> None:
+    """Each stage's finish time, written into ``free``, for an iteration that holds each
+    stage for its whole batch: ``t[s] = max(t[s-1], free[s]) + d[s]``, unrolled as
+    ``t[s] = D[s] + max(now, max over j <= s of (free[j] - D[j-1]))`` with ``total`` the
+    running sum ``D`` of ``d`` (and any host seconds before stage 0) and ``D[-1] = 0``;
+    ``lag``, a scratch array as long as ``free``. Equal to the loop up to float rounding."""
+    lag[0] = free[0]
+    np.subtract(free[1:], total[:-1], out=lag[1:])
+    np.maximum.accumulate(lag, out=lag)
+    np.maximum(lag, now, out=lag)
+    np.add(total, lag, out=free)
