@@ -144,3 +144,13 @@ def test_a_run_through_free_stages_takes_the_flow_shops_closed_form_by_hand():
     assert pipeline_seconds(streaming, seconds, 1).tolist() == [6.0, 10.0]  # one row: the sum
     fixed = SimpleNamespace(streams=True, fixed_s=np.array([1.0, 1.0]))
     assert pipeline_seconds(fixed, seconds[:, :1], 4).tolist() == [5.25]
+
+
+def test_a_whole_batch_through_free_and_busy_stages_by_hand():
+    from partitioner.simulate.serving.streaming import batch_finish
+
+    # stages free at 0, 5 and 0; 1 s each; from 2: [2, 3], then stage 1 busy until 5:
+    # [5, 6], then [6, 7]
+    free = np.array([0.0, 5.0, 0.0])
+    batch_finish(free, np.cumsum([1.0, 1.0, 1.0]), 2.0, np.zeros(3))
+    assert free.tolist() == [3.0, 6.0, 7.0]
