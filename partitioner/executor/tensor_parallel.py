@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GroupResult", "Segment", "run_group", "check_group_sharding", "group_sharding",
-    "rank_env", "rank_models", "segments", "assemble",
+    "rank_env", "rank_params", "rank_received", "rank_models", "segments", "assemble",
 ]  # fmt: skip
 
 
@@ -114,6 +114,12 @@ def rank_env(
     sharding: ShardingPlan, model: onnx.ModelProto, whole: Mapping[str, Any], rank: int
 ) -> dict[str, Any]:
     """Rank ``rank``'s starting values: its parameters and what it receives, local."""
+    return {**rank_params(model, whole), **rank_received(sharding, model, whole, rank)}
+
+
+def rank_params(model: onnx.ModelProto, whole: Mapping[str, Any]) -> dict[str, Any]:
+    """The rank graph's initializers: its parameters cut from the whole ones (``whole``,
+    by the parameters' names) as the graph declares, and its shape constants."""
     env: dict[str, Any] = {}
     for init in model.graph.initializer:
         declaration = declared_split(init)
@@ -123,9 +129,17 @@ def rank_env(
             env[init.name] = value if cut is None else chunk(value, *cut, source)
         else:  # a shape constant, with its per-rank value
             env[init.name] = numpy_helper.to_array(init)
-    for vi in model.graph.input:
-        env[vi.name] = _received_value(sharding, vi.name, whole[vi.name], rank)
     return env
+
+
+def rank_received(
+    sharding: ShardingPlan, model: onnx.ModelProto, whole: Mapping[str, Any], rank: int
+) -> dict[str, Any]:
+    """What rank ``rank`` holds of each of its graph's inputs, which arrive whole."""
+    return {
+        vi.name: _received_value(sharding, vi.name, whole[vi.name], rank)
+        for vi in model.graph.input
+    }
 
 
 def _collective(graph: Graph, node: onnx.NodeProto, envs: list[dict[str, Any]], where: str) -> Any:

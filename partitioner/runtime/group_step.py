@@ -14,7 +14,12 @@ import numpy as np
 import onnx.inliner
 
 from partitioner.executor.graph_run import PlanExecutionError, _partition_env
-from partitioner.executor.tensor_parallel import group_sharding, rank_env, segments
+from partitioner.executor.tensor_parallel import (
+    group_sharding,
+    rank_params,
+    rank_received,
+    segments,
+)
 from partitioner.executor.weights import WeightStore
 from partitioner.plan import Partition, Plan
 from partitioner.runtime.engines import (
@@ -83,7 +88,9 @@ def _group_step(
         model = onnx.inliner.inline_local_functions(model)
     opsets = {o.domain: o.version for o in model.opset_import}
     pieces = segments(model.graph.node, keep)
-    runners = [_segment_runner(s, opsets, engine, config) for s in pieces]
+    # the rank's parameters, cut once: onnxruntime sessions hold them as initializers
+    resident = {k: np.ascontiguousarray(v) for k, v in rank_params(model, params).items()}
+    runners = [_segment_runner(s, opsets, engine, config, resident) for s in pieces]
     where = f"partition {partition.id}, rank {group_rank} of {degree}"
 
     def run(values: Mapping[str, Any], collectives: Collectives | None, log: CollectiveLog) -> dict:
@@ -91,7 +98,7 @@ def _group_step(
         inbox = {name: values[name] for name in io.inputs if name in values}
         whole = _partition_env(partition.id, io, inbox, params, values)
         whole.update((name, params[name]) for name in stored)
-        env = rank_env(sharding, model, whole, group_rank)
+        env = {**resident, **rank_received(sharding, model, whole, group_rank)}
         collected: set[str] = set()
         for piece, runner in zip(pieces, runners, strict=True):
             env = runner(env)
