@@ -60,8 +60,15 @@ class Collectives(Protocol):
     def all_gather(self, value: np.ndarray, axis: int) -> np.ndarray: ...
 
 
-# Seconds spent inside collectives, per step run: (name, start, duration) for the trace.
-CollectiveLog = list[tuple[str, float, float]]
+@dataclass
+class CollectiveLog:
+    """Seconds a step run spent in collectives, each ``(name, start, duration)`` for the
+    trace: the plan's own (``planned``), and the gathers that make a tensor-parallel
+    group's split outputs whole for rank 0's check and the next stage (``gathered``: not in
+    the plan, as a serving runtime keeps, say, a KV cache split across its ranks)."""
+
+    planned: list[tuple[str, float, float]] = field(default_factory=list)
+    gathered: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -239,5 +246,5 @@ def _collective(
     else:
         axis = next(a.i for a in node.attribute if a.name == "axis")
         result = collectives.all_gather(value, axis)
-    log.append((node.output[0], start, time.perf_counter() - start))
+    log.planned.append((node.output[0], start, time.perf_counter() - start))
     return result

@@ -7,6 +7,7 @@ between two segments the group performs the collective through the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -50,8 +51,10 @@ def _whole_outputs(
     collected: Collection[str],
     collectives: Collectives,
     where: str,
+    log: CollectiveLog,
 ) -> dict[str, Any]:
-    """Each kept name whole; those left split on an axis are gathered (every rank, in name order)."""
+    """Each kept name whole; those left split on an axis are gathered (every rank, in name
+    order; timed in ``log.gathered``)."""
     out: dict[str, Any] = {}
     for name in sorted(keep):
         if name not in env:
@@ -65,7 +68,9 @@ def _whole_outputs(
                 "all_reduce follows its producer"
             )
         else:
+            start = time.perf_counter()
             out[name] = collectives.all_gather(np.ascontiguousarray(env[name]), layout.axis)
+            log.gathered.append((name, start, time.perf_counter() - start))
     return out
 
 
@@ -107,7 +112,7 @@ def _group_step(
                     piece.collective, env, collectives, log
                 )
                 collected.add(piece.collective.output[0])
-        return _whole_outputs(sharding, env, keep, set(inbox), collected, collectives, where)
+        return _whole_outputs(sharding, env, keep, set(inbox), collected, collectives, where, log)
 
     return PartitionStep(partition.id, run, tuple(io.inputs))
 

@@ -58,10 +58,12 @@ def load_run(model: Path, plan_path: Path) -> RunInputs:
 
 @dataclass(frozen=True)
 class StepTiming:
-    """Where one micro-batch's compute went on a rank: kernels, and collectives inside them."""
+    """Where one micro-batch's compute went on a rank: kernels, the plan's collectives
+    inside them, and the gathers making split outputs whole (`engines.CollectiveLog`)."""
 
     compute_s: float
     collectives: tuple[tuple[str, float, float], ...]  # (tensor, start perf_counter, seconds)
+    gathered: tuple[tuple[str, float, float], ...] = ()
 
 
 def _keep(graph: Graph, plan: Plan, partition_id: int) -> frozenset[str]:
@@ -120,10 +122,10 @@ class RankProgram:
     ) -> tuple[dict[str, Any], StepTiming]:
         """Run the rank's partitions on one micro-batch; every value they hand on, by name."""
         values: dict[str, Any] = {**feeds, **received}
-        log: CollectiveLog = []
+        log = CollectiveLog()
         start = time.perf_counter()
         for step in self.steps:
             values.update(step.run(values, collectives, log))
         elapsed = time.perf_counter() - start
-        in_collectives = sum(d for _, _, d in log)
-        return values, StepTiming(elapsed - in_collectives, tuple(log))
+        in_collectives = sum(d for _, _, d in log.planned + log.gathered)
+        return values, StepTiming(elapsed - in_collectives, tuple(log.planned), tuple(log.gathered))

@@ -5,7 +5,10 @@ inputs, when each arrived, its compute (collectives apart), and how long it
 was blocked on its previous sends. From these, per stage and micro-batch:
 
 - ``compute_s``: kernels (the stage's first rank; a group's ranks run alike);
-- ``collective_s``: inside its collectives;
+- ``collective_s``: inside the plan's collectives. A tensor-parallel group's gathers
+  of its split outputs (a KV cache split by heads, made whole for rank 0's check)
+  are in neither: the plan has none, as a serving runtime keeps them split. The
+  trace shows them as ``gather``;
 - ``recv_s``: the transfer itself, from the later of the sender posting it
   and the receiver waiting for it, to its arrival (the slowest input);
 - ``idle_s``: the rest of the wait for inputs (the pipeline bubble: the
@@ -196,11 +199,15 @@ def rank_spans(layout: RankLayout, records: Sequence[RankRecord]) -> list[TraceS
         for s in record.steps:
             compute_end = s["send_post"] - s["send_wait_s"]
             args = {"microbatch": s["mb"], "round": s.get("round", 0)}
-            pieces = [
-                ("recv", s["recv_post"], s["compute_start"] - s["recv_post"]),
-                ("compute", s["compute_start"], compute_end - s["compute_start"]),
-                ("send", compute_end, s["send_wait_s"]),
-            ] + [("collective", start, seconds) for _, start, seconds in s["collectives"]]
+            pieces = (
+                [
+                    ("recv", s["recv_post"], s["compute_start"] - s["recv_post"]),
+                    ("compute", s["compute_start"], compute_end - s["compute_start"]),
+                    ("send", compute_end, s["send_wait_s"]),
+                ]
+                + [("collective", start, seconds) for _, start, seconds in s["collectives"]]
+                + [("gather", start, seconds) for _, start, seconds in s.get("gathered", ())]
+            )
             spans += [
                 TraceSpan(
                     record.rank, name, f"{kind} mb {s['mb']}", kind, start - origin, seconds, args

@@ -145,6 +145,7 @@ class _Stream:
             "mb": microbatch, "recv_post": recv_post, "arrivals": arrivals,
             "compute_start": compute_start, "compute_s": timing.compute_s,
             "collectives": [list(c) for c in timing.collectives],
+            "gathered": [list(c) for c in timing.gathered],
             "send_wait_s": send_wait_s, "send_post": send_post, "end": time.perf_counter(),
         }  # fmt: skip
 
