@@ -15,7 +15,7 @@ no data file.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -30,7 +30,7 @@ from passes.ir import INLINE_MARKER, Graph
 from passes.load import external_data_ref
 from passes.transforms.rank_params import chunk, declared_split
 
-__all__ = ["StageFiles", "stage_files", "INLINE_LIMIT_BYTES"]
+__all__ = ["StageFiles", "stage_files", "pointed", "INLINE_LIMIT_BYTES"]
 
 # onnx.save's own default: smaller tensors stay inside the .onnx file.
 INLINE_LIMIT_BYTES = 1024
@@ -106,10 +106,14 @@ def _piece(
     return _array_piece(lambda: raw), raw.nbytes
 
 
-def _pointed(t: TensorProto, location: str, offset: int, length: int) -> TensorProto:
+def pointed(
+    name: str, data_type: int, dims: Sequence[int], location: str, offset: int, length: int
+) -> TensorProto:
+    """An initializer whose data lies elsewhere: ``length`` bytes at ``offset`` of
+    ``location`` (a stage's data file, or memory onnxruntime is handed)."""
     out = TensorProto()
-    out.name, out.data_type = t.name, t.data_type
-    out.dims.extend(t.dims)
+    out.name, out.data_type = name, data_type
+    out.dims.extend(dims)
     out.data_location = TensorProto.EXTERNAL
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         entry = out.external_data.add()
@@ -142,7 +146,7 @@ def stage_files(
             continue
         piece, length = _piece(graph, store, folded, t)
         offset = -(-offset // _ALIGN_BYTES) * _ALIGN_BYTES
-        initializers.append(_pointed(t, data_name, offset, length))
+        initializers.append(pointed(t.name, t.data_type, t.dims, data_name, offset, length))
         pieces.append((offset, piece))
         offset += length
     del model.graph.initializer[:]

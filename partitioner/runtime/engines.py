@@ -35,7 +35,7 @@ from partitioner.executor.runtime import run_nodes
 from partitioner.executor.tensor_parallel import Segment
 from partitioner.executor.weights import WeightStore
 from partitioner.export.stages import pipeline_stage_model
-from partitioner.export.weights import INLINE_LIMIT_BYTES
+from partitioner.export.weights import INLINE_LIMIT_BYTES, pointed
 from partitioner.plan import Partition, Plan
 from passes.analysis.partition_io import partition_io
 from passes.ir import Graph
@@ -226,14 +226,8 @@ def _segment_session(
 def _in_memory(name: str, value: np.ndarray) -> onnx.TensorProto:
     """An initializer whose data onnxruntime takes from ``value`` itself
     (`add_external_initializers`, in `_session`), not from a file or a copy."""
-    tensor = onnx.TensorProto()
-    tensor.name, tensor.data_type = name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
-    tensor.dims.extend(value.shape)
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    for key, text in (("location", "in-memory"), ("offset", "0"), ("length", str(value.nbytes))):
-        entry = tensor.external_data.add()
-        entry.key, entry.value = key, text
-    return tensor
+    kind = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+    return pointed(name, kind, value.shape, "in-memory", 0, value.nbytes)
 
 
 def _collective(
